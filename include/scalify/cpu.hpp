@@ -1,0 +1,134 @@
+// scalify: CPU feature detection and run-time choice of the SIMD path.
+//
+// Every SIMD routine exists once per path (scalar, avx2, avx512, avx512bf16),
+// compiled with per-function target attributes (scalify/config.hpp). The active
+// path is the best one the CPU supports, chosen once; the environment variable
+// SCALIFY_CPU_PATH or force_cpu_path() overrides it for tests and benchmarks.
+#ifndef SCALIFY_CPU_HPP_
+#define SCALIFY_CPU_HPP_
+
+#include <atomic>       // std::atomic
+#include <cstdlib>      // std::getenv
+#include <stdexcept>    // std::invalid_argument
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+
+#include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD
+#include "scalify/errors.hpp"  // SCALIFY_CHECK
+
+namespace scalify {
+
+/// The instruction-set paths, from the most portable to the fastest.
+enum class cpu_path {
+  scalar,      ///< portable C++, the reference every other path must match
+  avx2,        ///< AVX2 + FMA + F16C
+  avx512,      ///< AVX-512 F/BW/VL/DQ
+  avx512bf16,  ///< AVX-512 plus BF16 dot products (vdpbf16ps)
+};
+
+/// All paths, for loops in tests and benchmarks.
+inline constexpr cpu_path all_cpu_paths[] = {cpu_path::scalar, cpu_path::avx2, cpu_path::avx512,
+                                             cpu_path::avx512bf16};
+
+/// The path's name as SCALIFY_CPU_PATH spells it. **Example**: `to_string(cpu_path::avx2) == "avx2"`.
+constexpr std::string_view to_string(cpu_path p) {
+  switch (p) {
+    case cpu_path::scalar: return "scalar";
+    case cpu_path::avx2: return "avx2";
+    case cpu_path::avx512: return "avx512";
+    case cpu_path::avx512bf16: return "avx512bf16";
+  }
+  return "unknown";
+}
+
+/// Parses a path name; throws std::invalid_argument naming the valid ones.
+inline cpu_path parse_cpu_path(std::string_view name) {
+  for (cpu_path p : all_cpu_paths) {
+    if (to_string(p) == name) return p;
+  }
+  throw std::invalid_argument("scalify: unknown CPU path '" + std::string(name) +
+                              "' (expected scalar, avx2, avx512 or avx512bf16)");
+}
+
+/// True if this CPU (and OS) can run path `p`.
+inline bool cpu_supports(cpu_path p) {
+  if (p == cpu_path::scalar) return true;
+#if SCALIFY_HAVE_X86_SIMD
+  // __builtin_cpu_supports also checks that the OS saves the wide registers.
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  switch (p) {
+    case cpu_path::avx2: return avx2;
+    case cpu_path::avx512: return avx512;
+    case cpu_path::avx512bf16: return avx512 && __builtin_cpu_supports("avx512bf16");
+    default: return false;
+  }
+#else
+  return false;
+#endif
+}
+
+/// The fastest path this CPU supports.
+inline cpu_path best_cpu_path() {
+  for (auto p : {cpu_path::avx512bf16, cpu_path::avx512, cpu_path::avx2}) {
+    if (cpu_supports(p)) return p;
+  }
+  return cpu_path::scalar;
+}
+
+namespace detail {
+
+/// The path chosen at first use: SCALIFY_CPU_PATH if set (it must name a path
+/// this CPU supports), else the best one.
+inline cpu_path initial_cpu_path() {
+  const char* env = std::getenv("SCALIFY_CPU_PATH");
+  if (env == nullptr || *env == '\0') return best_cpu_path();
+  const cpu_path p = parse_cpu_path(env);
+  SCALIFY_CHECK(cpu_supports(p), std::invalid_argument,
+                "scalify: SCALIFY_CPU_PATH=" + std::string(env) + " but this CPU does not support it");
+  return p;
+}
+
+inline std::atomic<cpu_path>& active_cpu_path_slot() {
+  static std::atomic<cpu_path> slot{initial_cpu_path()};
+  return slot;
+}
+
+}  // namespace detail
+
+/// The path the library dispatches to now.
+inline cpu_path active_cpu_path() { return detail::active_cpu_path_slot().load(std::memory_order_relaxed); }
+
+/// Forces every later dispatch onto path `p` (process-wide). Throws
+/// std::invalid_argument if this CPU cannot run it.
+///
+/// **Example**: `scalify::force_cpu_path(scalify::cpu_path::scalar);`
+inline void force_cpu_path(cpu_path p) {
+  SCALIFY_CHECK(cpu_supports(p), std::invalid_argument,
+                "scalify::force_cpu_path: this CPU does not support path " + std::string(to_string(p)));
+  detail::active_cpu_path_slot().store(p, std::memory_order_relaxed);
+}
+
+/// Goes back to the path chosen at start-up (SCALIFY_CPU_PATH or the best).
+inline void reset_cpu_path() { detail::active_cpu_path_slot().store(detail::initial_cpu_path()); }
+
+/// Forces a path for the lifetime of the object, then restores the previous one.
+///
+/// **Example**: `{ scalify::scoped_cpu_path guard(scalify::cpu_path::avx2); run(); }`
+class scoped_cpu_path {
+ public:
+  explicit scoped_cpu_path(cpu_path p) : previous_(active_cpu_path()) { force_cpu_path(p); }
+  ~scoped_cpu_path() { detail::active_cpu_path_slot().store(previous_); }
+  scoped_cpu_path(const scoped_cpu_path&) = delete;
+  scoped_cpu_path& operator=(const scoped_cpu_path&) = delete;
+
+ private:
+  cpu_path previous_;
+};
+
+}  // namespace scalify
+
+#endif  // SCALIFY_CPU_HPP_

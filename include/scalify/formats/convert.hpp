@@ -1,0 +1,231 @@
+// scalify: bulk casts between float32 and the narrow formats.
+//
+//   convert(src, dst[, options])             float -> e4m3fn, e5m2, float16, bfloat16
+//                                            and each of those -> float
+//   convert_with_stats(src, dst[, options])  narrowing, plus amax and counts of
+//                                            overflow, underflow and NaN, same pass
+//
+// Each call dispatches to the active CPU path (scalify/cpu.hpp): AVX-512,
+// AVX2 or scalar. Every path gives the same bytes as the scalar cast
+// (round_cast in formats/cast.hpp) for every input and option.
+#ifndef SCALIFY_FORMATS_CONVERT_HPP_
+#define SCALIFY_FORMATS_CONVERT_HPP_
+
+#include <bit>          // std::bit_cast
+#include <cstddef>      // size_t
+#include <cstdint>      // uint8_t, uint16_t, uint32_t, uint64_t
+#include <ranges>       // std::ranges::contiguous_range
+#include <span>         // std::span
+#include <string>       // std::to_string
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"                // SCALIFY_HAVE_X86_SIMD
+#include "scalify/cpu.hpp"                   // active_cpu_path
+#include "scalify/errors.hpp"                // shape_error
+#include "scalify/formats/cast.hpp"          // round_cast, stochastic_bits
+#include "scalify/formats/detail/codec.hpp"  // encode, decode_float_bits, narrow_stats
+#include "scalify/formats/float16.hpp"       // float16, bfloat16
+#include "scalify/formats/float8.hpp"        // float8_e4m3fn, float8_e5m2
+#include "scalify/simd/vec_avx2.hpp"         // simd::avx2::u32x
+#include "scalify/simd/vec_avx512.hpp"       // simd::avx512::u32x
+
+#if SCALIFY_HAVE_X86_SIMD
+#define SCALIFY_SIMD_NS avx2
+#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX2
+#include "scalify/formats/detail/convert_simd-inl.hpp"
+#undef SCALIFY_SIMD_NS
+#undef SCALIFY_SIMD_BEGIN_TARGET
+#define SCALIFY_SIMD_NS avx512
+#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512
+#include "scalify/formats/detail/convert_simd-inl.hpp"
+#undef SCALIFY_SIMD_NS
+#undef SCALIFY_SIMD_BEGIN_TARGET
+#endif
+
+namespace scalify {
+
+/// Options of a bulk cast.
+///
+/// | field | meaning |
+/// |---|---|
+/// | `saturate` | finite values beyond the range become +-max instead of inf/NaN |
+/// | `round` | `nearest_even` (default), `toward_zero`, or `stochastic` |
+/// | `seed`, `offset` | stochastic only: element i uses `stochastic_bits(seed, offset + i)`, so a cast split into chunks (pass each chunk's start as `offset`) gives the same bytes as one call, on any thread count |
+///
+/// Stochastic rounding always saturates. Infinities and NaN behave as in the
+/// default cast whatever the options.
+///
+/// **Example**: `convert(x, y, {.saturate = true});`
+struct convert_options {
+  bool saturate = false;
+  rounding round = rounding::nearest_even;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
+/// What a narrowing cast did, measured in the same pass (cast telemetry).
+struct cast_stats {
+  float amax = 0.0f;           ///< max |x| over the non-NaN inputs (inf if any)
+  std::size_t overflow = 0;    ///< finite inputs beyond the range: became inf/NaN, or max when saturating
+  std::size_t underflow = 0;   ///< nonzero finite inputs that became +-0
+  std::size_t nan = 0;         ///< NaN inputs
+};
+
+namespace detail {
+
+template <class T>
+concept bulk_narrow_type = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
+                           std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>;
+
+inline void check_sizes(std::size_t src, std::size_t dst) {
+  SCALIFY_CHECK(src == dst, shape_error,
+                "scalify::convert: source has " + std::to_string(src) + " elements, destination has " +
+                    std::to_string(dst));
+}
+
+/// Scalar cast of src[begin, n) with statistics; the reference for every path.
+template <const format_spec& S, class To>
+void narrow_scalar(const float* src, To* dst, std::size_t begin, std::size_t n, const convert_options& o,
+                   bool saturate, stochastic_keys keys, narrow_stats* stats) {
+  for (std::size_t i = begin; i < n; ++i) {
+    const uint32_t random = o.round == rounding::stochastic ? stochastic_bits(keys, o.offset + i) : 0u;
+    bool overflowed = false;
+    const uint32_t code = encode<S>(src[i], o.round, saturate, random, &overflowed);
+    dst[i] = from_code<To>(code);
+    if (stats != nullptr) {
+      const uint32_t a = std::bit_cast<uint32_t>(src[i]) & 0x7FFF'FFFFu;
+      if (a > 0x7F80'0000u) {
+        ++stats->nan;
+        continue;
+      }
+      stats->amax_bits = a > stats->amax_bits ? a : stats->amax_bits;
+      if (a == 0x7F80'0000u) continue;
+      if (overflowed) ++stats->overflow;
+      if (a != 0 && (code & S.magnitude_mask()) == 0) ++stats->underflow;
+    }
+  }
+}
+
+template <class To>
+void convert_narrow(std::span<const float> src, std::span<To> dst, const convert_options& o,
+                    narrow_stats* stats) {
+  check_sizes(src.size(), dst.size());
+  constexpr const format_spec& S = format_of<To>::value;
+  const bool saturate = o.saturate || o.round == rounding::stochastic;
+  const stochastic_keys keys = make_stochastic_keys(o.seed);
+  const std::size_t n = src.size();
+  std::size_t done = 0;
+#if SCALIFY_HAVE_X86_SIMD
+  const cpu_path path = active_cpu_path();
+  if (path != cpu_path::scalar && n > 0) {
+    narrow_stats local;
+    narrow_stats& st = stats != nullptr ? *stats : local;
+    // One instantiation per (path, rounding mode, statistics on/off).
+    auto run = [&]<rounding kMode>() {
+      if (path == cpu_path::avx2) {
+        return stats != nullptr
+                   ? simd::avx2::narrow_from_float<S, kMode, true>(src.data(), dst.data(), n, saturate, keys, o.offset, st)
+                   : simd::avx2::narrow_from_float<S, kMode, false>(src.data(), dst.data(), n, saturate, keys, o.offset, st);
+      }
+      return stats != nullptr
+                 ? simd::avx512::narrow_from_float<S, kMode, true>(src.data(), dst.data(), n, saturate, keys, o.offset, st)
+                 : simd::avx512::narrow_from_float<S, kMode, false>(src.data(), dst.data(), n, saturate, keys, o.offset, st);
+    };
+    switch (o.round) {
+      case rounding::nearest_even: done = run.template operator()<rounding::nearest_even>(); break;
+      case rounding::toward_zero: done = run.template operator()<rounding::toward_zero>(); break;
+      case rounding::stochastic: done = run.template operator()<rounding::stochastic>(); break;
+    }
+  }
+#endif
+  narrow_scalar<S>(src.data(), dst.data(), done, n, o, saturate, keys, stats);
+}
+
+template <class From>
+void convert_widen(std::span<const From> src, std::span<float> dst) {
+  check_sizes(src.size(), dst.size());
+  constexpr const format_spec& S = format_of<From>::value;
+  const std::size_t n = src.size();
+  std::size_t done = 0;
+#if SCALIFY_HAVE_X86_SIMD
+  switch (active_cpu_path()) {
+    case cpu_path::avx2: done = simd::avx2::widen_to_float<S>(src.data(), dst.data(), n); break;
+    case cpu_path::avx512:
+    case cpu_path::avx512bf16: done = simd::avx512::widen_to_float<S>(src.data(), dst.data(), n); break;
+    case cpu_path::scalar: break;
+  }
+#endif
+  for (std::size_t i = done; i < n; ++i) {
+    if constexpr (S.bits == 8) {
+      dst[i] = kDecodeTable<S>[to_code(src[i])];  // the same bits, precomputed
+    } else {
+      dst[i] = std::bit_cast<float>(decode_float_bits<S>(to_code(src[i])));
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Casts every element of `src` into `dst` (same size, else shape_error).
+/// Narrowing (float -> float8_e4m3fn, float8_e5m2, float16, bfloat16) follows
+/// `options`; widening (those -> float) is exact and ignores them.
+///
+/// **Example**:
+/// ```
+/// std::vector<float> x = {0.1f, 300.0f, 1e6f};
+/// std::vector<scalify::float8_e4m3fn> y(x.size());
+/// scalify::convert(std::span<const float>(x), std::span(y), {.saturate = true});  // 0.1015625, 288, 448
+/// ```
+template <class From, class To>
+void convert(std::span<const From> src, std::span<To> dst, const convert_options& options = {}) {
+  if constexpr (std::is_same_v<From, float> && detail::bulk_narrow_type<To>) {
+    detail::convert_narrow<To>(src, dst, options, nullptr);
+  } else if constexpr (detail::bulk_narrow_type<From> && std::is_same_v<To, float>) {
+    detail::convert_widen<From>(src, dst);
+  } else {
+    static_assert(sizeof(From) == 0,
+                  "scalify::convert casts float <-> float8_e4m3fn, float8_e5m2, float16 or bfloat16; "
+                  "for other pairs go through float or use round_cast element by element");
+  }
+}
+
+/// Like convert() for a narrowing cast, and also returns what it did: the
+/// input's absolute max and how many values overflowed, underflowed to zero
+/// or were NaN, measured in the same pass.
+///
+/// **Example**: `auto s = scalify::convert_with_stats(std::span<const float>(x), std::span(y)); s.overflow == 1;`
+template <class To>
+cast_stats convert_with_stats(std::span<const float> src, std::span<To> dst, const convert_options& options = {}) {
+  static_assert(detail::bulk_narrow_type<To>,
+                "scalify::convert_with_stats narrows float to float8_e4m3fn, float8_e5m2, float16 or bfloat16");
+  detail::narrow_stats stats;
+  detail::convert_narrow<To>(src, dst, options, &stats);
+  return {std::bit_cast<float>(stats.amax_bits), static_cast<std::size_t>(stats.overflow),
+          static_cast<std::size_t>(stats.underflow), static_cast<std::size_t>(stats.nan)};
+}
+
+/// convert() for any contiguous containers (std::vector, std::array, Eigen
+/// vectors with data()/size() through std::span...).
+///
+/// **Example**: `scalify::convert(x_vector, y_vector);`
+template <std::ranges::contiguous_range Src, std::ranges::contiguous_range Dst>
+  requires(!std::is_same_v<std::remove_cvref_t<Src>, std::span<const std::ranges::range_value_t<Src>>>)
+void convert(const Src& src, Dst&& dst, const convert_options& options = {}) {
+  using From = std::ranges::range_value_t<Src>;
+  using To = std::ranges::range_value_t<Dst>;
+  convert(std::span<const From>(std::ranges::data(src), std::ranges::size(src)),
+          std::span<To>(std::ranges::data(dst), std::ranges::size(dst)), options);
+}
+
+/// convert_with_stats() for any contiguous containers.
+template <std::ranges::contiguous_range Src, std::ranges::contiguous_range Dst>
+  requires(!std::is_same_v<std::remove_cvref_t<Src>, std::span<const float>>)
+cast_stats convert_with_stats(const Src& src, Dst&& dst, const convert_options& options = {}) {
+  using To = std::ranges::range_value_t<Dst>;
+  return convert_with_stats<To>(std::span<const float>(std::ranges::data(src), std::ranges::size(src)),
+                                std::span<To>(std::ranges::data(dst), std::ranges::size(dst)), options);
+}
+
+}  // namespace scalify
+
+#endif  // SCALIFY_FORMATS_CONVERT_HPP_

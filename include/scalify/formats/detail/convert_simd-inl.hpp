@@ -1,0 +1,170 @@
+// scalify: the SIMD bulk casts, written once for every x86 path.
+//
+// This file is included once per path by scalify/formats/convert.hpp, with
+// SCALIFY_SIMD_NS naming the path (avx2, avx512) and SCALIFY_SIMD_BEGIN_TARGET
+// opening its target region; `u32x` and its helpers come from
+// scalify/simd/vec_<path>.hpp. Each kernel converts the leading multiple of
+// kLanes elements and returns how many it did; the caller finishes the tail
+// with the scalar codec, so both agree bit for bit by construction: the
+// kernels compute, lane by lane, the same integer steps as detail::encode()
+// and detail::decode_float_bits() (formats/detail/codec.hpp).
+//
+// No include guard on purpose (one inclusion per path).
+#if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET)
+#error "Include scalify/formats/convert.hpp instead of this file."
+#endif
+
+SCALIFY_SIMD_BEGIN_TARGET
+namespace scalify::simd::SCALIFY_SIMD_NS {
+
+/// hash32() of formats/cast.hpp, lane by lane.
+SCALIFY_ALWAYS_INLINE u32x hash32_x(u32x x) {
+  x = x ^ shift_right<16>(x);
+  x = x * set1(0x7feb352du);
+  x = x ^ shift_right<15>(x);
+  x = x * set1(0x846ca68bu);
+  x = x ^ shift_right<16>(x);
+  return x;
+}
+
+/// stochastic_bits(keys, index + lane) for the kLanes lanes starting at `index`.
+SCALIFY_ALWAYS_INLINE u32x stochastic_bits_x(detail::stochastic_keys keys, uint64_t index) {
+  const u32x lo_base = set1(static_cast<uint32_t>(index));
+  const u32x lo = lo_base + iota();
+  const u32x carry = gt(lo_base, lo);  // all ones where the low word wrapped
+  const u32x hi = set1(static_cast<uint32_t>(index >> 32)) - carry;
+  const u32x h = hash32_x(lo ^ set1(keys.lo));
+  return hash32_x(h ^ hi ^ set1(keys.hi));
+}
+
+/// float32 -> narrow format S (8- or 16-bit codes written to `dst`).
+/// Steps as in detail::encode(): pick significand and shift (normal or
+/// subnormal result), round, handle overflow, then infinities/NaN, then sign.
+template <const detail::format_spec& S, rounding kMode, bool kStats>
+std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool saturate,
+                              detail::stochastic_keys keys, uint64_t offset, detail::narrow_stats& stats) {
+  static_assert(S.has_sign && S.has_zero && S.has_subnormals && S.exponent_bias <= 127,
+                "the SIMD casts cover float8_e4m3fn, float8_e5m2, float16 and bfloat16");
+  constexpr int kM = S.mantissa_bits, kB = S.exponent_bias;
+  using code_t = std::conditional_t<S.bits == 8, uint8_t, uint16_t>;
+  code_t* out = static_cast<code_t*>(dst);
+
+  const u32x k_sign = set1(0x8000'0000u), k_inf = set1(0x7F80'0000u);
+  const u32x k_mantissa = set1(0x007F'FFFFu), k_implicit = set1(0x0080'0000u);
+  const u32x k_zero = set1(0), k_one = set1(1), k_31 = set1(31), k_32 = set1(32);
+  // Normal results need a >= 2^(1 - B), i.e. a biased float exponent >= 128 - B.
+  const u32x k_min_normal = set1(static_cast<uint32_t>(128 - kB) << 23);
+  const u32x k_rebias = set1(static_cast<uint32_t>(127 - kB) << 23);
+  const u32x k_normal_shift = set1(23 - kM);
+  // Subnormal shift: (23 - M) + (1 - to_exponent), to_exponent = max(e, 1) - 127 + B.
+  const u32x k_subnormal_base = set1(static_cast<uint32_t>(151 - kM - kB));
+  const u32x k_max = set1(S.max_code);
+  const u32x k_overflow = set1(saturate ? S.max_code : (S.has_inf ? S.inf_code : S.nan_code));
+  const u32x k_inf_out = set1(S.has_inf ? S.inf_code : S.nan_code);
+  const u32x k_nan_out = set1(S.nan_code);
+
+  u32x amax = k_zero, n_overflow = k_zero, n_underflow = k_zero, n_nan = k_zero;
+  std::size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const u32x u = load_u32(src + i);
+    const u32x a = and_not(u, k_sign);
+    const u32x e = shift_right<23>(a);
+
+    // 1. Significand and shift.
+    const u32x subnormal = gt_i32(k_min_normal, a);  // all operands below 2^31: signed compares
+    const u32x m = (a & k_mantissa) | and_not(k_implicit, eq(e, k_zero));
+    const u32x v = select(subnormal, m, a - k_rebias);
+    const u32x s = select(subnormal, k_subnormal_base - max(e, k_one), k_normal_shift);
+
+    // 2. Round.
+    u32x code;
+    if constexpr (kMode == rounding::nearest_even) {
+      // Adding (half - 1 + lowest kept bit) carries exactly when rounding up.
+      // Shifts of 31 already round everything to 0 (v < 2^30), so clamp there.
+      const u32x sc = min(s, k_31);
+      const u32x half = shift_left(k_one, sc - k_one);
+      const u32x odd = shift_right(v, sc) & k_one;
+      code = shift_right(v + odd + half - k_one, sc);
+    } else if constexpr (kMode == rounding::toward_zero) {
+      code = shift_right(v, s);
+    } else {
+      const u32x q = shift_right(v, s);
+      const u32x rem = v & (shift_left(k_one, s) - k_one);
+      const u32x fraction = select(gt_i32(s, k_32), shift_right(v, s - k_32), shift_left(rem, k_32 - s));
+      const u32x random = stochastic_bits_x(keys, offset + i);
+      code = q + (gt(fraction, random) & k_one);
+    }
+
+    // 3. Overflow, then non-finite inputs, then the sign.
+    const u32x overflow = gt_i32(code, k_max);
+    const u32x finite = gt_i32(k_inf, a);
+    u32x r = select(overflow, k_overflow, code);
+    r = select(finite, r, select(eq(a, k_inf), k_inf_out, k_nan_out));
+    r = r | shift_right<32 - S.bits>(u & k_sign);
+    if constexpr (S.bits == 8) {
+      store_u8(out + i, r);
+    } else {
+      store_u16(out + i, r);
+    }
+
+    if constexpr (kStats) {
+      const u32x nan = gt_i32(a, k_inf);
+      amax = max(amax, and_not(a, nan));
+      n_overflow = n_overflow - (overflow & finite);
+      n_underflow = n_underflow - and_not(eq(code, k_zero) & finite, eq(a, k_zero));
+      n_nan = n_nan - nan;
+    }
+  }
+  if constexpr (kStats) {
+    const uint32_t m = reduce_max(amax);
+    stats.amax_bits = m > stats.amax_bits ? m : stats.amax_bits;
+    stats.overflow += reduce_add(n_overflow);
+    stats.underflow += reduce_add(n_underflow);
+    stats.nan += reduce_add(n_nan);
+  }
+  return i;
+}
+
+/// Narrow format S -> float32, exactly; NaN -> 0x7FC00000 with its sign.
+template <const detail::format_spec& S>
+std::size_t widen_to_float(const void* src, float* dst, std::size_t n) {
+  static_assert(S.has_sign && S.has_zero && S.has_subnormals && S.exponent_bias <= 127,
+                "the SIMD casts cover float8_e4m3fn, float8_e5m2, float16 and bfloat16");
+  constexpr int kM = S.mantissa_bits, kB = S.exponent_bias;
+  // 2^(1 - B - M): the value of the smallest subnormal.
+  constexpr float kSubnormalUnit = std::bit_cast<float>(static_cast<uint32_t>(127 + 1 - kB - kM) << 23);
+  const u32x k_sign = set1(S.sign_bit()), k_magnitude = set1(S.magnitude_mask());
+  const u32x k_min_normal = set1(1u << kM);
+  const u32x k_inf_out = set1(0x7F80'0000u), k_nan_out = set1(0x7FC0'0000u);
+
+  std::size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    u32x c;
+    if constexpr (S.bits == 8) {
+      c = load_u8(static_cast<const uint8_t*>(src) + i);
+    } else {
+      c = load_u16(static_cast<const uint16_t*>(src) + i);
+    }
+    const u32x sign = shift_left<32 - S.bits>(c & k_sign);
+    const u32x mag = c & k_magnitude;
+    u32x r;
+    if constexpr (kB == 127) {
+      r = shift_left<23 - kM>(mag);  // bfloat16: the upper half of a float32, subnormals included
+    } else {
+      const u32x normal = shift_left<23 - kM>(mag) + set1(static_cast<uint32_t>(127 - kB) << 23);
+      const u32x subnormal = int_to_float_bits_scaled(mag, kSubnormalUnit);  // exact, a normal float
+      r = select(gt_i32(k_min_normal, mag), subnormal, normal);
+    }
+    if constexpr (S.has_inf) {
+      r = select(eq(mag, set1(S.inf_code)), k_inf_out, r);
+      r = select(gt_i32(mag, set1(S.inf_code)), k_nan_out, r);
+    } else {
+      r = select(eq(mag, set1(S.nan_code)), k_nan_out, r);
+    }
+    store_u32(dst + i, r | sign);
+  }
+  return i;
+}
+
+}  // namespace scalify::simd::SCALIFY_SIMD_NS
+SCALIFY_END_TARGET

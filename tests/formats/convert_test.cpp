@@ -1,0 +1,186 @@
+// Bulk casts (formats/convert.hpp): the API, the options, the error paths and
+// the agreement of every CPU path with the scalar cast on edge-heavy inputs.
+// The exhaustive checks over all 2^32 floats are in *_exhaustive_test.cpp.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "scalify/formats/convert.hpp"
+
+using scalify::bfloat16;
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+
+namespace {
+
+/// Random bit patterns mixed with values near every boundary of the formats.
+std::vector<float> edge_inputs(std::size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<float> x(n);
+  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 448.0f, 464.0f, 464.00003f, 480.0f,
+                            57344.0f, 61440.0f, 61439.996f, 65504.0f, 65520.0f, 65536.0f, 0x1p-9f, 0x1p-10f,
+                            0x1.8p-10f, 0x1p-16f, 0x1p-17f, 0x1p-24f, 0x1p-25f, 0x1p-133f, 0x1p-134f,
+                            std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min()};
+  for (std::size_t i = 0; i < n; ++i) {
+    const uint32_t r = gen();
+    switch (i % 4) {
+      case 0: x[i] = std::bit_cast<float>(r); break;
+      case 1: x[i] = std::ldexp(static_cast<float>(r >> 8) * 0x1p-24f, static_cast<int>(r % 64) - 40); break;
+      case 2: x[i] = specials[r % std::size(specials)]; break;
+      default: x[i] = std::bit_cast<float>(std::bit_cast<uint32_t>(specials[r % std::size(specials)]) + (r >> 30) - 2);
+    }
+    if (r & 1u) x[i] = -x[i];
+  }
+  return x;
+}
+
+template <class T>
+uint32_t code_of(T x) {
+  return scalify::detail::to_code(x);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("convert narrows like the scalar round_cast, on every CPU path and option", "[formats][convert]",
+                   float8_e4m3fn, float8_e5m2, float16, bfloat16) {
+  const std::vector<float> x = edge_inputs(4099, 7);  // not a multiple of any vector width
+  const scalify::convert_options cases[] = {
+      {},
+      {.saturate = true},
+      {.round = scalify::rounding::toward_zero},
+      {.saturate = true, .round = scalify::rounding::toward_zero},
+      {.round = scalify::rounding::stochastic, .seed = 1234, .offset = 99},
+  };
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) {
+      WARN("skipping path " << scalify::to_string(path) << ": not supported by this CPU");
+      continue;
+    }
+    scalify::scoped_cpu_path guard(path);
+    for (const auto& o : cases) {
+      std::vector<TestType> y(x.size());
+      scalify::convert(x, y, o);
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const uint32_t random = o.round == scalify::rounding::stochastic ? scalify::stochastic_bits(o.seed, o.offset + i) : 0;
+        const TestType expected = scalify::round_cast<TestType>(x[i], o.round, o.saturate, random);
+        if (code_of(y[i]) != code_of(expected)) {
+          FAIL_CHECK("path " << scalify::to_string(path) << " input 0x" << std::hex << std::bit_cast<uint32_t>(x[i])
+                             << " index " << std::dec << i << ": expected 0x" << std::hex << code_of(expected)
+                             << ", got 0x" << code_of(y[i]));
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("convert_with_stats counts what the cast did", "[formats][convert]", float8_e4m3fn, float8_e5m2,
+                   float16, bfloat16) {
+  const std::vector<float> x = edge_inputs(10007, 11);
+  // Expected counts, from the scalar casts and plain float arithmetic.
+  float amax = 0.0f;
+  std::size_t nan = 0, overflow = 0, underflow = 0;
+  for (float v : x) {
+    if (std::isnan(v)) {
+      ++nan;
+      continue;
+    }
+    amax = std::max(amax, std::fabs(v));
+    if (std::isinf(v)) continue;
+    const float unsat = static_cast<float>(scalify::round_cast<TestType>(v, scalify::rounding::nearest_even, false));
+    if (std::isinf(unsat) || std::isnan(unsat)) ++overflow;
+    if (v != 0.0f && static_cast<float>(TestType(v)) == 0.0f) ++underflow;
+  }
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) {
+      WARN("skipping path " << scalify::to_string(path) << ": not supported by this CPU");
+      continue;
+    }
+    scalify::scoped_cpu_path guard(path);
+    for (bool saturate : {false, true}) {
+      INFO("path " << scalify::to_string(path) << ", saturate " << saturate);
+      std::vector<TestType> y(x.size());
+      const scalify::cast_stats s = scalify::convert_with_stats(x, y, {.saturate = saturate});
+      CHECK(s.amax == amax);
+      CHECK(s.nan == nan);
+      CHECK(s.overflow == overflow);
+      CHECK(s.underflow == underflow);
+      std::vector<TestType> z(x.size());
+      scalify::convert(x, z, {.saturate = saturate});
+      CHECK(std::memcmp(y.data(), z.data(), y.size() * sizeof(TestType)) == 0);
+    }
+  }
+}
+
+TEST_CASE("convert_with_stats on an empty span and on all-NaN input", "[formats][convert]") {
+  std::vector<float> empty;
+  std::vector<float8_e4m3fn> none;
+  const auto s = scalify::convert_with_stats(empty, none);
+  CHECK(s.amax == 0.0f);
+  CHECK(s.nan + s.overflow + s.underflow == 0);
+  std::vector<float> nans(37, NAN);
+  std::vector<float8_e4m3fn> y(37);
+  const auto t = scalify::convert_with_stats(nans, y);
+  CHECK(t.nan == 37);
+  CHECK(t.amax == 0.0f);
+}
+
+TEST_CASE("stochastic bulk casts give the same bytes however the array is split", "[formats][convert]") {
+  const std::vector<float> x = edge_inputs(1000, 3);
+  std::vector<float8_e5m2> whole(x.size()), parts(x.size());
+  scalify::convert(x, whole, {.round = scalify::rounding::stochastic, .seed = 42});
+  for (std::size_t begin = 0; begin < x.size();) {
+    const std::size_t len = std::min<std::size_t>(1 + begin % 37, x.size() - begin);
+    scalify::convert(std::span<const float>(x).subspan(begin, len), std::span(parts).subspan(begin, len),
+                     {.round = scalify::rounding::stochastic, .seed = 42, .offset = begin});
+    begin += len;
+  }
+  CHECK(std::memcmp(whole.data(), parts.data(), whole.size()) == 0);
+  std::vector<float8_e5m2> other_seed(x.size());
+  scalify::convert(x, other_seed, {.round = scalify::rounding::stochastic, .seed = 43});
+  CHECK(std::memcmp(whole.data(), other_seed.data(), whole.size()) != 0);
+}
+
+TEMPLATE_TEST_CASE("convert widens every code exactly on every path", "[formats][convert]", float8_e4m3fn,
+                   float8_e5m2) {
+  std::vector<TestType> codes(256 + 13);
+  for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = TestType::from_bits(static_cast<uint8_t>(i * 7));
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) continue;
+    scalify::scoped_cpu_path guard(path);
+    std::vector<float> y(codes.size());
+    scalify::convert(codes, y);
+    for (std::size_t i = 0; i < codes.size(); ++i) {
+      const float expected = static_cast<float>(codes[i]);
+      INFO("path " << scalify::to_string(path) << " code 0x" << std::hex << int(codes[i].bits()));
+      CHECK(std::bit_cast<uint32_t>(y[i]) == std::bit_cast<uint32_t>(expected));
+    }
+  }
+}
+
+TEST_CASE("convert rejects mismatched sizes with a shape_error naming both, and writes nothing",
+          "[formats][convert][errors]") {
+  std::vector<float> x(3, 1.0f);
+  std::vector<float8_e4m3fn> y(4, float8_e4m3fn::from_bits(0x55));
+  try {
+    scalify::convert(x, y);
+    FAIL("no exception");
+  } catch (const scalify::shape_error& e) {
+    const std::string what = e.what();
+    CHECK(what.find('3') != std::string::npos);
+    CHECK(what.find('4') != std::string::npos);
+  }
+  for (auto v : y) CHECK(v.bits() == 0x55);
+  std::vector<float> back(2);
+  CHECK_THROWS_AS(scalify::convert(y, back), scalify::shape_error);
+  CHECK_THROWS_AS(scalify::convert_with_stats(x, y), std::invalid_argument);  // shape_error is one
+  std::vector<float16> h(5);
+  CHECK_THROWS_AS(scalify::convert(x, h), scalify::shape_error);
+}
