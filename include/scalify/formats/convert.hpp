@@ -32,6 +32,7 @@
 #if SCALIFY_HAVE_X86_SIMD
 #define SCALIFY_SIMD_NS avx2
 #define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX2
+#define SCALIFY_SIMD_END_TARGET SCALIFY_END_TARGET
 #include "scalify/formats/detail/convert_simd-inl.hpp"
 #undef SCALIFY_SIMD_NS
 #undef SCALIFY_SIMD_BEGIN_TARGET
@@ -40,6 +41,7 @@
 #include "scalify/formats/detail/convert_simd-inl.hpp"
 #undef SCALIFY_SIMD_NS
 #undef SCALIFY_SIMD_BEGIN_TARGET
+#undef SCALIFY_SIMD_END_TARGET
 #endif
 
 namespace scalify {

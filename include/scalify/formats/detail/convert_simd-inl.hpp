@@ -1,16 +1,18 @@
 // scalify: the SIMD bulk casts, written once for every x86 path.
 //
 // This file is included once per path by scalify/formats/convert.hpp, with
-// SCALIFY_SIMD_NS naming the path (avx2, avx512) and SCALIFY_SIMD_BEGIN_TARGET
-// opening its target region; `u32x` and its helpers come from
-// scalify/simd/vec_<path>.hpp. Each kernel converts the leading multiple of
+// SCALIFY_SIMD_NS naming the path (avx2, avx512) and SCALIFY_SIMD_BEGIN_TARGET /
+// SCALIFY_SIMD_END_TARGET opening and closing its target region; `u32x` and
+// its helpers come from scalify/simd/vec_<path>.hpp. (The tests include it a
+// third time over a portable 16-lane emulation, tests/support/vec_emulated.hpp,
+// so the kernel logic at AVX-512's width is checked on any CPU.) Each kernel converts the leading multiple of
 // kLanes elements and returns how many it did; the caller finishes the tail
 // with the scalar codec, so both agree bit for bit by construction: the
 // kernels compute, lane by lane, the same integer steps as detail::encode()
 // and detail::decode_float_bits() (formats/detail/codec.hpp).
 //
 // No include guard on purpose (one inclusion per path).
-#if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET)
+#if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
 #error "Include scalify/formats/convert.hpp instead of this file."
 #endif
 
@@ -167,4 +169,4 @@ std::size_t widen_to_float(const void* src, float* dst, std::size_t n) {
 }
 
 }  // namespace scalify::simd::SCALIFY_SIMD_NS
-SCALIFY_END_TARGET
+SCALIFY_SIMD_END_TARGET
