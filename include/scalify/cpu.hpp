@@ -1,9 +1,11 @@
 // scalify: CPU feature detection and run-time choice of the SIMD path.
 //
-// Every SIMD routine exists once per path (scalar, avx2, avx512, avx512bf16),
-// compiled with per-function target attributes (scalify/config.hpp). The active
-// path is the best one the CPU supports, chosen once; the environment variable
-// SCALIFY_CPU_PATH or force_cpu_path() overrides it for tests and benchmarks.
+// SIMD routines exist per path (scalar, avx2, avx512, avx512bf16), compiled
+// with target regions (scalify/config.hpp) rather than -m flags; a routine
+// with nothing to gain from a path uses the one below it (the bulk casts run
+// their avx512 kernels on avx512bf16). The active path is the best one the CPU
+// supports, chosen once; the environment variable SCALIFY_CPU_PATH or
+// force_cpu_path() overrides it for tests and benchmarks.
 #ifndef SCALIFY_CPU_HPP_
 #define SCALIFY_CPU_HPP_
 

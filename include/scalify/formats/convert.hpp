@@ -206,8 +206,9 @@ cast_stats convert_with_stats(std::span<const float> src, std::span<To> dst, con
           static_cast<std::size_t>(stats.underflow), static_cast<std::size_t>(stats.nan)};
 }
 
-/// convert() for any contiguous containers (std::vector, std::array, Eigen
-/// vectors with data()/size() through std::span...).
+/// convert() for any contiguous containers (std::vector, std::array, ...).
+/// Eigen objects are not contiguous ranges: pass
+/// `std::span(m.data(), m.size())` (same shape and storage order on both sides).
 ///
 /// **Example**: `scalify::convert(x_vector, y_vector);`
 template <std::ranges::contiguous_range Src, std::ranges::contiguous_range Dst>

@@ -12,6 +12,7 @@
 
 #include <Eigen/Core>  // Eigen::half, Eigen::bfloat16, Eigen::numext::bit_cast
 #include <cstdint>     // uint16_t, uint32_t
+#include <type_traits>  // std::is_same_v
 
 #include "scalify/formats/detail/codec.hpp"  // format_of, kFloat16, kBFloat16
 

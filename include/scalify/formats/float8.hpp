@@ -383,7 +383,11 @@ struct numeric_limits<const volatile T> : numeric_limits<T> {};
 template <class T>
   requires scalify::detail::float8_type<T>
 struct hash<T> {
-  size_t operator()(T x) const noexcept { return hash<uint8_t>{}(x.bits()); }
+  // Equal values hash equally: -0 == +0, so -0 hashes as +0.
+  size_t operator()(T x) const noexcept {
+    const uint8_t code = x.bits() == T::kSpec.sign_bit() ? uint8_t{0} : x.bits();
+    return hash<uint8_t>{}(code);
+  }
 };
 
 }  // namespace std
