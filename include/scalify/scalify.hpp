@@ -17,4 +17,13 @@
 #include "scalify/formats/float16.hpp"
 #include "scalify/formats/float8.hpp"
 
+// core/: ScaledArray, power-of-two helpers, the configuration scope.
+#include "scalify/core/config_scope.hpp"
+#include "scalify/core/pow2.hpp"
+#include "scalify/core/scaled_array.hpp"
+
+// ops/: the scaled ops (scale rule + lazy data expression).
+#include "scalify/ops/matmul.hpp"
+#include "scalify/ops/rescale.hpp"
+
 #endif  // SCALIFY_SCALIFY_HPP_

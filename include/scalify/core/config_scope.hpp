@@ -1,0 +1,89 @@
+// scalify: the thread-local configuration scope (jax-scalify's ScalifyConfig).
+//
+// The configuration decides how ops round scales to powers of two and how a
+// result is cast when it is stored into a narrow type. It is thread-local and
+// set for a scope (RAII); scopes nest.
+#ifndef SCALIFY_CORE_CONFIG_SCOPE_HPP_
+#define SCALIFY_CORE_CONFIG_SCOPE_HPP_
+
+#include <cstdint>  // uint64_t
+
+#include "scalify/core/pow2.hpp"          // pow2_mode
+#include "scalify/formats/convert.hpp"    // convert_options
+
+namespace scalify {
+
+/// Which type ops use for the scales they compute when the operands' scale
+/// types do not decide it (float unless a double scale is involved).
+enum class scale_format {
+  float32,         ///< scales kept as float (default)
+  float8_e8m0fnu,  ///< results stored with an E8M0 scale round it (see ScaledArray)
+};
+
+/// Settings read by every scaled op on this thread.
+///
+/// | field | meaning |
+/// |---|---|
+/// | `rounding` | pow2 rounding of computed scales (add/sub, matmul, sum): down (default), up, none, stochastic |
+/// | `seed` | seed of stochastic pow2 rounding: the i-th stochastic rounding on this thread in the scope uses `stochastic_bits(seed, i)` |
+/// | `store` | cast options used when a result is stored into a narrow data type (default: nearest even, not saturating) |
+/// | `scale` | preferred scale format for new scales |
+struct scalify_config {
+  pow2_mode rounding = pow2_mode::down;
+  uint64_t seed = 0;
+  convert_options store = {};
+  scale_format scale = scale_format::float32;
+};
+
+namespace detail {
+
+struct config_state {
+  scalify_config config;
+  uint64_t stochastic_counter = 0;
+};
+
+inline config_state& thread_config_state() {
+  thread_local config_state state;
+  return state;
+}
+
+}  // namespace detail
+
+/// The configuration in force on this thread.
+inline const scalify_config& current_config() { return detail::thread_config_state().config; }
+
+/// Rounds a computed scale to a power of two with the current configuration
+/// (stochastic mode draws the next counter value of this thread's scope).
+template <class F>
+F config_pow2_round(F x) {
+  auto& state = detail::thread_config_state();
+  uint32_t bits = 0;
+  if (state.config.rounding == pow2_mode::stochastic) {
+    bits = stochastic_bits(state.config.seed, state.stochastic_counter++);
+  }
+  return pow2_round(x, state.config.rounding, bits);
+}
+
+/// Sets the configuration of this thread until the end of the scope, then
+/// restores the previous one (scopes nest).
+///
+/// **Example**:
+/// ```
+/// { scalify::config_scope cfg({.rounding = scalify::pow2_mode::up}); auto z = x + y; }
+/// ```
+class config_scope {
+ public:
+  explicit config_scope(const scalify_config& config) : previous_(detail::thread_config_state()) {
+    detail::thread_config_state() = {config, 0};
+  }
+  ~config_scope() { detail::thread_config_state() = previous_; }
+  config_scope(const config_scope&) = delete;
+  config_scope& operator=(const config_scope&) = delete;
+
+ private:
+  detail::config_state previous_;
+};
+
+}  // namespace scalify
+
+#endif  // SCALIFY_CORE_CONFIG_SCOPE_HPP_

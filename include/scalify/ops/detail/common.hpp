@@ -1,0 +1,81 @@
+// scalify: helpers shared by the scaled ops (scalify/ops/*.hpp).
+//
+// Every op follows one pattern:
+//   1. check arguments (shapes, scales) and throw shape_error naming the op and
+//      both shapes, in every build type;
+//   2. compute the output scale (scalar work only) with the op's rule;
+//   3. build the data as a lazy Eigen *array* expression of float, over the
+//      operands' data widened to float (values_f), and return
+//      ScaledArray<decltype(expr), scale type>. Nothing is evaluated until the
+//      result is assigned into storage (core/scaled_array.hpp).
+#ifndef SCALIFY_OPS_DETAIL_COMMON_HPP_
+#define SCALIFY_OPS_DETAIL_COMMON_HPP_
+
+#include <Eigen/Core>  // Eigen::Index
+#include <cmath>       // std::sqrt
+#include <string>      // std::string, std::to_string
+#include <utility>     // std::move
+
+#include "scalify/core/config_scope.hpp"  // config_pow2_round
+#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
+
+namespace scalify::detail {
+
+/// Row-major float32 storage, the type of evaluated intermediate data.
+using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// "(3 x 4)"
+inline std::string shape_string(Eigen::Index rows, Eigen::Index cols) {
+  return "(" + std::to_string(rows) + " x " + std::to_string(cols) + ")";
+}
+template <class D, class S>
+std::string shape_string(const ScaledArray<D, S>& a) {
+  return shape_string(a.rows(), a.cols());
+}
+
+/// Throws shape_error unless a and b have the same shape.
+template <class D1, class S1, class D2, class S2>
+void check_same_shape(const char* op, const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  SCALIFY_CHECK(a.rows() == b.rows() && a.cols() == b.cols(), shape_error,
+                std::string("scalify::") + op + ": shapes " + shape_string(a) + " and " + shape_string(b) +
+                    " differ");
+}
+
+/// The data of `a` as a lazy float array expression (widened exactly).
+template <class D, class S>
+auto values_f(const ScaledArray<D, S>& a) {
+  return a.data().array().template cast<float>();
+}
+
+/// The output scale type of an op on scales S...: double if any is double,
+/// else float (E8M0 scales compute in float; storing rounds them back).
+template <class... S>
+using result_scale_t = scale_math_t<S...>;
+
+/// a / b, or 0 when b == 0 (jax-scalify's safe_div): rebasing a zero-scale
+/// operand onto a zero output scale contributes zeros, not NaN.
+template <class F>
+constexpr F safe_div(F a, F b) {
+  return b == F(0) ? F(0) : a / b;
+}
+
+/// Wraps a lazy expression and its scale into a ScaledArray.
+template <class S, class Expr>
+auto make_result(Expr&& expr, S scale) {
+  using E = std::decay_t<Expr>;
+  return ScaledArray<E, S>(std::forward<Expr>(expr), scale);
+}
+
+/// pow2(sqrt(n)) with the scope's rounding mode: the unit-scaling factor of a
+/// contraction or sum over n terms.
+/// (n == 0 gives 1: an empty sum is 0 at any scale.)
+template <class F>
+F sqrt_n_factor(Eigen::Index n) {
+  if (n <= 0) return F(1);
+  return config_pow2_round(static_cast<F>(std::sqrt(static_cast<double>(n))));
+}
+
+}  // namespace scalify::detail
+
+#endif  // SCALIFY_OPS_DETAIL_COMMON_HPP_

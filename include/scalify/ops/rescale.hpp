@@ -1,0 +1,112 @@
+// scalify: moving values between scales.
+//
+//   set_scaling(x, s)        scale s, data d * (sx / s) (0 when s == 0)  lazy
+//   stop_scaling(x)          the plain values d * s, as a float matrix
+//   get_data_scale(x)        {data, scale}
+//   dynamic_rescale_max(x)   scale sx * n, data d / n with n = pow2_down(max|d|)
+//   dynamic_rescale_l1(x)    ... n = pow2_down(mean |d|)
+//   dynamic_rescale_l2(x)    ... n = pow2_down(sqrt(mean d^2))
+//
+// The dynamic rescales floor n at kRescaleEps = 2^-14 (pow2_down of 1e-4, as
+// jax-scalify does), so all-zero data keeps a finite scale. n is always
+// rounded down, whatever the scope's mode (as the reference does). They
+// evaluate x (the norm needs the data) and return float32 storage.
+#ifndef SCALIFY_OPS_RESCALE_HPP_
+#define SCALIFY_OPS_RESCALE_HPP_
+
+#include <Eigen/Core>  // Eigen::MatrixXf
+#include <algorithm>   // std::max
+#include <cmath>       // std::sqrt
+#include <limits>      // std::numeric_limits
+#include <utility>     // std::pair, std::move
+
+#include "scalify/core/pow2.hpp"          // pow2_round_down
+#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/ops/detail/common.hpp"  // values_f, safe_div, RowMatrixF
+
+namespace scalify {
+
+/// The floor of the norms of dynamic_rescale_*: 2^-14 = pow2_round_down(1e-4).
+inline constexpr float kRescaleEps = 0x1p-14f;
+
+/// Rebases `x` onto `scale` (same values): data d * (sx / scale). A zero
+/// `scale` zeroes the tensor (jax-scalify's convention: data 0, scale 0).
+/// Throws std::invalid_argument for a negative or non-finite scale.
+///
+/// **Example**: `scalify::ScaledMatrix<scalify::float8_e4m3fn> y = scalify::set_scaling(x, 0.5f);`
+template <class D, class S, class S2>
+  requires detail::scale_type<S2>
+auto set_scaling(const ScaledArray<D, S>& x, S2 scale) {
+  detail::check_scale(scale, "scalify::set_scaling", /*allow_zero=*/true);
+  using R = detail::result_scale_t<S, S2>;
+  const float factor = static_cast<float>(detail::safe_div(static_cast<R>(x.scale()), static_cast<R>(scale)));
+  return detail::make_result(detail::values_f(x) * factor, scale);
+}
+
+/// The plain values data * scale as a float matrix.
+///
+/// **Example**: `Eigen::MatrixXf v = scalify::stop_scaling(y);`
+template <class D, class S>
+Eigen::MatrixXf stop_scaling(const ScaledArray<D, S>& x) {
+  return x.to_dense();
+}
+
+/// The (data, scale) pair of `x`; the data by reference.
+///
+/// **Example**: `auto [d, s] = scalify::get_data_scale(x);`
+template <class D, class S>
+std::pair<const D&, S> get_data_scale(const ScaledArray<D, S>& x) {
+  return {x.data(), x.scale()};
+}
+
+namespace detail {
+
+enum class rescale_norm { max, l1, l2 };
+
+template <rescale_norm kNorm, class D, class S>
+auto dynamic_rescale(const ScaledArray<D, S>& x) {
+  using R = result_scale_t<S>;
+  const RowMatrixF d = x.data().template cast<float>();
+  float norm = 0.0f;
+  if (d.size() > 0) {
+    if constexpr (kNorm == rescale_norm::max) {
+      norm = d.cwiseAbs().maxCoeff();
+    } else if constexpr (kNorm == rescale_norm::l1) {
+      norm = d.cwiseAbs().sum() / static_cast<float>(d.size());
+    } else {
+      norm = std::sqrt(d.squaredNorm() / static_cast<float>(d.size()));
+    }
+  }
+  // Eigen's maxCoeff skips NaN on some paths; a NaN anywhere must not pass silently.
+  if (!d.allFinite()) norm = std::numeric_limits<float>::infinity();
+  const float n = std::max(pow2_round_down(norm), kRescaleEps);
+  const R scale = static_cast<R>(x.scale()) * static_cast<R>(n);
+  RowMatrixF data = d * (1.0f / n);
+  return ScaledArray<RowMatrixF, R>(std::move(data), scale);
+}
+
+}  // namespace detail
+
+/// Rebases `x` so that max |data| is in [1, 2): n = pow2_round_down(max |d|)
+/// (floored at kRescaleEps), scale * n, data / n. Values are unchanged.
+/// NaN or inf data gives an infinite scale (as in the reference).
+///
+/// **Example**: `auto g = scalify::dynamic_rescale_max(grad);`
+template <class D, class S>
+auto dynamic_rescale_max(const ScaledArray<D, S>& x) {
+  return detail::dynamic_rescale<detail::rescale_norm::max>(x);
+}
+/// As dynamic_rescale_max with n = pow2_round_down(mean |d|).
+template <class D, class S>
+auto dynamic_rescale_l1(const ScaledArray<D, S>& x) {
+  return detail::dynamic_rescale<detail::rescale_norm::l1>(x);
+}
+/// As dynamic_rescale_max with n = pow2_round_down(sqrt(mean d^2)) (the RMS).
+template <class D, class S>
+auto dynamic_rescale_l2(const ScaledArray<D, S>& x) {
+  return detail::dynamic_rescale<detail::rescale_norm::l2>(x);
+}
+
+}  // namespace scalify
+
+#endif  // SCALIFY_OPS_RESCALE_HPP_

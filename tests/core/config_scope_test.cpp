@@ -1,0 +1,55 @@
+// The thread-local configuration scope (core/config_scope.hpp).
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "scalify/core/config_scope.hpp"
+
+using scalify::pow2_mode;
+
+TEST_CASE("config_scope sets, nests and restores the thread's configuration", "[core][config]") {
+  CHECK(scalify::current_config().rounding == pow2_mode::down);
+  CHECK_FALSE(scalify::current_config().store.saturate);
+  {
+    scalify::config_scope outer({.rounding = pow2_mode::up, .store = {.saturate = true}});
+    CHECK(scalify::current_config().rounding == pow2_mode::up);
+    CHECK(scalify::config_pow2_round(3.0f) == 4.0f);
+    {
+      scalify::config_scope inner({.rounding = pow2_mode::none});
+      CHECK(scalify::config_pow2_round(3.0f) == 3.0f);
+      CHECK_FALSE(scalify::current_config().store.saturate);
+    }
+    CHECK(scalify::current_config().rounding == pow2_mode::up);
+    CHECK(scalify::current_config().store.saturate);
+  }
+  CHECK(scalify::current_config().rounding == pow2_mode::down);
+  CHECK(scalify::config_pow2_round(3.0f) == 2.0f);
+}
+
+TEST_CASE("config_scope is per thread", "[core][config]") {
+  scalify::config_scope scope({.rounding = pow2_mode::up});
+  pow2_mode seen = pow2_mode::none;
+  std::thread t([&] { seen = scalify::current_config().rounding; });
+  t.join();
+  CHECK(seen == pow2_mode::down);
+  CHECK(scalify::current_config().rounding == pow2_mode::up);
+}
+
+TEST_CASE("stochastic scale rounding is reproducible given the seed", "[core][config]") {
+  auto draw = [](uint64_t seed) {
+    scalify::config_scope scope({.rounding = pow2_mode::stochastic, .seed = seed});
+    std::vector<float> out;
+    for (int i = 0; i < 64; ++i) out.push_back(scalify::config_pow2_round(3.0f));
+    return out;
+  };
+  const auto a = draw(5), b = draw(5), c = draw(6);
+  CHECK(a == b);
+  CHECK(a != c);
+  int ups = 0;
+  for (float v : a) {
+    CHECK((v == 2.0f || v == 4.0f));
+    ups += v == 4.0f;
+  }
+  CHECK(ups > 10);
+  CHECK(ups < 54);
+}

@@ -1,0 +1,90 @@
+// Scaled matmul (ops/matmul.hpp): values vs a double-precision product of the
+// unscaled inputs, the unit-scaling scale rule exactly, rounding modes, errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "scalify/ops/matmul.hpp"
+#include "support/scaled.hpp"
+
+using scalify::bfloat16;
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+using scalify::ScaledMatrix;
+
+namespace {
+
+/// pow2 of sqrt(K), rounded down, computed independently of the library.
+double expected_factor_down(int k) { return std::exp2(std::floor(std::log2(std::sqrt(static_cast<double>(k))))); }
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("matmul: values equal the double product, scale = sa * sb * pow2_down(sqrt K)", "[ops][matmul]",
+                   float, float16, bfloat16, float8_e4m3fn, float8_e5m2) {
+  const int shapes[][3] = {{1, 1, 1}, {3, 5, 2}, {1, 64, 7}, {17, 33, 1}, {31, 129, 15}, {64, 256, 64}};
+  uint32_t seed = 1;
+  for (const auto& [m, k, n] : shapes) {
+    for (auto [sa, sb] : {std::pair<float, float>{1.0f, 1.0f}, {2.0f, 4.0f}, {0.375f, 3.0f}, {0x1p-20f, 0x1p19f}}) {
+      const auto a = scalify_test::random_scaled<TestType>(m, k, sa, seed++);
+      const auto b = scalify_test::random_scaled<TestType>(k, n, sb, seed++);
+      const auto c = scalify::matmul(a, b);
+      INFO(m << "x" << k << " * " << k << "x" << n << ", scales " << sa << ", " << sb);
+      CHECK(c.scale() == static_cast<float>(double(sa) * double(sb) * expected_factor_down(k)));
+      const Eigen::MatrixXd expected = scalify_test::values_d(a) * scalify_test::values_d(b);
+      // float32 accumulation of k products of exactly representable inputs.
+      const double sum_abs = (scalify_test::values_d(a).cwiseAbs() * scalify_test::values_d(b).cwiseAbs()).maxCoeff();
+      scalify_test::check_close(scalify_test::values_d(c), expected, 1e-6, 4.0 * k * 0x1p-24 * sum_abs, "float result");
+      // Stored into the operands' format: one more rounding of the data.
+      ScaledMatrix<TestType> stored = c;
+      CHECK(stored.scale() == c.scale());
+      scalify_test::check_close(scalify_test::values_d(stored), expected, scalify_test::unit_roundoff<TestType>(),
+                                4.0 * k * 0x1p-24 * sum_abs +
+                                    static_cast<double>(std::numeric_limits<TestType>::denorm_min()) * c.scale(),
+                                "stored result");
+    }
+  }
+}
+
+TEST_CASE("matmul: unit-variance inputs give unit-variance output data", "[ops][matmul]") {
+  const int k = 1024;
+  const auto a = scalify_test::random_scaled<float>(64, k, 1.0f, 11);
+  const auto b = scalify_test::random_scaled<float>(k, 64, 1.0f, 12);
+  const auto c = scalify::matmul(a, b);
+  CHECK(c.scale() == 32.0f);  // sqrt(1024) = 32
+  const double rms = std::sqrt(c.data().cast<double>().squaredNorm() / c.size());
+  CHECK(rms > 0.8);
+  CHECK(rms < 1.25);
+}
+
+TEST_CASE("matmul follows the scope's pow2 rounding mode", "[ops][matmul]") {
+  const auto a = scalify_test::random_scaled<float>(2, 5, 1.0f, 1);
+  const auto b = scalify_test::random_scaled<float>(5, 3, 1.0f, 2);
+  CHECK(scalify::matmul(a, b).scale() == 2.0f);  // pow2_down(sqrt 5 = 2.236)
+  {
+    scalify::config_scope up({.rounding = scalify::pow2_mode::up});
+    CHECK(scalify::matmul(a, b).scale() == 4.0f);
+  }
+  {
+    scalify::config_scope none({.rounding = scalify::pow2_mode::none});
+    const auto c = scalify::matmul(a, b);
+    CHECK(c.scale() == static_cast<float>(std::sqrt(5.0)));
+    scalify_test::check_close(scalify_test::values_d(c), scalify_test::values_d(a) * scalify_test::values_d(b), 1e-6,
+                              1e-6, "none");
+  }
+}
+
+TEST_CASE("matmul with a zero scale gives zeros, no NaN", "[ops][matmul]") {
+  const auto a = scalify_test::random_scaled<float8_e4m3fn>(4, 6, 0.0f, 1);
+  const auto b = scalify_test::random_scaled<float8_e4m3fn>(6, 2, 8.0f, 2);
+  const auto c = scalify::matmul(a, b);
+  CHECK(c.scale() == 0.0f);
+  CHECK(c.to_dense().isZero());
+}
+
+TEST_CASE("matmul rejects mismatched inner sizes naming both shapes", "[ops][matmul][errors]") {
+  const auto a = scalify_test::random_scaled<float>(3, 4, 1.0f, 1);
+  const auto b = scalify_test::random_scaled<float>(5, 2, 1.0f, 2);
+  CHECK_THROWS_AS(scalify::matmul(a, b), scalify::shape_error);
+  CHECK_THROWS_WITH(scalify::matmul(a, b), Catch::Contains("(3 x 4)") && Catch::Contains("(5 x 2)"));
+}

@@ -1,0 +1,78 @@
+// Rescaling ops (ops/rescale.hpp): set_scaling, stop_scaling, get_data_scale,
+// dynamic_rescale_{max,l1,l2} against norms computed in double.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "scalify/ops/rescale.hpp"
+#include "support/scaled.hpp"
+
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::ScaledMatrix;
+
+namespace {
+double pow2_down(double x) { return std::exp2(std::floor(std::log2(x))); }
+}  // namespace
+
+TEMPLATE_TEST_CASE("set_scaling keeps the values and takes the new scale", "[ops][rescale]", float, float16,
+                   float8_e4m3fn) {
+  const auto x = scalify_test::random_scaled<TestType>(5, 7, 0.5f, 3);
+  for (float s : {0.5f, 0.25f, 2.0f, 3.0f}) {
+    ScaledMatrix<float> y = scalify::set_scaling(x, s);
+    CHECK(y.scale() == s);
+    scalify_test::check_close(scalify_test::values_d(y), scalify_test::values_d(x), 1e-6, 0.0, "set_scaling");
+  }
+  ScaledMatrix<float> zero = scalify::set_scaling(x, 0.0f);
+  CHECK(zero.scale() == 0.0f);
+  CHECK(zero.data().isZero());
+  CHECK_THROWS_AS(scalify::set_scaling(x, -1.0f), std::invalid_argument);
+  CHECK_THROWS_AS(scalify::set_scaling(x, std::nanf("")), std::invalid_argument);
+}
+
+TEST_CASE("stop_scaling and get_data_scale", "[ops][rescale]") {
+  const auto x = scalify_test::random_scaled<float16>(3, 4, 0x1p19f, 2);
+  const Eigen::MatrixXf v = scalify::stop_scaling(x);
+  for (Eigen::Index r = 0; r < 3; ++r) {
+    for (Eigen::Index c = 0; c < 4; ++c) CHECK(v(r, c) == static_cast<float>(x.data()(r, c)) * 0x1p19f);
+  }
+  const auto [d, s] = scalify::get_data_scale(x);
+  CHECK(&d == &x.data());
+  CHECK(s == 0x1p19f);
+}
+
+TEMPLATE_TEST_CASE("dynamic_rescale_* rebase by the pow2_down of a norm, floored at 2^-14", "[ops][rescale]", float,
+                   float16, float8_e4m3fn) {
+  for (float sigma : {1.0f, 100.0f, 1e-3f}) {
+    const auto x = scalify_test::random_scaled<TestType>(9, 13, 3.0f, 4, sigma);
+    const Eigen::MatrixXd d = x.data().template cast<float>().template cast<double>();
+    const double max_norm = d.cwiseAbs().maxCoeff();
+    const double l1_norm = d.cwiseAbs().sum() / d.size();
+    const double l2_norm = std::sqrt(d.squaredNorm() / d.size());
+    INFO("sigma " << sigma);
+    const auto check = [&](const auto& r, double norm, const char* what) {
+      const double n = std::max(pow2_down(norm), 0x1p-14);
+      CHECK(r.scale() == static_cast<float>(3.0 * n));
+      scalify_test::check_close(scalify_test::values_d(r), scalify_test::values_d(x), 1e-6, 0.0, what);
+    };
+    check(scalify::dynamic_rescale_max(x), max_norm, "max");
+    check(scalify::dynamic_rescale_l1(x), l1_norm, "l1");
+    check(scalify::dynamic_rescale_l2(x), l2_norm, "l2");
+    const auto m = scalify::dynamic_rescale_max(x);
+    if (max_norm >= 0x1p-14) {
+      CHECK(m.data().cwiseAbs().maxCoeff() >= 1.0f);
+      CHECK(m.data().cwiseAbs().maxCoeff() < 2.0f);
+    }
+  }
+}
+
+TEST_CASE("dynamic_rescale of zeros and of non-finite data", "[ops][rescale]") {
+  const auto zeros = scalify::make_scaled(Eigen::MatrixXf::Zero(2, 3), 4.0f);
+  const auto z = scalify::dynamic_rescale_l2(zeros);
+  CHECK(z.scale() == 4.0f * 0x1p-14f);
+  CHECK(z.data().isZero());
+  Eigen::MatrixXf v = Eigen::MatrixXf::Ones(2, 2);
+  v(1, 1) = std::nanf("");
+  const auto n = scalify::dynamic_rescale_max(scalify::make_scaled(v, 1.0f));
+  CHECK(std::isinf(n.scale()));
+}
