@@ -16,6 +16,10 @@
 #include <string_view>  // std::string_view
 
 #include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <cpuid.h>  // __get_cpuid_max, __cpuid_count (GCC and Clang)
+#endif
 #include "scalify/errors.hpp"  // SCALIFY_CHECK
 
 namespace scalify {
@@ -52,25 +56,52 @@ inline cpu_path parse_cpu_path(std::string_view name) {
                               "' (expected scalar, avx2, avx512 or avx512bf16)");
 }
 
+namespace detail {
+
+/// What cpuid and xgetbv report, read once.
+struct cpu_features {
+  bool avx2 = false, avx512 = false, avx512bf16 = false;
+};
+
+inline cpu_features detect_cpu_features() {
+  cpu_features f;
+#if SCALIFY_HAVE_X86_SIMD
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(1, 0, a, b, c, d);
+  const bool fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+  if (!osxsave || !avx) return f;
+  // The OS must save the registers: XCR0 bits 1-2 (SSE, AVX), 5-7 (AVX-512).
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const bool os_avx = (xcr0_lo & 0x06u) == 0x06u, os_avx512 = (xcr0_lo & 0xE6u) == 0xE6u;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = (b >> 5) & 1, bmi2 = (b >> 8) & 1;
+  const bool avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+  f.avx2 = os_avx && avx2 && fma && f16c && bmi2;
+  f.avx512 = f.avx2 && os_avx512 && avx512f && avx512dq && avx512bw && avx512vl;
+  __cpuid_count(7, 1, a, b, c, d);
+  f.avx512bf16 = f.avx512 && ((a >> 5) & 1);
+#endif
+  return f;
+}
+
+inline const cpu_features& cpu() {
+  static const cpu_features features = detect_cpu_features();
+  return features;
+}
+
+}  // namespace detail
+
 /// True if this CPU (and OS) can run path `p`.
 inline bool cpu_supports(cpu_path p) {
-  if (p == cpu_path::scalar) return true;
-#if SCALIFY_HAVE_X86_SIMD
-  // __builtin_cpu_supports also checks that the OS saves the wide registers.
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   switch (p) {
-    case cpu_path::avx2: return avx2;
-    case cpu_path::avx512: return avx512;
-    case cpu_path::avx512bf16: return avx512 && __builtin_cpu_supports("avx512bf16");
-    default: return false;
+    case cpu_path::scalar: return true;
+    case cpu_path::avx2: return detail::cpu().avx2;
+    case cpu_path::avx512: return detail::cpu().avx512;
+    case cpu_path::avx512bf16: return detail::cpu().avx512bf16;
   }
-#else
   return false;
-#endif
 }
 
 /// The fastest path this CPU supports.
