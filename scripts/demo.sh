@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# scalify demo (the README's main command): build the examples and benchmarks
+# in build/ (Release), run the quickstart example, then a short run of the cast
+# benchmark. Installs the Debian packages it needs first (only those missing).
+#
+#   bash scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+install_missing() {
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "demo.sh: not a Debian system; make sure these are installed: $*" >&2
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  echo "==> installing ${missing[*]}"
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev
+
+jobs=$(nproc 2>/dev/null || echo 2)
+echo "==> configuring build/ (Release)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
+  -DSCALIFY_BUILD_TESTS=OFF -DSCALIFY_BUILD_EXAMPLES=ON -DSCALIFY_BUILD_BENCHMARKS=ON
+echo "==> building with $jobs jobs"
+cmake --build build --parallel "$jobs"
+
+echo
+echo "==> build/examples/quickstart"
+build/examples/quickstart
+
+if [[ -x build/benchmarks/bench_cast ]]; then
+  echo
+  echo "==> build/benchmarks/bench_cast (short run)"
+  build/benchmarks/bench_cast --benchmark_min_time=0.1
+fi

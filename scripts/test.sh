@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Build scalify and run its whole test suite (the README's test command).
+#
+#   bash scripts/test.sh              optimized build with assertions on, in build-test/
+#   bash scripts/test.sh --sanitize   the tests under ASan + UBSan, in build-asan/
+#                                     (all but the exhaustive and consumer ones)
+#
+# Installs the Debian packages it needs first (only those missing). Extra
+# arguments after -- go to ctest, e.g. `bash scripts/test.sh -- -L formats`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+usage() { sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+sanitize=0
+ctest_args=()
+while (($#)); do
+  case "$1" in
+    --sanitize) sanitize=1 ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; ctest_args=("$@"); break ;;
+    *) echo "test.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# --- Debian packages ----------------------------------------------------------
+install_missing() {
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "test.sh: not a Debian system; make sure these are installed: $*" >&2
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  echo "==> installing ${missing[*]}"
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev
+
+# --- configure, build, test -----------------------------------------------------
+jobs=$(nproc 2>/dev/null || echo 2)
+# Optimized, but without -DNDEBUG: assert() and eigen_assert stay on.
+config=(-DSCALIFY_BUILD_TESTS=ON -DSCALIFY_BUILD_EXAMPLES=ON)
+if ((sanitize)); then
+  build=build-asan
+  # -O1 -g1: line numbers in reports, and compiles several times faster than -O2 -g
+  # under ASan. Benchmarks are only compiled by the tests: the plain build covers them.
+  config+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
+           -DSCALIFY_SANITIZE=ON -DSCALIFY_BUILD_BENCHMARKS=OFF)
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:detect_stack_use_after_return=1}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+  # Skipped here, covered by the plain run: the cmake.* consumer tests (they build
+  # plain programs) and the [exhaustive] tests (every float32, several minutes each
+  # even without sanitizers; the bulk-cast edge cases still run under ASan).
+  ctest_args=(-LE '^(cmake|exhaustive)$' "${ctest_args[@]}")
+else
+  build=build-test
+  config+=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2"
+           -DSCALIFY_SANITIZE=OFF -DSCALIFY_BUILD_BENCHMARKS=ON)
+fi
+
+echo "==> configuring $build"
+cmake -S . -B "$build" "${config[@]}"
+echo "==> building $build with $jobs jobs"
+cmake --build "$build" --parallel "$jobs"
+echo "==> testing $build"
+# Tests tagged [exhaustive] use every core and are marked RUN_SERIAL, so
+# running the rest in parallel is safe.
+ctest --test-dir "$build" --output-on-failure --parallel "$jobs" "${ctest_args[@]}"
