@@ -23,6 +23,7 @@
 #include "scalify/core/scaled_array.hpp"
 
 // ops/: the scaled ops (scale rule + lazy data expression).
+#include "scalify/ops/elementwise.hpp"
 #include "scalify/ops/matmul.hpp"
 #include "scalify/ops/rescale.hpp"
 

@@ -234,7 +234,12 @@ class ScaledArray {
     Scale stored = static_cast<Scale>(wanted);
     const Math kept = static_cast<Math>(stored);
     const auto& options = current_config().store;
-    if (kept == wanted || !(kept > Math(0)) || !std::isfinite(static_cast<double>(kept))) {
+    // Scale holds every S2 exactly: no rebasing, and no second evaluate_into to instantiate.
+    constexpr bool kExact = std::is_same_v<Scale, S2> || std::is_same_v<Scale, double> ||
+                            (std::is_same_v<Scale, float> && std::is_same_v<S2, float8_e8m0fnu>);
+    if constexpr (kExact) {
+      detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+    } else if (kept == wanted || !(kept > Math(0)) || !std::isfinite(static_cast<double>(kept))) {
       if (!(kept == wanted)) stored = static_cast<Scale>(wanted);
       detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
     } else {

@@ -1,0 +1,517 @@
+// scalify: elementwise scaled ops. Each op computes its output scale at once
+// and returns a lazy ScaledArray whose data is a float32 Eigen array
+// expression; assigning it into storage (ScaledMatrix<T>) evaluates it once.
+//
+// Rules follow jax-scalify's lax rules (notes/issue3_spec.md §3.1), with the
+// zero-scale fixes of §3.4. Notation: a = (da, sa), b = (db, sb), value = d*s;
+// M = result scale type (float, or double if a double scale is involved);
+// R = config_pow2_round (the scope's pow2 mode, down by default).
+//
+//   op                          output scale                        output data (float32)
+//   add(a, b)     a + b         s = R(hi * sqrt(1 + (lo/hi)^2))      da*(sa/s) + db*(sb/s)   (x/0
+//   := 0) sub(a, b)     a - b         same as add                          da*(sa/s) - db*(sb/s)
+//   mul(a, b)     a * b         sa * sb                              da * db
+//   div(a, b)     a / b         sa / sb (plain: sb == 0 gives inf    da / db
+//                               or NaN, see div)
+//   c * a, a * c  (float c)     sa * pow2_round_down(|c|)            da * mantissa(c)
+//   a / c         (float c)     sa / pow2_round_down(|c|)            da / mantissa(c)
+//   neg(a)        -a            sa                                   -da
+//   abs(a)                      sa                                   |da|
+//   sign(a)                     1                                    sign(da * sign(sa))
+//   min(a, b), max(a, b)        max(sa, sb)                          min/max(da*(sa/s), db*(sb/s)),
+//   NaN wins where(c, a, b) (select)     max(sa, sb)                          c ? da*(sa/s) :
+//   db*(sb/s) exp, log, sin, cos          1                                    f(da*sa), value
+//   formed in float
+//                                                                    (double if sa is double)
+//   sqrt(a)                     sqrt(sa) (not re-rounded)            sqrt(da), or sqrt(da*0) if sa
+//   == 0 pow(a, n)     (int n)       sa^n                                 da^n (repeated squaring;
+//   n < 0: 1/da^-n) eq ne lt le gt ge (a, b)    -- (lazy Eigen bool array)           da*sa OP
+//   db*sb, compared in double is_finite(a)                -- (lazy Eigen bool array) isfinite(da)
+//   && isfinite(sa)
+//
+// Binary ops need equal shapes (no broadcasting) and throw shape_error naming
+// the op and both shapes. Like Eigen, a lazy result refers to its operands'
+// storage: assign it before they go away.
+#ifndef SCALIFY_OPS_ELEMENTWISE_HPP_
+#define SCALIFY_OPS_ELEMENTWISE_HPP_
+
+#include <Eigen/Core>   // Eigen::ArrayBase, Eigen::DenseBase
+#include <algorithm>    // std::max, std::min
+#include <cmath>        // std::sqrt, std::pow, std::isnan, std::isfinite
+#include <limits>       // std::numeric_limits
+#include <string>       // std::string (error messages)
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/core/config_scope.hpp"  // config_pow2_round
+#include "scalify/core/pow2.hpp"          // pow2_decompose
+#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
+#include "scalify/ops/detail/common.hpp"  // values_f, safe_div, make_result, check_same_shape
+
+namespace scalify {
+namespace detail::elementwise {
+
+/// `s` as the result scale type M (E8M0 scales widen exactly to float).
+template <class M, class S>
+constexpr M scale_as(S s) {
+  return static_cast<M>(scale_value(s));
+}
+
+/// The values d * s of `x` as a lazy array expression, formed in float (so a
+/// large scale with small narrow data does not overflow), or in double when the
+/// scale is double.
+template <class D, class S>
+auto values_in_math(const ScaledArray<D, S>& x) {
+  if constexpr (std::is_same_v<S, double>) {
+    return x.data().array().template cast<double>() * x.scale();
+  } else {
+    return values_f(x) * static_cast<float>(x.scale());
+  }
+}
+
+/// The values d * s in double: exact for float or narrow data and float or E8M0 scales
+/// (the data is widened exactly, straight to double).
+template <class D, class S>
+auto values_double(const ScaledArray<D, S>& x) {
+  return x.data().array().template cast<double>() * static_cast<double>(x.scale());
+}
+
+/// Plain std:: math per element. Eigen 3.4's vectorized float versions get special values
+/// wrong (exp(-inf) and exp(x < -88.4) give 2.9e-39 instead of 0, sqrt(inf) gives NaN,
+/// sqrt(-0) gives +0, subnormals are flushed in log and sqrt), and these ops promise plain float
+/// math. Narrow data is widened element by element anyway, so nothing is lost there.
+template <class F>
+struct exp_op {
+  F operator()(F x) const { return std::exp(x); }
+};
+template <class F>
+struct log_op {
+  F operator()(F x) const { return std::log(x); }
+};
+template <class F>
+struct sin_op {
+  F operator()(F x) const { return std::sin(x); }
+};
+template <class F>
+struct cos_op {
+  F operator()(F x) const { return std::cos(x); }
+};
+template <class F>
+struct sqrt_op {
+  F operator()(F x) const { return std::sqrt(x); }
+};
+
+/// f(d * s) as a float expression: the value-space functions.
+template <template <class> class Op, class D, class S>
+auto map_values(const ScaledArray<D, S>& x) {
+  auto values = values_in_math(x);
+  using V = typename decltype(values)::Scalar;
+  return values.unaryExpr(Op<V>{}).template cast<float>();
+}
+
+/// max(a, b) with NaN propagation (NaN if either is NaN), like jnp.maximum.
+struct max_op {
+  float operator()(float a, float b) const { return std::isnan(a) || a > b ? a : b; }
+};
+/// min(a, b) with NaN propagation, like jnp.minimum.
+struct min_op {
+  float operator()(float a, float b) const { return std::isnan(a) || a < b ? a : b; }
+};
+
+/// d^n by repeated squaring in float; n < 0 gives 1 / d^-n; n == 0 gives 1
+/// (also for NaN), like lax.integer_pow.
+struct int_pow_op {
+  int n;
+  float operator()(float d) const {
+    unsigned m = n < 0 ? 0u - static_cast<unsigned>(n) : static_cast<unsigned>(n);
+    float result = 1.0f;
+    float base = d;
+    while (m != 0) {
+      if (m & 1u) result *= base;
+      m >>= 1;
+      if (m != 0) base *= base;
+    }
+    return n < 0 ? 1.0f / result : result;
+  }
+};
+
+/// The max of two scales, NaN if either is NaN.
+template <class M>
+constexpr M max_scale(M a, M b) {
+  return std::isnan(a) || a > b ? a : b;
+}
+
+/// Shapes of a where() condition and its operands must agree.
+template <class C, class D, class S>
+void check_condition_shape(const C& cond, const ScaledArray<D, S>& a) {
+  SCALIFY_CHECK(cond.rows() == a.rows() && cond.cols() == a.cols(), shape_error,
+                "scalify::where: condition shape " + shape_string(cond.rows(), cond.cols()) +
+                    " and operand shape " + shape_string(a) + " differ");
+}
+
+/// add/sub: the scale rule and the rebasing factors of both operands.
+template <class M>
+struct add_scales {
+  M scale;
+  float factor_a, factor_b;
+};
+template <class M>
+add_scales<M> add_sub_scales(M sa, M sb) {
+  const M hi = max_scale(sa, sb);
+  const M lo = std::isnan(sa) || std::isnan(sb) ? hi : std::min(sa, sb);
+  const M ratio = safe_div(lo, hi);  // in [0, 1]: no overflow for large scales
+  const M s = config_pow2_round(static_cast<M>(hi * std::sqrt(M(1) + ratio * ratio)));
+  return {s, static_cast<float>(safe_div(sa, s)), static_cast<float>(safe_div(sb, s))};
+}
+
+/// min/max/where: the output scale max(sa, sb) and the rebasing factors.
+template <class M>
+add_scales<M> max_scales(M sa, M sb) {
+  const M s = max_scale(sa, sb);
+  return {s, static_cast<float>(safe_div(sa, s)), static_cast<float>(safe_div(sb, s))};
+}
+
+}  // namespace detail::elementwise
+
+// ------------------------------------------------------------------------------
+// Arithmetic
+
+/// a + b. Output scale `R(max * sqrt(1 + (min/max)^2))` (R: the scope's pow2
+/// rounding; with power-of-two scales and the default `down`, max(sa, sb));
+/// data `da*(sa/s) + db*(sb/s)` in float32, where a zero scale contributes 0.
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> z = scalify::add(x, y);  // or x + y`
+template <class D1, class S1, class D2, class S2>
+auto add(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("add", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const auto k = ew::add_sub_scales(ew::scale_as<M>(a.scale()), ew::scale_as<M>(b.scale()));
+  return detail::make_result(detail::values_f(a) * k.factor_a + detail::values_f(b) * k.factor_b,
+                             k.scale);
+}
+
+/// a - b, with add's scale rule.
+///
+/// **Example**: `ScaledMatrix<float16> d = scalify::sub(x, y);  // or x - y`
+template <class D1, class S1, class D2, class S2>
+auto sub(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("sub", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const auto k = ew::add_sub_scales(ew::scale_as<M>(a.scale()), ew::scale_as<M>(b.scale()));
+  return detail::make_result(detail::values_f(a) * k.factor_a - detail::values_f(b) * k.factor_b,
+                             k.scale);
+}
+
+/// a * b (elementwise; matmul is scalify::matmul). Output scale `sa * sb`,
+/// data `da * db`.
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> z = x * y + w;  // one fused pass`
+template <class D1, class S1, class D2, class S2>
+auto mul(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("mul", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const M s = ew::scale_as<M>(a.scale()) * ew::scale_as<M>(b.scale());
+  return detail::make_result(detail::values_f(a) * detail::values_f(b), s);
+}
+
+/// a / b. Output scale `sa / sb` (plain division, not rounded: 3 / 2 gives
+/// 1.5), data `da / db`. A zero `sb` gives scale inf (NaN if sa is 0 too), so
+/// the values are those of plain math on values: +-inf for x / 0, NaN for
+/// 0 / 0 (except where da / db itself under- or overflows float).
+///
+/// **Example**: `ScaledMatrix<float> q = scalify::div(x, y);  // or x / y`
+template <class D1, class S1, class D2, class S2>
+auto div(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("div", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const M s = ew::scale_as<M>(a.scale()) / ew::scale_as<M>(b.scale());
+  return detail::make_result(detail::values_f(a) / detail::values_f(b), s);
+}
+
+/// -x. Scale unchanged, data `-d`.
+///
+/// **Example**: `ScaledMatrix<float8_e5m2> n = scalify::neg(g);  // or -g`
+template <class D, class S>
+auto neg(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(-detail::values_f(x), detail::elementwise::scale_as<M>(x.scale()));
+}
+
+/// |x|. Scale unchanged (scales are >= 0), data `|d|`.
+///
+/// **Example**: `ScaledMatrix<float16> m = scalify::abs(x);`
+template <class D, class S>
+auto abs(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(detail::values_f(x).abs(),
+                             detail::elementwise::scale_as<M>(x.scale()));
+}
+
+/// sign(x) in {-1, 0, 1} (NaN stays NaN). Output scale 1; data `sign(d)`, or
+/// `sign(d * 0)` when the scale is 0 (so 0 as in plain math, not the
+/// reference's sign(d)).
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> s = scalify::sign(x);  // s.scale() == 1`
+template <class D, class S>
+auto sign(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  const M s = detail::elementwise::scale_as<M>(x.scale());
+  // sign(d * sign(s)): sign(d) for s > 0, sign(d * 0) for s == 0, NaN for a NaN scale.
+  const float k = s > M(0)    ? 1.0f
+                  : s < M(0)  ? -1.0f
+                  : s == M(0) ? 0.0f
+                              : std::numeric_limits<float>::quiet_NaN();
+  return detail::make_result((detail::values_f(x) * k).sign(), M(1));
+}
+
+/// Elementwise maximum (NaN if either value is NaN). Output scale
+/// `max(sa, sb)`, not rounded; data `max(da*(sa/s), db*(sb/s))`.
+///
+/// **Example**: `ScaledMatrix<float16> r = scalify::max(x, zeros);  // ReLU`
+template <class D1, class S1, class D2, class S2>
+auto max(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("max", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const auto k = ew::max_scales(ew::scale_as<M>(a.scale()), ew::scale_as<M>(b.scale()));
+  return detail::make_result(
+      (detail::values_f(a) * k.factor_a).binaryExpr(detail::values_f(b) * k.factor_b, ew::max_op{}),
+      k.scale);
+}
+
+/// Elementwise minimum (NaN if either value is NaN), with max's scale rule.
+///
+/// **Example**: `ScaledMatrix<float16> r = scalify::min(x, y);`
+template <class D1, class S1, class D2, class S2>
+auto min(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  detail::check_same_shape("min", a, b);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const auto k = ew::max_scales(ew::scale_as<M>(a.scale()), ew::scale_as<M>(b.scale()));
+  return detail::make_result(
+      (detail::values_f(a) * k.factor_a).binaryExpr(detail::values_f(b) * k.factor_b, ew::min_op{}),
+      k.scale);
+}
+
+/// `cond ? a : b` per element. `cond` is an Eigen bool matrix, array or
+/// expression of the same shape (it is nested like an Eigen operand: a plain
+/// matrix by reference, an expression by value). Output scale `max(sa, sb)`;
+/// data `cond ? da*(sa/s) : db*(sb/s)` (all-zero scales give 0, not NaN).
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> r = scalify::where(scalify::gt(x, y), x, y);`
+template <class C, class D1, class S1, class D2, class S2>
+auto where(const Eigen::DenseBase<C>& cond, const ScaledArray<D1, S1>& a,
+           const ScaledArray<D2, S2>& b) {
+  static_assert(
+      std::is_same_v<typename C::Scalar, bool>,
+      "scalify::where(cond, a, b): cond must hold bool, e.g. (m.array() > 0) or scalify::lt(a, b)");
+  detail::check_same_shape("where", a, b);
+  detail::elementwise::check_condition_shape(cond, a);
+  using M = detail::result_scale_t<S1, S2>;
+  namespace ew = detail::elementwise;
+  const auto k = ew::max_scales(ew::scale_as<M>(a.scale()), ew::scale_as<M>(b.scale()));
+  return detail::make_result(
+      cond.derived().select(detail::values_f(a) * k.factor_a, detail::values_f(b) * k.factor_b),
+      k.scale);
+}
+
+/// Alias of where(cond, a, b).
+///
+/// **Example**: `ScaledMatrix<float> r = scalify::select(mask, x, y);`
+template <class C, class D1, class S1, class D2, class S2>
+auto select(const Eigen::DenseBase<C>& cond, const ScaledArray<D1, S1>& a,
+            const ScaledArray<D2, S2>& b) {
+  return where(cond, a, b);
+}
+
+// ------------------------------------------------------------------------------
+// Value-space functions: the value d*s is formed in float (double for a double
+// scale), so a large scale with small narrow data neither overflows the narrow
+// type nor gives 0 * inf; NaN and inf follow plain float math.
+
+/// e^x. Output scale 1; data `exp(d * s)`.
+/// `exp([0, -32768] * 2^19)` is `[1, 0]`; a zero scale gives 1 (NaN for inf data).
+///
+/// **Example**: `ScaledMatrix<float16> e = scalify::exp(x);  // e.scale() == 1`
+template <class D, class S>
+auto exp(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(detail::elementwise::map_values<detail::elementwise::exp_op>(x), M(1));
+}
+
+/// Natural log. Output scale 1; data `log(d * s)`: `log(0 * 2^19) = -inf`,
+/// negative values give NaN; a zero scale gives -inf (plain log(0)).
+///
+/// **Example**: `ScaledMatrix<float> l = scalify::log(x);  // l.scale() == 1`
+template <class D, class S>
+auto log(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(detail::elementwise::map_values<detail::elementwise::log_op>(x), M(1));
+}
+
+/// sin(x). Output scale 1; data `sin(d * s)`.
+///
+/// **Example**: `ScaledMatrix<bfloat16> y = scalify::sin(x);`
+template <class D, class S>
+auto sin(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(detail::elementwise::map_values<detail::elementwise::sin_op>(x), M(1));
+}
+
+/// cos(x). Output scale 1; data `cos(d * s)`.
+///
+/// **Example**: `ScaledMatrix<bfloat16> y = scalify::cos(x);`
+template <class D, class S>
+auto cos(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  return detail::make_result(detail::elementwise::map_values<detail::elementwise::cos_op>(x), M(1));
+}
+
+/// Square root. Output scale `sqrt(s)` (not re-rounded, so it may not be a
+/// power of two); data `sqrt(d)`, or `sqrt(d * 0)` when s == 0 (so -0 and not
+/// NaN for negative data, as plain math on the zero values).
+///
+/// **Example**: `ScaledMatrix<float16> r = scalify::sqrt(x);  // scale 4 -> 2`
+template <class D, class S>
+auto sqrt(const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  const M s = detail::elementwise::scale_as<M>(x.scale());
+  const float k = s == M(0) ? 0.0f : 1.0f;
+  return detail::make_result(
+      (detail::values_f(x) * k).unaryExpr(detail::elementwise::sqrt_op<float>{}),
+      static_cast<M>(std::sqrt(s)));
+}
+
+/// x^n for an integer n. Output scale `s^n` (s^0 = 1, 0^-n = inf); data `d^n`
+/// by repeated squaring in float (n < 0: `1 / d^-n`; n == 0: 1, also for NaN).
+///
+/// **Example**: `ScaledMatrix<float16> y = scalify::pow(x, 2);  // scale s*s`
+template <class D, class S>
+auto pow(const ScaledArray<D, S>& x, int n) {
+  using M = detail::result_scale_t<S>;
+  // In double, exact for small n and power-of-two scales, then rounded once.
+  const M s = static_cast<M>(std::pow(static_cast<double>(x.scale()), n));
+  return detail::make_result(detail::values_f(x).unaryExpr(detail::elementwise::int_pow_op{n}), s);
+}
+
+// ------------------------------------------------------------------------------
+// Comparisons and predicates: lazy Eigen bool arrays (no scale).
+
+/// Defines a comparison of the values d*s, computed in double (exact for float
+/// and narrow data with float scales). NaN compares unequal to everything.
+#define SCALIFY_DEFINE_SCALED_COMPARISON(name, op)                                         \
+  template <class D1, class S1, class D2, class S2>                                        \
+  auto name(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {                  \
+    detail::check_same_shape(#name, a, b);                                                 \
+    return detail::elementwise::values_double(a) op detail::elementwise::values_double(b); \
+  }
+
+/// a == b on values, a lazy Eigen bool array.
+///
+/// **Example**: `bool same = scalify::eq(x, y).all();`
+SCALIFY_DEFINE_SCALED_COMPARISON(eq, ==)
+/// a != b on values (true where either is NaN).
+///
+/// **Example**: `Eigen::Index n_differ = scalify::ne(x, y).count();`
+SCALIFY_DEFINE_SCALED_COMPARISON(ne, !=)
+/// a < b on values.
+///
+/// **Example**: `ScaledMatrix<float16> m = scalify::where(scalify::lt(x, y), x, y);  // min`
+SCALIFY_DEFINE_SCALED_COMPARISON(lt, <)
+/// a <= b on values.
+///
+/// **Example**: `Eigen::Array<bool, -1, -1> mask = scalify::le(x, y);`
+SCALIFY_DEFINE_SCALED_COMPARISON(le, <=)
+/// a > b on values.
+///
+/// **Example**: `ScaledMatrix<float16> relu = scalify::where(scalify::gt(x, zeros), x, zeros);`
+SCALIFY_DEFINE_SCALED_COMPARISON(gt, >)
+/// a >= b on values.
+///
+/// **Example**: `bool dominated = scalify::ge(x, y).all();`
+SCALIFY_DEFINE_SCALED_COMPARISON(ge, >=)
+
+#undef SCALIFY_DEFINE_SCALED_COMPARISON
+
+/// True where the value is finite: `isfinite(d) && isfinite(s)` (d*s is never
+/// formed, so a large scale with finite data stays finite; a zero scale with
+/// inf data gives false, as 0 * inf is NaN). A lazy Eigen bool array.
+///
+/// **Example**: `bool ok = scalify::is_finite(g).all();`
+template <class D, class S>
+auto is_finite(const ScaledArray<D, S>& x) {
+  // d * 1 keeps d (inf and NaN included); d * NaN is NaN: all false for a non-finite scale.
+  const double k = std::isfinite(static_cast<double>(x.scale()))
+                       ? 1.0
+                       : std::numeric_limits<double>::quiet_NaN();
+  return (x.data().array().template cast<double>() * k).isFinite();
+}
+
+// ------------------------------------------------------------------------------
+// Operators
+
+/// a + b: see add().
+template <class D1, class S1, class D2, class S2>
+auto operator+(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  return add(a, b);
+}
+/// a - b: see sub().
+template <class D1, class S1, class D2, class S2>
+auto operator-(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  return sub(a, b);
+}
+/// a * b elementwise (not matmul): see mul().
+template <class D1, class S1, class D2, class S2>
+auto operator*(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  return mul(a, b);
+}
+/// a / b elementwise: see div().
+template <class D1, class S1, class D2, class S2>
+auto operator/(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
+  return div(a, b);
+}
+/// -x: see neg().
+template <class D, class S>
+auto operator-(const ScaledArray<D, S>& x) {
+  return neg(x);
+}
+
+/// c * x for a float c, taken as the scaled scalar (mantissa(c), pow2(c)):
+/// output scale `s * pow2_round_down(|c|)` (exact for power-of-two s), data
+/// `d * mantissa(c)` with |mantissa| in [1, 2). c = 0 gives scale 0.
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> y = 6.0f * x;  // scale 4*s, data 1.5*d`
+template <class D, class S>
+auto operator*(float c, const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  const auto [p, m] = pow2_decompose(c);
+  const M s = detail::elementwise::scale_as<M>(x.scale()) * static_cast<M>(p);
+  return detail::make_result(detail::values_f(x) * m, s);
+}
+/// x * c for a float c: same as c * x.
+///
+/// **Example**: `ScaledMatrix<float16> y = x * 0.3f;  // scale s/4, data 1.2*d`
+template <class D, class S>
+auto operator*(const ScaledArray<D, S>& x, float c) {
+  return c * x;
+}
+/// x / c for a float c: output scale `s / pow2_round_down(|c|)`, data
+/// `d / mantissa(c)`. c = 0 follows div(): scale inf (NaN if s == 0), values
+/// +-inf or NaN as plain math.
+///
+/// **Example**: `ScaledMatrix<float16> y = x / 8.0f;  // scale s/8, data unchanged`
+template <class D, class S>
+auto operator/(const ScaledArray<D, S>& x, float c) {
+  using M = detail::result_scale_t<S>;
+  const auto [p, m] = pow2_decompose(c);
+  const M s = detail::elementwise::scale_as<M>(x.scale()) / static_cast<M>(p);
+  return detail::make_result(detail::values_f(x) / m, s);
+}
+
+}  // namespace scalify
+
+#endif  // SCALIFY_OPS_ELEMENTWISE_HPP_
