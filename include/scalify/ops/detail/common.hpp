@@ -43,9 +43,12 @@ void check_same_shape(const char* op, const ScaledArray<D1, S1>& a, const Scaled
 }
 
 /// The data of `a` as a lazy float array expression (widened exactly).
+/// `.matrix().array()` keeps a plain Array by reference: a bare `.array()` of
+/// an Array is the Array itself, which `auto` would copy, and expressions built
+/// on that temporary copy (which nest plain objects by reference) would dangle.
 template <class D, class S>
 auto values_f(const ScaledArray<D, S>& a) {
-  return a.data().array().template cast<float>();
+  return a.data().matrix().array().template cast<float>();
 }
 
 /// The output scale type of an op on scales S...: double if any is double,
