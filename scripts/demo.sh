@@ -7,23 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-install_missing() {
-  if ! command -v dpkg >/dev/null 2>&1; then
-    echo "demo.sh: not a Debian system; make sure these are installed: $*" >&2
-    return 0
-  fi
-  local missing=() pkg
-  for pkg in "$@"; do
-    dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
-  done
-  ((${#missing[@]})) || return 0
-  echo "==> installing ${missing[*]}"
-  local sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
+source scripts/install_missing.sh  # install_missing
 install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev
 
 jobs=$(nproc 2>/dev/null || echo 2)
