@@ -25,6 +25,8 @@
 // ops/: the scaled ops (scale rule + lazy data expression).
 #include "scalify/ops/elementwise.hpp"
 #include "scalify/ops/matmul.hpp"
+#include "scalify/ops/reduce.hpp"
 #include "scalify/ops/rescale.hpp"
+#include "scalify/ops/shape.hpp"
 
 #endif  // SCALIFY_SCALIFY_HPP_

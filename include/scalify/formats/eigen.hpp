@@ -64,4 +64,6 @@ SCALIFY_EIGEN_NUMEXT(scalify::float8_e8m0fnu)
 }  // namespace numext
 }  // namespace Eigen
 
+#include "scalify/formats/eigen_packet.hpp"  // vectorized float8 <-> float casts (with AVX2 + F16C)
+
 #endif  // SCALIFY_FORMATS_EIGEN_HPP_

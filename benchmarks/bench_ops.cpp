@@ -1,0 +1,147 @@
+// scalify benchmark: a fused scaled expression, z = x * y + w, over 16Mi
+// elements, against the same expression in plain Eigen float32.
+//
+//   BM_FusedXYplusW/eigen_f32/16777216           Eigen::ArrayXXf: z = x * y + w
+//   BM_FusedXYplusW/scalify_<in>/16777216        x, y, w, z: ScaledMatrix<in>  (fp8 in, fp8 out)
+//   BM_FusedXYplusW/scalify_<in>_to_f16/16777216 z: ScaledMatrix<float16>
+//   BM_FusedXYplusW/scalify_<in>_to_f32/16777216 z: ScaledMatrix<float>
+//
+// The scaled ones evaluate `z = x * y + w` (scalify/ops/elementwise.hpp): the
+// scales at once, the data in one fused pass in float32, rounded once into z.
+// Shape (4096, 4096), row-major; scales 0.5, 2 and 1 (x, y, w).
+//
+// Counters: `GB/s` counts the bytes read (x, y, w) plus written (z) per
+// element (float32: 16; fp8 -> fp8: 4); `Gelem/s` counts elements; the scaled
+// rows also report `vs_eigen_f32`, the speed-up over the float32 expression:
+// its fastest run divided by theirs, both measured in the same process in
+// thread CPU time (so other processes on the machine matter less).
+//
+// The float8 <-> float casts vectorize inside Eigen only when Eigen does (the
+// benchmarks are built with -march=native, see benchmarks/CMakeLists.txt and
+// formats/eigen_packet.hpp); `packet_casts` says whether they were built.
+//
+//   build/benchmarks/bench_ops --benchmark_filter=FusedXYplusW
+#include <benchmark/benchmark.h>
+
+#include <algorithm>    // std::min
+#include <cstdint>      // std::int64_t
+#include <ctime>        // clock_gettime
+#include <map>          // std::map (cached baselines)
+#include <random>       // std::mt19937, std::normal_distribution
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/ops/elementwise.hpp"  // operator*, operator+ on ScaledArray
+#include "scalify/scalify.hpp"
+
+namespace {
+
+constexpr std::int64_t kRows = 4096, kCols = 4096;  // 16Mi elements
+
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// (rows, cols) values drawn from N(0, 1), in the storage order of A.
+template <class A = Eigen::ArrayXXf>
+A random_values(std::int64_t rows, std::int64_t cols, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  A v(rows, cols);
+  for (Eigen::Index i = 0; i < v.size(); ++i) v(i) = dist(gen);
+  return v;
+}
+
+void set_counters(benchmark::State& state, std::int64_t n, double bytes_per_elem) {
+  const double elems = static_cast<double>(state.iterations()) * static_cast<double>(n);
+  state.counters["GB/s"] =
+      benchmark::Counter(elems * bytes_per_elem / 1e9, benchmark::Counter::kIsRate);
+  state.counters["Gelem/s"] = benchmark::Counter(elems / 1e9, benchmark::Counter::kIsRate);
+  state.counters["packet_casts"] = SCALIFY_EIGEN_PACKET_FLOAT8;
+}
+
+// Thread CPU seconds of one float32 z = x * y + w at this shape: the best of
+// a few runs, measured once per shape.
+double eigen_f32_seconds(std::int64_t rows, std::int64_t cols) {
+  static std::map<std::int64_t, double> cache;
+  const auto found = cache.find(rows * cols);
+  if (found != cache.end()) return found->second;
+  const Eigen::ArrayXXf x = random_values(rows, cols, 1), y = random_values(rows, cols, 2),
+                        w = random_values(rows, cols, 3);
+  Eigen::ArrayXXf z(rows, cols);
+  double best = 1e30;
+  for (int run = 0; run < 10; ++run) {
+    const double t0 = thread_seconds();
+    z = x * y + w;
+    benchmark::DoNotOptimize(z.data());
+    benchmark::ClobberMemory();
+    best = std::min(best, thread_seconds() - t0);
+  }
+  return cache[rows * cols] = best;
+}
+
+void bm_eigen_f32(benchmark::State& state) {
+  const std::int64_t rows = kRows, cols = state.range(0) / kRows;
+  const Eigen::ArrayXXf x = random_values(rows, cols, 1), y = random_values(rows, cols, 2),
+                        w = random_values(rows, cols, 3);
+  Eigen::ArrayXXf z(rows, cols);
+  for (auto _ : state) {
+    z = x * y + w;
+    benchmark::DoNotOptimize(z.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, rows * cols, 4.0 * sizeof(float));
+}
+
+// x, y, w stored as In, z as Out; z = x * y + w.
+template <class In, class Out>
+void bm_scalify(benchmark::State& state) {
+  const std::int64_t rows = kRows, cols = state.range(0) / kRows;
+  using Data = typename scalify::ScaledMatrix<In>::data_type;  // row-major
+  using RowArrayXXf = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const auto stored = [&](unsigned seed, float scale) {  // data ~ N(0, 1): values ~ N(0, scale^2)
+    return scalify::ScaledMatrix<In>(
+        Data(random_values<RowArrayXXf>(rows, cols, seed).matrix().template cast<In>()), scale);
+  };
+  const scalify::ScaledMatrix<In> x = stored(1, 0.5f), y = stored(2, 2.0f), w = stored(3, 1.0f);
+  scalify::ScaledMatrix<Out> z = x * y + w;
+  const double baseline = eigen_f32_seconds(rows, cols);
+  double best = 1e30;
+  for (auto _ : state) {
+    const double t0 = thread_seconds();
+    z = x * y + w;
+    benchmark::DoNotOptimize(z.data().data());
+    benchmark::ClobberMemory();
+    best = std::min(best, thread_seconds() - t0);
+  }
+  set_counters(state, rows * cols, 3.0 * sizeof(In) + sizeof(Out));
+  state.counters["vs_eigen_f32"] = baseline / best;  // best run against best run
+}
+
+void register_all() {
+  const std::int64_t n = kRows * kCols;
+  const auto add = [n](const char* name, void (*fn)(benchmark::State&)) {
+    benchmark::RegisterBenchmark(name, fn)->Arg(n)->Unit(benchmark::kMillisecond);
+  };
+  add("BM_FusedXYplusW/eigen_f32", bm_eigen_f32);
+  add("BM_FusedXYplusW/scalify_e4m3fn", bm_scalify<float8_e4m3fn, float8_e4m3fn>);
+  add("BM_FusedXYplusW/scalify_e4m3fn_to_f16", bm_scalify<float8_e4m3fn, float16>);
+  add("BM_FusedXYplusW/scalify_e4m3fn_to_f32", bm_scalify<float8_e4m3fn, float>);
+  add("BM_FusedXYplusW/scalify_e5m2", bm_scalify<float8_e5m2, float8_e5m2>);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

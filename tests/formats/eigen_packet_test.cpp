@@ -1,0 +1,386 @@
+// The vectorized float8 <-> float casts inside Eigen's evaluators
+// (formats/eigen_packet.hpp): bit-exact against the scalar casts for all 256
+// codes, for random and special floats (every tie and overflow threshold), for
+// every float (exhaustive pass), at sizes and offsets that are not multiples of
+// the packet, in 1-D and 2-D (both storage orders) and fixed-size shapes; an
+// expression mixing three float8 arrays; and the other Eigen paths that now
+// read float8 packets (copies, reverse, constants, small products).
+//
+// This file is compiled with -mavx2 -mfma -mf16c (tests/CMakeLists.txt), since
+// Eigen's vectorization is chosen at compile time; each test checks the CPU
+// first and skips with a warning without AVX2/FMA/F16C. Compiled without those
+// flags, the same checks run on Eigen's scalar casts and one test warns that
+// the packet casts were not built.
+#include <catch2/catch.hpp>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>  // __get_cpuid, bit_F16C
+#endif
+
+#include <Eigen/Core>
+#include <bit>      // std::bit_cast
+#include <cmath>    // std::isnan
+#include <cstdint>  // std::uint8_t, std::uint32_t
+#include <random>   // std::mt19937
+#include <string>   // std::string
+#include <vector>   // std::vector
+
+#include "scalify/formats/eigen.hpp"   // NumTraits, eigen_packet.hpp
+#include "scalify/formats/float8.hpp"  // float8_e4m3fn, float8_e5m2
+#include "support/bulk_checks.hpp"     // mixed_inputs, report
+#include "support/exhaustive.hpp"      // run_on_every_float, float_check, stopwatch, hex
+#include "support/narrow_types.hpp"    // ref_format
+#include "support/reference.hpp"       // ref::codec, ref::float_segments
+
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+namespace ref = scalify_test::ref;
+
+namespace {
+
+template <class T>
+using ArrayX = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <class T>
+using RowMajorX = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ColMajorX = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+
+// True if this CPU can run the code of this file. Compiled for plain x86-64,
+// whatever the flags of the file, so that it runs anywhere.
+// (F16C through cpuid: Clang 14's __builtin_cpu_supports does not know "f16c".)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("arch=x86-64"))) bool cpu_runs_this_file() {
+  __builtin_cpu_init();
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+}
+#else
+bool cpu_runs_this_file() { return true; }
+#endif
+
+// Skips the calling test, visibly, where the CPU lacks what the file was built for.
+#define SKIP_WITHOUT_AVX2()                                                                      \
+  if (!cpu_runs_this_file()) {                                                                   \
+    WARN("skipped: this CPU lacks AVX2, FMA or F16C, which this test program was compiled for"); \
+    return;                                                                                      \
+  }
+
+std::uint32_t float_bits(float x) { return std::bit_cast<std::uint32_t>(x); }
+
+// Checks y(i) == static_cast<float>(x(i)) bit for bit, for every element of
+// two same-shaped Eigen objects; `where` names the case in failures.
+template <class Codes, class Floats>
+void check_widened(const std::string& where, const Codes& x, const Floats& y) {
+  REQUIRE(x.rows() == y.rows());
+  REQUIRE(x.cols() == y.cols());
+  int failures = 0;
+  for (Eigen::Index j = 0; j < x.cols(); ++j) {
+    for (Eigen::Index i = 0; i < x.rows(); ++i) {
+      const std::uint32_t expected = float_bits(static_cast<float>(x(i, j)));
+      const std::uint32_t actual = float_bits(y(i, j));
+      if (expected != actual && ++failures <= 8) {
+        FAIL_CHECK(where << " (" << i << ", " << j << "): code "
+                         << scalify_test::hex(x(i, j).bits(), 2) << " expected "
+                         << scalify_test::hex(expected, 8) << " actual "
+                         << scalify_test::hex(actual, 8));
+      }
+    }
+  }
+  CHECK(failures == 0);
+}
+
+// Checks y(i) == T(x(i)) bit for bit.
+template <class Floats, class Codes>
+void check_narrowed(const std::string& where, const Floats& x, const Codes& y) {
+  using T = typename Codes::Scalar;
+  REQUIRE(x.rows() == y.rows());
+  REQUIRE(x.cols() == y.cols());
+  int failures = 0;
+  for (Eigen::Index j = 0; j < x.cols(); ++j) {
+    for (Eigen::Index i = 0; i < x.rows(); ++i) {
+      const std::uint8_t expected = T(x(i, j)).bits();
+      const std::uint8_t actual = y(i, j).bits();
+      if (expected != actual && ++failures <= 8) {
+        FAIL_CHECK(where << " (" << i << ", " << j << "): input "
+                         << scalify_test::hex(float_bits(x(i, j)), 8) << " expected "
+                         << scalify_test::hex(expected, 2) << " actual "
+                         << scalify_test::hex(actual, 2));
+      }
+    }
+  }
+  CHECK(failures == 0);
+}
+
+// Every code, then codes in a scrambled order, `n` in all.
+template <class T>
+ArrayX<T> codes(Eigen::Index n) {
+  ArrayX<T> c(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    c(i) = T::from_bits(static_cast<std::uint8_t>(i < 256 ? i : (i * 0x9E37u) >> 3));
+  }
+  return c;
+}
+
+// Lengths around multiples of the packets (8 codes; 8 or 16 floats).
+constexpr Eigen::Index kLengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 255, 256, 257, 263, 1000};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------
+// The packet casts are built and used
+
+TEST_CASE("eigen packets: float8 casts are vectorized when Eigen uses AVX2",
+          "[formats][eigen][packet]") {
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+  using namespace Eigen::internal;
+  using FloatDst = evaluator<Eigen::ArrayXf>;
+  using Widen = decltype(ArrayX<float8_e4m3fn>().cast<float>());
+  using Narrow = decltype(Eigen::ArrayXf().cast<float8_e5m2>());
+  STATIC_REQUIRE((evaluator<Widen>::Flags & Eigen::PacketAccessBit) != 0);
+  STATIC_REQUIRE((evaluator<Narrow>::Flags & Eigen::PacketAccessBit) != 0);
+  STATIC_REQUIRE(int(copy_using_evaluator_traits<FloatDst, evaluator<Widen>,
+                                                 assign_op<float, float>>::Traversal) ==
+                 int(Eigen::LinearVectorizedTraversal));
+  STATIC_REQUIRE(int(copy_using_evaluator_traits<evaluator<ArrayX<float8_e5m2>>, evaluator<Narrow>,
+                                                 assign_op<float8_e5m2, float8_e5m2>>::Traversal) ==
+                 int(Eigen::LinearVectorizedTraversal));
+  // float8 arithmetic itself stays scalar.
+  STATIC_REQUIRE(packet_traits<float8_e4m3fn>::HasAdd == 0);
+  STATIC_REQUIRE(unpacket_traits<packet_traits<float8_e4m3fn>::type>::vectorizable == false);
+#else
+  WARN(
+      "formats/eigen_packet.hpp is inactive in this build (compile with -mavx2 -mfma -mf16c): "
+      "the other tests check Eigen's scalar casts only");
+#endif
+}
+
+// ------------------------------------------------------------------------------
+// Widening
+
+TEMPLATE_TEST_CASE("eigen packets: every code widens like the scalar cast",
+                   "[formats][eigen][packet]", float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  const ArrayX<T> all = codes<T>(1000 + 16);
+  for (const Eigen::Index n : kLengths) {
+    for (const Eigen::Index offset : {0, 1, 3, 8, 13}) {
+      const auto x = all.segment(offset, n);
+      const Eigen::ArrayXf y = x.template cast<float>();
+      check_widened("length " + std::to_string(n) + " offset " + std::to_string(offset), x, y);
+    }
+  }
+  // NaN codes give the canonical quiet NaN with their sign.
+  ArrayX<T> nans(16);
+  for (Eigen::Index i = 0; i < 16; ++i) nans(i) = T::from_bits(i % 2 ? 0xFF : 0x7F);
+  const Eigen::ArrayXf y = nans.template cast<float>();
+  for (Eigen::Index i = 0; i < 16; ++i)
+    CHECK(float_bits(y(i)) == (i % 2 ? 0xFFC0'0000u : 0x7FC0'0000u));
+}
+
+TEMPLATE_TEST_CASE("eigen packets: widening in 2-D, blocks and fixed sizes",
+                   "[formats][eigen][packet]", float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  const ArrayX<T> all = codes<T>(37 * 29);
+  const RowMajorX<T> r = Eigen::Map<const RowMajorX<T>>(all.data(), 37, 29);
+  const ColMajorX<T> c = Eigen::Map<const ColMajorX<T>>(all.data(), 37, 29);
+  check_widened("row-major", r, RowMajorX<float>(r.template cast<float>()));
+  check_widened("col-major", c, ColMajorX<float>(c.template cast<float>()));
+  check_widened("row-major block", r.block(3, 5, 30, 19),
+                RowMajorX<float>(r.block(3, 5, 30, 19).template cast<float>()));
+  check_widened("col-major block", c.block(3, 5, 30, 19),
+                ColMajorX<float>(c.block(3, 5, 30, 19).template cast<float>()));
+  check_widened("transpose", r.transpose(), ColMajorX<float>(r.transpose().template cast<float>()));
+  check_widened("reverse", all.reverse(), Eigen::ArrayXf(all.reverse().template cast<float>()));
+  const Eigen::Map<const ArrayX<T>, 0, Eigen::InnerStride<3>> strided(all.data() + 1, 100);
+  check_widened("inner stride 3", strided, Eigen::ArrayXf(strided.template cast<float>()));
+  // Fixed sizes read float packets of 4, 8 or 16 (Packet4f is filled element by element).
+  const Eigen::Array<T, 4, 1> f4 = all.template segment<4>(120);
+  const Eigen::Array<T, 8, 1> f8 = all.template segment<8>(121);
+  const Eigen::Array<T, 16, 1> f16 = all.template segment<16>(122);
+  const Eigen::Array<T, 12, 1> f12 = all.template segment<12>(123);
+  check_widened("fixed 4", f4, Eigen::Array<float, 4, 1>(f4.template cast<float>()));
+  check_widened("fixed 8", f8, Eigen::Array<float, 8, 1>(f8.template cast<float>()));
+  check_widened("fixed 16", f16, Eigen::Array<float, 16, 1>(f16.template cast<float>()));
+  check_widened("fixed 12", f12, Eigen::Array<float, 12, 1>(f12.template cast<float>()));
+}
+
+// ------------------------------------------------------------------------------
+// Narrowing
+
+TEMPLATE_TEST_CASE("eigen packets: random and special floats narrow like the scalar cast",
+                   "[formats][eigen][packet]", float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  const ref::codec c(scalify_test::ref_format<T>);
+  // Random bit patterns, values over the range and beyond, every code's value
+  // and every midpoint (ties) with their float neighbours, +-0, +-inf, NaNs,
+  // float subnormals.
+  const std::vector<float> inputs = scalify_test::mixed_inputs(c, 200'003, 42);
+  const Eigen::Map<const Eigen::ArrayXf> all(inputs.data(),
+                                             static_cast<Eigen::Index>(inputs.size()));
+  check_narrowed("all inputs", all, ArrayX<T>(all.template cast<T>()));
+  for (const Eigen::Index n : kLengths) {
+    for (const Eigen::Index offset : {0, 1, 5, 8}) {
+      const auto x = all.segment(offset, n);
+      check_narrowed("length " + std::to_string(n) + " offset " + std::to_string(offset), x,
+                     ArrayX<T>(x.template cast<T>()));
+    }
+  }
+  const RowMajorX<float> r = Eigen::Map<const RowMajorX<float>>(inputs.data(), 41, 27);
+  const ColMajorX<float> col = Eigen::Map<const ColMajorX<float>>(inputs.data(), 41, 27);
+  check_narrowed("row-major", r, RowMajorX<T>(r.template cast<T>()));
+  check_narrowed("col-major", col, ColMajorX<T>(col.template cast<T>()));
+  check_narrowed("col-major block", col.block(2, 3, 37, 21),
+                 ColMajorX<T>(col.block(2, 3, 37, 21).template cast<T>()));
+  const Eigen::Array<float, 8, 1> f8 = all.template segment<8>(3);
+  const Eigen::Array<float, 4, 1> f4 = all.template segment<4>(11);
+  check_narrowed("fixed 8", f8, Eigen::Array<T, 8, 1>(f8.template cast<T>()));
+  check_narrowed("fixed 4", f4, Eigen::Array<T, 4, 1>(f4.template cast<T>()));
+}
+
+TEMPLATE_TEST_CASE("eigen packets: round trip of every code", "[formats][eigen][packet]",
+                   float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  const ArrayX<T> x = codes<T>(256);
+  const ArrayX<T> y = x.template cast<float>().template cast<T>();
+  for (Eigen::Index i = 0; i < 256; ++i) {
+    INFO("code " << scalify_test::hex(x(i).bits(), 2));
+    // NaN codes come back as the canonical NaN code of their sign.
+    CHECK(y(i).bits() == T(static_cast<float>(x(i))).bits());
+  }
+}
+
+TEMPLATE_TEST_CASE("eigen packets: every float narrows like the reference",
+                   "[formats][eigen][packet][exhaustive]", float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  using check = scalify_test::float_check<std::uint8_t, ref::float_segments>;
+  const ref::codec c(scalify_test::ref_format<T>);
+  const ref::float_segments nearest(c, {ref::rounding::nearest_even, false});
+  const std::vector<check> checks = {
+      {std::string(c.fmt().name) + " Eigen cast", &nearest,
+       [](const float* in, std::uint8_t* out, std::size_t n) {
+         const Eigen::Map<const Eigen::ArrayXf> x(in, static_cast<Eigen::Index>(n));
+         Eigen::Map<ArrayX<T>> y(reinterpret_cast<T*>(out), static_cast<Eigen::Index>(n));
+         y = x.template cast<T>();
+       }}};
+  const scalify_test::stopwatch clock;
+  const auto logs = scalify_test::run_on_every_float(checks);
+  scalify_test::report(checks, logs, clock.seconds());
+}
+
+// ------------------------------------------------------------------------------
+// Expressions
+
+TEST_CASE("eigen packets: an expression over three float8 arrays rounds once, like the scalar code",
+          "[formats][eigen][packet]") {
+  SKIP_WITHOUT_AVX2();
+  std::mt19937 rng(7);
+  const Eigen::Index n = 4099;  // not a multiple of 8
+  ArrayX<float8_e4m3fn> x(n), w(n);
+  ArrayX<float8_e5m2> y(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    // Every code, NaN and inf included; products of two float8 values are exact
+    // in float, so a fused multiply-add gives the same float as * then +.
+    x(i) = float8_e4m3fn::from_bits(static_cast<std::uint8_t>(rng()));
+    y(i) = float8_e5m2::from_bits(static_cast<std::uint8_t>(rng()));
+    w(i) = float8_e4m3fn::from_bits(static_cast<std::uint8_t>(rng()));
+  }
+  const auto values = x.cast<float>() * y.cast<float>() + w.cast<float>();
+  const Eigen::ArrayXf f = values;
+  const ArrayX<float8_e4m3fn> z4 = values.cast<float8_e4m3fn>();
+  const ArrayX<float8_e5m2> z5 = values.cast<float8_e5m2>();
+  int failures = 0;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const float v = static_cast<float>(x(i)) * static_cast<float>(y(i)) + static_cast<float>(w(i));
+    // Which NaN operand's sign a NaN result keeps depends on the order the
+    // compiler gives the operands of an FMA (IEEE 754 leaves it open): NaN
+    // results only need to be NaN.
+    const bool ok = std::isnan(v)
+                        ? std::isnan(f(i)) && scalify::isnan(z4(i)) && scalify::isnan(z5(i))
+                        : float_bits(f(i)) == float_bits(v) &&
+                              z4(i).bits() == float8_e4m3fn(v).bits() &&
+                              z5(i).bits() == float8_e5m2(v).bits();
+    if (!ok && ++failures <= 8) {
+      FAIL_CHECK("i " << i << ": x " << scalify_test::hex(x(i).bits(), 2) << " y "
+                      << scalify_test::hex(y(i).bits(), 2) << " w "
+                      << scalify_test::hex(w(i).bits(), 2) << " expected " << v << " -> "
+                      << scalify_test::hex(float8_e4m3fn(v).bits(), 2) << ", "
+                      << scalify_test::hex(float8_e5m2(v).bits(), 2) << "; actual " << f(i)
+                      << " -> " << scalify_test::hex(z4(i).bits(), 2) << ", "
+                      << scalify_test::hex(z5(i).bits(), 2));
+    }
+  }
+  CHECK(failures == 0);
+}
+
+TEMPLATE_TEST_CASE(
+    "eigen packets: copies, constants, reverse and small products of float8 stay exact",
+    "[formats][eigen][packet]", float8_e4m3fn, float8_e5m2) {
+  SKIP_WITHOUT_AVX2();
+  using T = TestType;
+  // Small integers: every product and partial sum below is exact in both
+  // formats, so the result does not depend on the order Eigen adds in.
+  const auto small = [](int i) { return T(static_cast<float>((i * 7) % 4 - 1)); };  // -1, 0, 1, 2
+  Eigen::Matrix<T, 4, 4> a, b;
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> c(3, 5), d(5, 9);
+  for (int i = 0; i < 16; ++i) {
+    a(i) = small(i);
+    b(i) = small(i + 3);
+  }
+  for (int i = 0; i < 15; ++i) c(i) = small(i + 1);
+  for (int i = 0; i < 45; ++i) d(i) = small(i + 2);
+
+  const Eigen::Matrix<T, 4, 4> ab = a * b;  // coefficient-based product: float8 packets
+  const Eigen::Matrix<float, 4, 4> ab_ref = a.template cast<float>() * b.template cast<float>();
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> cd = c * d;
+  const Eigen::MatrixXf cd_ref = c.template cast<float>() * d.template cast<float>();
+  const Eigen::Matrix<T, 4, 4> da = b.diagonal().asDiagonal() * a;
+  const Eigen::Matrix<float, 4, 4> da_ref =
+      b.template cast<float>().diagonal().asDiagonal() * a.template cast<float>();
+  for (int i = 0; i < 16; ++i) {
+    CHECK(static_cast<float>(ab(i)) == ab_ref(i));
+    CHECK(static_cast<float>(da(i)) == da_ref(i));
+  }
+  for (int i = 0; i < 27; ++i) CHECK(static_cast<float>(cd(i)) == cd_ref(i));
+
+  // A product large enough for Eigen's GEMM, which packs its right-hand side
+  // with float8 packets: B has one +-1 per column, so every result is one
+  // element of A, exactly, and a misplaced element would show.
+  const Eigen::Index m = 37, k = 45, n = 29;
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> big_a(m, k),
+      big_b = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>::Zero(k, n);
+  std::mt19937 rng(3);
+  for (Eigen::Index i = 0; i < big_a.size(); ++i) {
+    T v;
+    do v = T::from_bits(static_cast<std::uint8_t>(rng()));
+    while (!scalify::isfinite(v));
+    big_a(i) = v;
+  }
+  std::vector<Eigen::Index> row_of(static_cast<std::size_t>(n));
+  for (Eigen::Index j = 0; j < n; ++j) {
+    row_of[static_cast<std::size_t>(j)] = static_cast<Eigen::Index>(rng() % k);
+    big_b(row_of[static_cast<std::size_t>(j)], j) = T(j % 2 ? -1.0f : 1.0f);
+  }
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> big_c = big_a * big_b;
+  for (Eigen::Index j = 0; j < n; ++j) {
+    for (Eigen::Index i = 0; i < m; ++i) {
+      const float expected = static_cast<float>(big_a(i, row_of[static_cast<std::size_t>(j)])) *
+                             (j % 2 ? -1.0f : 1.0f);
+      INFO("GEMM (" << i << ", " << j << ")");
+      CHECK(static_cast<float>(big_c(i, j)) == expected);
+    }
+  }
+
+  const ArrayX<T> all = codes<T>(301);
+  const ArrayX<T> reversed = all.reverse();
+  ArrayX<T> copied(301);
+  copied.segment(3, 290) = all.segment(5, 290);
+  const ArrayX<T> constant = ArrayX<T>::Constant(29, T::from_bits(0xB5));
+  for (Eigen::Index i = 0; i < 301; ++i) CHECK(reversed(i).bits() == all(300 - i).bits());
+  for (Eigen::Index i = 0; i < 290; ++i) CHECK(copied(i + 3).bits() == all(i + 5).bits());
+  for (Eigen::Index i = 0; i < 29; ++i) CHECK(constant(i).bits() == 0xB5);
+}
