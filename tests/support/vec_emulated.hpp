@@ -106,6 +106,9 @@ inline u32x int_to_float_bits_scaled(u32x a, float scale) {
     return std::bit_cast<uint32_t>(static_cast<float>(static_cast<int32_t>(a.v[i])) * scale);
   });
 }
+inline u32x float_add_bits(u32x a, float c) {
+  return map([&](std::size_t i) { return std::bit_cast<uint32_t>(std::bit_cast<float>(a.v[i]) + c); });
+}
 inline uint64_t reduce_add(u32x a) {
   uint64_t s = 0;
   for (uint32_t x : a.v) s += x;

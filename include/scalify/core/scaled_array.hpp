@@ -24,6 +24,8 @@
 #include <vector>       // std::vector (evaluation buffer)
 
 #include "scalify/core/config_scope.hpp"  // current_config
+#include "scalify/core/detail/alias.hpp"  // alias_of
+#include "scalify/core/detail/parallel.hpp"  // parallel_ranges
 #include "scalify/core/pow2.hpp"          // pow2_decompose
 #include "scalify/errors.hpp"             // SCALIFY_CHECK
 #include "scalify/formats/cast.hpp"       // round_cast
@@ -80,48 +82,93 @@ template <class T>
 concept bulk_storable = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
                         std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>;
 
-/// Evaluates the float-valued expression `values` once into `out` (resized),
-/// rounding once into out's scalar type with `options`. Narrow outputs are
-/// evaluated in cache-sized chunks into a float buffer and converted with the
-/// SIMD bulk cast, so the whole assignment is one pass over memory.
+/// Evaluates rows (by_rows) or columns [begin, end) of the float-valued
+/// expression `values` into the same rows/columns of `dst`, rounding once into
+/// its scalar type with `options`. Narrow outputs are evaluated `step`
+/// rows/columns at a time (a cache-sized chunk) into a float buffer and
+/// converted with the SIMD bulk cast, so the whole assignment is one pass over
+/// memory.
 template <class Out, class Values>
-void evaluate_into(Out& out, const Values& values, const convert_options& options) {
+void evaluate_range(Out& dst, const Values& values, const convert_options& options, bool by_rows,
+                    Eigen::Index begin, Eigen::Index end, Eigen::Index step) {
   using T = typename Out::Scalar;
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    out = values.template cast<T>().matrix();
-  } else if constexpr (bulk_storable<T>) {
-    const Eigen::Index rows = values.rows(), cols = values.cols();
-    Out result(rows, cols);
-    constexpr bool kRowMajor = (Out::Flags & Eigen::RowMajorBit) != 0;
-    // Chunk along the outer dimension of the output so each chunk is contiguous.
-    const bool by_rows = kRowMajor || cols == 1;
-    const Eigen::Index inner = by_rows ? cols : rows;
-    const Eigen::Index outer = by_rows ? rows : cols;
-    constexpr Eigen::Index kChunkElements = 8192;
-    const Eigen::Index step = std::max<Eigen::Index>(1, kChunkElements / std::max<Eigen::Index>(inner, 1));
-    std::vector<float> buffer(static_cast<size_t>(std::min(step, outer) * inner));
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || !bulk_storable<T>) {
+    const auto store = [&](auto target, auto source) {
+      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        target = source.template cast<T>().matrix();
+      } else {
+        const auto op = [&](float v) { return round_cast<T>(v, options.round, options.saturate); };
+        target = source.template cast<float>().unaryExpr(op).matrix();
+      }
+    };
+    if (by_rows) {
+      store(dst.middleRows(begin, end - begin), values.middleRows(begin, end - begin));
+    } else {
+      store(dst.middleCols(begin, end - begin), values.middleCols(begin, end - begin));
+    }
+    (void)step;
+  } else {
+    const Eigen::Index inner = by_rows ? values.cols() : values.rows();
+    std::vector<float> buffer(static_cast<size_t>(std::min(step, end - begin) * inner));
     convert_options o = options;
-    for (Eigen::Index begin = 0; begin < outer; begin += step) {
-      const Eigen::Index count = std::min(step, outer - begin);
+    for (Eigen::Index b = begin; b < end; b += step) {
+      const Eigen::Index count = std::min(step, end - b);
       const size_t n = static_cast<size_t>(count * inner);
       if (by_rows) {
         Eigen::Map<Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> chunk(buffer.data(), count,
-                                                                                               cols);
-        chunk = values.middleRows(begin, count).template cast<float>();
+                                                                                               values.cols());
+        chunk = values.middleRows(b, count).template cast<float>();
       } else {
-        Eigen::Map<Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>> chunk(buffer.data(), rows,
-                                                                                               count);
-        chunk = values.middleCols(begin, count).template cast<float>();
+        Eigen::Map<Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>> chunk(buffer.data(),
+                                                                                               values.rows(), count);
+        chunk = values.middleCols(b, count).template cast<float>();
       }
-      o.offset = options.offset + static_cast<uint64_t>(begin * inner);
-      convert(std::span<const float>(buffer.data(), n),
-              std::span<T>(result.data() + begin * inner, n), o);
+      o.offset = options.offset + static_cast<uint64_t>(b * inner);
+      convert(std::span<const float>(buffer.data(), n), std::span<T>(dst.data() + b * inner, n), o);
     }
-    out = std::move(result);
-  } else {
-    const auto op = [&](float v) { return round_cast<T>(v, options.round, options.saturate); };
-    out = values.template cast<float>().unaryExpr(op).matrix();
   }
+}
+
+/// Evaluates the float-valued expression `values` into `dst` (already of the
+/// right size), rounding once into its scalar type with `options`; large
+/// results are split by rows or columns across the scope's threads
+/// (scalify_config::threads). `values` may read `dst` only at the position
+/// being written.
+template <class Out, class Values>
+void evaluate_in_place(Out& dst, const Values& values, const convert_options& options) {
+  const Eigen::Index rows = values.rows(), cols = values.cols();
+  constexpr bool kRowMajor = (Out::Flags & Eigen::RowMajorBit) != 0;
+  // Split along the outer dimension of the output, so each part is contiguous.
+  const bool by_rows = cols == 1 || (kRowMajor && rows != 1);
+  const Eigen::Index inner = std::max<Eigen::Index>(by_rows ? cols : rows, 1);
+  const Eigen::Index outer = by_rows ? rows : cols;
+  constexpr Eigen::Index kChunkElements = 8192;        // 32 KiB of float: stays in L1/L2
+  constexpr Eigen::Index kThreadElements = 1 << 20;    // below that, a thread costs more than it saves
+  const Eigen::Index step = std::max<Eigen::Index>(1, kChunkElements / inner);
+  const Eigen::Index grain = std::max<Eigen::Index>(1, kThreadElements / inner);
+  parallel_ranges(outer, grain, step, current_config().threads, [&](int64_t begin, int64_t end) {
+    evaluate_range(dst, values, options, by_rows, static_cast<Eigen::Index>(begin), static_cast<Eigen::Index>(end),
+                   step);
+  });
+}
+
+/// Evaluates the float-valued expression `values` once into `out` (resized),
+/// rounding once into out's scalar type with `options`. In place, without
+/// allocating, when out already has the shape and `values` reads out at most
+/// at the position being written (`x = x * y`); through a temporary when it
+/// reads other positions of out (`x = transpose(x)`), so aliasing is safe.
+template <class Out, class Values>
+void evaluate_into(Out& out, const Values& values, const convert_options& options) {
+  const alias_kind kind = alias_of(values, alias_target_of(out));
+  if (kind == alias_kind::other) {
+    Out result(values.rows(), values.cols());
+    evaluate_in_place(result, values, options);
+    out = std::move(result);
+    return;
+  }
+  // kind == none: resizing cannot hurt the operands; same_position: same shape.
+  out.resize(values.rows(), values.cols());
+  evaluate_in_place(out, values, options);
 }
 
 }  // namespace detail

@@ -85,6 +85,11 @@ SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {
   return {_mm256_castps_si256(f)};
 }
 
+/// The bits of float(a) + c, where the lanes of `a` hold float bits (one IEEE addition).
+SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, float c) {
+  return {_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a.v), _mm256_set1_ps(c)))};
+}
+
 /// Sum of all lanes, in 64 bits.
 SCALIFY_ALWAYS_INLINE uint64_t reduce_add(u32x a) {
   alignas(32) uint32_t lanes[kLanes];

@@ -77,6 +77,11 @@ SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {
   return {_mm512_castps_si512(f)};
 }
 
+/// The bits of float(a) + c, where the lanes of `a` hold float bits (one IEEE addition).
+SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, float c) {
+  return {_mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a.v), _mm512_set1_ps(c)))};
+}
+
 SCALIFY_ALWAYS_INLINE uint64_t reduce_add(u32x a) {
   alignas(64) uint32_t lanes[kLanes];
   _mm512_store_si512(lanes, a.v);

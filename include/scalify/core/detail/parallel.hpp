@@ -1,0 +1,61 @@
+// scalify: split a loop over [0, n) across threads (evaluation of large results).
+//
+// Each call starts its worker threads and joins them before returning; that
+// costs tens of microseconds, so only loops with at least `grain` iterations
+// per thread are split. Ranges are contiguous and in order (thread 0 gets the
+// first), and the calling thread runs the first range itself.
+#ifndef SCALIFY_CORE_DETAIL_PARALLEL_HPP_
+#define SCALIFY_CORE_DETAIL_PARALLEL_HPP_
+
+#include <algorithm>  // std::min, std::max
+#include <cstdint>    // int64_t
+#include <exception>  // std::exception_ptr
+#include <thread>     // std::thread
+#include <vector>     // std::vector
+
+namespace scalify::detail {
+
+/// Threads to use for `requested` (0: every hardware thread), at least 1.
+inline int thread_count(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(std::min(hw, 256u));
+}
+
+/// Calls f(begin, end) on contiguous ranges covering [0, n), each a multiple
+/// of `align` long (but the last), on up to `threads` threads, at least
+/// `grain` iterations per thread. Rethrows the first exception of any range
+/// after every thread has finished.
+template <class F>
+void parallel_ranges(int64_t n, int64_t grain, int64_t align, int threads, F&& f) {
+  align = std::max<int64_t>(align, 1);
+  const int64_t by_grain = n / std::max<int64_t>(grain, 1);
+  const int parts = static_cast<int>(std::min<int64_t>(thread_count(threads), std::max<int64_t>(by_grain, 1)));
+  if (parts <= 1) {
+    if (n > 0) f(int64_t{0}, n);
+    return;
+  }
+  // Range length: n / parts rounded up to a multiple of align.
+  const int64_t length = ((n + parts - 1) / parts + align - 1) / align * align;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(parts - 1));
+  const auto run = [&](int part) {
+    const int64_t begin = std::min(n, part * length), end = std::min(n, begin + length);
+    try {
+      if (begin < end) f(begin, end);
+    } catch (...) {
+      errors[static_cast<size_t>(part)] = std::current_exception();
+    }
+  };
+  for (int part = 1; part < parts; ++part) workers.emplace_back(run, part);
+  run(0);
+  for (auto& w : workers) w.join();
+  for (const auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+}  // namespace scalify::detail
+
+#endif  // SCALIFY_CORE_DETAIL_PARALLEL_HPP_
