@@ -1,0 +1,144 @@
+// scalify: the small-M GEMM path (M = 1..4), streaming B without packing.
+//
+// For C (M x N) = A (M x K) * B (K x N) with B's rows contiguous (row-major
+// op(B), e.g. fp8 weights stored K x N), each thread owns a range of columns
+// and, for k = 0, 1, ..., widens B's row k in registers and adds A(i, k) *
+// B(k, j) into float32 accumulators with one fused multiply-add: every B
+// element is read once and widened once. The k order and the FMAs are those
+// of the blocked GEMM, so both give the same bits. The AVX2 version serves
+// the avx512 paths as well (the loop is bound by memory, not by lanes).
+#ifndef SCALIFY_KERNELS_GEMV_HPP_
+#define SCALIFY_KERNELS_GEMV_HPP_
+
+#include <bit>          // std::bit_cast
+#include <cmath>        // std::fma
+#include <cstddef>      // ptrdiff_t
+#include <cstdint>      // uint8_t, uint16_t
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
+#include "scalify/kernels/pack.hpp"  // strided, gemm_input, widen_f32_bits
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2, FMA, F16C
+#endif
+
+namespace scalify::kernels {
+
+/// The largest M the streaming path takes.
+inline constexpr std::ptrdiff_t kGemvMaxRows = 4;
+
+/// acc[i * ld + j] = sum_k A(i, k) * B(k, j0 + j) for i < m, j < n (scalar reference).
+template <gemm_input TA, gemm_input TB>
+void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
+                       std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  for (std::ptrdiff_t i = 0; i < m; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+    const TB* row = b.data + k * b.rs + j0 * b.cs;
+    for (std::ptrdiff_t i = 0; i < m; ++i) {
+      const float ai = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
+      float* out = acc + i * ld;
+      for (std::ptrdiff_t j = 0; j < n; ++j) {
+        out[j] = std::fma(ai, std::bit_cast<float>(widen_f32_bits(row[j * b.cs])), out[j]);
+      }
+    }
+  }
+}
+
+}  // namespace scalify::kernels
+
+#if SCALIFY_HAVE_X86_SIMD
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// 8 elements of T at p, widened exactly to float32.
+template <class T>
+SCALIFY_ALWAYS_INLINE __m256 widen8(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm256_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    const __m128i x = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    if constexpr (std::is_same_v<T, float8_e5m2>) {
+      return _mm256_cvtph_ps(_mm_slli_epi16(x, 8));  // e5m2 is the upper byte of a float16
+    } else {
+      // e4m3fn s.eeee.mmm -> float16 s.0eeee.mmm0000000 = value * 2^-8 (subnormals too);
+      // the NaN code s.1111.111 is fixed up afterwards.
+      const __m128i mag = _mm_and_si128(x, _mm_set1_epi16(0x7F));
+      const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(x, _mm_set1_epi16(0x80)), 8), _mm_slli_epi16(mag, 7));
+      const __m256 f = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+      const __m256i nan16 = _mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7F)));
+      const __m256i sign = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_and_si128(x, _mm_set1_epi16(0x80))), 24);
+      const __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(sign, _mm256_set1_epi32(0x7FC00000)));
+      return _mm256_blendv_ps(f, nan, _mm256_castsi256_ps(nan16));
+    }
+  }
+}
+
+/// AVX2 version of kernels::gemv_block_scalar (same bits); B's rows contiguous.
+template <int M, class TA, class TB>
+void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  const std::ptrdiff_t n8 = n / 8 * 8;
+  for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+    const TB* row = b.data + k * b.rs + j0;
+    float ai[M];
+    __m256 av[M];
+    for (int i = 0; i < M; ++i) {
+      ai[i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
+      av[i] = _mm256_set1_ps(ai[i]);
+    }
+    std::ptrdiff_t j = 0;
+    for (; j < n8; j += 8) {
+      const __m256 w = widen8(row + j);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        float* out = acc + i * ld + j;
+        _mm256_storeu_ps(out, _mm256_fmadd_ps(av[i], w, _mm256_loadu_ps(out)));
+      }
+    }
+    for (; j < n; ++j) {
+      const float w = std::bit_cast<float>(kernels::widen_f32_bits(row[j]));
+      for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[i], w, acc[i * ld + j]);
+    }
+  }
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// acc (m x n, row stride ld) = A(0..m, :) * B(:, j0 .. j0 + n) on `path`; m <= kGemvMaxRows.
+template <gemm_input TA, gemm_input TB>
+void gemv_block(cpu_path path, const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+#if SCALIFY_HAVE_X86_SIMD
+  if (path != cpu_path::scalar && b.cs == 1) {
+    switch (m) {
+      case 1: return simd::avx2::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
+      case 2: return simd::avx2::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
+      case 3: return simd::avx2::gemv_block<3>(a, b, k_size, j0, n, acc, ld);
+      case 4: return simd::avx2::gemv_block<4>(a, b, k_size, j0, n, acc, ld);
+      default: break;
+    }
+  }
+#else
+  (void)path;
+#endif
+  gemv_block_scalar(a, b, m, k_size, j0, n, acc, ld);
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_GEMV_HPP_
