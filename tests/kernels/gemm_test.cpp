@@ -432,6 +432,28 @@ TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   check_all(bfloat16{}, 65536);
 }
 
+TEST_CASE("gemm: streaming path with e4m3fn B and huge A (no overflow from its internal 2^8 scaling)",
+          "[kernels][gemm]") {
+  std::mt19937 rng(21);
+  auto b = random_mat<float8_e4m3fn>(9, 40, layout::row_major, 0, rng);
+  std::vector<float> a(2 * 9, 0x1.8p120f);
+  a[3] = -0x1p126f;
+  std::vector<uint32_t> first;
+  for_each_path([&](cpu_path) {
+    std::vector<float> c(2 * 40);
+    scalify::gemm(scalify::row_major_view(a.data(), 2, 9), b.view(), scalify::row_major_view(c.data(), 2, 40));
+    std::vector<uint32_t> bits;
+    for (float x : c) bits.push_back(std::bit_cast<uint32_t>(x));
+    for (index_t j = 0; j < 40; ++j) {
+      double s = 0;
+      for (index_t q = 0; q < 9; ++q) s += double(a[std::size_t(9 + q)]) * b.value(q, j);
+      CHECK(std::abs(double(c[std::size_t(40 + j)]) - s) <= 13 * 0x1p-24 * 0x1.8p120 * 9 * 448);
+    }
+    if (first.empty()) first = bits;
+    CHECK(bits == first);
+  });
+}
+
 TEST_CASE("gemm: ~1000-sized products on the best path", "[kernels][gemm]") {
   run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 1000, .n = 1003, .k = 129, .bias = true, .seed = 11});
   run_case<float8_e5m2, float8_e4m3fn, bfloat16>({.m = 67, .n = 1000, .k = 1024, .alpha = 0.125f, .seed = 12});

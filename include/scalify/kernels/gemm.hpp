@@ -256,7 +256,11 @@ template <class TA, class TB, class TC>
 void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strided<TB>& b, index m, index n, index k,
               const kernels::strided_out<TC>& c, const kernels::epilogue_params& ep, int threads,
               std::atomic<uint32_t>& amax) {
-  constexpr index kBlock = 1024;  // columns per task: 4 x 4 KiB of accumulators
+  // One column range per thread: each thread streams long runs of B's rows
+  // (hardware prefetchers stop at 4 KiB pages; short runs per row starve them).
+  const int t_count = std::max(1, std::min(threads <= 0 ? kernels::thread_pool::instance().size() : threads,
+                                           kernels::thread_pool::instance().size()));
+  const index kBlock = std::max<index>(256, (n + 16 * t_count - 1) / (16 * t_count) * 16);
   const index tasks = (n + kBlock - 1) / kBlock;
   kernels::thread_pool::instance().run(tasks, threads, [&](index t) {
     const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);

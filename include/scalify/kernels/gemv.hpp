@@ -11,9 +11,10 @@
 #define SCALIFY_KERNELS_GEMV_HPP_
 
 #include <bit>          // std::bit_cast
-#include <cmath>        // std::fma
+#include <cmath>        // std::fma, std::fabs
 #include <cstddef>      // ptrdiff_t
 #include <cstdint>      // uint8_t, uint16_t
+#include <limits>       // std::numeric_limits
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
@@ -81,34 +82,94 @@ SCALIFY_ALWAYS_INLINE __m256 widen8(const T* p) {
   }
 }
 
+/// Widening of 16 elements for the streaming loop: float8 in 16-bit lanes
+/// (twice the work per instruction), the rest as two widen8(). For e4m3fn the
+/// result is value * 2^-8 (kGemvScale<T> = 2^8 goes onto A instead: the product
+/// is the same exact value, so the FMA gives the same bits).
+template <class T>
+inline constexpr float kGemvScale = std::is_same_v<T, float8_e4m3fn> ? 256.0f : 1.0f;
+
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
+  if constexpr (std::is_same_v<T, float8_e5m2> || std::is_same_v<T, float8_e4m3fn>) {
+    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m256i h;
+    if constexpr (std::is_same_v<T, float8_e5m2>) {
+      h = _mm256_slli_epi16(x, 8);
+    } else {
+      const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi16(0x7F));
+      const __m256i sign = _mm256_slli_epi16(_mm256_xor_si256(x, mag), 8);
+      const __m256i nan = _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F)), _mm256_set1_epi16(0x7E00));
+      h = _mm256_or_si256(_mm256_or_si256(sign, _mm256_slli_epi16(mag, 7)), nan);  // s.0eeee.mmm0000000, NaN: s.11111.1...
+    }
+    lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+  } else {
+    lo = widen8(p);
+    hi = widen8(p + 8);
+  }
+}
+
 /// AVX2 version of kernels::gemv_block_scalar (same bits); B's rows contiguous.
+/// Four rows of B per sweep over the accumulators (k still in order for each
+/// element), so the accumulators are loaded and stored once per 4 k.
+/// For e4m3fn B, every |A| must be below 2^119 (A is scaled by 2^8, see widen16).
 template <int M, class TA, class TB>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  constexpr int kQ = 4;
   for (int i = 0; i < M; ++i) {
     for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
   }
-  const std::ptrdiff_t n8 = n / 8 * 8;
-  for (std::ptrdiff_t k = 0; k < k_size; ++k) {
-    const TB* row = b.data + k * b.rs + j0;
-    float ai[M];
-    __m256 av[M];
-    for (int i = 0; i < M; ++i) {
-      ai[i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
-      av[i] = _mm256_set1_ps(ai[i]);
-    }
-    std::ptrdiff_t j = 0;
-    for (; j < n8; j += 8) {
-      const __m256 w = widen8(row + j);
-#pragma GCC unroll 4
+  const std::ptrdiff_t n16 = n / 16 * 16;
+  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
+    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
+    const TB* rows[kQ];
+    float ai[kQ][M];
+    __m256 as[kQ][M];
+    for (int q = 0; q < kQ; ++q) {
+      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
+      rows[q] = b.data + k * b.rs + j0;
       for (int i = 0; i < M; ++i) {
-        float* out = acc + i * ld + j;
-        _mm256_storeu_ps(out, _mm256_fmadd_ps(av[i], w, _mm256_loadu_ps(out)));
+        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
+        as[q][i] = _mm256_set1_ps(ai[q][i] * kGemvScale<TB>);
       }
     }
+    std::ptrdiff_t j = 0;
+    auto step = [&](auto q_count) {  // int, or std::integral_constant for a fixed trip count
+      for (; j < n16; j += 16) {
+        __m256 c0[M], c1[M];
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          c0[i] = _mm256_loadu_ps(acc + i * ld + j);
+          c1[i] = _mm256_loadu_ps(acc + i * ld + j + 8);
+        }
+        for (int q = 0; q < q_count; ++q) {
+          __m256 w0, w1;
+          widen16(rows[q] + j, w0, w1);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            c0[i] = _mm256_fmadd_ps(as[q][i], w0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(as[q][i], w1, c1[i]);
+          }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          _mm256_storeu_ps(acc + i * ld + j, c0[i]);
+          _mm256_storeu_ps(acc + i * ld + j + 8, c1[i]);
+        }
+      }
+    };
+    if (kq == kQ) {
+      step(std::integral_constant<int, kQ>{});  // fully unrolled
+    } else {
+      step(kq);
+    }
     for (; j < n; ++j) {
-      const float w = std::bit_cast<float>(kernels::widen_f32_bits(row[j]));
-      for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[i], w, acc[i * ld + j]);
+      for (int q = 0; q < kq; ++q) {
+        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
+        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
+      }
     }
   }
 }
@@ -124,7 +185,16 @@ template <gemm_input TA, gemm_input TB>
 void gemv_block(cpu_path path, const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
 #if SCALIFY_HAVE_X86_SIMD
-  if (path != cpu_path::scalar && b.cs == 1) {
+  bool scalable = true;  // e4m3fn: A is scaled by 2^8 on the AVX2 path
+  if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
+    for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
+      for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+        const float v = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
+        if (std::fabs(v) >= 0x1p119f && std::fabs(v) != std::numeric_limits<float>::infinity()) scalable = false;
+      }
+    }
+  }
+  if (path != cpu_path::scalar && b.cs == 1 && scalable) {
     switch (m) {
       case 1: return simd::avx2::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
       case 2: return simd::avx2::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
