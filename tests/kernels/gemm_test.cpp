@@ -639,7 +639,7 @@ TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][err
                     {.trans_a = transpose::yes});
              }),
              Catch::Contains("op(A) is (4 x 3)"));
-  const scalify::packed_matrix pb(row_major_view(px, 4, 2));
+  scalify::packed_matrix pb(row_major_view(px, 4, 2));
   CHECK(pb.rows() == 4);
   CHECK(pb.cols() == 2);
   CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 5), pb, row_major_view(z.data(), 3, 2)); }),
@@ -647,6 +647,11 @@ TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][err
   CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2), {.trans_b = transpose::yes}); }),
              Catch::Contains("trans_b must be no"));
   CHECK_THROWS_AS(scalify::packed_matrix(row_major_view(px, 4, -2)), scalify::shape_error);
+  scalify::packed_matrix moved_to(std::move(pb));
+  CHECK(moved_to.cols() == 2);
+  CHECK(pb.cols() == 0);  // moved-from: empty, and rejected as a 0 x 0 B
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("packed B is (0 x 0)"));
   // Empty matrices may have null data.
   CHECK_NOTHROW(gemm(row_major_view(static_cast<const float*>(nullptr), 0, 4), row_major_view(px, 4, 2),
                      row_major_view(static_cast<float*>(nullptr), 0, 2)));

@@ -32,7 +32,7 @@
 #include <span>         // std::span
 #include <string>       // std::string, std::to_string
 #include <type_traits>  // std::remove_const_t
-#include <utility>      // std::swap
+#include <utility>      // std::swap, std::exchange, std::move
 #include <vector>       // std::vector
 
 #include "scalify/cpu.hpp"                   // active_cpu_path, cpu_path
@@ -307,8 +307,16 @@ class packed_matrix {
     detail::gemm_impl::pack_b(*kernel_, s, k_, n_, 0, n_, data_.data(), 0);
   }
 
-  packed_matrix(packed_matrix&&) noexcept = default;
-  packed_matrix& operator=(packed_matrix&&) noexcept = default;
+  /// A moved-from packed_matrix is empty (0 x 0).
+  packed_matrix(packed_matrix&& other) noexcept { *this = std::move(other); }
+  packed_matrix& operator=(packed_matrix&& other) noexcept {
+    data_ = std::move(other.data_);
+    other.data_.clear();
+    k_ = std::exchange(other.k_, 0);
+    n_ = std::exchange(other.n_, 0);
+    kernel_ = std::exchange(other.kernel_, nullptr);
+    return *this;
+  }
   packed_matrix(const packed_matrix&) = delete;
   packed_matrix& operator=(const packed_matrix&) = delete;
   packed_matrix clone() const {
