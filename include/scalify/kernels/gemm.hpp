@@ -175,6 +175,16 @@ void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index
   const index ku = (k + mk.k_per_unit() - 1) / mk.k_per_unit();
   const index panels = (n + nr - 1) / nr;
   const index end = std::min(n_total, j0 + n);
+#if SCALIFY_HAVE_X86_SIMD
+  if (mk.pack == kernels::packing::f32 && mk.path != cpu_path::scalar && b.cs == 1 && nr % 8 == 0) {
+    // Row blocks, each over every panel: the source streams sequentially.
+    constexpr index kRows = 64;
+    kernels::thread_pool::instance().run((k + kRows - 1) / kRows, threads, [&](index t) {
+      simd::avx2::pack_b_rows(b, ku, t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
+    });
+    return;
+  }
+#endif
   kernels::thread_pool::instance().run(panels, threads, [&](index p) {
     if (mk.pack == kernels::packing::f32) {
       kernels::pack_b_panel<kernels::packing::f32>(b, k, end, j0 + p * nr, nr, dst + p * ku * nr);
@@ -200,9 +210,9 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
   pool.run(m_panels, threads, [&](index p) {
     if (mk.pack == kernels::packing::f32) {
-      kernels::pack_a_panel<kernels::packing::f32>(a, m, k, p * mr, mr, ap + p * ku * mr);
+      kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
     } else {
-      kernels::pack_a_panel<kernels::packing::bf16x2>(a, m, k, p * mr, mr, ap + p * ku * mr);
+      kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
     }
   });
 

@@ -21,6 +21,11 @@
 #include "scalify/formats/float16.hpp"      // float16, bfloat16
 #include "scalify/formats/float8.hpp"       // float8_e4m3fn, float8_e5m2
 #include "scalify/kernels/microkernels.hpp"  // packing
+#include "scalify/simd/widen_avx2.hpp"       // simd::avx2::widen8
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2
+#endif
 
 namespace scalify::kernels {
 
@@ -117,6 +122,76 @@ void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_s
     for (std::ptrdiff_t j = 0; j < cols; ++j) dst[u * nr + j] = pack_unit<P>(b, j0 + j, u, k_size, false);
     for (std::ptrdiff_t j = cols; j < nr; ++j) dst[u * nr + j] = 0u;
   }
+}
+
+}  // namespace scalify::kernels
+
+#if SCALIFY_HAVE_X86_SIMD
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// Rows [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
+/// contiguous rows (b.cs == 1), panel p at dst + p * k_size * nr: the source is
+/// read row by row, sequentially (a panel at a time would read 16-64 bytes per
+/// row with a stride of a whole row: TLB- and prefetch-hostile). Same bits as
+/// pack_b_panel<packing::f32>.
+template <class T>
+void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
+                 std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
+  const std::ptrdiff_t full = n / nr, rest = n - full * nr;
+  for (std::ptrdiff_t u = u0; u < u1; ++u) {
+    const T* row = b.data + u * b.rs + j0;
+    for (std::ptrdiff_t p = 0; p < full; ++p) {
+      float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
+      for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen8(row + p * nr + j));
+    }
+    if (rest > 0) {
+      uint32_t* out = dst + (full * k_size + u) * nr;
+      for (std::ptrdiff_t j = 0; j < rest; ++j) out[j] = kernels::widen_f32_bits(row[full * nr + j]);
+      for (std::ptrdiff_t j = rest; j < nr; ++j) out[j] = 0u;
+    }
+  }
+}
+
+/// pack_a_panel<packing::f32> for an A with contiguous rows (a.cs == 1): each
+/// row widened 8 at a time, then scattered into the panel. Same bits.
+template <class T>
+void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                       std::ptrdiff_t i0, int mr, uint32_t* dst) {
+  const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
+  const std::ptrdiff_t k8 = k_size / 8 * 8;
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    const T* row = a.data + (i0 + i) * a.rs;
+    alignas(32) uint32_t t[8];
+    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_castps_si256(widen8(row + u)));
+      for (int q = 0; q < 8; ++q) dst[(u + q) * mr + i] = t[q];
+    }
+    for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(row[u]);
+  }
+  for (std::ptrdiff_t i = rows; i < mr; ++i) {
+    for (std::ptrdiff_t u = 0; u < k_size; ++u) dst[u * mr + i] = 0u;
+  }
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// Packs one A panel on `path` (SIMD widening when it can; same bits).
+template <packing P, gemm_input T>
+void pack_a_panel_on(cpu_path path, const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                     std::ptrdiff_t i0, int mr, uint32_t* dst) {
+#if SCALIFY_HAVE_X86_SIMD
+  if (P == packing::f32 && path != cpu_path::scalar && a.cs == 1) {
+    return simd::avx2::pack_a_panel_rows(a, m_size, k_size, i0, mr, dst);
+  }
+#else
+  (void)path;
+#endif
+  pack_a_panel<P>(a, m_size, k_size, i0, mr, dst);
 }
 
 }  // namespace scalify::kernels
