@@ -249,7 +249,7 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
             mk.tile(kun, apanel, bpanel, tile, pc > 0);
             if (last) {
               const float t_amax =
-                  kernels::epilogue_tile(tile, nr, std::min<index>(mr, mi - ir * mr), std::min<index>(nr, nj - jr * nr),
+                  kernels::epilogue_tile_on(mk.path, tile, nr, std::min<index>(mr, mi - ir * mr), std::min<index>(nr, nj - jr * nr),
                                          i0 + ir * mr, jc + j0 + jr * nr, ep, c);
               local_amax = t_amax > local_amax ? t_amax : local_amax;
             }
@@ -276,7 +276,7 @@ void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strid
     const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);
     float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * kBlock));
     kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock);
-    atomic_max(amax, kernels::epilogue_tile(acc, kBlock, m, nj, 0, j0, ep, c));
+    atomic_max(amax, kernels::epilogue_tile_on(path, acc, kBlock, m, nj, 0, j0, ep, c));
   });
 }
 
