@@ -216,9 +216,10 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
     }
   });
 
-  // 2. B in chunks of whole NC blocks (at most ~8 MiB packed), unless prepacked.
+  // 2. B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
+  //    in L2/L3 between its packing and its use), unless prepacked.
   const index n_chunk = b_packed != nullptr ? std::max<index>(n, 1)
-                                            : std::max<index>(nc, (index{2} << 20) / std::max<index>(ku, 1) / nc * nc);
+                                            : std::max<index>(nc, (index{1} << 19) / std::max<index>(ku, 1) / nc * nc);
   for (index jc = 0; jc < n; jc += n_chunk) {
     const index nb = std::min(n_chunk, n - jc);
     const uint32_t* bp = b_packed;
@@ -261,7 +262,7 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   }
 }
 
-/// The streaming path for m <= kGemvMaxRows (B's rows contiguous).
+/// The streaming path for m <= kGemvMaxRows (B's rows or columns contiguous).
 template <class TA, class TB, class TC>
 void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strided<TB>& b, index m, index n, index k,
               const kernels::strided_out<TC>& c, const kernels::epilogue_params& ep, int threads,
@@ -274,8 +275,8 @@ void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strid
   const index tasks = (n + kBlock - 1) / kBlock;
   kernels::thread_pool::instance().run(tasks, threads, [&](index t) {
     const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);
-    float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * kBlock));
-    kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock);
+    float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * (kBlock + k)));
+    kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock, acc + kernels::kGemvMaxRows * kBlock);
     atomic_max(amax, kernels::epilogue_tile_on(path, acc, kBlock, m, nj, 0, j0, ep, c));
   });
 }
@@ -377,7 +378,7 @@ void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, 
       run_blocked(mk, a, b, packed->data_.data(), m, n, k, c, ep, threads, amax);
     } else {
       const cpu_path path = active_cpu_path();
-      if (m <= kernels::kGemvMaxRows && b.cs == 1) {
+      if (m <= kernels::kGemvMaxRows && (b.cs == 1 || b.rs == 1)) {
         run_gemv(path, a, b, m, n, k, c, ep, threads, amax);
       } else {
         const auto& mk = kernels::select_microkernel(path, kernels::kExactInBf16<TA> && kernels::kExactInBf16<TB>);
