@@ -199,7 +199,11 @@ template <class TA, class TB, class TC>
 void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, const kernels::strided<TB>& b,
                  const uint32_t* b_packed, index m, index n, index k, const kernels::strided_out<TC>& c,
                  const kernels::epilogue_params& ep, int threads, std::atomic<uint32_t>& amax) {
-  const int mr = mk.block.mr, nr = mk.block.nr, mc = mk.block.mc, nc = mk.block.nc;
+  const int mr = mk.block.mr, nr = mk.block.nr, nc = mk.block.nc;
+  // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58 rather
+  // than 72, 72, 72, 40), so threads get blocks of similar sizes.
+  const index mc_blocks = (m + mk.block.mc - 1) / mk.block.mc;
+  const int mc = static_cast<int>(((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr);
   const index kpu = mk.k_per_unit();
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
