@@ -167,31 +167,46 @@ inline int threads_for(int requested, index m, index n, index k) {
   return requested;
 }
 
+/// The packing of op(B) columns [j0, j0 + n) into panels of mk.block.nr, cut
+/// into independent tasks: count() of them, run(t) does task t.
+template <class TB>
+struct b_packer {
+  static constexpr index kRows = 64;  // rows of B per task on the SIMD route
+  const kernels::microkernel& mk;
+  const kernels::strided<TB>& b;
+  index k, n_total, j0, n;
+  uint32_t* dst;
+
+  index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
+  bool by_rows() const {
+    // Row blocks, each over every panel: the source streams sequentially.
+    return SCALIFY_HAVE_X86_SIMD && mk.pack == kernels::packing::f32 && mk.path != cpu_path::scalar && b.cs == 1 &&
+           mk.block.nr % 8 == 0;
+  }
+  index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
+  void run(index t) const {
+    const int nr = mk.block.nr;
+    const index end = std::min(n_total, j0 + n);
+#if SCALIFY_HAVE_X86_SIMD
+    if (by_rows()) {
+      simd::avx2::pack_b_rows(b, ku(), t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
+      return;
+    }
+#endif
+    if (mk.pack == kernels::packing::f32) {
+      kernels::pack_b_panel<kernels::packing::f32>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
+    } else {
+      kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
+    }
+  }
+};
+
 /// Packs op(B) columns [j0, j0 + n) into panels of mk.block.nr (in parallel).
 template <class TB>
 void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index k, index n_total, index j0,
             index n, uint32_t* dst, int threads) {
-  const int nr = mk.block.nr;
-  const index ku = (k + mk.k_per_unit() - 1) / mk.k_per_unit();
-  const index panels = (n + nr - 1) / nr;
-  const index end = std::min(n_total, j0 + n);
-#if SCALIFY_HAVE_X86_SIMD
-  if (mk.pack == kernels::packing::f32 && mk.path != cpu_path::scalar && b.cs == 1 && nr % 8 == 0) {
-    // Row blocks, each over every panel: the source streams sequentially.
-    constexpr index kRows = 64;
-    kernels::thread_pool::instance().run((k + kRows - 1) / kRows, threads, [&](index t) {
-      simd::avx2::pack_b_rows(b, ku, t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
-    });
-    return;
-  }
-#endif
-  kernels::thread_pool::instance().run(panels, threads, [&](index p) {
-    if (mk.pack == kernels::packing::f32) {
-      kernels::pack_b_panel<kernels::packing::f32>(b, k, end, j0 + p * nr, nr, dst + p * ku * nr);
-    } else {
-      kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, j0 + p * nr, nr, dst + p * ku * nr);
-    }
-  });
+  const b_packer<TB> packer{mk, b, k, n_total, j0, n, dst};
+  kernels::thread_pool::instance().run(packer.count(), threads, [&](index t) { packer.run(t); });
 }
 
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
@@ -209,16 +224,17 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
   kernels::thread_pool& pool = kernels::thread_pool::instance();
 
-  // 1. Pack all of op(A), one MR panel per task: each element widened once.
+  // 1. Pack all of op(A), one MR panel per task: each element widened once
+  //    (in the same parallel run as the first chunk of B: one wake-up fewer).
   const index m_panels = (m + mr - 1) / mr;
   uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
-  pool.run(m_panels, threads, [&](index p) {
+  auto pack_a = [&](index p) {
     if (mk.pack == kernels::packing::f32) {
       kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
     } else {
       kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
     }
-  });
+  };
 
   // 2. B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
   //    in L2/L3 between its packing and its use), unless prepacked.
@@ -227,11 +243,20 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   for (index jc = 0; jc < n; jc += n_chunk) {
     const index nb = std::min(n_chunk, n - jc);
     const uint32_t* bp = b_packed;
+    const index a_tasks = jc == 0 ? m_panels : 0;
     if (bp == nullptr) {
       uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
-      pack_b(mk, b, k, n, jc, nb, dst, threads);
+      const b_packer<TB> packer{mk, b, k, n, jc, nb, dst};
+      pool.run(a_tasks + packer.count(), threads, [&](index t) {
+        if (t < a_tasks) {
+          pack_a(t);
+        } else {
+          packer.run(t - a_tasks);
+        }
+      });
       bp = dst;
     } else {
+      pool.run(a_tasks, threads, pack_a);
       bp += (jc / nr) * ku * nr;
     }
     // 3. MC x NC blocks of C, one per task; KC loop inside, epilogue on the last.

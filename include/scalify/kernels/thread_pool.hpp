@@ -14,6 +14,7 @@
 #include <cstddef>             // ptrdiff_t
 #include <mutex>               // std::mutex, std::unique_lock
 #include <thread>              // std::thread
+#include <type_traits>         // std::remove_reference_t
 #include <vector>              // std::vector
 
 namespace scalify::kernels {
@@ -41,11 +42,12 @@ class thread_pool {
       for (std::ptrdiff_t t = 0; t < n; ++t) f(t);
       return;
     }
-    auto call = [](void* ctx, std::ptrdiff_t t) { (*static_cast<F*>(ctx))(t); };
+    using Fn = std::remove_reference_t<F>;
+    auto call = [](void* ctx, std::ptrdiff_t t) { (*static_cast<Fn*>(ctx))(t); };
     {
       std::lock_guard<std::mutex> lock(mutex_);
       fn_ = call;
-      ctx_ = &f;
+      ctx_ = const_cast<void*>(static_cast<const void*>(&f));
       n_ = n;
       next_.store(0, std::memory_order_relaxed);
       helpers_ = threads - 1;
