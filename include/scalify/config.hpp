@@ -40,6 +40,9 @@
 #define SCALIFY_BEGIN_TARGET_AVX512                                                                  \
   _Pragma(                                                                                          \
       "clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2\"))), apply_to = function)")
+#define SCALIFY_BEGIN_TARGET_AVX512BF16                                                                  \
+  _Pragma(                                                                                              \
+      "clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,bmi2\"))), apply_to = function)")
 #define SCALIFY_END_TARGET _Pragma("clang attribute pop")
 #elif SCALIFY_HAVE_X86_SIMD
 // GCC 12's AVX-512 intrinsics trip -W(maybe-)uninitialized on their own
@@ -51,6 +54,11 @@
   _Pragma("GCC push_options")                                                                \
       _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2\")")        \
           _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") \
+              _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define SCALIFY_BEGIN_TARGET_AVX512BF16                                                                  \
+  _Pragma("GCC push_options")                                                                           \
+      _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,bmi2\")")        \
+          _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")            \
               _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
 #define SCALIFY_END_TARGET _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
 #endif

@@ -22,6 +22,9 @@
 #include "scalify/core/pow2.hpp"
 #include "scalify/core/scaled_array.hpp"
 
+// kernels/: the GEMM (packing, SIMD micro-kernels, fused epilogue).
+#include "scalify/kernels/gemm.hpp"
+
 // ops/: the scaled ops (scale rule + lazy data expression).
 #include "scalify/ops/elementwise.hpp"
 #include "scalify/ops/matmul.hpp"

@@ -6,28 +6,38 @@
 // scope's mode (config_scope; down by default). If the entries of da and db
 // have unit variance, so do those of the output data. The product is computed
 // now (a matrix product does not fuse into elementwise expressions), in
-// float32 with float32 accumulation, by detail::gemm_f32(): the one function
-// the SIMD float8 GEMM (kernels/) will replace.
+// float32 with float32 accumulation, by detail::gemm_f32(), which runs the
+// SIMD GEMM of kernels/gemm.hpp (fp8/fp16/bf16 widened once while packing).
 #ifndef SCALIFY_OPS_MATMUL_HPP_
 #define SCALIFY_OPS_MATMUL_HPP_
 
 #include <Eigen/Core>  // Eigen::Matrix, products
 #include <string>      // std::string
+#include <type_traits>  // std::remove_cv_t
 
 #include "scalify/core/scaled_array.hpp"  // ScaledArray, ScaledMatrix
+#include "scalify/kernels/gemm.hpp"       // gemm, kernels::gemm_input
 #include "scalify/ops/detail/common.hpp"  // shape_string, sqrt_n_factor
 
 namespace scalify {
 namespace detail {
 
 /// C = alpha * A * B in float32 (A: M x K, B: K x N), the data of any
-/// ScaledArray widened to float. The single entry point of scaled matmuls.
+/// ScaledArray widened to float. The single entry point of scaled matmuls:
+/// scalify::gemm() (kernels/gemm.hpp) for float8, float16, bfloat16 and float
+/// data; Eigen's product for other scalar types (double, ...).
 template <class DA, class DB>
 RowMatrixF gemm_f32(const DA& a, const DB& b, float alpha) {
-  RowMatrixF c(a.rows(), b.cols());
-  c.noalias() = a.template cast<float>().matrix() * b.template cast<float>().matrix();
-  if (alpha != 1.0f) c *= alpha;
-  return c;
+  using TA = std::remove_cv_t<typename DA::Scalar>;
+  using TB = std::remove_cv_t<typename DB::Scalar>;
+  if constexpr (kernels::gemm_input<TA> && kernels::gemm_input<TB>) {
+    return scalify::gemm<float>(a, b, {.alpha = alpha});
+  } else {
+    RowMatrixF c(a.rows(), b.cols());
+    c.noalias() = a.template cast<float>().matrix() * b.template cast<float>().matrix();
+    if (alpha != 1.0f) c *= alpha;
+    return c;
+  }
 }
 
 }  // namespace detail

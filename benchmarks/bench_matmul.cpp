@@ -1,0 +1,262 @@
+// bench_matmul: scalify::gemm (float8 e4m3fn / e5m2, bfloat16, float16,
+// float32 inputs, float32 output) against Eigen float32 (and OpenBLAS sgemm
+// when built with SCALIFY_HAVE_OPENBLAS), for 1 and 2 threads.
+//
+//   BM_Gemm/<impl>/<M>/<N>/<K>/t:<threads>
+//     impl: eigen_f32, openblas_f32, scalify_e4m3, scalify_e5m2, scalify_bf16, scalify_f16, scalify_f32
+//   counters: GFLOPS (2 M N K / s, wall time), x_eigen (eigen_f32 time / this time, same
+//   process, same shape and threads; > 1 is faster than Eigen)
+//
+// A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
+// 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
+// B (128 MiB in all, 4x a 32 MiB L3) are used in turn so the weights stream
+// from memory, as in inference. The shapes with M > 1 and K = 4096 (4096^3,
+// 128x4096x4096, 512x4096x4096) only with --large (or SCALIFY_BENCH_LARGE=1),
+// so that the smoke test (every benchmark once) stays short.
+//
+// This program is compiled with -mavx2 -mfma -mf16c (benchmarks/CMakeLists.txt)
+// and OpenMP when available, so the Eigen baseline is vectorized and threaded.
+//
+//   build/benchmarks/bench_matmul --benchmark_filter='2048|/1/4096' --benchmark_format=json > m.json
+//   python3 scripts/plot_matmul.py m.json matmul.png
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "scalify/kernels/gemm.hpp"
+
+#ifdef _OPENMP
+#include <unistd.h>  // execv
+#endif
+
+#ifdef SCALIFY_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace {
+
+using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr std::size_t kStreamBytes = std::size_t{128} << 20;  // weights for the M = 1 shapes: 4x L3
+
+/// Deterministic values in [-1, 1) (xorshift), cheap enough for 128 MiB.
+std::vector<float> random_floats(std::size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed * 2654435761u + 1;
+  for (auto& x : v) {
+    s ^= s << 13;
+    s ^= s >> 17;
+    s ^= s << 5;
+    x = static_cast<float>(s >> 8) * 0x1p-23f - 1.0f;
+  }
+  return v;
+}
+
+template <class T>
+std::vector<T> narrow(const std::vector<float>& x) {
+  std::vector<T> y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) y[i] = static_cast<T>(x[i]);
+  return y;
+}
+
+/// Copies of B used in turn: one unless the shape is a GEMV over big weights.
+std::size_t copies_for(std::size_t b_bytes, int64_t m) {
+  if (m > 4) return 1;
+  return std::max<std::size_t>(1, (kStreamBytes + b_bytes - 1) / b_bytes);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Eigen float32 seconds per product, per (M, N, K, threads), measured once
+/// per process (by BM_Gemm/eigen_f32 if it ran, else here on demand).
+std::map<std::tuple<int64_t, int64_t, int64_t, int>, double>& eigen_times() {
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int>, double> t;
+  return t;
+}
+
+void set_threads_eigen_blas(int threads) {
+  Eigen::setNbThreads(threads);
+#ifdef SCALIFY_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
+}
+
+struct eigen_case {
+  RowMatrixF a;
+  std::vector<RowMatrixF> b;
+  RowMatrixF c;
+  eigen_case(int64_t m, int64_t n, int64_t k) : a(m, k), c(m, n) {
+    const auto av = random_floats(static_cast<std::size_t>(m * k), 1);
+    std::memcpy(a.data(), av.data(), av.size() * sizeof(float));
+    const auto bv = random_floats(static_cast<std::size_t>(k * n), 2);
+    b.resize(copies_for(bv.size() * sizeof(float), m), RowMatrixF(k, n));
+    for (auto& bb : b) std::memcpy(bb.data(), bv.data(), bv.size() * sizeof(float));
+  }
+  void run(std::size_t i) { c.noalias() = a * b[i % b.size()]; }
+};
+
+double measure_eigen(int64_t m, int64_t n, int64_t k, int threads) {
+  auto& cache = eigen_times();
+  const auto key = std::make_tuple(m, n, k, threads);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  set_threads_eigen_blas(threads);
+  eigen_case e(m, n, k);
+  e.run(0);
+  double best = 1e30;
+  const int reps = m * n * k > (int64_t{1} << 30) ? 2 : 5;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < e.b.size(); ++i) e.run(i);
+    best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
+  }
+  cache[key] = best;
+  return best;
+}
+
+void set_counters(benchmark::State& state, int64_t m, int64_t n, int64_t k, double seconds, double eigen_seconds) {
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["x_eigen"] = eigen_seconds / seconds;
+}
+
+void bm_eigen(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
+  set_threads_eigen_blas(threads);
+  eigen_case e(m, n, k);
+  e.run(0);
+  std::size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    e.run(i++);
+    benchmark::DoNotOptimize(e.c.data());
+  }
+  const double s = seconds_since(t0) / static_cast<double>(state.iterations());
+  eigen_times()[std::make_tuple(m, n, k, threads)] = s;  // the last (longest) run wins
+  set_counters(state, m, n, k, s, s);
+}
+
+#ifdef SCALIFY_HAVE_OPENBLAS
+void bm_openblas(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
+  const double eigen_s = measure_eigen(m, n, k, threads);
+  set_threads_eigen_blas(threads);
+  eigen_case e(m, n, k);
+  std::size_t i = 0;
+  auto run = [&] {
+    const RowMatrixF& b = e.b[i++ % e.b.size()];
+    if (m == 1) {  // the GEMV routine: y = B^T x
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b.data(),
+                  static_cast<int>(n), e.a.data(), 1, 0.0f, e.c.data(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                  static_cast<int>(k), 1.0f, e.a.data(), static_cast<int>(k), b.data(), static_cast<int>(n), 0.0f,
+                  e.c.data(), static_cast<int>(n));
+    }
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(e.c.data());
+  }
+  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
+}
+#endif
+
+template <class T>
+void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
+  const double eigen_s = measure_eigen(m, n, k, threads);
+  const auto a = narrow<T>(random_floats(static_cast<std::size_t>(m * k), 1));
+  const auto b0 = narrow<T>(random_floats(static_cast<std::size_t>(k * n), 2));
+  std::vector<std::vector<T>> b(copies_for(b0.size() * sizeof(T), m), b0);
+  std::vector<float> c(static_cast<std::size_t>(m * n));
+  std::size_t i = 0;
+  auto run = [&] {
+    scalify::gemm(scalify::row_major_view(a.data(), m, k), scalify::row_major_view(b[i++ % b.size()].data(), k, n),
+                  scalify::row_major_view(c.data(), m, n), {.threads = threads});
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
+  state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
+}
+
+bool want_large(int& argc, char** argv) {
+  bool large = false;
+  if (const char* e = std::getenv("SCALIFY_BENCH_LARGE"); e != nullptr && *e != '\0' && *e != '0') large = true;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--large") {
+      large = true;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  return large;
+}
+
+void register_all(bool large) {
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes = {
+      {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {1, 4096, 4096}};
+  if (large) {
+    shapes.insert(shapes.end() - 1, {{4096, 4096, 4096}, {128, 4096, 4096}, {512, 4096, 4096}});
+  }
+  using fn = void (*)(benchmark::State&, int64_t, int64_t, int64_t, int);
+  std::vector<std::pair<const char*, fn>> impls = {{"eigen_f32", &bm_eigen},
+#ifdef SCALIFY_HAVE_OPENBLAS
+                                                   {"openblas_f32", &bm_openblas},
+#endif
+                                                   {"scalify_e4m3", &bm_scalify<scalify::float8_e4m3fn>},
+                                                   {"scalify_e5m2", &bm_scalify<scalify::float8_e5m2>},
+                                                   {"scalify_bf16", &bm_scalify<scalify::bfloat16>},
+                                                   {"scalify_f16", &bm_scalify<scalify::float16>},
+                                                   {"scalify_f32", &bm_scalify<float>}};
+  for (const auto& [m, n, k] : shapes) {
+    for (int threads : {1, 2}) {
+      for (const auto& [name, f] : impls) {
+        const std::string label = std::string("BM_Gemm/") + name + "/" + std::to_string(m) + "/" + std::to_string(n) +
+                                  "/" + std::to_string(k) + "/t:" + std::to_string(threads);
+        benchmark::RegisterBenchmark(label.c_str(),
+                                     [f = f, m = m, n = n, k = k, threads](benchmark::State& s) { f(s, m, n, k, threads); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef _OPENMP
+  // Idle OpenMP threads (Eigen's) spin by default and would steal the cores
+  // from scalify's pool in the next benchmark: restart with a passive policy
+  // (libgomp reads it at load time).
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then go on
+  }
+#endif
+  const bool large = want_large(argc, argv);
+  register_all(large);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("scalify_cpu_path", std::string(scalify::to_string(scalify::active_cpu_path())));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

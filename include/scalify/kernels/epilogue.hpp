@@ -1,0 +1,197 @@
+// scalify: the GEMM epilogue, fused into the tile loop (no second pass over C).
+//
+// For each valid element of a finished MR x NR accumulator tile:
+//
+//   v   = alpha * acc;  v = fma(beta, C_old, v) if beta != 0;  v = v + bias[j] if a bias is given
+//   v   = activation(v)                          none, relu, or gelu_tanh
+//   out = cast<TC>(v)                            round to nearest even, saturating on request
+//   amax = max(amax, |float(out)|)                over non-NaN outputs, so it equals
+//                                                max |C| recomputed from the stored C
+//
+// in float32, in this order, on every path (so paths agree bit for bit; the
+// fused multiply-add is explicit so no compiler contraction can differ). On
+// the SIMD paths a float32 C with unit column stride and no GELU takes an
+// AVX2 version of the same operations.
+#ifndef SCALIFY_KERNELS_EPILOGUE_HPP_
+#define SCALIFY_KERNELS_EPILOGUE_HPP_
+
+#include <cmath>        // std::tanh, std::fabs, std::fma
+#include <cstddef>      // ptrdiff_t
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"          // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
+#include "scalify/cpu.hpp"             // cpu_path
+#include "scalify/formats/cast.hpp"     // round_cast
+#include "scalify/formats/float16.hpp"  // float16, bfloat16
+#include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2, FMA
+#endif
+
+namespace scalify {
+
+/// Activation applied by the GEMM epilogue.
+enum class activation {
+  none,       ///< identity
+  relu,       ///< max(x, 0)
+  gelu_tanh,  ///< 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+};
+
+}  // namespace scalify
+
+namespace scalify::kernels {
+
+/// The element types gemm() writes: float, float16, bfloat16, float8_e4m3fn, float8_e5m2.
+template <class T>
+concept gemm_output = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
+                      std::is_same_v<T, float16> || std::is_same_v<T, bfloat16> || std::is_same_v<T, float>;
+
+/// Where C lives: element (i, j) at data[i * rs + j * cs].
+template <class T>
+struct strided_out {
+  T* data;
+  std::ptrdiff_t rs, cs;
+};
+
+/// The epilogue's scalars (see the file comment).
+struct epilogue_params {
+  float alpha = 1.0f;
+  float beta = 0.0f;
+  const float* bias = nullptr;  ///< one per column of C, or null
+  activation act = activation::none;
+  bool saturate = false;
+};
+
+/// activation(v) in float32.
+inline float activate(float v, activation act) {
+  switch (act) {
+    case activation::none: return v;
+    case activation::relu: return v > 0.0f ? v : 0.0f;
+    case activation::gelu_tanh: {
+      constexpr float kSqrt2OverPi = 0.7978845608028654f;
+      return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  }
+  return v;
+}
+
+/// Applies the epilogue to the valid m x n part of an accumulator tile (row
+/// stride `ld`) whose element (0, 0) is C's (i0, j0). Returns max |out| over
+/// the non-NaN outputs written (0 if none).
+template <gemm_output TC>
+float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t i0,
+                    std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c) {
+  float amax = 0.0f;
+  const bool plain = p.beta == 0.0f && p.bias == nullptr && p.act == activation::none;
+  for (std::ptrdiff_t i = 0; i < m; ++i) {
+    const float* row = acc + i * ld;
+    TC* out = c.data + (i0 + i) * c.rs + j0 * c.cs;
+    if constexpr (std::is_same_v<TC, float>) {
+      if (plain && c.cs == 1) {  // the common case, vectorizable
+        for (std::ptrdiff_t j = 0; j < n; ++j) {
+          const float v = p.alpha * row[j];
+          out[j] = v;
+          const float a = std::fabs(v);
+          amax = a > amax ? a : amax;
+        }
+        continue;
+      }
+    }
+    for (std::ptrdiff_t j = 0; j < n; ++j) {
+      float v = p.alpha * row[j];
+      if (p.beta != 0.0f) v = std::fma(p.beta, static_cast<float>(out[j * c.cs]), v);
+      if (p.bias != nullptr) v += p.bias[j0 + j];
+      v = activate(v, p.act);
+      TC stored;
+      if constexpr (std::is_same_v<TC, float>) {
+        stored = v;
+      } else {
+        stored = round_cast<TC>(v, rounding::nearest_even, p.saturate);
+      }
+      out[j * c.cs] = stored;
+      const float a = std::fabs(static_cast<float>(stored));
+      amax = a > amax ? a : amax;  // NaN compares false: skipped
+    }
+  }
+  return amax;
+}
+
+}  // namespace scalify::kernels
+
+#if SCALIFY_HAVE_X86_SIMD
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// kernels::epilogue_tile for a float32 C with c.cs == 1 and act != gelu_tanh,
+/// 8 columns at a time (the same operations, so the same bits).
+inline float epilogue_tile_f32(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n,
+                               std::ptrdiff_t i0, std::ptrdiff_t j0, const kernels::epilogue_params& p,
+                               const kernels::strided_out<float>& c) {
+  const __m256 alpha = _mm256_set1_ps(p.alpha), beta = _mm256_set1_ps(p.beta), zero = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF'FFFF));
+  const bool relu = p.act == activation::relu, use_beta = p.beta != 0.0f;
+  __m256 amax = zero;
+  for (std::ptrdiff_t i = 0; i < m; ++i) {
+    const float* row = acc + i * ld;
+    float* out = c.data + (i0 + i) * c.rs + j0;
+    // Full vectors with plain loads and stores (vmaskmovps stores are slow on
+    // AMD), the tail with masks.
+    auto one = [&](std::ptrdiff_t j, bool full, __m256i mask) __attribute__((always_inline)) {
+      __m256 v = _mm256_mul_ps(alpha, _mm256_loadu_ps(row + j));  // the tile is full: no mask needed
+      if (use_beta) {
+        v = _mm256_fmadd_ps(beta, full ? _mm256_loadu_ps(out + j) : _mm256_maskload_ps(out + j, mask), v);
+      }
+      if (p.bias != nullptr) {
+        v = _mm256_add_ps(v, full ? _mm256_loadu_ps(p.bias + j0 + j) : _mm256_maskload_ps(p.bias + j0 + j, mask));
+      }
+      if (relu) v = _mm256_blendv_ps(zero, v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));  // v > 0 ? v : 0 (NaN -> 0)
+      __m256 a = _mm256_and_ps(v, abs_mask);
+      if (full) {
+        _mm256_storeu_ps(out + j, v);
+      } else {
+        _mm256_maskstore_ps(out + j, mask, v);
+        a = _mm256_and_ps(a, _mm256_castsi256_ps(mask));
+      }
+      amax = _mm256_max_ps(a, amax);  // max_ps returns its second operand when the first is NaN: NaN skipped
+    };
+    std::ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) one(j, true, _mm256_setzero_si256());
+    if (j < n) {
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - j)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      one(j, false, mask);
+    }
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, amax);
+  float r = 0.0f;
+  for (float x : lanes) r = x > r ? x : r;
+  return r;
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// epilogue_tile on `path`: the AVX2 version where it applies (same bits).
+template <gemm_output TC>
+float epilogue_tile_on(cpu_path path, const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n,
+                       std::ptrdiff_t i0, std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c) {
+#if SCALIFY_HAVE_X86_SIMD
+  if constexpr (std::is_same_v<TC, float>) {
+    if (path != cpu_path::scalar && c.cs == 1 && p.act != activation::gelu_tanh) {
+      return simd::avx2::epilogue_tile_f32(acc, ld, m, n, i0, j0, p, c);
+    }
+  }
+#else
+  (void)path;
+#endif
+  return epilogue_tile(acc, ld, m, n, i0, j0, p, c);
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_EPILOGUE_HPP_

@@ -1,0 +1,531 @@
+// scalify: GEMM over float8, float16, bfloat16 and float32 with float32
+// accumulation and a fused epilogue.
+//
+//   C = epilogue(alpha * op(A) * op(B) + beta * C + bias)     op(A): M x K, op(B): K x N, C: M x N
+//
+//   gemm(a, b, c, options)          matrix_view operands (pointer, rows, cols, ld, layout)
+//   gemm(a, packed_b, c, options)   B packed once (packed_matrix) and reused across calls
+//   gemm<TC>(eigen_a, eigen_b, options) -> row-major Eigen matrix of TC
+//
+// A and B may each be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float
+// (any mix); C float, float16, bfloat16, float8_e4m3fn or float8_e5m2. The
+// structure is GotoBLAS/BLIS, one stage per file: kernels/blocking.hpp (cache
+// blocks), kernels/pack.hpp (panels; inputs widened there, once per element),
+// kernels/microkernels.hpp (register tiles, one per CPU path, chosen at run
+// time; cpu.hpp's SCALIFY_CPU_PATH / scoped_cpu_path force one),
+// kernels/epilogue.hpp (alpha, beta, bias, activation, cast, amax in the same
+// pass), kernels/gemv.hpp (M <= 4: B streamed, not packed) and
+// kernels/thread_pool.hpp (threads). docs/kernels.md has the details.
+//
+// Paths agree bit for bit wherever they use the same arithmetic (scalar, avx2,
+// avx512 and the streaming M <= 4 path all sum k in order with one FMA each);
+// the avx512bf16 kernel adds each pair of k odd-first (vdpbf16ps).
+#ifndef SCALIFY_KERNELS_GEMM_HPP_
+#define SCALIFY_KERNELS_GEMM_HPP_
+
+#include <Eigen/Core>   // Eigen::Matrix, DenseBase
+#include <algorithm>    // std::min, std::max
+#include <atomic>       // std::atomic
+#include <bit>          // std::bit_cast
+#include <cstddef>      // ptrdiff_t, size_t
+#include <cstdint>      // uint32_t
+#include <span>         // std::span
+#include <string>       // std::string, std::to_string
+#include <type_traits>  // std::remove_const_t
+#include <utility>      // std::swap, std::exchange, std::move
+#include <vector>       // std::vector
+
+#include "scalify/cpu.hpp"                   // active_cpu_path, cpu_path
+#include "scalify/errors.hpp"                // shape_error, SCALIFY_CHECK
+#include "scalify/kernels/epilogue.hpp"      // activation, epilogue_tile, gemm_output
+#include "scalify/kernels/gemv.hpp"          // gemv_block, kGemvMaxRows
+#include "scalify/kernels/microkernels.hpp"  // microkernel, select_microkernel
+#include "scalify/kernels/pack.hpp"          // pack_a_panel, pack_b_panel, gemm_input
+#include "scalify/kernels/thread_pool.hpp"   // thread_pool
+
+namespace scalify {
+
+/// Storage order of a matrix_view.
+enum class layout { row_major, col_major };
+
+/// Whether gemm() uses an operand as stored or transposed.
+enum class transpose { no, yes };
+
+/// A strided 2-D view: `rows x cols` elements at `data`, element (r, c) at
+/// `data[r * ld + c]` (row_major) or `data[r + c * ld]` (col_major). `ld == 0`
+/// means contiguous (cols, resp. rows). T may be const.
+///
+/// **Example**: `scalify::matrix_view<const scalify::float8_e4m3fn> w{ptr, 4096, 1024};`
+template <class T>
+struct matrix_view {
+  T* data = nullptr;
+  std::ptrdiff_t rows = 0, cols = 0;
+  std::ptrdiff_t ld = 0;
+  layout order = layout::row_major;
+};
+
+/// Row-major view. **Example**: `auto a = scalify::row_major_view(x.data(), m, k);`
+template <class T>
+matrix_view<T> row_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t ld = 0) {
+  return {data, rows, cols, ld, layout::row_major};
+}
+/// Column-major view. **Example**: `auto b = scalify::col_major_view(y.data(), k, n);`
+template <class T>
+matrix_view<T> col_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t ld = 0) {
+  return {data, rows, cols, ld, layout::col_major};
+}
+
+/// Options of gemm(): the operand transposes and the fused epilogue (kernels/epilogue.hpp).
+///
+/// | field | meaning |
+/// |---|---|
+/// | `trans_a`, `trans_b` | use A, B transposed (op = identity by default) |
+/// | `alpha`, `beta` | C = alpha * op(A) op(B) + beta * C; beta == 0 does not read C |
+/// | `bias` | empty, or N floats added to each row (one per column of C) |
+/// | `act` | activation::none, relu or gelu_tanh, after the bias |
+/// | `saturate` | narrow outputs: finite overflow -> +-max instead of inf/NaN |
+/// | `amax` | if set, receives max over C of |C| (stored values, NaN skipped), same pass |
+/// | `threads` | 0: every thread of the pool (all cores); n: at most n |
+///
+/// **Example**: `scalify::gemm(x, w, y, {.bias = b, .act = scalify::activation::relu, .amax = &m});`
+struct gemm_options {
+  transpose trans_a = transpose::no;
+  transpose trans_b = transpose::no;
+  float alpha = 1.0f;
+  float beta = 0.0f;
+  std::span<const float> bias = {};
+  activation act = activation::none;
+  bool saturate = false;
+  float* amax = nullptr;
+  int threads = 0;
+};
+
+class packed_matrix;
+
+namespace detail::gemm_impl {
+
+using index = std::ptrdiff_t;
+
+inline std::string dims(index r, index c) {
+  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string
+  s += std::to_string(r);
+  s += " x ";
+  s += std::to_string(c);
+  s += ')';
+  return s;
+}
+
+/// Checks a view and returns it as strides of op(view) (rows_out x cols_out).
+template <class T>
+kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_view<T>& v, transpose t,
+                                                 index& rows_out, index& cols_out) {
+  SCALIFY_CHECK(v.rows >= 0 && v.cols >= 0, shape_error,
+                std::string("scalify::gemm: ") + name + " has negative size " + dims(v.rows, v.cols));
+  const index inner = v.order == layout::row_major ? v.cols : v.rows;
+  const index ld = v.ld == 0 ? std::max<index>(inner, 1) : v.ld;
+  SCALIFY_CHECK(ld >= std::max<index>(inner, 1), shape_error,
+                std::string("scalify::gemm: ") + name + " " + dims(v.rows, v.cols) + " has leading dimension " +
+                    std::to_string(v.ld) + ", less than its " +
+                    (v.order == layout::row_major ? "row length " : "column length ") + std::to_string(inner));
+  SCALIFY_CHECK(v.data != nullptr || v.rows == 0 || v.cols == 0, std::invalid_argument,
+                std::string("scalify::gemm: ") + name + " " + dims(v.rows, v.cols) + " has a null data pointer");
+  index rs = v.order == layout::row_major ? ld : 1, cs = v.order == layout::row_major ? 1 : ld;
+  rows_out = v.rows;
+  cols_out = v.cols;
+  if (t == transpose::yes) {
+    std::swap(rs, cs);
+    std::swap(rows_out, cols_out);
+  }
+  return {v.data, rs, cs};
+}
+
+/// Grow-only per-thread buffers: no allocation per call once warmed up.
+inline uint32_t* buffer(int which, std::size_t units) {
+  thread_local std::vector<uint32_t> buffers[2];
+  auto& b = buffers[which];
+  if (b.size() < units) b.resize(units);
+  return b.data();
+}
+inline float* acc_buffer(std::size_t floats) {
+  thread_local std::vector<float> acc;
+  if (acc.size() < floats) acc.resize(floats);
+  return acc.data();
+}
+
+/// max over non-negative floats via their bits.
+inline void atomic_max(std::atomic<uint32_t>& slot, float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  uint32_t cur = slot.load(std::memory_order_relaxed);
+  while (bits > cur && !slot.compare_exchange_weak(cur, bits, std::memory_order_relaxed)) {
+  }
+}
+
+/// Fewer threads for small products (thread start-up costs ~10 us).
+inline int threads_for(int requested, index m, index n, index k) {
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (flops < 2.0e6) return 1;
+  return requested;
+}
+
+/// The packing of op(B) columns [j0, j0 + n) into panels of mk.block.nr, cut
+/// into independent tasks: count() of them, run(t) does task t.
+template <class TB>
+struct b_packer {
+  static constexpr index kRows = 64;  // rows of B per task on the SIMD route
+  const kernels::microkernel& mk;
+  const kernels::strided<TB>& b;
+  index k, n_total, j0, n;
+  uint32_t* dst;
+
+  index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
+  bool by_rows() const {
+    // Row blocks, each over every panel: the source streams sequentially.
+    return SCALIFY_HAVE_X86_SIMD && mk.pack == kernels::packing::f32 && mk.path != cpu_path::scalar && b.cs == 1 &&
+           mk.block.nr % 8 == 0;
+  }
+  index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
+  void run(index t) const {
+    const int nr = mk.block.nr;
+    const index end = std::min(n_total, j0 + n);
+#if SCALIFY_HAVE_X86_SIMD
+    if (by_rows()) {
+      simd::avx2::pack_b_rows(b, ku(), t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
+      return;
+    }
+#endif
+    if (mk.pack == kernels::packing::f32) {
+      kernels::pack_b_panel<kernels::packing::f32>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
+    } else {
+      kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
+    }
+  }
+};
+
+/// Packs op(B) columns [j0, j0 + n) into panels of mk.block.nr (in parallel).
+template <class TB>
+void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index k, index n_total, index j0,
+            index n, uint32_t* dst, int threads) {
+  const b_packer<TB> packer{mk, b, k, n_total, j0, n, dst};
+  kernels::thread_pool::instance().run(packer.count(), threads, [&](index t) { packer.run(t); });
+}
+
+/// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
+template <class TA, class TB, class TC>
+void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, const kernels::strided<TB>& b,
+                 const uint32_t* b_packed, index m, index n, index k, const kernels::strided_out<TC>& c,
+                 const kernels::epilogue_params& ep, int threads, std::atomic<uint32_t>& amax) {
+  const int mr = mk.block.mr, nr = mk.block.nr, nc = mk.block.nc;
+  // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58 rather
+  // than 72, 72, 72, 40), so threads get blocks of similar sizes.
+  const index mc_blocks = (m + mk.block.mc - 1) / mk.block.mc;
+  const int mc = static_cast<int>(((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr);
+  const index kpu = mk.k_per_unit();
+  const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
+  const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
+  kernels::thread_pool& pool = kernels::thread_pool::instance();
+
+  // 1. Pack all of op(A), one MR panel per task: each element widened once
+  //    (in the same parallel run as the first chunk of B: one wake-up fewer).
+  const index m_panels = (m + mr - 1) / mr;
+  uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
+  auto pack_a = [&](index p) {
+    if (mk.pack == kernels::packing::f32) {
+      kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
+    } else {
+      kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
+    }
+  };
+
+  // 2. B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
+  //    in L2/L3 between its packing and its use), unless prepacked.
+  const index n_chunk = b_packed != nullptr ? std::max<index>(n, 1)
+                                            : std::max<index>(nc, (index{1} << 19) / std::max<index>(ku, 1) / nc * nc);
+  for (index jc = 0; jc < n; jc += n_chunk) {
+    const index nb = std::min(n_chunk, n - jc);
+    const uint32_t* bp = b_packed;
+    const index a_tasks = jc == 0 ? m_panels : 0;
+    if (bp == nullptr) {
+      uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
+      const b_packer<TB> packer{mk, b, k, n, jc, nb, dst};
+      pool.run(a_tasks + packer.count(), threads, [&](index t) {
+        if (t < a_tasks) {
+          pack_a(t);
+        } else {
+          packer.run(t - a_tasks);
+        }
+      });
+      bp = dst;
+    } else {
+      pool.run(a_tasks, threads, pack_a);
+      bp += (jc / nr) * ku * nr;
+    }
+    // 3. MC x NC blocks of C, one per task; KC loop inside, epilogue on the last.
+    const index ib_count = (m + mc - 1) / mc, jb_count = (nb + nc - 1) / nc;
+    pool.run(ib_count * jb_count, threads, [&](index t) {
+      const index ib = t % ib_count, jb = t / ib_count;
+      const index i0 = ib * mc, mi = std::min<index>(mc, m - i0);
+      const index j0 = jb * nc, nj = std::min<index>(nc, nb - j0);
+      const index ir_count = (mi + mr - 1) / mr, jr_count = (nj + nr - 1) / nr;
+      float* acc = acc_buffer(static_cast<std::size_t>(mc) * static_cast<std::size_t>(nc));
+      float local_amax = 0.0f;
+      for (index pc = 0; pc < n_pc; ++pc) {
+        const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
+        const bool last = pc == n_pc - 1;
+        for (index jr = 0; jr < jr_count; ++jr) {
+          const uint32_t* bpanel = bp + ((j0 / nr) + jr) * ku * nr + u0 * nr;
+          for (index ir = 0; ir < ir_count; ++ir) {
+            float* tile = acc + (jr * ir_count + ir) * mr * nr;
+            const uint32_t* apanel = ap + ((i0 / mr) + ir) * ku * mr + u0 * mr;
+            mk.tile(kun, apanel, bpanel, tile, pc > 0);
+            if (last) {
+              const float t_amax =
+                  kernels::epilogue_tile_on(mk.path, tile, nr, std::min<index>(mr, mi - ir * mr), std::min<index>(nr, nj - jr * nr),
+                                         i0 + ir * mr, jc + j0 + jr * nr, ep, c);
+              local_amax = t_amax > local_amax ? t_amax : local_amax;
+            }
+          }
+        }
+      }
+      atomic_max(amax, local_amax);
+    });
+  }
+}
+
+/// The streaming path for m <= kGemvMaxRows (B's rows or columns contiguous).
+template <class TA, class TB, class TC>
+void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strided<TB>& b, index m, index n, index k,
+              const kernels::strided_out<TC>& c, const kernels::epilogue_params& ep, int threads,
+              std::atomic<uint32_t>& amax) {
+  // One column range per thread: each thread streams long runs of B's rows
+  // (hardware prefetchers stop at 4 KiB pages; short runs per row starve them).
+  const int t_count = std::max(1, std::min(threads <= 0 ? kernels::thread_pool::instance().size() : threads,
+                                           kernels::thread_pool::instance().size()));
+  const index kBlock = std::max<index>(256, (n + 16 * t_count - 1) / (16 * t_count) * 16);
+  const index tasks = (n + kBlock - 1) / kBlock;
+  kernels::thread_pool::instance().run(tasks, threads, [&](index t) {
+    const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);
+    float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * (kBlock + k)));
+    kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock, acc + kernels::kGemvMaxRows * kBlock);
+    atomic_max(amax, kernels::epilogue_tile_on(path, acc, kBlock, m, nj, 0, j0, ep, c));
+  });
+}
+
+template <class TA, class TB, class TC>
+void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, const packed_matrix* packed,
+                  index m, index n, index k, const kernels::strided_out<TC>& c, const gemm_options& o);
+
+}  // namespace detail::gemm_impl
+
+/// op(B) packed once for the micro-kernel of the CPU path active when packing,
+/// for reuse across gemm() calls (e.g. weights). Movable, not copyable by
+/// accident (it may be large): use clone().
+///
+/// On the avx512bf16 path an e4m3fn, e5m2 or bfloat16 B is packed as
+/// bfloat16 pairs, and A must then be one of those types too (else
+/// std::invalid_argument: pack on another path, e.g. with scoped_cpu_path).
+///
+/// **Example**:
+/// ```
+/// scalify::packed_matrix w_packed(scalify::row_major_view(w.data(), k, n));  // once
+/// scalify::gemm(scalify::row_major_view(x.data(), m, k), w_packed, scalify::row_major_view(y.data(), m, n));
+/// ```
+class packed_matrix {
+ public:
+  packed_matrix() = default;
+
+  /// Packs op(b) (K x N).
+  template <class T>
+  explicit packed_matrix(matrix_view<T> b, transpose trans = transpose::no) {
+    using TB = std::remove_const_t<T>;
+    static_assert(kernels::gemm_input<TB>,
+                  "scalify::packed_matrix: B must be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float");
+    const auto s = detail::gemm_impl::checked("B", b, trans, k_, n_);
+    kernel_ = &kernels::select_microkernel(active_cpu_path(), kernels::kExactInBf16<TB>);
+    const int nr = kernel_->block.nr;
+    const std::ptrdiff_t ku = (k_ + kernel_->k_per_unit() - 1) / kernel_->k_per_unit();
+    data_.resize(static_cast<std::size_t>((n_ + nr - 1) / nr * nr * ku));
+    detail::gemm_impl::pack_b(*kernel_, s, k_, n_, 0, n_, data_.data(), 0);
+  }
+
+  /// A moved-from packed_matrix is empty (0 x 0).
+  packed_matrix(packed_matrix&& other) noexcept { *this = std::move(other); }
+  packed_matrix& operator=(packed_matrix&& other) noexcept {
+    data_ = std::move(other.data_);
+    other.data_.clear();
+    k_ = std::exchange(other.k_, 0);
+    n_ = std::exchange(other.n_, 0);
+    kernel_ = std::exchange(other.kernel_, nullptr);
+    return *this;
+  }
+  packed_matrix(const packed_matrix&) = delete;
+  packed_matrix& operator=(const packed_matrix&) = delete;
+  packed_matrix clone() const {
+    packed_matrix p;
+    p.data_ = data_;
+    p.k_ = k_;
+    p.n_ = n_;
+    p.kernel_ = kernel_;
+    return p;
+  }
+
+  std::ptrdiff_t rows() const { return k_; }  ///< K
+  std::ptrdiff_t cols() const { return n_; }  ///< N
+  /// The CPU path whose micro-kernel it was packed for.
+  cpu_path path() const { return kernel_ != nullptr ? kernel_->path : cpu_path::scalar; }
+  /// Bytes held.
+  std::size_t bytes() const { return data_.size() * sizeof(uint32_t); }
+
+ private:
+  template <class TA, class TB, class TC>
+  friend void detail::gemm_impl::gemm_checked(const kernels::strided<TA>&, const kernels::strided<TB>&,
+                                         const packed_matrix*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t,
+                                         const kernels::strided_out<TC>&, const gemm_options&);
+  std::vector<uint32_t> data_;
+  std::ptrdiff_t k_ = 0, n_ = 0;
+  const kernels::microkernel* kernel_ = nullptr;
+};
+
+namespace detail::gemm_impl {
+
+template <class TA, class TB, class TC>
+void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, const packed_matrix* packed,
+                  index m, index n, index k, const kernels::strided_out<TC>& c, const gemm_options& o) {
+  SCALIFY_CHECK(o.bias.empty() || static_cast<index>(o.bias.size()) == n, shape_error,
+                "scalify::gemm: bias has " + std::to_string(o.bias.size()) + " elements, C has " +
+                    std::to_string(n) + " columns");
+  SCALIFY_CHECK(o.threads >= 0, std::invalid_argument,
+                "scalify::gemm: threads must be >= 0 (0 = all), got " + std::to_string(o.threads));
+  std::atomic<uint32_t> amax{0};
+  if (m > 0 && n > 0) {
+    const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate};
+    const int threads = threads_for(o.threads, m, n, k);
+    if (packed != nullptr) {
+      const kernels::microkernel& mk = *packed->kernel_;
+      SCALIFY_CHECK(mk.pack == kernels::packing::f32 || kernels::kExactInBf16<TA>, std::invalid_argument,
+                    "scalify::gemm: B was packed as bfloat16 pairs (avx512bf16 path); A must then be "
+                    "float8_e4m3fn, float8_e5m2 or bfloat16");
+      run_blocked(mk, a, b, packed->data_.data(), m, n, k, c, ep, threads, amax);
+    } else {
+      const cpu_path path = active_cpu_path();
+      if (m <= kernels::kGemvMaxRows && (b.cs == 1 || b.rs == 1)) {
+        run_gemv(path, a, b, m, n, k, c, ep, threads, amax);
+      } else {
+        const auto& mk = kernels::select_microkernel(path, kernels::kExactInBf16<TA> && kernels::kExactInBf16<TB>);
+        run_blocked(mk, a, b, nullptr, m, n, k, c, ep, threads, amax);
+      }
+    }
+  }
+  if (o.amax != nullptr) *o.amax = std::bit_cast<float>(amax.load());
+}
+
+template <class TC>
+kernels::strided_out<TC> checked_out(const matrix_view<TC>& c, index m, index n) {
+  index rows = 0, cols = 0;
+  const auto s = checked("C", c, transpose::no, rows, cols);
+  SCALIFY_CHECK(rows == m && cols == n, shape_error,
+                "scalify::gemm: C is " + dims(rows, cols) + " but op(A) op(B) is " + dims(m, n));
+  return {const_cast<TC*>(s.data), s.rs, s.cs};
+}
+
+}  // namespace detail::gemm_impl
+
+/// C = epilogue(alpha * op(A) op(B) + beta * C + bias) (see gemm_options).
+/// Throws shape_error / std::invalid_argument on negative sizes, leading
+/// dimensions too small, mismatched shapes, null data with a nonzero size, a
+/// bias of the wrong length. C must not overlap A or B.
+///
+/// **Example**:
+/// ```
+/// std::vector<scalify::float8_e4m3fn> x(m * k), w(k * n);  std::vector<float> y(m * n);
+/// scalify::gemm(scalify::row_major_view(x.data(), m, k), scalify::row_major_view(w.data(), k, n),
+///               scalify::row_major_view(y.data(), m, n), {.alpha = 0.5f});
+/// ```
+template <class A, class B, class C>
+void gemm(matrix_view<A> a, matrix_view<B> b, matrix_view<C> c, const gemm_options& options = {}) {
+  using TA = std::remove_const_t<A>;
+  using TB = std::remove_const_t<B>;
+  static_assert(kernels::gemm_input<TA> && kernels::gemm_input<TB>,
+                "scalify::gemm: A and B must be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float");
+  static_assert(kernels::gemm_output<C> && !std::is_const_v<C>,
+                "scalify::gemm: C must be mutable float, float16, bfloat16, float8_e4m3fn or float8_e5m2");
+  detail::gemm_impl::index m = 0, ka = 0, kb = 0, n = 0;
+  const auto sa = detail::gemm_impl::checked("A", a, options.trans_a, m, ka);
+  const auto sb = detail::gemm_impl::checked("B", b, options.trans_b, kb, n);
+  SCALIFY_CHECK(ka == kb, shape_error,
+                "scalify::gemm: op(A) is " + detail::gemm_impl::dims(m, ka) + " and op(B) is " +
+                    detail::gemm_impl::dims(kb, n) + ": inner sizes differ");
+  const auto sc = detail::gemm_impl::checked_out(c, m, n);
+  detail::gemm_impl::gemm_checked(sa, sb, nullptr, m, n, ka, sc, options);
+}
+
+/// gemm() with a prepacked B (options.trans_b must be no: the transpose was
+/// applied when packing).
+///
+/// **Example**: `scalify::gemm(x_view, w_packed, y_view, {.act = scalify::activation::gelu_tanh});`
+template <class A, class C>
+void gemm(matrix_view<A> a, const packed_matrix& b, matrix_view<C> c, const gemm_options& options = {}) {
+  using TA = std::remove_const_t<A>;
+  static_assert(kernels::gemm_input<TA>,
+                "scalify::gemm: A must be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float");
+  static_assert(kernels::gemm_output<C> && !std::is_const_v<C>,
+                "scalify::gemm: C must be mutable float, float16, bfloat16, float8_e4m3fn or float8_e5m2");
+  SCALIFY_CHECK(options.trans_b == transpose::no, std::invalid_argument,
+                "scalify::gemm: trans_b must be no with a packed_matrix (transpose when packing)");
+  detail::gemm_impl::index m = 0, ka = 0;
+  const auto sa = detail::gemm_impl::checked("A", a, options.trans_a, m, ka);
+  SCALIFY_CHECK(ka == b.rows(), shape_error,
+                "scalify::gemm: op(A) is " + detail::gemm_impl::dims(m, ka) + " and the packed B is " +
+                    detail::gemm_impl::dims(b.rows(), b.cols()) + ": inner sizes differ");
+  const auto sc = detail::gemm_impl::checked_out(c, m, b.cols());
+  const kernels::strided<float> unused{nullptr, 0, 0};
+  detail::gemm_impl::gemm_checked(sa, unused, &b, m, b.cols(), ka, sc, options);
+}
+
+namespace detail::gemm_impl {
+
+/// Calls f(view) on a view of x's storage, evaluating x first if it has none.
+template <class D, class F>
+decltype(auto) with_view(const Eigen::DenseBase<D>& x, F&& f) {
+  using Scalar = typename D::Scalar;
+  constexpr bool kDirect = (int(Eigen::internal::traits<D>::Flags) & Eigen::DirectAccessBit) != 0;
+  if constexpr (kDirect) {
+    const D& d = x.derived();
+    if (d.innerStride() == 1) {
+      const layout order = D::IsRowMajor ? layout::row_major : layout::col_major;
+      const index ld = d.rows() == 0 || d.cols() == 0 ? 0 : d.outerStride();
+      return f(matrix_view<const Scalar>{d.data(), d.rows(), d.cols(), ld, order});
+    }
+  }
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> tmp = x;
+  return f(row_major_view(tmp.data(), tmp.rows(), tmp.cols()));
+}
+
+}  // namespace detail::gemm_impl
+
+/// Eigen-facing gemm(): returns epilogue(alpha * op(a) op(b) + bias) as a
+/// row-major matrix of TC (float by default). beta must be 0 (there is no C
+/// to add). Expressions are evaluated first.
+///
+/// **Example**:
+/// ```
+/// Eigen::Matrix<scalify::float8_e4m3fn, -1, -1> x = ..., w = ...;
+/// auto y = scalify::gemm(x, w, {.alpha = 0.25f});   // Eigen::Matrix<float, -1, -1, RowMajor>
+/// ```
+template <class TC = float, class DA, class DB>
+Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gemm(const Eigen::DenseBase<DA>& a,
+                                                                         const Eigen::DenseBase<DB>& b,
+                                                                         const gemm_options& options = {}) {
+  SCALIFY_CHECK(options.beta == 0.0f, std::invalid_argument,
+                "scalify::gemm: beta must be 0 for the Eigen overload (it returns a new matrix)");
+  const auto m = options.trans_a == transpose::no ? a.rows() : a.cols();
+  const auto n = options.trans_b == transpose::no ? b.cols() : b.rows();
+  Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(m, n);
+  detail::gemm_impl::with_view(a, [&](auto va) {
+    detail::gemm_impl::with_view(b, [&](auto vb) { gemm(va, vb, row_major_view(c.data(), m, n), options); });
+  });
+  return c;
+}
+
+}  // namespace scalify
+
+#endif  // SCALIFY_KERNELS_GEMM_HPP_

@@ -1,0 +1,215 @@
+// scalify: the small-M GEMM path (M = 1..4), streaming B without packing.
+//
+// For C (M x N) = A (M x K) * B (K x N), each thread owns a range of columns;
+// every B element is read once and widened once, in registers.
+//   B's rows contiguous (weights stored K x N): for k = 0, 1, ..., add
+//     A(i, k) * B(k, j) into float32 accumulators with one fused multiply-add:
+//     the k order and the FMAs of the blocked GEMM, so the same bits.
+//   B's columns contiguous (weights stored N x K, used transposed): one dot
+//     product per column in 16 lanes (another order: bounded, not bit-exact;
+//     SIMD paths only, the scalar path keeps the k-ordered loop).
+// The AVX2 version serves the avx512 paths as well (bound by memory).
+#ifndef SCALIFY_KERNELS_GEMV_HPP_
+#define SCALIFY_KERNELS_GEMV_HPP_
+
+#include <bit>          // std::bit_cast
+#include <cmath>        // std::fma, std::fabs
+#include <cstddef>      // ptrdiff_t
+#include <cstdint>      // uint8_t, uint16_t
+#include <limits>       // std::numeric_limits
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
+#include "scalify/kernels/pack.hpp"  // strided, gemm_input, widen_f32_bits
+#include "scalify/simd/widen_avx2.hpp"  // simd::avx2::widen16, kGemvScale
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2, FMA, F16C
+#endif
+
+namespace scalify::kernels {
+
+/// The largest M the streaming path takes.
+inline constexpr std::ptrdiff_t kGemvMaxRows = 4;
+
+/// acc[i * ld + j] = sum_k A(i, k) * B(k, j0 + j) for i < m, j < n (scalar reference).
+template <gemm_input TA, gemm_input TB>
+void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
+                       std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  for (std::ptrdiff_t i = 0; i < m; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+    const TB* row = b.data + k * b.rs + j0 * b.cs;
+    for (std::ptrdiff_t i = 0; i < m; ++i) {
+      const float ai = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
+      float* out = acc + i * ld;
+      for (std::ptrdiff_t j = 0; j < n; ++j) {
+        out[j] = std::fma(ai, std::bit_cast<float>(widen_f32_bits(row[j * b.cs])), out[j]);
+      }
+    }
+  }
+}
+
+}  // namespace scalify::kernels
+
+#if SCALIFY_HAVE_X86_SIMD
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// AVX2 version of kernels::gemv_block_scalar (same bits); B's rows contiguous.
+/// Four rows of B per sweep over the accumulators (k still in order for each
+/// element), so the accumulators are loaded and stored once per 4 k.
+/// For e4m3fn B, every |A| must be below 2^119 (A is scaled by 2^8, see widen16).
+template <int M, class TA, class TB>
+void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  constexpr int kQ = 4;
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  const std::ptrdiff_t n16 = n / 16 * 16;
+  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
+    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
+    const TB* rows[kQ];
+    float ai[kQ][M];
+    __m256 as[kQ][M];
+    for (int q = 0; q < kQ; ++q) {
+      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
+      rows[q] = b.data + k * b.rs + j0;
+      for (int i = 0; i < M; ++i) {
+        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
+        as[q][i] = _mm256_set1_ps(ai[q][i] * kGemvScale<TB>);
+      }
+    }
+    std::ptrdiff_t j = 0;
+    auto step = [&](auto q_count) {  // int, or std::integral_constant for a fixed trip count
+      for (; j < n16; j += 16) {
+        __m256 c0[M], c1[M];
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          c0[i] = _mm256_loadu_ps(acc + i * ld + j);
+          c1[i] = _mm256_loadu_ps(acc + i * ld + j + 8);
+        }
+        for (int q = 0; q < q_count; ++q) {
+          __m256 w0, w1;
+          widen16(rows[q] + j, w0, w1);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            c0[i] = _mm256_fmadd_ps(as[q][i], w0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(as[q][i], w1, c1[i]);
+          }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          _mm256_storeu_ps(acc + i * ld + j, c0[i]);
+          _mm256_storeu_ps(acc + i * ld + j + 8, c1[i]);
+        }
+      }
+    };
+    if (kq == kQ) {
+      step(std::integral_constant<int, kQ>{});  // fully unrolled
+    } else {
+      step(kq);
+    }
+    for (; j < n; ++j) {
+      for (int q = 0; q < kq; ++q) {
+        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
+        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
+      }
+    }
+  }
+}
+
+/// The dot-product form, for a B whose columns are contiguous (b.rs == 1: op(B)
+/// = W^T with W stored N x K row-major, PyTorch's layout): acc[i * ld + j] =
+/// sum_k A(i, k) B(k, j0 + j), each column of B read once and widened 16 at a
+/// time; partial sums in 16 lanes, then added up in a fixed order. The order
+/// differs from the blocked GEMM's (bounded, not bit-exact). `aw` (m * k
+/// floats) receives A widened and scaled by kGemvScale<TB>.
+template <int M, class TA, class TB>
+void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                    std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+      aw[i * k_size + k] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k))) * kGemvScale<TB>;
+    }
+  }
+  const std::ptrdiff_t k16 = k_size / 16 * 16;
+  for (std::ptrdiff_t j = 0; j < n; ++j) {
+    const TB* col = b.data + (j0 + j) * b.cs;
+    __m256 s0[M], s1[M];
+    for (int i = 0; i < M; ++i) s0[i] = s1[i] = _mm256_setzero_ps();
+    for (std::ptrdiff_t k = 0; k < k16; k += 16) {
+      __m256 w0, w1;
+      widen16(col + k, w0, w1);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        s0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(aw + i * k_size + k), w0, s0[i]);
+        s1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(aw + i * k_size + k + 8), w1, s1[i]);
+      }
+    }
+    for (int i = 0; i < M; ++i) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, _mm256_add_ps(s0[i], s1[i]));
+      float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+      for (std::ptrdiff_t k = k16; k < k_size; ++k) {
+        r = std::fma(std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k))),
+                     std::bit_cast<float>(kernels::widen_f32_bits(col[k])), r);
+      }
+      acc[i * ld + j] = r;
+    }
+  }
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// acc (m x n, row stride ld) = A(0..m, :) * B(:, j0 .. j0 + n) on `path`;
+/// m <= kGemvMaxRows. B's rows contiguous (b.cs == 1): the axpy form, same
+/// bits as the blocked GEMM. Else, on a SIMD path with B's columns contiguous
+/// (b.rs == 1): the dot form (`aw`: m * k floats of scratch). Else scalar.
+template <gemm_input TA, gemm_input TB>
+void gemv_block(cpu_path path, const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
+#if SCALIFY_HAVE_X86_SIMD
+  bool scalable = true;  // e4m3fn: A is scaled by 2^8 on the AVX2 path
+  if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
+    for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
+      for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+        const float v = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
+        if (std::fabs(v) >= 0x1p119f && std::fabs(v) != std::numeric_limits<float>::infinity()) scalable = false;
+      }
+    }
+  }
+  if (path != cpu_path::scalar && scalable && b.cs == 1) {
+    switch (m) {
+      case 1: return simd::avx2::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
+      case 2: return simd::avx2::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
+      case 3: return simd::avx2::gemv_block<3>(a, b, k_size, j0, n, acc, ld);
+      case 4: return simd::avx2::gemv_block<4>(a, b, k_size, j0, n, acc, ld);
+      default: break;
+    }
+  }
+  if (path != cpu_path::scalar && scalable && b.rs == 1) {
+    switch (m) {
+      case 1: return simd::avx2::gemv_dot_block<1>(a, b, k_size, j0, n, acc, ld, aw);
+      case 2: return simd::avx2::gemv_dot_block<2>(a, b, k_size, j0, n, acc, ld, aw);
+      case 3: return simd::avx2::gemv_dot_block<3>(a, b, k_size, j0, n, acc, ld, aw);
+      case 4: return simd::avx2::gemv_dot_block<4>(a, b, k_size, j0, n, acc, ld, aw);
+      default: break;
+    }
+  }
+#else
+  (void)path;
+  (void)aw;
+#endif
+  gemv_block_scalar(a, b, m, k_size, j0, n, acc, ld);
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_GEMV_HPP_

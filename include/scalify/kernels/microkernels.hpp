@@ -1,0 +1,93 @@
+// scalify: the GEMM micro-kernels of every CPU path and the choice among them.
+//
+//   path        kernel                                tile     inputs
+//   scalar      scalar::gemm_tile_f32_ref<4, 8>       4 x 8    every type, widened to float32
+//   avx2        simd::avx2::gemm_tile_f32<6, 2>       6 x 16   every type, widened to float32
+//   avx512      simd::avx512::gemm_tile_f32<12, 2>    12 x 32  every type, widened to float32
+//   avx512bf16  simd::avx512bf16::gemm_tile_bf16<12,2> 12 x 32 e4m3fn, e5m2, bfloat16 (exact in
+//               bfloat16); float16 and float32 operands use the avx512 float32 kernel
+//
+// float16 has an 11-bit significand and does not fit bfloat16's 8 bits, so on
+// the BF16 path any float16 (or float32) operand sends the whole product to
+// the AVX-512F float32 kernel: results stay exact products, no hi/lo split.
+// The contract is in docs/kernels.md and atop kernels/detail/microkernel-inl.hpp.
+#ifndef SCALIFY_KERNELS_MICROKERNELS_HPP_
+#define SCALIFY_KERNELS_MICROKERNELS_HPP_
+
+#include <cstddef>  // ptrdiff_t, size_t
+#include <cstdint>  // uint32_t
+
+#include "scalify/config.hpp"                      // SCALIFY_HAVE_X86_SIMD
+#include "scalify/cpu.hpp"                         // cpu_path
+#include "scalify/kernels/blocking.hpp"            // blocking, kBlocking*
+#include "scalify/kernels/microkernel_scalar.hpp"  // scalar::gemm_tile_*_ref
+#include "scalify/simd/f32_avx2.hpp"               // simd::avx2::f32x
+#include "scalify/simd/f32_avx512.hpp"             // simd::avx512(bf16)::f32x
+
+#if SCALIFY_HAVE_X86_SIMD
+#define SCALIFY_SIMD_NS avx2
+#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX2
+#define SCALIFY_SIMD_END_TARGET SCALIFY_END_TARGET
+#include "scalify/kernels/detail/microkernel-inl.hpp"
+#undef SCALIFY_SIMD_NS
+#undef SCALIFY_SIMD_BEGIN_TARGET
+#define SCALIFY_SIMD_NS avx512
+#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512
+#include "scalify/kernels/detail/microkernel-inl.hpp"
+#undef SCALIFY_SIMD_NS
+#undef SCALIFY_SIMD_BEGIN_TARGET
+#define SCALIFY_SIMD_NS avx512bf16
+#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512BF16
+#define SCALIFY_SIMD_HAS_BF16 1
+#include "scalify/kernels/detail/microkernel-inl.hpp"
+#undef SCALIFY_SIMD_HAS_BF16
+#undef SCALIFY_SIMD_NS
+#undef SCALIFY_SIMD_BEGIN_TARGET
+#undef SCALIFY_SIMD_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// How the packed panels hold k: one float32 per unit, or a pair of bfloat16.
+enum class packing { f32, bf16x2 };
+
+/// A micro-kernel and its blocking. `tile` follows the contract above.
+struct microkernel {
+  cpu_path path;
+  packing pack;
+  blocking block;
+  void (*tile)(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate);
+  const char* name;
+
+  /// k steps per packed unit (1 or 2).
+  int k_per_unit() const { return pack == packing::bf16x2 ? 2 : 1; }
+};
+
+/// The micro-kernel for `path`; `bf16_exact` says both operands are exact in
+/// bfloat16 (e4m3fn, e5m2, bfloat16), which the avx512bf16 kernel needs.
+inline const microkernel& select_microkernel(cpu_path path, bool bf16_exact) {
+  static constexpr microkernel kScalar{cpu_path::scalar, packing::f32, kBlockingScalar,
+                                       &scalar::gemm_tile_f32_ref<4, 8>, "scalar_f32_4x8"};
+#if SCALIFY_HAVE_X86_SIMD
+  static constexpr microkernel kAvx2{cpu_path::avx2, packing::f32, kBlockingAvx2,
+                                     &simd::avx2::gemm_tile_f32<6, 2>, "avx2_f32_6x16"};
+  static constexpr microkernel kAvx512{cpu_path::avx512, packing::f32, kBlockingAvx512,
+                                       &simd::avx512::gemm_tile_f32<12, 2>, "avx512_f32_12x32"};
+  static constexpr microkernel kAvx512Bf16{cpu_path::avx512bf16, packing::bf16x2, kBlockingAvx512Bf16,
+                                           &simd::avx512bf16::gemm_tile_bf16<12, 2>, "avx512bf16_bf16x2_12x32"};
+  switch (path) {
+    case cpu_path::scalar: return kScalar;
+    case cpu_path::avx2: return kAvx2;
+    case cpu_path::avx512: return kAvx512;
+    case cpu_path::avx512bf16: return bf16_exact ? kAvx512Bf16 : kAvx512;
+  }
+#else
+  (void)path;
+  (void)bf16_exact;
+#endif
+  return kScalar;
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_MICROKERNELS_HPP_

@@ -1,0 +1,199 @@
+// scalify: GEMM packing, where the inputs are widened (once per element).
+//
+// The micro-kernels read A and B from packed panels (kernels/microkernels.hpp):
+//
+//   A panel (rows i0 .. i0 + MR):    a[u * MR + i] = unit u of row i0 + i
+//   B panel (columns j0 .. j0 + NR): b[u * NR + j] = unit u of column j0 + j
+//
+// A unit is 32 bits: a float32 (packing::f32; unit u = k) or two bfloat16
+// (packing::bf16x2; unit u = k 2u in the low half, 2u + 1 in the high half).
+// Rows, columns and k beyond the matrix are zeros, so kernels see full tiles.
+// e4m3fn and e5m2 widen exactly to float32 and to bfloat16; float16 to float32
+// only; bfloat16 is already bfloat16.
+#ifndef SCALIFY_KERNELS_PACK_HPP_
+#define SCALIFY_KERNELS_PACK_HPP_
+
+#include <bit>          // std::bit_cast
+#include <cstddef>      // ptrdiff_t
+#include <cstdint>      // uint16_t, uint32_t
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/formats/float16.hpp"      // float16, bfloat16
+#include "scalify/formats/float8.hpp"       // float8_e4m3fn, float8_e5m2
+#include "scalify/kernels/microkernels.hpp"  // packing
+#include "scalify/simd/widen_avx2.hpp"       // simd::avx2::widen8
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2
+#endif
+
+namespace scalify::kernels {
+
+/// The element types gemm() reads: float8_e4m3fn, float8_e5m2, float16, bfloat16, float.
+template <class T>
+concept gemm_input = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
+                     std::is_same_v<T, float16> || std::is_same_v<T, bfloat16> || std::is_same_v<T, float>;
+
+/// Types that widen exactly to bfloat16 (the avx512bf16 kernel's inputs).
+template <class T>
+inline constexpr bool kExactInBf16 =
+    std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> || std::is_same_v<T, bfloat16>;
+
+/// A matrix seen through strides: element (r, c) is data[r * rs + c * cs].
+template <class T>
+struct strided {
+  const T* data;
+  std::ptrdiff_t rs, cs;
+  const T& at(std::ptrdiff_t r, std::ptrdiff_t c) const { return data[r * rs + c * cs]; }
+};
+
+/// The float32 bits of x (exact).
+template <gemm_input T>
+inline uint32_t widen_f32_bits(T x) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return static_cast<uint32_t>(bfloat16_bits(x)) << 16;
+  } else {
+    return std::bit_cast<uint32_t>(static_cast<float>(x));  // float8: table lookup; float16: exact
+  }
+}
+
+/// The bfloat16 bits of x, for the types exact in bfloat16.
+template <gemm_input T>
+  requires kExactInBf16<T>
+inline uint32_t widen_bf16_bits(T x) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return bfloat16_bits(x);
+  } else {
+    return widen_f32_bits(x) >> 16;  // float8 values have at most 3 significand bits: the low half is 0
+  }
+}
+
+/// One unit of `src` at (r, k) along k (k = 2u, 2u + 1 for pairs); out of range is 0.
+template <packing P, gemm_input T>
+inline uint32_t pack_unit(const strided<T>& s, std::ptrdiff_t r, std::ptrdiff_t u, std::ptrdiff_t k_size,
+                          bool k_is_col) {
+  auto get = [&](std::ptrdiff_t k) { return k_is_col ? s.at(r, k) : s.at(k, r); };
+  if constexpr (P == packing::f32) {
+    return widen_f32_bits(get(u));
+  } else {
+    if constexpr (kExactInBf16<T>) {
+      const uint32_t lo = widen_bf16_bits(get(2 * u));
+      const uint32_t hi = 2 * u + 1 < k_size ? widen_bf16_bits(get(2 * u + 1)) : 0u;
+      return lo | (hi << 16);
+    } else {
+      return 0u;  // never used: select_microkernel() picks the float32 kernel for these types
+    }
+  }
+}
+
+/// Packs rows [i0, i0 + mr) of op(A) (M x K, `a`) into one A panel of
+/// ceil(K / k_per_unit) * mr units; rows >= M are zero.
+template <packing P, gemm_input T>
+void pack_a_panel(const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size, std::ptrdiff_t i0, int mr,
+                  uint32_t* dst) {
+  const std::ptrdiff_t ku = P == packing::f32 ? k_size : (k_size + 1) / 2;
+  const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    for (std::ptrdiff_t u = 0; u < ku; ++u) dst[u * mr + i] = pack_unit<P>(a, i0 + i, u, k_size, true);
+  }
+  for (std::ptrdiff_t i = rows; i < mr; ++i) {
+    for (std::ptrdiff_t u = 0; u < ku; ++u) dst[u * mr + i] = 0u;
+  }
+}
+
+/// Packs columns [j0, j0 + nr) of op(B) (K x N, `b`) into one B panel of
+/// ceil(K / k_per_unit) * nr units; columns >= N are zero.
+template <packing P, gemm_input T>
+void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_size, std::ptrdiff_t j0, int nr,
+                  uint32_t* dst) {
+  const std::ptrdiff_t ku = P == packing::f32 ? k_size : (k_size + 1) / 2;
+  const std::ptrdiff_t cols = n_size - j0 < nr ? n_size - j0 : nr;
+  if (P == packing::f32 && b.cs == 1) {
+    // Row-major B: each k gives `cols` contiguous elements.
+    for (std::ptrdiff_t u = 0; u < ku; ++u) {
+      const T* row = b.data + u * b.rs + j0;
+      uint32_t* out = dst + u * nr;
+      for (std::ptrdiff_t j = 0; j < cols; ++j) out[j] = widen_f32_bits(row[j]);
+      for (std::ptrdiff_t j = cols; j < nr; ++j) out[j] = 0u;
+    }
+    return;
+  }
+  for (std::ptrdiff_t u = 0; u < ku; ++u) {
+    for (std::ptrdiff_t j = 0; j < cols; ++j) dst[u * nr + j] = pack_unit<P>(b, j0 + j, u, k_size, false);
+    for (std::ptrdiff_t j = cols; j < nr; ++j) dst[u * nr + j] = 0u;
+  }
+}
+
+}  // namespace scalify::kernels
+
+#if SCALIFY_HAVE_X86_SIMD
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// Rows [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
+/// contiguous rows (b.cs == 1), panel p at dst + p * k_size * nr: the source is
+/// read row by row, sequentially (a panel at a time would read 16-64 bytes per
+/// row with a stride of a whole row: TLB- and prefetch-hostile). Same bits as
+/// pack_b_panel<packing::f32>.
+template <class T>
+void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
+                 std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
+  const std::ptrdiff_t full = n / nr, rest = n - full * nr;
+  for (std::ptrdiff_t u = u0; u < u1; ++u) {
+    const T* row = b.data + u * b.rs + j0;
+    for (std::ptrdiff_t p = 0; p < full; ++p) {
+      float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
+      for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen8(row + p * nr + j));
+    }
+    if (rest > 0) {
+      uint32_t* out = dst + (full * k_size + u) * nr;
+      for (std::ptrdiff_t j = 0; j < rest; ++j) out[j] = kernels::widen_f32_bits(row[full * nr + j]);
+      for (std::ptrdiff_t j = rest; j < nr; ++j) out[j] = 0u;
+    }
+  }
+}
+
+/// pack_a_panel<packing::f32> for an A with contiguous rows (a.cs == 1): each
+/// row widened 8 at a time, then scattered into the panel. Same bits.
+template <class T>
+void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                       std::ptrdiff_t i0, int mr, uint32_t* dst) {
+  const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
+  const std::ptrdiff_t k8 = k_size / 8 * 8;
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    const T* row = a.data + (i0 + i) * a.rs;
+    alignas(32) uint32_t t[8];
+    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_castps_si256(widen8(row + u)));
+      for (int q = 0; q < 8; ++q) dst[(u + q) * mr + i] = t[q];
+    }
+    for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(row[u]);
+  }
+  for (std::ptrdiff_t i = rows; i < mr; ++i) {
+    for (std::ptrdiff_t u = 0; u < k_size; ++u) dst[u * mr + i] = 0u;
+  }
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+#endif
+
+namespace scalify::kernels {
+
+/// Packs one A panel on `path` (SIMD widening when it can; same bits).
+template <packing P, gemm_input T>
+void pack_a_panel_on(cpu_path path, const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                     std::ptrdiff_t i0, int mr, uint32_t* dst) {
+#if SCALIFY_HAVE_X86_SIMD
+  if (P == packing::f32 && path != cpu_path::scalar && a.cs == 1) {
+    return simd::avx2::pack_a_panel_rows(a, m_size, k_size, i0, mr, dst);
+  }
+#else
+  (void)path;
+#endif
+  pack_a_panel<P>(a, m_size, k_size, i0, mr, dst);
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_PACK_HPP_

@@ -1,0 +1,46 @@
+// scalify: a thin 8 x float32 vector type over AVX2 + FMA, for the GEMM
+// micro-kernels written once over this interface
+// (kernels/detail/microkernel-inl.hpp). simd/f32_avx512.hpp has the same
+// interface at 16 lanes, tests/support/f32_emulated.hpp emulates it.
+//
+//   f32x  f32_zero(), f32_broadcast(p), f32_load(p), f32_store(p, v), f32_fmadd(a, b, c) = a * b + c
+//
+// Loads take `const uint32_t*`: the packed GEMM panels hold float32 bits
+// (or bfloat16 pairs) as 32-bit units.
+#ifndef SCALIFY_SIMD_F32_AVX2_HPP_
+#define SCALIFY_SIMD_F32_AVX2_HPP_
+
+#include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2 intrinsics
+
+#include <cstddef>  // size_t
+#include <cstdint>  // uint32_t
+
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+struct f32x {
+  __m256 v;
+};
+inline constexpr std::size_t kF32Lanes = 8;
+
+SCALIFY_ALWAYS_INLINE f32x f32_zero() { return {_mm256_setzero_ps()}; }
+/// All lanes = the float whose bits are *p.
+SCALIFY_ALWAYS_INLINE f32x f32_broadcast(const uint32_t* p) {
+  return {_mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(*p)))};
+}
+SCALIFY_ALWAYS_INLINE f32x f32_load(const uint32_t* p) {
+  return {_mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+}
+SCALIFY_ALWAYS_INLINE f32x f32_load(const float* p) { return {_mm256_loadu_ps(p)}; }
+SCALIFY_ALWAYS_INLINE void f32_store(float* p, f32x a) { _mm256_storeu_ps(p, a.v); }
+/// a * b + c, rounded once.
+SCALIFY_ALWAYS_INLINE f32x f32_fmadd(f32x a, f32x b, f32x c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+
+#endif  // SCALIFY_HAVE_X86_SIMD
+#endif  // SCALIFY_SIMD_F32_AVX2_HPP_

@@ -1,0 +1,83 @@
+// scalify: exact widening of 8 or 16 narrow values to float32 in AVX2 + F16C
+// registers, for the GEMM packing (kernels/pack.hpp) and the streaming
+// small-M path (kernels/gemv.hpp).
+//
+//   widen8(p)            8 values of T (float8_e4m3fn, float8_e5m2, float16, bfloat16, float) -> __m256
+//   widen16(p, lo, hi)   16 values; float8 in 16-bit lanes. For e4m3fn the result is
+//                        value * 2^-8: multiply the other factor by kGemvScale<T> = 2^8
+#ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
+#define SCALIFY_SIMD_WIDEN_AVX2_HPP_
+
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
+#include "scalify/formats/float16.hpp"  // float16, bfloat16
+#include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2, F16C
+
+SCALIFY_BEGIN_TARGET_AVX2
+namespace scalify::simd::avx2 {
+
+/// 8 elements of T at p, widened exactly to float32.
+template <class T>
+SCALIFY_ALWAYS_INLINE __m256 widen8(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm256_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    const __m128i x = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    if constexpr (std::is_same_v<T, float8_e5m2>) {
+      return _mm256_cvtph_ps(_mm_slli_epi16(x, 8));  // e5m2 is the upper byte of a float16
+    } else {
+      // e4m3fn s.eeee.mmm -> float16 s.0eeee.mmm0000000 = value * 2^-8 (subnormals too);
+      // the NaN code s.1111.111 is fixed up afterwards.
+      const __m128i mag = _mm_and_si128(x, _mm_set1_epi16(0x7F));
+      const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(x, _mm_set1_epi16(0x80)), 8), _mm_slli_epi16(mag, 7));
+      const __m256 f = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+      const __m256i nan16 = _mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7F)));
+      const __m256i sign = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_and_si128(x, _mm_set1_epi16(0x80))), 24);
+      const __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(sign, _mm256_set1_epi32(0x7FC00000)));
+      return _mm256_blendv_ps(f, nan, _mm256_castsi256_ps(nan16));
+    }
+  }
+}
+
+/// Widening of 16 elements for the streaming loop: float8 in 16-bit lanes
+/// (twice the work per instruction), the rest as two widen8(). For e4m3fn the
+/// result is value * 2^-8 (kGemvScale<T> = 2^8 goes onto A instead: the product
+/// is the same exact value, so the FMA gives the same bits).
+template <class T>
+inline constexpr float kGemvScale = std::is_same_v<T, float8_e4m3fn> ? 256.0f : 1.0f;
+
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
+  if constexpr (std::is_same_v<T, float8_e5m2> || std::is_same_v<T, float8_e4m3fn>) {
+    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m256i h;
+    if constexpr (std::is_same_v<T, float8_e5m2>) {
+      h = _mm256_slli_epi16(x, 8);
+    } else {
+      const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi16(0x7F));
+      const __m256i sign = _mm256_slli_epi16(_mm256_xor_si256(x, mag), 8);
+      const __m256i nan = _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F)), _mm256_set1_epi16(0x7E00));
+      h = _mm256_or_si256(_mm256_or_si256(sign, _mm256_slli_epi16(mag, 7)), nan);  // s.0eeee.mmm0000000, NaN: s.11111.1...
+    }
+    lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+  } else {
+    lo = widen8(p);
+    hi = widen8(p + 8);
+  }
+}
+
+}  // namespace scalify::simd::avx2
+SCALIFY_END_TARGET
+
+#endif  // SCALIFY_HAVE_X86_SIMD
+#endif  // SCALIFY_SIMD_WIDEN_AVX2_HPP_

@@ -1,0 +1,686 @@
+// scalify::gemm (kernels/gemm.hpp): every CPU path this machine has (scalar,
+// avx2, ...; the others are skipped with a warning) against a double-precision
+// reference computed from the widened inputs, for every input type pair, both
+// layouts, every transpose, alpha/beta, odd sizes, every epilogue option, amax;
+// bit-exact agreement between paths, thread counts, the streaming M <= 4 path
+// and packed B; the AVX-512F and AVX-512 BF16 micro-kernels at 16 lanes over a
+// portable emulation (tests/support/f32_emulated.hpp); argument errors.
+//
+// Error bound. Products of the widened inputs are exact in float32 for every
+// type but float32 itself (at most 11 + 11 significand bits); the kernels sum
+// K of them in float32 with one rounding each (FMA), so with u = 2^-24
+//   |acc - sum| <= K u sum_k |a_ik b_kj|                       (first order)
+// and alpha, beta * C, bias add at most 4 more roundings:
+//   |pre - exact| <= (K + 4) u (|alpha| S_ij + |beta C_ij| + |bias_j|),   S_ij = sum_k |a_ik||b_kj|
+// (times 1.01 for the second-order terms). The BF16 path flushes denormal
+// partial sums: + K 2^-126 |alpha|. GELU is 1.13-Lipschitz and its float32
+// evaluation adds ~8 u |v|; the final cast adds half an ulp of the output
+// format (u_out |v|) plus its smallest subnormal.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "scalify/kernels/gemm.hpp"
+#include "scalify/ops/matmul.hpp"
+#include "support/f32_emulated.hpp"
+
+using scalify::activation;
+using scalify::bfloat16;
+using scalify::cpu_path;
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+using scalify::layout;
+using scalify::transpose;
+using index_t = std::ptrdiff_t;
+
+namespace {
+
+// ------------------------------------------------------------------------------
+// Helpers
+
+template <class T>
+const char* type_name() {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) return "e4m3fn";
+  if constexpr (std::is_same_v<T, float8_e5m2>) return "e5m2";
+  if constexpr (std::is_same_v<T, float16>) return "float16";
+  if constexpr (std::is_same_v<T, bfloat16>) return "bfloat16";
+  if constexpr (std::is_same_v<T, float>) return "float32";
+  return "?";
+}
+
+template <class T>
+T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return scalify::saturate_cast<T>(x);
+  }
+}
+
+/// A matrix stored with a given layout and leading-dimension padding.
+template <class T>
+struct mat {
+  std::vector<T> buf;
+  index_t rows = 0, cols = 0, ld = 0;
+  layout order = layout::row_major;
+
+  mat(index_t r, index_t c, layout o, index_t pad) : rows(r), cols(c), order(o) {
+    ld = (o == layout::row_major ? c : r) + pad;
+    const index_t outer = o == layout::row_major ? r : c;
+    buf.assign(static_cast<std::size_t>(std::max<index_t>(outer * ld, 1)), from_float<T>(0.0f));
+  }
+  T& at(index_t i, index_t j) { return order == layout::row_major ? buf[i * ld + j] : buf[i + j * ld]; }
+  const T& at(index_t i, index_t j) const {
+    return order == layout::row_major ? buf[i * ld + j] : buf[i + j * ld];
+  }
+  double value(index_t i, index_t j) const { return static_cast<double>(static_cast<float>(at(i, j))); }
+  scalify::matrix_view<const T> view() const { return {buf.data(), rows, cols, ld, order}; }
+  scalify::matrix_view<T> mview() { return {buf.data(), rows, cols, ld, order}; }
+};
+
+template <class T>
+mat<T> random_mat(index_t r, index_t c, layout o, index_t pad, std::mt19937& rng, float scale = 1.0f) {
+  mat<T> m(r, c, o, pad);
+  std::normal_distribution<float> d(0.0f, scale);
+  for (index_t i = 0; i < r; ++i) {
+    for (index_t j = 0; j < c; ++j) m.at(i, j) = from_float<T>(d(rng));
+  }
+  return m;
+}
+
+template <class T>
+uint32_t bits_of(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return std::bit_cast<uint32_t>(x);
+  } else {
+    return scalify::detail::to_code(x);
+  }
+}
+
+template <class T>
+double unit_roundoff_of() {
+  if constexpr (std::is_same_v<T, float>) {
+    return 0.0;  // the accumulator's own rounding is in the K term
+  } else {
+    return std::ldexp(1.0, -std::numeric_limits<T>::digits);
+  }
+}
+
+double act_d(double v, activation a) {
+  switch (a) {
+    case activation::none: return v;
+    case activation::relu: return v > 0 ? v : 0;
+    case activation::gelu_tanh: return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+  }
+  return v;
+}
+
+/// Runs f(path) under scoped_cpu_path for every path; warns about missing ones.
+template <class F>
+void for_each_path(F&& f) {
+  for (cpu_path p : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(p)) {
+      WARN("skipping CPU path " << scalify::to_string(p) << ": this CPU does not support it");
+      continue;
+    }
+    scalify::scoped_cpu_path guard(p);
+    f(p);
+  }
+}
+
+struct case_desc {
+  index_t m, n, k;
+  layout la = layout::row_major, lb = layout::row_major, lc = layout::row_major;
+  transpose ta = transpose::no, tb = transpose::no;
+  index_t pad = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  bool bias = false;
+  activation act = activation::none;
+  bool saturate = false;
+  int threads = 0;
+  float scale_a = 1.0f, scale_b = 1.0f;
+  uint32_t seed = 1;
+  bool prepack = false;
+};
+
+std::string describe(const case_desc& d) {
+  return std::to_string(d.m) + "x" + std::to_string(d.n) + "x" + std::to_string(d.k) +
+         (d.la == layout::row_major ? " A:row" : " A:col") + (d.lb == layout::row_major ? " B:row" : " B:col") +
+         (d.lc == layout::row_major ? " C:row" : " C:col") + (d.ta == transpose::yes ? " A^T" : "") +
+         (d.tb == transpose::yes ? " B^T" : "") + " pad " + std::to_string(d.pad) + " alpha " +
+         std::to_string(d.alpha) + " beta " + std::to_string(d.beta) + (d.bias ? " bias" : "") + " act " +
+         std::to_string(int(d.act)) + (d.saturate ? " saturate" : "") + " threads " + std::to_string(d.threads) +
+         (d.prepack ? " prepacked" : "");
+}
+
+/// Runs one gemm on the active path and checks it against the double
+/// reference; returns C's element codes (row-major order) for bit-exact
+/// comparisons between runs.
+template <class TA, class TB, class TC>
+std::vector<uint32_t> run_case(const case_desc& d) {
+  std::mt19937 rng(d.seed);
+  const index_t ar = d.ta == transpose::no ? d.m : d.k, ac = d.ta == transpose::no ? d.k : d.m;
+  const index_t br = d.tb == transpose::no ? d.k : d.n, bc = d.tb == transpose::no ? d.n : d.k;
+  const auto a = random_mat<TA>(ar, ac, d.la, d.pad, rng, d.scale_a);
+  const auto b = random_mat<TB>(br, bc, d.lb, d.pad, rng, d.scale_b);
+  auto c = random_mat<TC>(d.m, d.n, d.lc, d.pad, rng);
+  const auto c0 = c;
+  std::vector<float> bias;
+  if (d.bias) {
+    std::normal_distribution<float> nd;
+    for (index_t j = 0; j < d.n; ++j) bias.push_back(nd(rng));
+  }
+  float amax = -1.0f;
+  scalify::gemm_options o{.trans_a = d.ta, .trans_b = d.tb, .alpha = d.alpha, .beta = d.beta, .bias = bias,
+                          .act = d.act, .saturate = d.saturate, .amax = &amax, .threads = d.threads};
+  if (d.prepack) {
+    const scalify::packed_matrix pb(b.view(), d.tb);
+    o.trans_b = transpose::no;
+    scalify::gemm(a.view(), pb, c.mview(), o);
+  } else {
+    scalify::gemm(a.view(), b.view(), c.mview(), o);
+  }
+
+  auto opa = [&](index_t i, index_t q) { return d.ta == transpose::no ? a.value(i, q) : a.value(q, i); };
+  auto opb = [&](index_t q, index_t j) { return d.tb == transpose::no ? b.value(q, j) : b.value(j, q); };
+  const double u = std::ldexp(1.0, -24), u_out = unit_roundoff_of<TC>();
+  const double out_max = static_cast<double>(static_cast<float>(std::numeric_limits<TC>::max()));
+  const double out_denorm = std::is_same_v<TC, float> ? 1e-40 : double(float(std::numeric_limits<TC>::denorm_min()));
+  std::vector<uint32_t> codes;
+  codes.reserve(static_cast<std::size_t>(d.m * d.n));
+  double c_amax = 0.0;
+  int bad = 0;
+  for (index_t i = 0; i < d.m; ++i) {
+    for (index_t j = 0; j < d.n; ++j) {
+      double s = 0, sabs = 0;
+      for (index_t q = 0; q < d.k; ++q) {
+        const double p = opa(i, q) * opb(q, j);
+        s += p;
+        sabs += std::abs(p);
+      }
+      const double c_old = d.beta != 0.0f ? c0.value(i, j) : 0.0;
+      const double bj = d.bias ? double(bias[static_cast<std::size_t>(j)]) : 0.0;
+      const double pre = double(d.alpha) * s + double(d.beta) * c_old + bj;
+      double e = 1.01 * double(d.k + 4) * u * (std::abs(double(d.alpha)) * sabs + std::abs(d.beta * c_old) + std::abs(bj)) +
+                 double(d.k) * std::ldexp(1.0, -126) * std::abs(double(d.alpha));
+      double post = act_d(pre, d.act);
+      if (d.act == activation::gelu_tanh) e = 1.13 * e + 8 * u * std::abs(pre) + 1e-37;
+      if (d.saturate) post = std::clamp(post, -out_max, out_max);
+      const double tol = e * (1 + 2 * u_out) + u_out * std::abs(post) + out_denorm;
+      const double got = static_cast<double>(static_cast<float>(c.at(i, j)));
+      c_amax = std::max(c_amax, std::abs(got));
+      codes.push_back(bits_of(c.at(i, j)));
+      if (!(std::abs(got - post) <= tol) && bad++ < 5) {
+        FAIL_CHECK(type_name<TA>() << " x " << type_name<TB>() << " -> " << type_name<TC>() << ", path "
+                                   << scalify::to_string(scalify::active_cpu_path()) << ", " << describe(d)
+                                   << ": C(" << i << ", " << j << ") = " << got << ", expected " << post
+                                   << " +- " << tol);
+      }
+    }
+  }
+  CHECK(bad == 0);
+  CHECK(double(amax) == c_amax);
+  // Padding of C (beyond rows/cols) untouched: compare the whole buffer outside the matrix.
+  if (d.pad > 0) {
+    bool padding_ok = true;
+    for (std::size_t t = 0; t < c.buf.size(); ++t) {
+      const index_t outer = static_cast<index_t>(t) / c.ld, inner = static_cast<index_t>(t) % c.ld;
+      const index_t inner_size = d.lc == layout::row_major ? d.n : d.m;
+      const index_t outer_size = d.lc == layout::row_major ? d.m : d.n;
+      if (inner >= inner_size || outer >= outer_size) padding_ok &= bits_of(c.buf[t]) == bits_of(c0.buf[t]);
+    }
+    CHECK(padding_ok);
+  }
+  return codes;
+}
+
+/// Whether a case takes the streaming path's dot-product form on a SIMD path
+/// (M <= 4, op(B)'s columns contiguous and its rows not): another summation order.
+bool uses_dot_form(const case_desc& d) {
+  if (d.m > 4 || d.prepack) return false;
+  const index_t br = d.tb == transpose::no ? d.k : d.n, bc = d.tb == transpose::no ? d.n : d.k;
+  const index_t ld = (d.lb == layout::row_major ? bc : br) + d.pad;
+  index_t rs = d.lb == layout::row_major ? ld : 1, cs = d.lb == layout::row_major ? 1 : ld;
+  if (d.tb == transpose::yes) std::swap(rs, cs);
+  return cs != 1 && rs == 1;
+}
+
+/// Runs a case on every path; checks each against the reference and the
+/// f32-kernel paths against each other bit for bit (the avx512bf16 kernel
+/// sums in another order: bound only).
+template <class TA, class TB, class TC>
+void run_all_paths(const case_desc& d) {
+  std::vector<uint32_t> first;
+  for_each_path([&](cpu_path p) {
+    auto codes = run_case<TA, TB, TC>(d);
+    const bool same_order = (p != cpu_path::avx512bf16 || !(scalify::kernels::kExactInBf16<TA> && scalify::kernels::kExactInBf16<TB>)) &&
+                            (p == cpu_path::scalar || !uses_dot_form(d));
+    if (first.empty()) {
+      first = std::move(codes);
+    } else if (same_order) {
+      INFO(type_name<TA>() << " x " << type_name<TB>() << " -> " << type_name<TC>() << ", " << describe(d)
+                           << ", path " << scalify::to_string(p) << " vs scalar");
+      CHECK(codes == first);
+    }
+  });
+}
+
+template <class F>
+void for_each_input_type(F&& f) {
+  f(float8_e4m3fn{});
+  f(float8_e5m2{});
+  f(float16{});
+  f(bfloat16{});
+  f(float{});
+}
+
+const index_t kOddSizes[] = {1, 2, 3, 7, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------
+// Against the double reference, on every path
+
+TEST_CASE("gemm: every input type pair and odd shapes, every path, vs double reference", "[kernels][gemm]") {
+  const case_desc shapes[] = {{1, 1, 1}, {2, 3, 7}, {7, 15, 17}, {17, 31, 33}, {33, 65, 63}, {65, 17, 129}, {5, 40, 3}};
+  uint32_t seed = 1;
+  for_each_input_type([&](auto a) {
+    for_each_input_type([&](auto b) {
+      for (case_desc d : shapes) {
+        d.seed = seed++;
+        run_all_paths<decltype(a), decltype(b), float>(d);
+      }
+    });
+  });
+}
+
+TEST_CASE("gemm: sizes 1..257 in each dimension", "[kernels][gemm]") {
+  uint32_t seed = 100;
+  for (index_t s : kOddSizes) {
+    run_all_paths<float8_e4m3fn, float8_e4m3fn, float>({.m = s, .n = 33, .k = 31, .seed = seed++});
+    run_all_paths<float8_e5m2, float8_e4m3fn, float>({.m = 31, .n = s, .k = 17, .seed = seed++});
+    run_all_paths<float8_e4m3fn, float8_e5m2, float>({.m = 17, .n = 15, .k = s, .seed = seed++});
+    run_all_paths<float, float, float>({.m = s, .n = s, .k = std::min<index_t>(s, 65), .seed = seed++});
+  }
+  run_all_paths<float8_e4m3fn, float8_e4m3fn, float>({.m = 257, .n = 255, .k = 257, .seed = seed++});
+  run_all_paths<float, float8_e4m3fn, float>({.m = 129, .n = 257, .k = 600, .seed = seed++});  // several KC blocks
+}
+
+TEST_CASE("gemm: both layouts, every transpose, leading dimensions, C col-major", "[kernels][gemm]") {
+  uint32_t seed = 200;
+  for (layout la : {layout::row_major, layout::col_major}) {
+    for (layout lb : {layout::row_major, layout::col_major}) {
+      for (transpose ta : {transpose::no, transpose::yes}) {
+        for (transpose tb : {transpose::no, transpose::yes}) {
+          for (layout lc : {layout::row_major, layout::col_major}) {
+            case_desc d{17, 33, 65, la, lb, lc, ta, tb, 3};
+            d.seed = seed++;
+            run_all_paths<float8_e4m3fn, float8_e5m2, float>(d);
+            d.m = 3;  // the streaming path where op(B) has contiguous rows
+            run_all_paths<float, float16, bfloat16>(d);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm: epilogue (alpha, beta, bias, relu, gelu, every output type, saturation) and amax", "[kernels][gemm]") {
+  uint32_t seed = 300;
+  for (activation act : {activation::none, activation::relu, activation::gelu_tanh}) {
+    for (bool bias : {false, true}) {
+      for (float beta : {0.0f, 1.0f, -0.5f}) {
+        for (index_t m : {3, 29}) {  // streaming and blocked
+          case_desc d{.m = m, .n = 37, .k = 45, .alpha = 0.25f, .beta = beta, .bias = bias, .act = act};
+          d.seed = seed++;
+          d.pad = 1;
+          run_all_paths<float8_e4m3fn, float8_e4m3fn, float>(d);
+          run_all_paths<float8_e4m3fn, float8_e5m2, float16>(d);
+          run_all_paths<float8_e5m2, bfloat16, bfloat16>(d);
+          run_all_paths<float16, float8_e4m3fn, float8_e4m3fn>(d);
+          run_all_paths<float, float8_e5m2, float8_e5m2>(d);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm: saturating and non-saturating narrow outputs", "[kernels][gemm]") {
+  // Large inputs: sums reach thousands, beyond e4m3fn's 448.
+  for (index_t m : {2, 20}) {
+    case_desc d{.m = m, .n = 19, .k = 64, .saturate = true, .scale_a = 8.0f, .scale_b = 8.0f, .seed = 7};
+    run_all_paths<float8_e4m3fn, float8_e4m3fn, float8_e4m3fn>(d);
+    d.scale_a = d.scale_b = 200.0f;
+    run_all_paths<float8_e5m2, float8_e5m2, float8_e5m2>(d);
+    run_all_paths<float16, float16, float16>(d);
+  }
+  // Without saturation an overflow becomes NaN (e4m3fn) or inf (e5m2); amax skips NaN.
+  const std::vector<float> ones(64, 1.0f);
+  std::vector<float8_e4m3fn> big(64, float8_e4m3fn(448.0f));
+  std::vector<float8_e4m3fn> out(1);
+  std::vector<float8_e5m2> out5(1);
+  for_each_path([&](cpu_path) {
+    for (index_t m : {1, 5}) {
+      std::vector<float8_e4m3fn> outm(static_cast<std::size_t>(m));
+      std::vector<float8_e4m3fn> am(static_cast<std::size_t>(m * 64), float8_e4m3fn(448.0f));
+      float amax = -1;
+      scalify::gemm(scalify::row_major_view(am.data(), m, 64), scalify::row_major_view(ones.data(), 64, 1),
+                    scalify::row_major_view(outm.data(), m, 1), {.amax = &amax});
+      CHECK(std::isnan(float(outm[0])));
+      CHECK(amax == 0.0f);
+      scalify::gemm(scalify::row_major_view(am.data(), m, 64), scalify::row_major_view(ones.data(), 64, 1),
+                    scalify::row_major_view(outm.data(), m, 1), {.saturate = true, .amax = &amax});
+      CHECK(float(outm[0]) == 448.0f);
+      CHECK(amax == 448.0f);
+    }
+    scalify::gemm(scalify::row_major_view(big.data(), 1, 64), scalify::row_major_view(ones.data(), 64, 1),
+                  scalify::row_major_view(out5.data(), 1, 1), {.alpha = 1000.0f});
+    CHECK(std::isinf(float(out5[0])));
+  });
+}
+
+TEST_CASE("gemm: zero sizes and K = 0", "[kernels][gemm]") {
+  for_each_path([&](cpu_path) {
+    run_case<float8_e4m3fn, float8_e4m3fn, float>({0, 5, 3});
+    run_case<float8_e4m3fn, float8_e4m3fn, float>({5, 0, 3});
+    run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 7, .n = 9, .k = 0, .beta = 0.5f, .bias = true});
+    run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 2, .n = 9, .k = 0, .beta = 0.5f, .bias = true});
+  });
+}
+
+// ------------------------------------------------------------------------------
+// Bit-exact agreements
+
+TEST_CASE("gemm: same bits for 1 and 2 threads, packed and unpacked B, streaming and blocked", "[kernels][gemm]") {
+  for_each_path([&](cpu_path) {
+    for (index_t m : {1, 2, 3, 4, 5, 50}) {
+      case_desc d{.m = m, .n = 300, .k = 257, .bias = true, .act = activation::relu, .seed = uint32_t(m)};
+      const auto one = run_case<float8_e4m3fn, float8_e5m2, float>({.m = d.m, .n = d.n, .k = d.k, .bias = true, .act = d.act, .threads = 1, .seed = d.seed});
+      const auto two = run_case<float8_e4m3fn, float8_e5m2, float>({.m = d.m, .n = d.n, .k = d.k, .bias = true, .act = d.act, .threads = 2, .seed = d.seed});
+      CHECK(one == two);
+      case_desc p = d;
+      p.prepack = true;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(p) == one);
+      // B column-major: the blocked GEMM (M > 4, same bits) or, for M <= 4 on a
+      // SIMD path, the dot-product form (another order: checked against the bound only).
+      case_desc col = d;
+      col.lb = layout::col_major;
+      const auto col_codes = run_case<float8_e4m3fn, float8_e5m2, float>(col);
+      if (!uses_dot_form(col) || scalify::active_cpu_path() == cpu_path::scalar) CHECK(col_codes == one);
+    }
+  });
+}
+
+TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
+  // C (1 x N) = [1] (1 x 1) * B (1 x N): C is B widened.
+  auto check_all = [](auto tag, int codes) {
+    using T = decltype(tag);
+    std::vector<T> b(static_cast<std::size_t>(codes));
+    for (int i = 0; i < codes; ++i) b[static_cast<std::size_t>(i)] = scalify::detail::from_code<T>(uint32_t(i));
+    const float one = 1.0f;
+    std::vector<float> c(b.size());
+    for_each_path([&](cpu_path p) {
+      scalify::gemm(scalify::row_major_view(&one, 1, 1), scalify::row_major_view(b.data(), 1, codes),
+                    scalify::row_major_view(c.data(), 1, codes));
+      int bad = 0;
+      for (int i = 0; i < codes; ++i) {
+        const float e = static_cast<float>(b[static_cast<std::size_t>(i)]);
+        const float g = c[static_cast<std::size_t>(i)];
+        // -0 widens to -0 but 0 + 1 * (-0) = +0: compare values.
+        const bool ok = std::isnan(e) ? std::isnan(g) : e == g;
+        if (!ok && bad++ < 5) FAIL_CHECK(type_name<T>() << " code " << i << " path " << scalify::to_string(p) << ": " << g << " != " << e);
+      }
+      CHECK(bad == 0);
+    });
+  };
+  check_all(float8_e4m3fn{}, 256);
+  check_all(float8_e5m2{}, 256);
+  check_all(float16{}, 65536);
+  check_all(bfloat16{}, 65536);
+}
+
+TEST_CASE("gemm: streaming path with e4m3fn B and huge A (no overflow from its internal 2^8 scaling)",
+          "[kernels][gemm]") {
+  std::mt19937 rng(21);
+  auto b = random_mat<float8_e4m3fn>(9, 40, layout::row_major, 0, rng);
+  std::vector<float> a(2 * 9, 0x1.8p120f);
+  a[3] = -0x1p126f;
+  std::vector<uint32_t> first;
+  for_each_path([&](cpu_path) {
+    std::vector<float> c(2 * 40);
+    scalify::gemm(scalify::row_major_view(a.data(), 2, 9), b.view(), scalify::row_major_view(c.data(), 2, 40));
+    std::vector<uint32_t> bits;
+    for (float x : c) bits.push_back(std::bit_cast<uint32_t>(x));
+    for (index_t j = 0; j < 40; ++j) {
+      double s = 0;
+      for (index_t q = 0; q < 9; ++q) s += double(a[std::size_t(9 + q)]) * b.value(q, j);
+      CHECK(std::abs(double(c[std::size_t(40 + j)]) - s) <= 13 * 0x1p-24 * 0x1.8p120 * 9 * 448);
+    }
+    if (first.empty()) first = bits;
+    CHECK(bits == first);
+  });
+}
+
+TEST_CASE("gemm: streaming dot-product form (weights N x K used transposed), odd K, every M <= 4", "[kernels][gemm]") {
+  uint32_t seed = 500;
+  for (index_t m : {1, 2, 3, 4}) {
+    for (index_t k : {1, 15, 16, 17, 100, 257}) {
+      case_desc d{.m = m, .n = 37, .k = k, .tb = transpose::yes, .bias = true, .seed = seed++};
+      run_all_paths<float, float8_e4m3fn, float>(d);
+      run_all_paths<float8_e4m3fn, float8_e5m2, bfloat16>(d);
+      run_all_paths<bfloat16, float16, float>(d);
+    }
+  }
+}
+
+TEST_CASE("gemm: ~1000-sized products on the best path", "[kernels][gemm]") {
+  run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 1000, .n = 1003, .k = 129, .bias = true, .seed = 11});
+  run_case<float8_e5m2, float8_e4m3fn, bfloat16>({.m = 67, .n = 1000, .k = 1024, .alpha = 0.125f, .seed = 12});
+}
+
+// ------------------------------------------------------------------------------
+// AVX-512 kernels at 16 lanes over the emulation
+
+namespace {
+
+std::vector<uint32_t> random_f32_units(std::size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> d;
+  std::vector<uint32_t> v(n);
+  for (auto& x : v) x = std::bit_cast<uint32_t>(static_cast<float>(float8_e4m3fn(d(rng))) * (d(rng) > 0 ? 1.0f : 0.001f));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("gemm: AVX-512F f32 micro-kernel logic (emulated 16 lanes) equals the scalar reference bit for bit",
+          "[kernels][gemm][emulated]") {
+  std::mt19937 rng(5);
+  for (std::ptrdiff_t ku : {0, 1, 2, 5, 64, 300}) {
+    for (bool accumulate : {false, true}) {
+      const auto a = random_f32_units(static_cast<std::size_t>(ku * 12 + 1), rng);
+      const auto b = random_f32_units(static_cast<std::size_t>(ku * 32 + 1), rng);
+      std::vector<float> c0(12 * 32);
+      for (auto& x : c0) x = std::normal_distribution<float>()(rng);
+      auto got = c0, expected = c0;
+      scalify::simd::emulated16_f32::gemm_tile_f32<12, 2>(ku, a.data(), b.data(), got.data(), accumulate);
+      scalify::kernels::scalar::gemm_tile_f32_ref<12, 32>(ku, a.data(), b.data(), expected.data(), accumulate);
+      INFO("ku " << ku << " accumulate " << accumulate);
+      CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("gemm: vdpbf16ps emulation (order, RNE, denormals in and out)", "[kernels][gemm][emulated]") {
+  using scalify::kernels::scalar::dpbf16_lane;
+  auto pair = [](float lo, float hi) {
+    return (std::bit_cast<uint32_t>(hi) & 0xFFFF0000u) | (std::bit_cast<uint32_t>(lo) >> 16);
+  };
+  // 1 + 2^-24 (hi) rounds to 1 (tie to even) before the lo product (2^-24) is added: 1, not 1 + 2^-23.
+  CHECK(dpbf16_lane(1.0f, pair(0x1p-24f, 0x1p-24f), pair(1.0f, 1.0f)) == 1.0f);
+  // The odd (high) pair goes first: 1 + 2^-24 -> 1 (tie, even), then + 1.5 * 2^-24 -> 1 + 2^-23.
+  // (Low first would give 1 + 2^-23, then a tie up to 1 + 2^-22.)
+  CHECK(dpbf16_lane(1.0f, pair(0x1.8p-24f, 0x1p-24f), pair(1.0f, 1.0f)) == 1.0f + 0x1p-23f);
+  CHECK(dpbf16_lane(1.0f, pair(0x1p-24f, 0x1.8p-24f), pair(1.0f, 1.0f)) == 1.0f + 0x1p-22f);
+  // Denormal bfloat16 inputs read as zero; denormal results flush to zero (sign kept).
+  CHECK(dpbf16_lane(0.0f, pair(0x1p-130f, 0.0f), pair(1.0f, 0.0f)) == 0.0f);
+  CHECK(dpbf16_lane(0.0f, pair(0x1p-63f, 0.0f), pair(0x1p-64f, 0.0f)) == 0.0f);
+  CHECK(std::signbit(dpbf16_lane(0.0f, pair(-0x1p-63f, 0.0f), pair(0x1p-64f, 0.0f))));
+  CHECK(dpbf16_lane(0x1p-130f, pair(0.0f, 0.0f), pair(0.0f, 0.0f)) == 0.0f);  // denormal accumulator read as zero
+  CHECK(dpbf16_lane(0.0f, pair(0x1p-63f, 0.0f), pair(0x1p-63f, 0.0f)) == 0x1p-126f);  // smallest normal kept
+  CHECK(dpbf16_lane(2.0f, pair(3.0f, 5.0f), pair(7.0f, 11.0f)) == 2.0f + 55.0f + 21.0f);
+}
+
+TEMPLATE_TEST_CASE("gemm: AVX-512 BF16 micro-kernel logic (emulated) with bf16-pair packing, vs scalar reference and double",
+                   "[kernels][gemm][emulated]", (std::pair<float8_e4m3fn, float8_e5m2>),
+                   (std::pair<bfloat16, float8_e4m3fn>), (std::pair<float8_e5m2, bfloat16>)) {
+  using scalify::kernels::packing;
+  using scalify::kernels::strided;
+  using TA = typename TestType::first_type;
+  using TB = typename TestType::second_type;
+  std::mt19937 rng(9);
+  constexpr int kMR = 12, kNR = 32;
+  for (index_t k : {1, 2, 7, 64, 129}) {
+    const auto a = random_mat<TA>(kMR - 3, k, layout::row_major, 0, rng);  // a partial tile
+    const auto b = random_mat<TB>(k, kNR - 5, layout::col_major, 0, rng);
+    const index_t ku = (k + 1) / 2;
+    std::vector<uint32_t> ap(static_cast<std::size_t>(ku * kMR)), bp(static_cast<std::size_t>(ku * kNR));
+    scalify::kernels::pack_a_panel<packing::bf16x2>(strided<TA>{a.buf.data(), a.ld, 1}, a.rows, k, 0, kMR, ap.data());
+    scalify::kernels::pack_b_panel<packing::bf16x2>(strided<TB>{b.buf.data(), 1, b.ld}, k, b.cols, 0, kNR, bp.data());
+    std::vector<float> got(kMR * kNR), expected(kMR * kNR);
+    scalify::simd::emulated16_f32::gemm_tile_bf16<kMR, 2>(ku, ap.data(), bp.data(), got.data(), false);
+    scalify::kernels::scalar::gemm_tile_bf16_ref<kMR, kNR>(ku, ap.data(), bp.data(), expected.data(), false);
+    INFO("k " << k);
+    CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+    // And the values: the exact fp8 product sums within the bound; zero padding outside.
+    int bad = 0;
+    for (index_t i = 0; i < kMR; ++i) {
+      for (index_t j = 0; j < kNR; ++j) {
+        double s = 0, sabs = 0;
+        if (i < a.rows && j < b.cols) {
+          for (index_t q = 0; q < k; ++q) {
+            s += a.value(i, q) * b.value(q, j);
+            sabs += std::abs(a.value(i, q) * b.value(q, j));
+          }
+        }
+        // bfloat16 inputs may be tiny: denormal products and partial sums flush (k 2^-126 each).
+        const double tol = double(k + 1) * 0x1p-24 * sabs + double(3 * k) * 0x1p-126;
+        if (!(std::abs(double(got[std::size_t(i * kNR + j)]) - s) <= tol) && bad++ < 5) {
+          FAIL_CHECK("bf16 kernel (" << i << ", " << j << "): " << got[std::size_t(i * kNR + j)] << " vs " << s);
+        }
+      }
+    }
+    CHECK(bad == 0);
+  }
+}
+
+// ------------------------------------------------------------------------------
+// Eigen overload and ops/matmul routing
+
+TEST_CASE("gemm: Eigen overload (plain, transposed expressions) equals the view API", "[kernels][gemm]") {
+  using MatE4 = Eigen::Matrix<float8_e4m3fn, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
+  std::mt19937 rng(3);
+  const auto a = random_mat<float8_e4m3fn>(23, 40, layout::col_major, 0, rng);
+  const auto b = random_mat<float8_e4m3fn>(40, 9, layout::col_major, 0, rng);
+  const MatE4 ea = Eigen::Map<const MatE4>(a.buf.data(), 23, 40), eb = Eigen::Map<const MatE4>(b.buf.data(), 40, 9);
+  const auto c1 = scalify::gemm(ea, eb, {.alpha = 0.5f});
+  std::vector<float> c2(23 * 9);
+  scalify::gemm(a.view(), b.view(), scalify::row_major_view(c2.data(), 23, 9), {.alpha = 0.5f});
+  CHECK(std::memcmp(c1.data(), c2.data(), c2.size() * sizeof(float)) == 0);
+  // An expression without storage is evaluated first; transposes via options.
+  const MatE4 eat = ea.transpose();
+  const auto c3 = scalify::gemm(eat, eb, {.trans_a = transpose::yes, .alpha = 0.5f});
+  CHECK(c3 == c1);
+  const auto c4 = scalify::gemm<float16>(ea * float8_e4m3fn(1.0f), eb);
+  CHECK(c4.rows() == 23);
+  CHECK_THROWS_AS(scalify::gemm(ea, eb, {.beta = 1.0f}), std::invalid_argument);
+  CHECK_THROWS_AS(scalify::gemm(ea, ea), scalify::shape_error);
+}
+
+TEST_CASE("gemm: ops detail::gemm_f32 routes fp8 to gemm and double to Eigen", "[kernels][gemm]") {
+  std::mt19937 rng(4);
+  const auto a = random_mat<float8_e5m2>(10, 20, layout::row_major, 0, rng);
+  const auto b = random_mat<float8_e5m2>(20, 6, layout::row_major, 0, rng);
+  using M5 = Eigen::Matrix<float8_e5m2, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const M5 ea = Eigen::Map<const M5>(a.buf.data(), 10, 20), eb = Eigen::Map<const M5>(b.buf.data(), 20, 6);
+  const auto c = scalify::detail::gemm_f32(ea.array(), eb.array(), 0.25f);
+  std::vector<float> c2(60);
+  scalify::gemm(a.view(), b.view(), scalify::row_major_view(c2.data(), 10, 6), {.alpha = 0.25f});
+  CHECK(std::memcmp(c.data(), c2.data(), c2.size() * sizeof(float)) == 0);
+  const Eigen::MatrixXd da = Eigen::MatrixXd::Ones(3, 4), db = Eigen::MatrixXd::Ones(4, 2);
+  const auto cd = scalify::detail::gemm_f32(da, db, 2.0f);
+  CHECK(cd(2, 1) == 8.0f);
+}
+
+// ------------------------------------------------------------------------------
+// Errors
+
+TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][errors]") {
+  std::vector<float> x(100), y(100), z(100);
+  const float* px = x.data();
+  auto msg = [](auto&& f) {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  using scalify::col_major_view;
+  using scalify::gemm;
+  using scalify::row_major_view;
+  CHECK_THROWS_AS(gemm(row_major_view(px, -1, 4), row_major_view(px, 4, 2), row_major_view(z.data(), -1, 2)),
+                  scalify::shape_error);
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, -1, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 1, 2)); }),
+             Catch::Contains("A has negative size (-1 x 4)"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4, 3), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("leading dimension 3, less than its row length 4"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), col_major_view(px, 4, 2, 3), row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("less than its column length 4"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), row_major_view(px, 5, 2), row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("inner sizes differ"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 2, 3)); }),
+             Catch::Contains("C is (2 x 3) but op(A) op(B) is (3 x 2)"));
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(static_cast<const float*>(nullptr), 3, 4), row_major_view(px, 4, 2),
+                    row_major_view(z.data(), 3, 2));
+             }),
+             Catch::Contains("A (3 x 4) has a null data pointer"));
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(static_cast<float*>(nullptr), 3, 2));
+             }),
+             Catch::Contains("C (3 x 2) has a null data pointer"));
+  const std::vector<float> bias(3);
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2), {.bias = bias}); }),
+             Catch::Contains("bias has 3 elements, C has 2 columns"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2), {.threads = -1}); }),
+             Catch::Contains("threads must be >= 0"));
+  // Transposes change the shapes checked.
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2),
+                    {.trans_a = transpose::yes});
+             }),
+             Catch::Contains("op(A) is (4 x 3)"));
+  scalify::packed_matrix pb(row_major_view(px, 4, 2));
+  CHECK(pb.rows() == 4);
+  CHECK(pb.cols() == 2);
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 5), pb, row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("packed B is (4 x 2)"));
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2), {.trans_b = transpose::yes}); }),
+             Catch::Contains("trans_b must be no"));
+  CHECK_THROWS_AS(scalify::packed_matrix(row_major_view(px, 4, -2)), scalify::shape_error);
+  scalify::packed_matrix moved_to(std::move(pb));
+  CHECK(moved_to.cols() == 2);
+  CHECK(pb.cols() == 0);  // moved-from: empty, and rejected as a 0 x 0 B
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2)); }),
+             Catch::Contains("packed B is (0 x 0)"));
+  // Empty matrices may have null data.
+  CHECK_NOTHROW(gemm(row_major_view(static_cast<const float*>(nullptr), 0, 4), row_major_view(px, 4, 2),
+                     row_major_view(static_cast<float*>(nullptr), 0, 2)));
+}
