@@ -37,7 +37,7 @@ using scalify::float16;
 using scalify::float8_e4m3fn;
 using scalify::float8_e5m2;
 using scalify::layout;
-using scalify::transpose;
+using scalify::trans;
 using index_t = std::ptrdiff_t;
 
 namespace {
@@ -138,7 +138,7 @@ void for_each_path(F&& f) {
 struct case_desc {
   index_t m, n, k;
   layout la = layout::row_major, lb = layout::row_major, lc = layout::row_major;
-  transpose ta = transpose::no, tb = transpose::no;
+  trans ta = trans::no, tb = trans::no;
   index_t pad = 0;
   float alpha = 1.0f, beta = 0.0f;
   bool bias = false;
@@ -153,8 +153,8 @@ struct case_desc {
 std::string describe(const case_desc& d) {
   return std::to_string(d.m) + "x" + std::to_string(d.n) + "x" + std::to_string(d.k) +
          (d.la == layout::row_major ? " A:row" : " A:col") + (d.lb == layout::row_major ? " B:row" : " B:col") +
-         (d.lc == layout::row_major ? " C:row" : " C:col") + (d.ta == transpose::yes ? " A^T" : "") +
-         (d.tb == transpose::yes ? " B^T" : "") + " pad " + std::to_string(d.pad) + " alpha " +
+         (d.lc == layout::row_major ? " C:row" : " C:col") + (d.ta == trans::yes ? " A^T" : "") +
+         (d.tb == trans::yes ? " B^T" : "") + " pad " + std::to_string(d.pad) + " alpha " +
          std::to_string(d.alpha) + " beta " + std::to_string(d.beta) + (d.bias ? " bias" : "") + " act " +
          std::to_string(int(d.act)) + (d.saturate ? " saturate" : "") + " threads " + std::to_string(d.threads) +
          (d.prepack ? " prepacked" : "");
@@ -166,8 +166,8 @@ std::string describe(const case_desc& d) {
 template <class TA, class TB, class TC>
 std::vector<uint32_t> run_case(const case_desc& d) {
   std::mt19937 rng(d.seed);
-  const index_t ar = d.ta == transpose::no ? d.m : d.k, ac = d.ta == transpose::no ? d.k : d.m;
-  const index_t br = d.tb == transpose::no ? d.k : d.n, bc = d.tb == transpose::no ? d.n : d.k;
+  const index_t ar = d.ta == trans::no ? d.m : d.k, ac = d.ta == trans::no ? d.k : d.m;
+  const index_t br = d.tb == trans::no ? d.k : d.n, bc = d.tb == trans::no ? d.n : d.k;
   const auto a = random_mat<TA>(ar, ac, d.la, d.pad, rng, d.scale_a);
   const auto b = random_mat<TB>(br, bc, d.lb, d.pad, rng, d.scale_b);
   auto c = random_mat<TC>(d.m, d.n, d.lc, d.pad, rng);
@@ -182,14 +182,14 @@ std::vector<uint32_t> run_case(const case_desc& d) {
                           .act = d.act, .saturate = d.saturate, .amax = &amax, .threads = d.threads};
   if (d.prepack) {
     const scalify::packed_matrix pb(b.view(), d.tb);
-    o.trans_b = transpose::no;
+    o.trans_b = trans::no;
     scalify::gemm(a.view(), pb, c.mview(), o);
   } else {
     scalify::gemm(a.view(), b.view(), c.mview(), o);
   }
 
-  auto opa = [&](index_t i, index_t q) { return d.ta == transpose::no ? a.value(i, q) : a.value(q, i); };
-  auto opb = [&](index_t q, index_t j) { return d.tb == transpose::no ? b.value(q, j) : b.value(j, q); };
+  auto opa = [&](index_t i, index_t q) { return d.ta == trans::no ? a.value(i, q) : a.value(q, i); };
+  auto opb = [&](index_t q, index_t j) { return d.tb == trans::no ? b.value(q, j) : b.value(j, q); };
   const double u = std::ldexp(1.0, -24), u_out = unit_roundoff_of<TC>();
   const double out_max = static_cast<double>(static_cast<float>(std::numeric_limits<TC>::max()));
   const double out_denorm = std::is_same_v<TC, float> ? 1e-40 : double(float(std::numeric_limits<TC>::denorm_min()));
@@ -245,10 +245,10 @@ std::vector<uint32_t> run_case(const case_desc& d) {
 /// (M <= 4, op(B)'s columns contiguous and its rows not): another summation order.
 bool uses_dot_form(const case_desc& d) {
   if (d.m > 4 || d.prepack) return false;
-  const index_t br = d.tb == transpose::no ? d.k : d.n, bc = d.tb == transpose::no ? d.n : d.k;
+  const index_t br = d.tb == trans::no ? d.k : d.n, bc = d.tb == trans::no ? d.n : d.k;
   const index_t ld = (d.lb == layout::row_major ? bc : br) + d.pad;
   index_t rs = d.lb == layout::row_major ? ld : 1, cs = d.lb == layout::row_major ? 1 : ld;
-  if (d.tb == transpose::yes) std::swap(rs, cs);
+  if (d.tb == trans::yes) std::swap(rs, cs);
   return cs != 1 && rs == 1;
 }
 
@@ -317,8 +317,8 @@ TEST_CASE("gemm: both layouts, every transpose, leading dimensions, C col-major"
   uint32_t seed = 200;
   for (layout la : {layout::row_major, layout::col_major}) {
     for (layout lb : {layout::row_major, layout::col_major}) {
-      for (transpose ta : {transpose::no, transpose::yes}) {
-        for (transpose tb : {transpose::no, transpose::yes}) {
+      for (trans ta : {trans::no, trans::yes}) {
+        for (trans tb : {trans::no, trans::yes}) {
           for (layout lc : {layout::row_major, layout::col_major}) {
             case_desc d{17, 33, 65, la, lb, lc, ta, tb, 3};
             d.seed = seed++;
@@ -472,7 +472,7 @@ TEST_CASE("gemm: streaming dot-product form (weights N x K used transposed), odd
   uint32_t seed = 500;
   for (index_t m : {1, 2, 3, 4}) {
     for (index_t k : {1, 15, 16, 17, 100, 257}) {
-      case_desc d{.m = m, .n = 37, .k = k, .tb = transpose::yes, .bias = true, .seed = seed++};
+      case_desc d{.m = m, .n = 37, .k = k, .tb = trans::yes, .bias = true, .seed = seed++};
       run_all_paths<float, float8_e4m3fn, float>(d);
       run_all_paths<float8_e4m3fn, float8_e5m2, bfloat16>(d);
       run_all_paths<bfloat16, float16, float>(d);
@@ -595,7 +595,7 @@ TEST_CASE("gemm: Eigen overload (plain, transposed expressions) equals the view 
   CHECK(std::memcmp(c1.data(), c2.data(), c2.size() * sizeof(float)) == 0);
   // An expression without storage is evaluated first; transposes via options.
   const MatE4 eat = ea.transpose();
-  const auto c3 = scalify::gemm(eat, eb, {.trans_a = transpose::yes, .alpha = 0.5f});
+  const auto c3 = scalify::gemm(eat, eb, {.trans_a = trans::yes, .alpha = 0.5f});
   CHECK(c3 == c1);
   const auto c4 = scalify::gemm<float16>(ea * float8_e4m3fn(1.0f), eb);
   CHECK(c4.rows() == 23);
@@ -664,7 +664,7 @@ TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][err
   // Transposes change the shapes checked.
   CHECK_THAT(msg([&] {
                gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2),
-                    {.trans_a = transpose::yes});
+                    {.trans_a = trans::yes});
              }),
              Catch::Contains("op(A) is (4 x 3)"));
   scalify::packed_matrix pb(row_major_view(px, 4, 2));
@@ -672,7 +672,7 @@ TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][err
   CHECK(pb.cols() == 2);
   CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 5), pb, row_major_view(z.data(), 3, 2)); }),
              Catch::Contains("packed B is (4 x 2)"));
-  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2), {.trans_b = transpose::yes}); }),
+  CHECK_THAT(msg([&] { gemm(row_major_view(px, 3, 4), pb, row_major_view(z.data(), 3, 2), {.trans_b = trans::yes}); }),
              Catch::Contains("trans_b must be no"));
   CHECK_THROWS_AS(scalify::packed_matrix(row_major_view(px, 4, -2)), scalify::shape_error);
   scalify::packed_matrix moved_to(std::move(pb));

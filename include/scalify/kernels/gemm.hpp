@@ -49,7 +49,7 @@ namespace scalify {
 enum class layout { row_major, col_major };
 
 /// Whether gemm() uses an operand as stored or transposed.
-enum class transpose { no, yes };
+enum class trans { no, yes };
 
 /// A strided 2-D view: `rows x cols` elements at `data`, element (r, c) at
 /// `data[r * ld + c]` (row_major) or `data[r + c * ld]` (col_major). `ld == 0`
@@ -89,8 +89,8 @@ matrix_view<T> col_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols,
 ///
 /// **Example**: `scalify::gemm(x, w, y, {.bias = b, .act = scalify::activation::relu, .amax = &m});`
 struct gemm_options {
-  transpose trans_a = transpose::no;
-  transpose trans_b = transpose::no;
+  trans trans_a = trans::no;
+  trans trans_b = trans::no;
   float alpha = 1.0f;
   float beta = 0.0f;
   std::span<const float> bias = {};
@@ -117,7 +117,7 @@ inline std::string dims(index r, index c) {
 
 /// Checks a view and returns it as strides of op(view) (rows_out x cols_out).
 template <class T>
-kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_view<T>& v, transpose t,
+kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_view<T>& v, trans t,
                                                  index& rows_out, index& cols_out) {
   SCALIFY_CHECK(v.rows >= 0 && v.cols >= 0, shape_error,
                 std::string("scalify::gemm: ") + name + " has negative size " + dims(v.rows, v.cols));
@@ -132,7 +132,7 @@ kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_
   index rs = v.order == layout::row_major ? ld : 1, cs = v.order == layout::row_major ? 1 : ld;
   rows_out = v.rows;
   cols_out = v.cols;
-  if (t == transpose::yes) {
+  if (t == trans::yes) {
     std::swap(rs, cs);
     std::swap(rows_out, cols_out);
   }
@@ -335,11 +335,11 @@ class packed_matrix {
 
   /// Packs op(b) (K x N).
   template <class T>
-  explicit packed_matrix(matrix_view<T> b, transpose trans = transpose::no) {
+  explicit packed_matrix(matrix_view<T> b, trans op_b = trans::no) {
     using TB = std::remove_const_t<T>;
     static_assert(kernels::gemm_input<TB>,
                   "scalify::packed_matrix: B must be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float");
-    const auto s = detail::gemm_impl::checked("B", b, trans, k_, n_);
+    const auto s = detail::gemm_impl::checked("B", b, op_b, k_, n_);
     kernel_ = &kernels::select_microkernel(active_cpu_path(), kernels::kExactInBf16<TB>);
     const int nr = kernel_->block.nr;
     const std::ptrdiff_t ku = (k_ + kernel_->k_per_unit() - 1) / kernel_->k_per_unit();
@@ -421,7 +421,7 @@ void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, 
 template <class TC>
 kernels::strided_out<TC> checked_out(const matrix_view<TC>& c, index m, index n) {
   index rows = 0, cols = 0;
-  const auto s = checked("C", c, transpose::no, rows, cols);
+  const auto s = checked("C", c, trans::no, rows, cols);
   SCALIFY_CHECK(rows == m && cols == n, shape_error,
                 "scalify::gemm: C is " + dims(rows, cols) + " but op(A) op(B) is " + dims(m, n));
   return {const_cast<TC*>(s.data), s.rs, s.cs};
@@ -469,7 +469,7 @@ void gemm(matrix_view<A> a, const packed_matrix& b, matrix_view<C> c, const gemm
                 "scalify::gemm: A must be float8_e4m3fn, float8_e5m2, float16, bfloat16 or float");
   static_assert(kernels::gemm_output<C> && !std::is_const_v<C>,
                 "scalify::gemm: C must be mutable float, float16, bfloat16, float8_e4m3fn or float8_e5m2");
-  SCALIFY_CHECK(options.trans_b == transpose::no, std::invalid_argument,
+  SCALIFY_CHECK(options.trans_b == trans::no, std::invalid_argument,
                 "scalify::gemm: trans_b must be no with a packed_matrix (transpose when packing)");
   detail::gemm_impl::index m = 0, ka = 0;
   const auto sa = detail::gemm_impl::checked("A", a, options.trans_a, m, ka);
@@ -517,8 +517,8 @@ Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gemm(const Ei
                                                                          const gemm_options& options = {}) {
   SCALIFY_CHECK(options.beta == 0.0f, std::invalid_argument,
                 "scalify::gemm: beta must be 0 for the Eigen overload (it returns a new matrix)");
-  const auto m = options.trans_a == transpose::no ? a.rows() : a.cols();
-  const auto n = options.trans_b == transpose::no ? b.cols() : b.rows();
+  const auto m = options.trans_a == trans::no ? a.rows() : a.cols();
+  const auto n = options.trans_b == trans::no ? b.cols() : b.rows();
   Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(m, n);
   detail::gemm_impl::with_view(a, [&](auto va) {
     detail::gemm_impl::with_view(b, [&](auto vb) { gemm(va, vb, row_major_view(c.data(), m, n), options); });

@@ -27,7 +27,12 @@ using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 
 /// "(3 x 4)"
 inline std::string shape_string(Eigen::Index rows, Eigen::Index cols) {
-  return "(" + std::to_string(rows) + " x " + std::to_string(cols) + ")";
+  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3
+  s += std::to_string(rows);
+  s += " x ";
+  s += std::to_string(cols);
+  s += ')';
+  return s;
 }
 template <class D, class S>
 std::string shape_string(const ScaledArray<D, S>& a) {
