@@ -36,6 +36,7 @@
 #include "scalify/nn/linear.hpp"
 #include "scalify/nn/loss.hpp"
 #include "scalify/nn/mlp.hpp"
+#include "scalify/nn/optim.hpp"
 #include "scalify/nn/tensor.hpp"
 
 #endif  // SCALIFY_SCALIFY_HPP_
