@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/install_missing.sh  # install_missing
-install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev
+install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev zlib1g-dev \
+  dataset-fashion-mnist
 
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "==> configuring build/ (Release)"
