@@ -3,12 +3,18 @@
 //   train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs 5] [--batch 128]
 //                       [--lr 0.05] [--momentum 0.9] [--seed 1] [--hidden 512,512]
 //                       [--threads N] [--json FILE] [--data DIR] [--limit N]
+//                       [--state fp32|fp16|bf16|fp16-naive]
 //
 //   fp32        float32 matmuls, float32 optimizer (the baseline)
 //   fp16        scaled float16 matmul operands, scaled float16 optimizer state and master weights
 //   fp8         e4m3fn activations and weights, e5m2 gradients, scaled float16 optimizer state
 //   fp16-naive  plain float16 without scaling: operands, results, gradients and optimizer
 //               state on scale 1 (what unscaled low precision does)
+//
+// --state overrides the optimizer storage of the preset (master weights and
+// momentum: fp32 plain; fp16/bf16 scaled with stochastic rounding of the master
+// weights; fp16-naive plain float16), to separate the matmul formats' effect
+// from the optimizer's. --limit N trains on the first N images only.
 //
 // The data comes from the Debian package dataset-fashion-mnist
 // (/usr/share/datasets/fashion-mnist) or --data DIR (IDX files, .gz or not).
@@ -51,6 +57,7 @@ struct Args {
   std::string json;
   std::string data = nn::kFashionMnistDir;
   long limit = 0;  // 0: the whole training set
+  std::string state;  // empty: the preset's
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -58,7 +65,7 @@ struct Args {
                "train_fashion_mnist: %s\n"
                "usage: train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs N] [--batch N]\n"
                "                           [--lr X] [--momentum X] [--seed N] [--hidden N,N,...] [--threads N]\n"
-               "                           [--json FILE] [--data DIR] [--limit N]\n",
+               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|bf16|fp16-naive]\n",
                error.c_str());
   std::exit(2);
 }
@@ -118,6 +125,9 @@ Args parse_args(int argc, char** argv) {
       a.json = v;
     } else if (flag == "--data") {
       a.data = v;
+    } else if (flag == "--state") {
+      if (v != "fp32" && v != "fp16" && v != "bf16" && v != "fp16-naive") usage("unknown --state '" + v + "'");
+      a.state = v;
     } else if (flag == "--limit") {
       a.limit = parse_int(flag, v, 1);
     } else {
@@ -209,7 +219,11 @@ int main(int argc, char** argv) {
   const size_t n_train = args.limit > 0 ? std::min<size_t>(static_cast<size_t>(args.limit), data.train.labels.size())
                                         : data.train.labels.size();
 
-  const Precision prec = preset(args.precision);
+  Precision prec = preset(args.precision);
+  if (args.state == "fp32") prec.state = nn::state_config::fp32();
+  if (args.state == "fp16") prec.state = nn::state_config{};
+  if (args.state == "bf16") prec.state = nn::state_config{.format = nn::dtype::bfloat16};
+  if (args.state == "fp16-naive") prec.state = nn::state_config::fp16_naive();
   nn::mlp_config mcfg;
   mcfg.sizes.push_back(data.train.images.cols());
   for (auto h : args.hidden) mcfg.sizes.push_back(h);
@@ -273,7 +287,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "train_fashion_mnist: cannot write '%s'\n", args.json.c_str());
       return 1;
     }
-    f << "{\"precision\": \"" << args.precision << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
+    f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(prec.state.format)
+      << (prec.state.dynamic_scale ? " scaled" : "") << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
       << ", \"lr\": " << args.lr << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
       << ", \"train_images\": " << n_train << ", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
