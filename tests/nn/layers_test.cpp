@@ -208,6 +208,8 @@ TEST_CASE("activations: scaled layers match the reference", "[nn][activations]")
   CHECK(rel_error(values(y), y_ref) < 1e-6);
   CHECK(rel_error(values(dx), dx_ref) < 1e-6);
   CHECK_THROWS_AS(nn::relu_backward(dx, to_tensor(random_matrix(2, 2, 1), 1.0f), xs), scalify::shape_error);
+  CHECK_THROWS_AS(nn::gelu_backward(dx, to_tensor(random_matrix(2, 2, 1), 1.0f), xs), scalify::shape_error);
+  CHECK_THROWS_AS(nn::gelu_backward_ref<double>(dx_ref, random_matrix(2, 2, 1), x), scalify::shape_error);
 }
 
 TEST_CASE("softmax cross-entropy: gradient, stability and label checks", "[nn][loss]") {
@@ -266,4 +268,8 @@ TEST_CASE("layernorm: reference backward matches finite differences, scaled laye
   CHECK(rel_error(values(g.dgamma), dgamma) < 1e-5);
   CHECK(rel_error(values(g.dbeta), dbeta) < 1e-5);
   CHECK_THROWS_AS(nn::layernorm_forward(ys, cache, to_tensor(random_matrix(2, 5, 1), 1.0f), p), scalify::shape_error);
+  CHECK_THROWS_AS(nn::layernorm_backward(dxs, g, to_tensor(random_matrix(B, C + 1, 1), 1.0f), cache, p),
+                  scalify::shape_error);
+  CHECK_THROWS_AS(nn::layernorm_forward_ref<double>(y, xhat, rstd, x, random_matrix(1, C + 1, 1), beta),
+                  scalify::shape_error);
 }

@@ -17,6 +17,10 @@
 
 #include <Eigen/Core>  // Eigen::Array
 #include <cmath>       // std::tanh
+#include <string>      // std::string
+
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
+#include "scalify/ops/detail/common.hpp"  // shape_string
 
 #include "scalify/nn/tensor.hpp"  // Tensor, RefMatrix, check_shape
 
@@ -35,6 +39,13 @@ T gelu_grad(T x) {
   const T k = T(0.7978845608028654);
   const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * T(0.044715) * x * x);
+}
+
+template <class T>
+void check_same_ref(const char* where, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  SCALIFY_CHECK(dy.rows() == x.rows() && dy.cols() == x.cols(), shape_error,
+                std::string(where) + ": dy is " + scalify::detail::shape_string(dy.rows(), dy.cols()) + ", x is " +
+                    scalify::detail::shape_string(x.rows(), x.cols()));
 }
 
 }  // namespace detail
@@ -75,6 +86,7 @@ void relu_forward_ref(RefMatrix<T>& y, const RefMatrix<T>& x) {
 /// Reference dx = dy * [x > 0].
 template <class T>
 void relu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  detail::check_same_ref("scalify::nn::relu_backward_ref", dy, x);
   dx = (x.array() > T(0)).select(dy.array(), T(0)).matrix();
 }
 /// Reference y = gelu(x).
@@ -85,6 +97,7 @@ void gelu_forward_ref(RefMatrix<T>& y, const RefMatrix<T>& x) {
 /// Reference dx = dy * gelu'(x).
 template <class T>
 void gelu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  detail::check_same_ref("scalify::nn::gelu_backward_ref", dy, x);
   dx = dy.cwiseProduct(x.unaryExpr([](T v) { return detail::gelu_grad(v); }));
 }
 

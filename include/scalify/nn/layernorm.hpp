@@ -15,6 +15,9 @@
 
 #include <Eigen/Core>  // Eigen::VectorXf
 #include <cmath>       // std::sqrt
+#include <string>      // std::string
+
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
 
 #include "scalify/nn/tensor.hpp"          // Tensor, RefMatrix, accumulate
 #include "scalify/ops/detail/common.hpp"  // sqrt_n_factor
@@ -83,6 +86,7 @@ inline void layernorm_forward(Tensor& y, layernorm_cache& cache, const Tensor& x
 inline void layernorm_backward(Tensor& dx, layernorm_grads& g, const Tensor& dy, const layernorm_cache& cache,
                                const layernorm_params& p) {
   check_shape("scalify::nn::layernorm_backward: dy", dy, cache.xhat.rows(), cache.xhat.cols());
+  detail::check_layernorm("scalify::nn::layernorm_backward", dy, p);
   const Eigen::Index B = dy.rows(), C = dy.cols();
   const auto gamma = (p.gamma.data() * p.gamma.scale()).row(0);
   // Work on dy's data; dx's values are s_dy * data * rstd. Store on s_dy / s_x.
@@ -107,6 +111,9 @@ template <class T>
 void layernorm_forward_ref(RefMatrix<T>& y, RefMatrix<T>& xhat, Eigen::Matrix<T, Eigen::Dynamic, 1>& rstd,
                            const RefMatrix<T>& x, const RefMatrix<T>& gamma, const RefMatrix<T>& beta,
                            T eps = T(1e-5)) {
+  SCALIFY_CHECK(gamma.rows() == 1 && beta.rows() == 1 && gamma.cols() == x.cols() && beta.cols() == x.cols(),
+                shape_error, "scalify::nn::layernorm_forward_ref: gamma and beta must be (1 x C) for x " +
+                                 scalify::detail::shape_string(x.rows(), x.cols()));
   const Eigen::Index B = x.rows();
   xhat.resize(B, x.cols());
   rstd.resize(B);
@@ -125,6 +132,11 @@ template <class T>
 void layernorm_backward_ref(RefMatrix<T>& dx, RefMatrix<T>& dgamma, RefMatrix<T>& dbeta, const RefMatrix<T>& dy,
                             const RefMatrix<T>& xhat, const Eigen::Matrix<T, Eigen::Dynamic, 1>& rstd,
                             const RefMatrix<T>& gamma) {
+  SCALIFY_CHECK(xhat.rows() == dy.rows() && xhat.cols() == dy.cols() && rstd.size() == dy.rows() &&
+                    gamma.rows() == 1 && gamma.cols() == dy.cols() && dgamma.rows() == 1 &&
+                    dgamma.cols() == dy.cols() && dbeta.rows() == 1 && dbeta.cols() == dy.cols(),
+                shape_error, "scalify::nn::layernorm_backward_ref: mismatched shapes for dy " +
+                                 scalify::detail::shape_string(dy.rows(), dy.cols()));
   dx.resize(dy.rows(), dy.cols());
   for (Eigen::Index b = 0; b < dy.rows(); ++b) {
     const Eigen::Matrix<T, 1, Eigen::Dynamic> dxhat = dy.row(b).cwiseProduct(gamma.row(0));
