@@ -3,7 +3,7 @@
 //   train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs 5] [--batch 128]
 //                       [--lr 0.05] [--momentum 0.9] [--seed 1] [--hidden 512,512]
 //                       [--threads N] [--json FILE] [--data DIR] [--limit N]
-//                       [--state fp32|fp16|bf16|fp16-naive]
+//                       [--state fp32|fp16|bf16|fp16-naive] [--optimizer sgd|adamw] [--wd X]
 //
 //   fp32        float32 matmuls, float32 optimizer (the baseline)
 //   fp16        scaled float16 matmul operands, scaled float16 optimizer state and master weights
@@ -14,7 +14,8 @@
 // --state overrides the optimizer storage of the preset (master weights and
 // momentum: fp32 plain; fp16/bf16 scaled with stochastic rounding of the master
 // weights; fp16-naive plain float16), to separate the matmul formats' effect
-// from the optimizer's. --limit N trains on the first N images only.
+// from the optimizer's. --optimizer adamw uses AdamW (betas 0.9, 0.999, weight
+// decay --wd, default 0) instead of SGD with momentum. --limit N trains on the first N images only.
 //
 // The data comes from the Debian package dataset-fashion-mnist
 // (/usr/share/datasets/fashion-mnist) or --data DIR (IDX files, .gz or not).
@@ -30,6 +31,7 @@
 #include <cstdio>      // std::fprintf, std::printf
 #include <cstdlib>     // std::exit, std::strtol
 #include <fstream>     // std::ofstream
+#include <memory>      // std::unique_ptr
 #include <numeric>     // std::iota
 #include <random>      // std::mt19937_64
 #include <string>      // std::string
@@ -58,6 +60,8 @@ struct Args {
   std::string data = nn::kFashionMnistDir;
   long limit = 0;  // 0: the whole training set
   std::string state;  // empty: the preset's
+  std::string optimizer = "sgd";
+  float wd = 0.0f;
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -65,7 +69,8 @@ struct Args {
                "train_fashion_mnist: %s\n"
                "usage: train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs N] [--batch N]\n"
                "                           [--lr X] [--momentum X] [--seed N] [--hidden N,N,...] [--threads N]\n"
-               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|bf16|fp16-naive]\n",
+               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|bf16|fp16-naive]\n"
+               "                           [--optimizer sgd|adamw] [--wd X]\n",
                error.c_str());
   std::exit(2);
 }
@@ -128,6 +133,11 @@ Args parse_args(int argc, char** argv) {
     } else if (flag == "--state") {
       if (v != "fp32" && v != "fp16" && v != "bf16" && v != "fp16-naive") usage("unknown --state '" + v + "'");
       a.state = v;
+    } else if (flag == "--optimizer") {
+      if (v != "sgd" && v != "adamw") usage("unknown optimizer '" + v + "'");
+      a.optimizer = v;
+    } else if (flag == "--wd") {
+      a.wd = parse_float(flag, v, 0.0f, 1.0f);
     } else if (flag == "--limit") {
       a.limit = parse_int(flag, v, 1);
     } else {
@@ -231,11 +241,21 @@ int main(int argc, char** argv) {
   mcfg.linear = prec.linear;
   mcfg.seed = args.seed;
   nn::sequential net = nn::make_mlp(mcfg);
-  nn::sgd opt(net.parameters(), {.lr = args.lr, .momentum = args.momentum}, prec.state);
+  std::unique_ptr<nn::sgd> sgd;
+  std::unique_ptr<nn::adamw> adamw;
+  if (args.optimizer == "adamw") {
+    adamw = std::make_unique<nn::adamw>(net.parameters(), nn::adamw_config{.lr = args.lr, .weight_decay = args.wd},
+                                        prec.state);
+  } else {
+    sgd = std::make_unique<nn::sgd>(net.parameters(),
+                                    nn::sgd_config{.lr = args.lr, .momentum = args.momentum, .weight_decay = args.wd},
+                                    prec.state);
+  }
 
   std::printf("# precision %s, %s\n", args.precision.c_str(), net.name().c_str());
-  std::printf("# optimizer: SGD lr %g momentum %g, state %s%s; batch %d, seed %llu, %zu training images\n",
-              static_cast<double>(args.lr), static_cast<double>(args.momentum), nn::dtype_name(prec.state.format),
+  std::printf("# optimizer: %s lr %g momentum %g wd %g, state %s%s; batch %d, seed %llu, %zu training images\n",
+              args.optimizer.c_str(), static_cast<double>(args.lr), static_cast<double>(args.momentum),
+              static_cast<double>(args.wd), nn::dtype_name(prec.state.format),
               prec.state.dynamic_scale ? " scaled" : "", args.batch, static_cast<unsigned long long>(args.seed),
               n_train);
   std::printf("%5s %8s %9s %9s %8s %9s\n", "epoch", "loss", "train_acc", "test_acc", "seconds", "images/s");
@@ -264,7 +284,11 @@ int main(int argc, char** argv) {
       nn::Tensor dlogits;
       const float loss = nn::softmax_cross_entropy(&dlogits, logits, labels, prec.loss_grad_rescale);
       net.backward(dlogits);
-      opt.step();
+      if (sgd) {
+        sgd->step();
+      } else {
+        adamw->step();
+      }
 
       loss_sum += loss;
       ++batches;
@@ -289,7 +313,7 @@ int main(int argc, char** argv) {
     }
     f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(prec.state.format)
       << (prec.state.dynamic_scale ? " scaled" : "") << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
-      << ", \"lr\": " << args.lr << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
+      << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << args.wd << ", \"lr\": " << args.lr << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
       << ", \"train_images\": " << n_train << ", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
     f << "], \"epoch_results\": [";
