@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scalify demo (the README's main command): build the examples and benchmarks
-# in build/ (Release), run the quickstart example, then a short run of the cast
-# benchmark. Installs the Debian packages it needs first (only those missing).
+# in build/ (Release), run the quickstart example, one epoch of float8 training
+# on Fashion-MNIST, then a short run of the cast benchmark. Installs the Debian packages it needs first (only those missing).
 #
 #   bash scripts/demo.sh
 set -euo pipefail
@@ -21,6 +21,12 @@ cmake --build build --parallel "$jobs"
 echo
 echo "==> build/examples/quickstart"
 build/examples/quickstart
+
+if [[ -x build/examples/train_fashion_mnist ]]; then
+  echo
+  echo "==> build/examples/train_fashion_mnist --precision fp8 --epochs 1 (about 20 s)"
+  build/examples/train_fashion_mnist --precision fp8 --epochs 1
+fi
 
 if [[ -x build/benchmarks/bench_cast ]]; then
   echo
