@@ -160,11 +160,26 @@ inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b) {
   return std::visit([](const auto& x, const auto& y) -> Tensor { return matmul(x, y); }, a, b);
 }
 
+namespace detail {
+/// "3" or "any" (for -1).
+inline std::string dim_string(Eigen::Index n) {
+  if (n < 0) return std::string("any");
+  return std::to_string(n);
+}
+}  // namespace detail
+
 /// Throws shape_error with `what` unless `x` is rows x cols (-1: any).
 inline void check_shape(const char* what, const Tensor& x, Eigen::Index rows, Eigen::Index cols) {
-  SCALIFY_CHECK((rows < 0 || x.rows() == rows) && (cols < 0 || x.cols() == cols), shape_error,
-                std::string(what) + ": got " + scalify::detail::shape_string(x) + ", expected " +
-                    scalify::detail::shape_string(rows, cols) + " (-1: any)");
+  if ((rows < 0 || x.rows() == rows) && (cols < 0 || x.cols() == cols)) return;
+  std::string message(what);
+  message += ": got ";
+  message += scalify::detail::shape_string(x);
+  message += ", expected (";
+  message += detail::dim_string(rows);
+  message += " x ";
+  message += detail::dim_string(cols);
+  message += ")";
+  throw shape_error(message);
 }
 
 /// `acc += d`, both rebased onto the larger of their scales (scalify's add
