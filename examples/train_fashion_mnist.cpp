@@ -3,7 +3,7 @@
 //   train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs 5] [--batch 128]
 //                       [--lr 0.05] [--momentum 0.9] [--seed 1] [--hidden 512,512]
 //                       [--threads N] [--json FILE] [--data DIR] [--limit N]
-//                       [--state fp32|fp16|bf16|fp16-naive] [--optimizer sgd|adamw] [--wd X]
+//                       [--state fp32|fp16|fp16-rn|bf16|fp16-naive] [--optimizer sgd|adamw] [--wd X]
 //
 //   fp32        float32 matmuls, float32 optimizer (the baseline)
 //   fp16        scaled float16 matmul operands, scaled float16 optimizer state and master weights
@@ -13,7 +13,7 @@
 //
 // --state overrides the optimizer storage of the preset (master weights and
 // momentum: fp32 plain; fp16/bf16 scaled with stochastic rounding of the master
-// weights; fp16-naive plain float16), to separate the matmul formats' effect
+// weights; fp16-rn scaled float16 rounded to nearest; fp16-naive plain float16), to separate the matmul formats' effect
 // from the optimizer's. --optimizer adamw uses AdamW (betas 0.9, 0.999, weight
 // decay --wd, default 0) instead of SGD with momentum. --limit N trains on the first N images only.
 //
@@ -69,7 +69,7 @@ struct Args {
                "train_fashion_mnist: %s\n"
                "usage: train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs N] [--batch N]\n"
                "                           [--lr X] [--momentum X] [--seed N] [--hidden N,N,...] [--threads N]\n"
-               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|bf16|fp16-naive]\n"
+               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|fp16-rn|bf16|fp16-naive]\n"
                "                           [--optimizer sgd|adamw] [--wd X]\n",
                error.c_str());
   std::exit(2);
@@ -131,7 +131,9 @@ Args parse_args(int argc, char** argv) {
     } else if (flag == "--data") {
       a.data = v;
     } else if (flag == "--state") {
-      if (v != "fp32" && v != "fp16" && v != "bf16" && v != "fp16-naive") usage("unknown --state '" + v + "'");
+      if (v != "fp32" && v != "fp16" && v != "fp16-rn" && v != "bf16" && v != "fp16-naive") {
+        usage("unknown --state '" + v + "'");
+      }
       a.state = v;
     } else if (flag == "--optimizer") {
       if (v != "sgd" && v != "adamw") usage("unknown optimizer '" + v + "'");
@@ -232,6 +234,7 @@ int main(int argc, char** argv) {
   Precision prec = preset(args.precision);
   if (args.state == "fp32") prec.state = nn::state_config::fp32();
   if (args.state == "fp16") prec.state = nn::state_config{};
+  if (args.state == "fp16-rn") prec.state = nn::state_config{.stochastic_master = false};
   if (args.state == "bf16") prec.state = nn::state_config{.format = nn::dtype::bfloat16};
   if (args.state == "fp16-naive") prec.state = nn::state_config::fp16_naive();
   nn::mlp_config mcfg;
@@ -312,7 +315,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(prec.state.format)
-      << (prec.state.dynamic_scale ? " scaled" : "") << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
+      << (prec.state.dynamic_scale ? " scaled" : "")
+      << (prec.state.format != nn::dtype::float32 && !prec.state.stochastic_master ? " nearest" : "")
+      << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
       << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << args.wd << ", \"lr\": " << args.lr << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
       << ", \"train_images\": " << n_train << ", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
