@@ -12,10 +12,11 @@
 //               state on scale 1 (what unscaled low precision does)
 //
 // --state overrides the optimizer storage of the preset (master weights and
-// momentum: fp32 plain; fp16/bf16 scaled with stochastic rounding of the master
-// weights; fp16-rn scaled float16 rounded to nearest; fp16-naive plain float16), to separate the matmul formats' effect
-// from the optimizer's. --optimizer adamw uses AdamW (betas 0.9, 0.999, weight
-// decay --wd, default 0) instead of SGD with momentum. --limit N trains on the first N images only.
+// momentum): fp32 plain; fp16, bf16 scaled with stochastic rounding of the
+// master weights; fp16-rn scaled float16 rounded to nearest; fp16-naive plain
+// float16. It separates the matmul formats' effect from the optimizer's.
+// --optimizer adamw uses AdamW (betas 0.9, 0.999, weight decay --wd, default 0)
+// instead of SGD with momentum. --limit N trains on the first N images only.
 //
 // The data comes from the Debian package dataset-fashion-mnist
 // (/usr/share/datasets/fashion-mnist) or --data DIR (IDX files, .gz or not).
