@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # scalify demo (the README's main command): build the examples and benchmarks
-# in build/ (Release), run the quickstart example, then a short run of the cast
-# benchmark and a short fp8-vs-fp32 GEMM table (bench_matmul). Installs the
-# Debian packages it needs first (only those missing).
+# in build/ (Release), run the quickstart example, one epoch of float8 training
+# on Fashion-MNIST, a short run of the cast benchmark and a short fp8-vs-fp32
+# GEMM table (bench_matmul). Installs the Debian packages it needs first (only
+# those missing).
 #
 #   bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/install_missing.sh  # install_missing
-install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev
+install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev zlib1g-dev \
+  dataset-fashion-mnist
 
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "==> configuring build/ (Release)"
@@ -21,6 +23,12 @@ cmake --build build --parallel "$jobs"
 echo
 echo "==> build/examples/quickstart"
 build/examples/quickstart
+
+if [[ -x build/examples/train_fashion_mnist ]]; then
+  echo
+  echo "==> build/examples/train_fashion_mnist --precision fp8 --epochs 1 (about 20 s)"
+  build/examples/train_fashion_mnist --precision fp8 --epochs 1
+fi
 
 if [[ -x build/benchmarks/bench_cast ]]; then
   echo

@@ -32,4 +32,14 @@
 #include "scalify/ops/rescale.hpp"
 #include "scalify/ops/shape.hpp"
 
+// nn/: layers (forward/backward pairs), loss, MLP builder, optimizers.
+// (The IDX data loader, scalify/nn/idx.hpp, needs zlib: include it yourself.)
+#include "scalify/nn/activations.hpp"
+#include "scalify/nn/layernorm.hpp"
+#include "scalify/nn/linear.hpp"
+#include "scalify/nn/loss.hpp"
+#include "scalify/nn/mlp.hpp"
+#include "scalify/nn/optim.hpp"
+#include "scalify/nn/tensor.hpp"
+
 #endif  // SCALIFY_SCALIFY_HPP_

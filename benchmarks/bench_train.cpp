@@ -1,0 +1,89 @@
+// scalify benchmark: one training step of an MLP 784-1024-1024-10, batch 256:
+// zero_grad, forward, softmax cross-entropy, backward, SGD step.
+//
+//   BM_TrainStep/fp32   float32 matmuls, float32 optimizer
+//   BM_TrainStep/fp16   scaled float16 matmul operands and optimizer state
+//   BM_TrainStep/fp8    e4m3fn forward, e5m2 gradients, scaled float16 optimizer state
+//
+// The fp16 and fp8 rows report `vs_fp32`: their step time over fp32's, both
+// measured in this process in thread CPU time (so other processes on the
+// machine matter less). The matmuls go through scalify::matmul, so this
+// measures whatever GEMM ops/matmul.hpp uses (float32 Eigen until the SIMD
+// float8 GEMM lands). `GFLOP/s` counts the 3 matmuls per Linear (6 * B * I * O).
+//
+//   build/benchmarks/bench_train
+#include <benchmark/benchmark.h>
+
+#include <ctime>   // clock_gettime
+#include <map>     // std::map
+#include <random>  // std::mt19937
+#include <string>  // std::string
+#include <vector>  // std::vector
+
+#include "scalify/nn/loss.hpp"
+#include "scalify/nn/mlp.hpp"
+#include "scalify/nn/optim.hpp"
+
+namespace {
+
+namespace nn = scalify::nn;
+
+constexpr int kBatch = 256;
+const std::vector<Eigen::Index> kSizes = {784, 1024, 1024, 10};
+
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+std::map<std::string, double>& best_step() {
+  static std::map<std::string, double> best;
+  return best;
+}
+
+void BM_TrainStep(benchmark::State& state, const std::string& name, nn::linear_config lcfg, nn::state_config scfg) {
+  nn::sequential net = nn::make_mlp({.sizes = kSizes, .linear = lcfg, .seed = 1});
+  nn::sgd opt(net.parameters(), {.lr = 0.01f, .momentum = 0.9f}, scfg);
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  nn::Matrix images(kBatch, kSizes.front());
+  for (Eigen::Index i = 0; i < images.size(); ++i) images.data()[i] = pixel(gen);
+  std::vector<int> labels(kBatch);
+  for (int i = 0; i < kBatch; ++i) labels[static_cast<size_t>(i)] = i % 10;
+  const nn::Tensor x(images, 1.0f);
+
+  double best = 1e30;
+  for (auto _ : state) {
+    const double t0 = thread_seconds();
+    net.zero_grad();
+    const nn::Tensor logits = net.forward(x);
+    nn::Tensor dlogits;
+    const float loss = nn::softmax_cross_entropy(&dlogits, logits, labels);
+    net.backward(dlogits);
+    opt.step();
+    benchmark::DoNotOptimize(loss);
+    best = std::min(best, thread_seconds() - t0);
+  }
+  double flops = 0.0;
+  for (size_t i = 0; i + 1 < kSizes.size(); ++i) flops += 6.0 * kBatch * static_cast<double>(kSizes[i] * kSizes[i + 1]);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["best_ms"] = best * 1e3;
+  best_step()[name] = best;
+  if (name != "fp32" && best_step().count("fp32") != 0) state.counters["vs_fp32"] = best / best_step()["fp32"];
+}
+
+// fp32 first: the other rows divide by its time.
+BENCHMARK_CAPTURE(BM_TrainStep, fp32, std::string("fp32"), nn::linear_config::fp32(), nn::state_config::fp32())
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, fp16, std::string("fp16"), nn::linear_config::fp16(), nn::state_config{})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_TrainStep, fp8, std::string("fp8"), nn::linear_config::fp8(), nn::state_config{})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,106 @@
+// scalify nn: activations, forward/backward pairs on scaled tensors.
+//
+// x, y, dx, dy are all (B, C).
+//
+//   relu_forward(y, x)              y = max(x, 0): data max(d, 0), scale unchanged
+//   relu_backward(dx, dy, x)        dx = dy * [x > 0]: scale of dy
+//   gelu_forward(y, x)              y = gelu(x) (tanh approximation), on x's scale
+//   gelu_backward(dx, dy, x)        dx = dy * gelu'(x): scale of dy
+//   *_ref                           the same on plain float or double matrices
+//
+// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2 / pi)
+// (Hendrycks & Gimpel 2016). It is computed from the float32 values x = d * s
+// and stored on x's scale: gelu(x) ~ x for large x, ~0 for very negative x, so
+// the output data stays of the input data's magnitude.
+#ifndef SCALIFY_NN_ACTIVATIONS_HPP_
+#define SCALIFY_NN_ACTIVATIONS_HPP_
+
+#include <Eigen/Core>  // Eigen::Array
+#include <cmath>       // std::tanh
+#include <string>      // std::string
+
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
+#include "scalify/ops/detail/common.hpp"  // shape_string
+
+#include "scalify/nn/tensor.hpp"  // Tensor, RefMatrix, check_shape
+
+namespace scalify::nn {
+
+namespace detail {
+
+template <class T>
+T gelu(T x) {
+  const T k = T(0.7978845608028654);  // sqrt(2 / pi)
+  return T(0.5) * x * (T(1) + std::tanh(k * (x + T(0.044715) * x * x * x)));
+}
+
+template <class T>
+T gelu_grad(T x) {
+  const T k = T(0.7978845608028654);
+  const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * T(0.044715) * x * x);
+}
+
+template <class T>
+void check_same_ref(const char* where, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  SCALIFY_CHECK(dy.rows() == x.rows() && dy.cols() == x.cols(), shape_error,
+                std::string(where) + ": dy is " + scalify::detail::shape_string(dy.rows(), dy.cols()) + ", x is " +
+                    scalify::detail::shape_string(x.rows(), x.cols()));
+}
+
+}  // namespace detail
+
+/// y = max(x, 0). x and y are (B, C); scale unchanged.
+///
+/// **Example**: `Tensor y; scalify::nn::relu_forward(y, x);`
+inline void relu_forward(Tensor& y, const Tensor& x) { y = Tensor(Matrix(x.data().cwiseMax(0.0f)), x.scale()); }
+
+/// dx = dy where x > 0, else 0. dy and x are (B, C); dx gets dy's scale.
+inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
+  check_shape("scalify::nn::relu_backward: dy", dy, x.rows(), x.cols());
+  dx = Tensor(Matrix((x.data().array() > 0.0f).select(dy.data().array(), 0.0f)), dy.scale());
+}
+
+/// y = gelu(x) (tanh approximation), on x's scale (scale 1 if x's is 0).
+///
+/// **Example**: `Tensor y; scalify::nn::gelu_forward(y, x);`
+inline void gelu_forward(Tensor& y, const Tensor& x) {
+  const float s = x.scale() > 0.0f ? x.scale() : 1.0f;
+  const float sx = x.scale();
+  y = Tensor(Matrix(x.data().unaryExpr([s, sx](float d) { return detail::gelu(d * sx) / s; })), s);
+}
+
+/// dx = dy * gelu'(x); dx gets dy's scale.
+inline void gelu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
+  check_shape("scalify::nn::gelu_backward: dy", dy, x.rows(), x.cols());
+  const float sx = x.scale();
+  const Matrix grad = x.data().unaryExpr([sx](float d) { return detail::gelu_grad(d * sx); });
+  dx = Tensor(Matrix(dy.data().cwiseProduct(grad)), dy.scale());
+}
+
+/// Reference y = max(x, 0).
+template <class T>
+void relu_forward_ref(RefMatrix<T>& y, const RefMatrix<T>& x) {
+  y = x.cwiseMax(T(0));
+}
+/// Reference dx = dy * [x > 0].
+template <class T>
+void relu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  detail::check_same_ref("scalify::nn::relu_backward_ref", dy, x);
+  dx = (x.array() > T(0)).select(dy.array(), T(0)).matrix();
+}
+/// Reference y = gelu(x).
+template <class T>
+void gelu_forward_ref(RefMatrix<T>& y, const RefMatrix<T>& x) {
+  y = x.unaryExpr([](T v) { return detail::gelu(v); });
+}
+/// Reference dx = dy * gelu'(x).
+template <class T>
+void gelu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
+  detail::check_same_ref("scalify::nn::gelu_backward_ref", dy, x);
+  dx = dy.cwiseProduct(x.unaryExpr([](T v) { return detail::gelu_grad(v); }));
+}
+
+}  // namespace scalify::nn
+
+#endif  // SCALIFY_NN_ACTIVATIONS_HPP_

@@ -1,0 +1,153 @@
+// scalify nn: layer normalisation over the features of each row.
+//
+// x, y, dx, dy are (B, C); gamma (weight) and beta (bias) are (1, C).
+//
+//   layernorm_forward(y, cache, x, params)         y = (x - mean) * rstd * gamma + beta
+//   layernorm_backward(dx, grads, dy, cache, params)
+//        dx      = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
+//        dgamma += sum_b dy * xhat,   dbeta += sum_b dy
+//
+// mean and rstd = 1 / sqrt(var + eps) are per row, from the float32 values.
+// y is normalised, so it is stored on scale 1. dx is about dy / sigma(x):
+// it is stored on scale s_dy / s_x, which keeps its data near dy's.
+#ifndef SCALIFY_NN_LAYERNORM_HPP_
+#define SCALIFY_NN_LAYERNORM_HPP_
+
+#include <Eigen/Core>  // Eigen::VectorXf
+#include <cmath>       // std::sqrt
+#include <string>      // std::string
+
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
+
+#include "scalify/nn/tensor.hpp"          // Tensor, RefMatrix, accumulate
+#include "scalify/ops/detail/common.hpp"  // sqrt_n_factor
+
+namespace scalify::nn {
+
+/// gamma and beta are (1, C).
+struct layernorm_params {
+  Tensor gamma;
+  Tensor beta;
+};
+/// Gradients of gamma and beta, accumulated by layernorm_backward.
+struct layernorm_grads {
+  Tensor dgamma;
+  Tensor dbeta;
+};
+/// xhat (B, C) and rstd (B) of the forward pass.
+struct layernorm_cache {
+  Matrix xhat;
+  Eigen::VectorXf rstd;
+  float x_scale = 1.0f;
+};
+
+/// gamma = 1, beta = 0 (scale 1).
+inline void layernorm_init(layernorm_params& p, Eigen::Index channels) {
+  p.gamma = Tensor(Matrix::Ones(1, channels), 1.0f);
+  p.beta = Tensor(Matrix::Zero(1, channels), 1.0f);
+}
+
+namespace detail {
+inline void check_layernorm(const char* where, const Tensor& x, const layernorm_params& p) {
+  SCALIFY_CHECK(p.gamma.rows() == 1 && p.beta.rows() == 1 && p.gamma.cols() == x.cols() &&
+                    p.beta.cols() == x.cols() && x.cols() > 0,
+                shape_error,
+                std::string(where) + ": x " + scalify::detail::shape_string(x) + ", gamma " +
+                    scalify::detail::shape_string(p.gamma) + ", beta " + scalify::detail::shape_string(p.beta));
+}
+}  // namespace detail
+
+/// y = layernorm(x) * gamma + beta (see the file comment); y on scale 1.
+///
+/// **Example**: `scalify::nn::layernorm_forward(y, cache, x, params);`
+inline void layernorm_forward(Tensor& y, layernorm_cache& cache, const Tensor& x, const layernorm_params& p,
+                              float eps = 1e-5f) {
+  detail::check_layernorm("scalify::nn::layernorm_forward", x, p);
+  const Eigen::Index B = x.rows(), C = x.cols();
+  const Matrix v = x.data() * x.scale();
+  cache.xhat.resize(B, C);
+  cache.rstd.resize(B);
+  cache.x_scale = x.scale();
+  const auto gamma = (p.gamma.data() * p.gamma.scale()).row(0);
+  const auto beta = (p.beta.data() * p.beta.scale()).row(0);
+  Matrix out(B, C);
+  for (Eigen::Index b = 0; b < B; ++b) {
+    const float mean = v.row(b).mean();
+    const float var = (v.row(b).array() - mean).square().mean();
+    const float rstd = 1.0f / std::sqrt(var + eps);
+    cache.rstd(b) = rstd;
+    cache.xhat.row(b) = (v.row(b).array() - mean) * rstd;
+    out.row(b) = cache.xhat.row(b).cwiseProduct(gamma) + beta;
+  }
+  y = Tensor(std::move(out), 1.0f);
+}
+
+/// Backward of layernorm_forward: sets dx (B, C), accumulates g.dgamma and g.dbeta.
+inline void layernorm_backward(Tensor& dx, layernorm_grads& g, const Tensor& dy, const layernorm_cache& cache,
+                               const layernorm_params& p) {
+  check_shape("scalify::nn::layernorm_backward: dy", dy, cache.xhat.rows(), cache.xhat.cols());
+  detail::check_layernorm("scalify::nn::layernorm_backward", dy, p);
+  const Eigen::Index B = dy.rows(), C = dy.cols();
+  const auto gamma = (p.gamma.data() * p.gamma.scale()).row(0);
+  // Work on dy's data; dx's values are s_dy * data * rstd. Store on s_dy / s_x.
+  const float sx = cache.x_scale > 0.0f ? cache.x_scale : 1.0f;
+  Matrix out(B, C);
+  for (Eigen::Index b = 0; b < B; ++b) {
+    const Eigen::RowVectorXf dxhat = dy.data().row(b).cwiseProduct(gamma);
+    const float m1 = dxhat.mean();
+    const float m2 = dxhat.cwiseProduct(cache.xhat.row(b)).mean();
+    out.row(b) = (dxhat.array() - m1 - cache.xhat.row(b).array() * m2) * (cache.rstd(b) * sx);
+  }
+  dx = Tensor(std::move(out), dy.scale() / sx);
+  const float k = scalify::detail::sqrt_n_factor<float>(B);
+  if (g.dgamma.size() == 0) g.dgamma = zeros(1, C);
+  if (g.dbeta.size() == 0) g.dbeta = zeros(1, C);
+  accumulate(g.dgamma, Tensor(Matrix(dy.data().cwiseProduct(cache.xhat).colwise().sum() / k), dy.scale() * k));
+  accumulate(g.dbeta, Tensor(Matrix(dy.data().colwise().sum() / k), dy.scale() * k));
+}
+
+/// Reference forward in plain T; returns xhat and rstd through the cache arguments.
+template <class T>
+void layernorm_forward_ref(RefMatrix<T>& y, RefMatrix<T>& xhat, Eigen::Matrix<T, Eigen::Dynamic, 1>& rstd,
+                           const RefMatrix<T>& x, const RefMatrix<T>& gamma, const RefMatrix<T>& beta,
+                           T eps = T(1e-5)) {
+  SCALIFY_CHECK(gamma.rows() == 1 && beta.rows() == 1 && gamma.cols() == x.cols() && beta.cols() == x.cols(),
+                shape_error, "scalify::nn::layernorm_forward_ref: gamma and beta must be (1 x C) for x " +
+                                 scalify::detail::shape_string(x.rows(), x.cols()));
+  const Eigen::Index B = x.rows();
+  xhat.resize(B, x.cols());
+  rstd.resize(B);
+  y.resize(B, x.cols());
+  for (Eigen::Index b = 0; b < B; ++b) {
+    const T mean = x.row(b).mean();
+    const T var = (x.row(b).array() - mean).square().mean();
+    rstd(b) = T(1) / std::sqrt(var + eps);
+    xhat.row(b) = (x.row(b).array() - mean) * rstd(b);
+    y.row(b) = xhat.row(b).cwiseProduct(gamma.row(0)) + beta.row(0);
+  }
+}
+
+/// Reference backward in plain T (dgamma, dbeta accumulated).
+template <class T>
+void layernorm_backward_ref(RefMatrix<T>& dx, RefMatrix<T>& dgamma, RefMatrix<T>& dbeta, const RefMatrix<T>& dy,
+                            const RefMatrix<T>& xhat, const Eigen::Matrix<T, Eigen::Dynamic, 1>& rstd,
+                            const RefMatrix<T>& gamma) {
+  SCALIFY_CHECK(xhat.rows() == dy.rows() && xhat.cols() == dy.cols() && rstd.size() == dy.rows() &&
+                    gamma.rows() == 1 && gamma.cols() == dy.cols() && dgamma.rows() == 1 &&
+                    dgamma.cols() == dy.cols() && dbeta.rows() == 1 && dbeta.cols() == dy.cols(),
+                shape_error, "scalify::nn::layernorm_backward_ref: mismatched shapes for dy " +
+                                 scalify::detail::shape_string(dy.rows(), dy.cols()));
+  dx.resize(dy.rows(), dy.cols());
+  for (Eigen::Index b = 0; b < dy.rows(); ++b) {
+    const Eigen::Matrix<T, 1, Eigen::Dynamic> dxhat = dy.row(b).cwiseProduct(gamma.row(0));
+    const T m1 = dxhat.mean();
+    const T m2 = dxhat.cwiseProduct(xhat.row(b)).mean();
+    dx.row(b) = (dxhat.array() - m1 - xhat.row(b).array() * m2) * rstd(b);
+  }
+  dgamma += dy.cwiseProduct(xhat).colwise().sum();
+  dbeta += dy.colwise().sum();
+}
+
+}  // namespace scalify::nn
+
+#endif  // SCALIFY_NN_LAYERNORM_HPP_

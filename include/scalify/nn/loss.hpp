@@ -1,0 +1,95 @@
+// scalify nn: softmax cross-entropy.
+//
+// B = batch size, C = classes. logits (B, C), labels B integers in [0, C).
+//
+//   loss = softmax_cross_entropy(dlogits, logits, labels)
+//       loss    = mean_b (logsumexp(logits_b) - logits_b[label_b]), in float32
+//                 (log-sum-exp with the row max subtracted first)
+//       dlogits = (softmax(logits) - onehot(labels)) / B
+//
+// dlogits' scale is set here, not by a scale rule: its data is rebased with
+// `rescale` (default dynamic_rescale_l1, as jax-scalify's MNIST float8 example
+// does for the logits gradient), so the gradients that flow back start with
+// unit-sized data whatever B and the loss are.
+#ifndef SCALIFY_NN_LOSS_HPP_
+#define SCALIFY_NN_LOSS_HPP_
+
+#include <Eigen/Core>  // Eigen::Index
+#include <cmath>       // std::exp, std::log
+#include <span>        // std::span
+#include <string>      // std::to_string
+
+#include "scalify/errors.hpp"     // shape_error, SCALIFY_CHECK
+#include "scalify/nn/tensor.hpp"  // Tensor, RefMatrix, rescale
+
+namespace scalify::nn {
+
+namespace detail {
+
+inline void check_labels(const char* where, Eigen::Index rows, Eigen::Index classes, std::span<const int> labels) {
+  SCALIFY_CHECK(static_cast<Eigen::Index>(labels.size()) == rows && rows > 0, shape_error,
+                std::string(where) + ": " + std::to_string(labels.size()) + " labels for " + std::to_string(rows) +
+                    " rows of logits");
+  for (size_t i = 0; i < labels.size(); ++i) {
+    SCALIFY_CHECK(labels[i] >= 0 && labels[i] < classes, std::invalid_argument,
+                  std::string(where) + ": label " + std::to_string(labels[i]) + " at " + std::to_string(i) +
+                      " is not in [0, " + std::to_string(classes) + ")");
+  }
+}
+
+}  // namespace detail
+
+/// Mean softmax cross-entropy of `logits` (B, C) against `labels` (B values in
+/// [0, C)), in float32. If `dlogits` is not null, sets it to the gradient
+/// (B, C) of the mean loss, rebased with `rescale` (see the file comment).
+/// Throws shape_error / std::invalid_argument on a bad label count or value.
+///
+/// **Example**: `Tensor dlogits; float loss = scalify::nn::softmax_cross_entropy(&dlogits, logits, labels);`
+inline float softmax_cross_entropy(Tensor* dlogits, const Tensor& logits, std::span<const int> labels,
+                                   rescale_mode mode = rescale_mode::l1) {
+  const Eigen::Index B = logits.rows(), C = logits.cols();
+  detail::check_labels("scalify::nn::softmax_cross_entropy", B, C, labels);
+  const Matrix v = logits.data() * logits.scale();
+  Matrix p(B, C);
+  double total = 0.0;
+  for (Eigen::Index b = 0; b < B; ++b) {
+    const float m = v.row(b).maxCoeff();
+    float sum = 0.0f;
+    for (Eigen::Index c = 0; c < C; ++c) {
+      p(b, c) = std::exp(v(b, c) - m);
+      sum += p(b, c);
+    }
+    total += static_cast<double>(std::log(sum) + m - v(b, labels[static_cast<size_t>(b)]));
+    p.row(b) /= sum;
+  }
+  if (dlogits != nullptr) {
+    for (Eigen::Index b = 0; b < B; ++b) p(b, labels[static_cast<size_t>(b)]) -= 1.0f;
+    *dlogits = rescale(Tensor(std::move(p), 1.0f / static_cast<float>(B)), mode);
+  }
+  return static_cast<float>(total / static_cast<double>(B));
+}
+
+/// Reference loss and gradient in plain T (float or double); dlogits may be null.
+template <class T>
+T softmax_cross_entropy_ref(RefMatrix<T>* dlogits, const RefMatrix<T>& logits, std::span<const int> labels) {
+  const Eigen::Index B = logits.rows(), C = logits.cols();
+  detail::check_labels("scalify::nn::softmax_cross_entropy_ref", B, C, labels);
+  T total = 0;
+  RefMatrix<T> p(B, C);
+  for (Eigen::Index b = 0; b < B; ++b) {
+    const T m = logits.row(b).maxCoeff();
+    p.row(b) = (logits.row(b).array() - m).exp().matrix();
+    const T sum = p.row(b).sum();
+    total += std::log(sum) + m - logits(b, labels[static_cast<size_t>(b)]);
+    p.row(b) /= sum;
+  }
+  if (dlogits != nullptr) {
+    for (Eigen::Index b = 0; b < B; ++b) p(b, labels[static_cast<size_t>(b)]) -= T(1);
+    *dlogits = p / static_cast<T>(B);
+  }
+  return total / static_cast<T>(B);
+}
+
+}  // namespace scalify::nn
+
+#endif  // SCALIFY_NN_LOSS_HPP_

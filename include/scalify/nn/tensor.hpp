@@ -1,0 +1,212 @@
+// scalify nn: the tensor types of the layers, number formats chosen at run
+// time, and the casts and matmul the layers build on.
+//
+//   Tensor            ScaledMatrix<float>: activations and gradients between layers
+//   dtype             float32 | float16 | bfloat16 | e4m3fn | e5m2 (run-time choice)
+//   AnyTensor         a ScaledMatrix of any of those data types (std::variant)
+//   cast_to(x, t)     x's data rounded into t (saturating), scale unchanged
+//   matmul_any(a, b)  scalify::matmul on two AnyTensors: the data stays in its
+//                     narrow type, so a faster float8 GEMM behind matmul() is
+//                     used as soon as it lands
+//   rescale(x, mode)  dynamic_rescale_{max,l1,l2} or nothing
+//
+// Layers (nn/linear.hpp, ...) keep activations in float32 data with a scale;
+// the narrow formats are used for the matmul operands, which is where the
+// bandwidth and the arithmetic are.
+#ifndef SCALIFY_NN_TENSOR_HPP_
+#define SCALIFY_NN_TENSOR_HPP_
+
+#include <Eigen/Core>   // Eigen::Matrix
+#include <algorithm>    // std::max
+#include <utility>      // std::move
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <variant>      // std::variant, std::visit
+
+#include "scalify/core/config_scope.hpp"  // config_scope, current_config
+#include "scalify/core/scaled_array.hpp"  // ScaledMatrix
+#include "scalify/errors.hpp"             // format_error, shape_error
+#include "scalify/formats/float16.hpp"    // float16, bfloat16
+#include "scalify/formats/float8.hpp"     // float8_e4m3fn, float8_e5m2
+#include "scalify/ops/detail/common.hpp"  // RowMatrixF, shape_string
+#include "scalify/ops/matmul.hpp"         // matmul
+#include "scalify/ops/rescale.hpp"        // dynamic_rescale_*
+
+namespace scalify::nn {
+
+/// Row-major float32 matrix (plain values, e.g. a batch of images).
+using Matrix = detail::RowMatrixF;
+/// Activations and gradients between layers: float32 data with a per-tensor scale.
+using Tensor = ScaledMatrix<float>;
+
+/// Plain row-major matrix of T: the type of the float32/float64 reference paths.
+template <class T>
+using RefMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// A number format chosen at run time.
+enum class dtype { float32, float16, bfloat16, e4m3fn, e5m2 };
+
+/// "fp32", "fp16", "bf16", "e4m3fn", "e5m2".
+inline const char* dtype_name(dtype t) {
+  switch (t) {
+    case dtype::float32: return "fp32";
+    case dtype::float16: return "fp16";
+    case dtype::bfloat16: return "bf16";
+    case dtype::e4m3fn: return "e4m3fn";
+    case dtype::e5m2: return "e5m2";
+  }
+  return "?";
+}
+
+/// Parses a dtype_name() (also "float32", "float16", "bfloat16", "e4m3", "e5m2").
+/// Throws format_error for anything else.
+///
+/// **Example**: `auto t = scalify::nn::parse_dtype("e4m3fn");`
+inline dtype parse_dtype(std::string_view s) {
+  if (s == "fp32" || s == "float32") return dtype::float32;
+  if (s == "fp16" || s == "float16") return dtype::float16;
+  if (s == "bf16" || s == "bfloat16") return dtype::bfloat16;
+  if (s == "e4m3fn" || s == "e4m3") return dtype::e4m3fn;
+  if (s == "e5m2") return dtype::e5m2;
+  throw format_error("scalify::nn::parse_dtype: unknown format '" + std::string(s) +
+                     "' (expected fp32, fp16, bf16, e4m3fn or e5m2)");
+}
+
+/// A scaled matrix whose data type is one of the dtypes.
+using AnyTensor = std::variant<ScaledMatrix<float>, ScaledMatrix<float16>, ScaledMatrix<bfloat16>,
+                               ScaledMatrix<float8_e4m3fn>, ScaledMatrix<float8_e5m2>>;
+
+/// How a tensor is rebased before a narrowing cast.
+enum class rescale_mode {
+  none,  ///< keep the propagated scale
+  max,   ///< dynamic_rescale_max: max |data| in [1, 2)
+  l1,    ///< dynamic_rescale_l1: mean |data| in [1, 2)
+  l2,    ///< dynamic_rescale_l2: RMS of the data in [1, 2)
+};
+
+/// `x` rebased with `mode` (same values).
+///
+/// **Example**: `Tensor g = scalify::nn::rescale(dy, scalify::nn::rescale_mode::l1);`
+inline Tensor rescale(const Tensor& x, rescale_mode mode) {
+  switch (mode) {
+    case rescale_mode::none: return x;
+    case rescale_mode::max: return dynamic_rescale_max(x);
+    case rescale_mode::l1: return dynamic_rescale_l1(x);
+    case rescale_mode::l2: return dynamic_rescale_l2(x);
+  }
+  return x;
+}
+
+namespace detail {
+
+/// Stores `x` into ScaledMatrix<T> with `options` (bulk SIMD cast).
+template <class T, class D, class S>
+ScaledMatrix<T> store_as(const ScaledArray<D, S>& x, const convert_options& options) {
+  scalify_config config = current_config();
+  config.store = options;
+  config_scope scope(config);
+  ScaledMatrix<T> out = x;
+  return out;
+}
+
+}  // namespace detail
+
+/// `x` with its data rounded into `t` (saturating by default: the scale, not
+/// the format's range, carries the magnitude); the scale is unchanged.
+///
+/// **Example**: `AnyTensor x8 = scalify::nn::cast_to(x, scalify::nn::dtype::e4m3fn);`
+inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
+  switch (t) {
+    case dtype::float32: return x;
+    case dtype::float16: return detail::store_as<float16>(x, options);
+    case dtype::bfloat16: return detail::store_as<bfloat16>(x, options);
+    case dtype::e4m3fn: return detail::store_as<float8_e4m3fn>(x, options);
+    case dtype::e5m2: return detail::store_as<float8_e5m2>(x, options);
+  }
+  return x;
+}
+
+/// The values of `x` rounded into `t` and widened back to float data (same
+/// scale): what a tensor stored in `t` holds.
+inline Tensor round_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
+  if (t == dtype::float32) return x;
+  return std::visit([](const auto& v) { return Tensor(v); }, cast_to(x, t, options));
+}
+
+/// The transpose of `x` (same data type and scale), evaluated.
+inline AnyTensor transpose_any(const AnyTensor& x) {
+  return std::visit(
+      [](const auto& v) -> AnyTensor {
+        using M = std::decay_t<decltype(v)>;
+        typename M::data_type t = v.data().transpose();
+        return M(std::move(t), v.scale());
+      },
+      x);
+}
+
+/// Rows and columns of an AnyTensor.
+inline Eigen::Index rows_of(const AnyTensor& x) {
+  return std::visit([](const auto& v) { return v.rows(); }, x);
+}
+inline Eigen::Index cols_of(const AnyTensor& x) {
+  return std::visit([](const auto& v) { return v.cols(); }, x);
+}
+
+/// scalify::matmul(a, b) whatever the data types: scale sa * sb * pow2(sqrt(K)).
+/// Throws shape_error if a.cols() != b.rows().
+///
+/// **Example**: `Tensor y = scalify::nn::matmul_any(cast_to(x, dtype::e4m3fn), cast_to(w, dtype::e4m3fn));`
+inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b) {
+  return std::visit([](const auto& x, const auto& y) -> Tensor { return matmul(x, y); }, a, b);
+}
+
+namespace detail {
+/// "3" or "any" (for -1).
+inline std::string dim_string(Eigen::Index n) {
+  if (n < 0) return std::string("any");
+  return std::to_string(n);
+}
+}  // namespace detail
+
+/// Throws shape_error with `what` unless `x` is rows x cols (-1: any).
+inline void check_shape(const char* what, const Tensor& x, Eigen::Index rows, Eigen::Index cols) {
+  if ((rows < 0 || x.rows() == rows) && (cols < 0 || x.cols() == cols)) return;
+  std::string message(what);
+  message += ": got ";
+  message += scalify::detail::shape_string(x);
+  message += ", expected (";
+  message += detail::dim_string(rows);
+  message += " x ";
+  message += detail::dim_string(cols);
+  message += ")";
+  throw shape_error(message);
+}
+
+/// `acc += d`, both rebased onto the larger of their scales (scalify's add
+/// rule for power-of-two scales); an empty or zero-scale `acc` is replaced by `d`. The explicit accumulation of parameter gradients.
+///
+/// **Example**: `scalify::nn::accumulate(dw, scalify::matmul(xt, dy));`
+inline void accumulate(Tensor& acc, const Tensor& d) {
+  if (acc.size() == 0 || acc.scale() == 0.0f) {
+    acc = d;
+    return;
+  }
+  SCALIFY_CHECK(acc.rows() == d.rows() && acc.cols() == d.cols(), shape_error,
+                "scalify::nn::accumulate: " + scalify::detail::shape_string(acc) + " += " +
+                    scalify::detail::shape_string(d));
+  // Rebase both onto the larger scale (a power of two of it keeps the sums exact when scales are).
+  const float s = std::max(acc.scale(), d.scale());
+  Matrix data = acc.data() * (acc.scale() / s) + d.data() * (d.scale() / s);
+  acc = Tensor(std::move(data), s);
+}
+
+/// The values of `x` on scale 1 (data = values): the input of the unscaled
+/// ("naive") paths.
+inline Tensor unscaled(const Tensor& x) { return Tensor(x.data() * x.scale(), 1.0f); }
+
+/// A zero tensor of the given shape (data 0, scale 0: adding to it keeps the other scale).
+inline Tensor zeros(Eigen::Index rows, Eigen::Index cols) { return Tensor(Matrix::Zero(rows, cols), 0.0f); }
+
+}  // namespace scalify::nn
+
+#endif  // SCALIFY_NN_TENSOR_HPP_

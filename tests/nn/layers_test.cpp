@@ -1,0 +1,275 @@
+// Gradient checks of the nn layers (nn/linear.hpp, nn/activations.hpp,
+// nn/loss.hpp, nn/layernorm.hpp).
+//
+// Two steps per layer:
+//   1. the float64 reference backward (*_backward_ref<double>) agrees with
+//      central finite differences of the float64 reference forward, for the
+//      scalar L = sum(R .* f(x)) with a random R (so dy = R);
+//   2. the scaled layer agrees with the float64 reference backward: to float32
+//      roundoff in fp32, and within a bound derived from the unit roundoff of
+//      the operand formats for the float8 matmuls.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "scalify/nn/activations.hpp"
+#include "scalify/nn/layernorm.hpp"
+#include "scalify/nn/linear.hpp"
+#include "scalify/nn/loss.hpp"
+
+namespace nn = scalify::nn;
+using MatD = nn::RefMatrix<double>;
+
+namespace {
+
+MatD random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, double sigma = 1.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> dist(0.0, sigma);
+  MatD m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+  return m;
+}
+
+/// A Tensor holding `v` (rounded to float) on `scale`.
+nn::Tensor to_tensor(const MatD& v, float scale) {
+  return nn::Tensor(nn::Matrix((v / static_cast<double>(scale)).cast<float>()), scale);
+}
+
+MatD values(const nn::Tensor& t) { return (t.data().cast<double>() * static_cast<double>(t.scale())); }
+
+/// max over entries of |analytic - numeric| / (|numeric| + 1e-3), for the
+/// gradient of L(x) = sum(R .* f(x)) w.r.t. x, by central differences.
+double fd_error(const std::function<double(const MatD&)>& loss, const MatD& x, const MatD& grad, double h = 1e-5) {
+  double worst = 0.0;
+  MatD xp = x;
+  for (Eigen::Index i = 0; i < x.size(); ++i) {
+    const double keep = xp.data()[i];
+    xp.data()[i] = keep + h;
+    const double lp = loss(xp);
+    xp.data()[i] = keep - h;
+    const double lm = loss(xp);
+    xp.data()[i] = keep;
+    const double numeric = (lp - lm) / (2 * h);
+    worst = std::max(worst, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 1e-3));
+  }
+  return worst;
+}
+
+double rel_error(const MatD& got, const MatD& want) { return (got - want).norm() / std::max(want.norm(), 1e-30); }
+
+/// Expected normwise relative error of a product of operands rounded with unit
+/// roundoffs ua and ub: rounding errors are ~uniform in [-u, u] (RMS u / sqrt(3))
+/// and independent, so the product's relative error is about
+/// sqrt(ua^2 + ub^2) / sqrt(3). The tests allow twice that.
+double product_tolerance(double ua, double ub) { return 2.0 * std::sqrt(ua * ua + ub * ub) / std::sqrt(3.0); }
+
+constexpr double kE4M3 = 0x1p-4, kE5M2 = 0x1p-3, kF16 = 0x1p-11;
+
+}  // namespace
+
+TEST_CASE("linear: float64 reference backward matches finite differences", "[nn][linear]") {
+  const MatD x = random_matrix(5, 7, 1), w = random_matrix(7, 4, 2), b = random_matrix(1, 4, 3), r = random_matrix(5, 4, 4);
+  MatD dx, dw = MatD::Zero(7, 4), db = MatD::Zero(1, 4);
+  nn::linear_backward_ref<double>(&dx, dw, db, r, x, w);
+  auto loss_x = [&](const MatD& xx) { MatD y; nn::linear_forward_ref<double>(y, xx, w, b); return y.cwiseProduct(r).sum(); };
+  auto loss_w = [&](const MatD& ww) { MatD y; nn::linear_forward_ref<double>(y, x, ww, b); return y.cwiseProduct(r).sum(); };
+  auto loss_b = [&](const MatD& bb) { MatD y; nn::linear_forward_ref<double>(y, x, w, bb); return y.cwiseProduct(r).sum(); };
+  CHECK(fd_error(loss_x, x, dx) < 1e-7);
+  CHECK(fd_error(loss_w, w, dw) < 1e-7);
+  CHECK(fd_error(loss_b, b, db) < 1e-7);
+  // Accumulation: a second backward adds the same gradients again.
+  MatD dw2 = dw, db2 = db;
+  nn::linear_backward_ref<double>(nullptr, dw2, db2, r, x, w);
+  CHECK(rel_error(dw2, 2 * dw) < 1e-15);
+}
+
+TEST_CASE("linear: scaled forward and backward match the float64 reference", "[nn][linear]") {
+  const Eigen::Index B = 32, I = 64, O = 48;
+  nn::linear_params p;
+  nn::linear_init(p, I, O, 7);
+  p.b = to_tensor(random_matrix(1, O, 8, 0.1), 0.125f);
+  const MatD x = random_matrix(B, I, 9, 3.0), dy = random_matrix(B, O, 10, 1e-3);
+  const MatD w = values(p.w), b = values(p.b);
+  MatD y_ref, dx_ref, dw_ref = MatD::Zero(I, O), db_ref = MatD::Zero(1, O);
+  nn::linear_forward_ref<double>(y_ref, x, w, b);
+  nn::linear_backward_ref<double>(&dx_ref, dw_ref, db_ref, dy, x, w);
+
+  struct Case {
+    const char* name;
+    nn::linear_config cfg;
+    double fwd, grad_in, grad_w;
+  };
+  nn::linear_config fp8_none = nn::linear_config::fp8();
+  fp8_none.grad_rescale = nn::rescale_mode::none;
+  const std::vector<Case> cases = {
+      {"fp32", nn::linear_config::fp32(), 1e-5, 1e-5, 1e-5},
+      {"fp16", nn::linear_config::fp16(), product_tolerance(kF16, kF16), product_tolerance(kF16, kF16),
+       product_tolerance(kF16, kF16)},
+      {"fp8", nn::linear_config::fp8(), product_tolerance(kE4M3, kE4M3), product_tolerance(kE5M2, kE4M3),
+       product_tolerance(kE4M3, kE5M2)},
+      {"fp8 no rescale", fp8_none, product_tolerance(kE4M3, kE4M3), product_tolerance(kE5M2, kE4M3),
+       product_tolerance(kE4M3, kE5M2)},
+  };
+  for (const auto& c : cases) {
+    SECTION(c.name) {
+      nn::Tensor y, dx;
+      nn::linear_cache cache;
+      nn::linear_grads g;
+      nn::linear_zero_grad(g, p);
+      nn::linear_forward(y, cache, to_tensor(x, 4.0f), p, c.cfg);
+      nn::linear_backward(&dx, g, to_tensor(dy, 1.0f / 1024), cache, p, c.cfg);
+      INFO(c.name);
+      CHECK(rel_error(values(y), y_ref) < c.fwd);
+      CHECK(rel_error(values(dx), dx_ref) < c.grad_in);
+      CHECK(rel_error(values(g.dw), dw_ref) < c.grad_w);
+      CHECK(rel_error(values(g.db), db_ref) < 1e-5);
+      // Unit scaling: the output data stays O(1) while the scales carry the magnitude.
+      const double rms = std::sqrt(y.data().squaredNorm() / static_cast<double>(y.size()));
+      CHECK(rms > 0.25);
+      CHECK(rms < 8.0);
+    }
+  }
+}
+
+TEST_CASE("linear: gradients accumulate and zero_grad clears them", "[nn][linear]") {
+  nn::linear_params p;
+  nn::linear_init(p, 8, 3, 1);
+  nn::linear_grads g;
+  nn::linear_zero_grad(g, p);
+  nn::linear_cache cache;
+  nn::Tensor y, dx;
+  const nn::Tensor x = to_tensor(random_matrix(4, 8, 2), 1.0f), dy = to_tensor(random_matrix(4, 3, 3), 0.5f);
+  nn::linear_forward(y, cache, x, p, {});
+  nn::linear_backward(&dx, g, dy, cache, p, {});
+  const MatD once = values(g.dw);
+  nn::linear_backward(nullptr, g, dy, cache, p, {});
+  CHECK(rel_error(values(g.dw), 2 * once) < 1e-6);
+  nn::linear_zero_grad(g, p);
+  CHECK(values(g.dw).norm() == 0.0);
+}
+
+TEST_CASE("linear: shapes are checked", "[nn][linear]") {
+  nn::linear_params p;
+  nn::linear_init(p, 8, 3, 1);
+  nn::linear_cache cache;
+  nn::Tensor y;
+  CHECK_THROWS_AS(nn::linear_forward(y, cache, to_tensor(random_matrix(4, 7, 1), 1.0f), p, {}), scalify::shape_error);
+  nn::linear_forward(y, cache, to_tensor(random_matrix(4, 8, 1), 1.0f), p, {});
+  nn::linear_grads g;
+  CHECK_THROWS_AS(nn::linear_backward(nullptr, g, to_tensor(random_matrix(4, 2, 1), 1.0f), cache, p, {}),
+                  scalify::shape_error);
+  CHECK_THROWS_AS(nn::linear_init(p, 0, 3, 1), std::invalid_argument);
+  CHECK_THROWS_AS(nn::parse_dtype("fp7"), scalify::format_error);
+}
+
+TEST_CASE("linear: unit-scaled init", "[nn][linear]") {
+  nn::linear_params p;
+  nn::linear_init(p, 784, 512, 3);
+  CHECK(p.w.scale() == Approx(1.0 / 28.0));
+  const double var = static_cast<double>(p.w.data().squaredNorm()) / static_cast<double>(p.w.size());
+  CHECK(var == Approx(1.0).epsilon(0.02));
+  CHECK(p.b.data().norm() == 0.0f);
+}
+
+TEST_CASE("activations: reference backward matches finite differences", "[nn][activations]") {
+  MatD x = random_matrix(6, 5, 11);
+  for (Eigen::Index i = 0; i < x.size(); ++i) {  // keep ReLU away from its kink
+    if (std::abs(x.data()[i]) < 1e-3) x.data()[i] = 0.5;
+  }
+  const MatD r = random_matrix(6, 5, 12);
+  MatD dx;
+  nn::relu_backward_ref<double>(dx, r, x);
+  CHECK(fd_error([&](const MatD& xx) { MatD y; nn::relu_forward_ref<double>(y, xx); return y.cwiseProduct(r).sum(); }, x,
+                 dx) < 1e-7);
+  nn::gelu_backward_ref<double>(dx, r, x);
+  CHECK(fd_error([&](const MatD& xx) { MatD y; nn::gelu_forward_ref<double>(y, xx); return y.cwiseProduct(r).sum(); }, x,
+                 dx) < 1e-7);
+}
+
+TEST_CASE("activations: scaled layers match the reference", "[nn][activations]") {
+  const MatD x = random_matrix(16, 9, 13, 2.0), dy = random_matrix(16, 9, 14, 1e-2);
+  const nn::Tensor xs = to_tensor(x, 0.5f), dys = to_tensor(dy, 1.0f / 64);
+  MatD y_ref, dx_ref;
+  nn::Tensor y, dx;
+  nn::relu_forward(y, xs);
+  nn::relu_backward(dx, dys, xs);
+  nn::relu_forward_ref<double>(y_ref, values(xs));
+  nn::relu_backward_ref<double>(dx_ref, values(dys), values(xs));
+  CHECK(rel_error(values(y), y_ref) < 1e-6);
+  CHECK(rel_error(values(dx), dx_ref) < 1e-6);
+  CHECK(y.scale() == xs.scale());
+  nn::gelu_forward(y, xs);
+  nn::gelu_backward(dx, dys, xs);
+  nn::gelu_forward_ref<double>(y_ref, values(xs));
+  nn::gelu_backward_ref<double>(dx_ref, values(dys), values(xs));
+  CHECK(rel_error(values(y), y_ref) < 1e-6);
+  CHECK(rel_error(values(dx), dx_ref) < 1e-6);
+  CHECK_THROWS_AS(nn::relu_backward(dx, to_tensor(random_matrix(2, 2, 1), 1.0f), xs), scalify::shape_error);
+  CHECK_THROWS_AS(nn::gelu_backward(dx, to_tensor(random_matrix(2, 2, 1), 1.0f), xs), scalify::shape_error);
+  CHECK_THROWS_AS(nn::gelu_backward_ref<double>(dx_ref, random_matrix(2, 2, 1), x), scalify::shape_error);
+}
+
+TEST_CASE("softmax cross-entropy: gradient, stability and label checks", "[nn][loss]") {
+  const MatD logits = random_matrix(8, 10, 21, 3.0);
+  const std::vector<int> labels = {0, 3, 9, 2, 2, 5, 7, 1};
+  MatD grad;
+  const double loss = nn::softmax_cross_entropy_ref<double>(&grad, logits, labels);
+  CHECK(fd_error([&](const MatD& l) { return nn::softmax_cross_entropy_ref<double>(nullptr, l, labels); }, logits,
+                 grad) < 1e-6);
+  nn::Tensor dlogits;
+  const float loss32 = nn::softmax_cross_entropy(&dlogits, to_tensor(logits, 2.0f), labels);
+  CHECK(loss32 == Approx(loss).epsilon(1e-5));
+  CHECK(rel_error(values(dlogits), grad) < 1e-5);
+  // dynamic_rescale_l1: mean |data| in [1, 2).
+  const double l1 = dlogits.data().cwiseAbs().mean();
+  CHECK(l1 >= 1.0);
+  CHECK(l1 < 2.0);
+  // Huge logits: max subtraction keeps it finite (exp(1000) overflows float).
+  const MatD big = logits.array() + 1000.0;
+  const float loss_big = nn::softmax_cross_entropy(nullptr, to_tensor(big, 1.0f), labels);
+  CHECK(std::isfinite(loss_big));
+  CHECK(loss_big == Approx(loss).epsilon(1e-3));
+  CHECK_THROWS_AS(nn::softmax_cross_entropy(nullptr, to_tensor(logits, 1.0f), std::vector<int>{1, 2}),
+                  scalify::shape_error);
+  std::vector<int> bad = labels;
+  bad[3] = 10;
+  CHECK_THROWS_AS(nn::softmax_cross_entropy(nullptr, to_tensor(logits, 1.0f), bad), std::invalid_argument);
+}
+
+TEST_CASE("layernorm: reference backward matches finite differences, scaled layer matches it", "[nn][layernorm]") {
+  const Eigen::Index B = 6, C = 12;
+  const MatD x = random_matrix(B, C, 31, 2.0), gamma = random_matrix(1, C, 32), beta = random_matrix(1, C, 33),
+             r = random_matrix(B, C, 34);
+  MatD y, xhat, dx, dgamma = MatD::Zero(1, C), dbeta = MatD::Zero(1, C);
+  Eigen::VectorXd rstd;
+  nn::layernorm_forward_ref<double>(y, xhat, rstd, x, gamma, beta);
+  nn::layernorm_backward_ref<double>(dx, dgamma, dbeta, r, xhat, rstd, gamma);
+  auto fwd = [&](const MatD& xx, const MatD& gg, const MatD& bb) {
+    MatD yy, xh;
+    Eigen::VectorXd rs;
+    nn::layernorm_forward_ref<double>(yy, xh, rs, xx, gg, bb);
+    return yy.cwiseProduct(r).sum();
+  };
+  CHECK(fd_error([&](const MatD& v) { return fwd(v, gamma, beta); }, x, dx) < 1e-6);
+  CHECK(fd_error([&](const MatD& v) { return fwd(x, v, beta); }, gamma, dgamma) < 1e-6);
+  CHECK(fd_error([&](const MatD& v) { return fwd(x, gamma, v); }, beta, dbeta) < 1e-6);
+
+  nn::layernorm_params p{to_tensor(gamma, 1.0f), to_tensor(beta, 0.5f)};
+  nn::layernorm_cache cache;
+  nn::layernorm_grads g;
+  nn::Tensor ys, dxs;
+  nn::layernorm_forward(ys, cache, to_tensor(x, 8.0f), p);
+  nn::layernorm_backward(dxs, g, to_tensor(r, 1.0f / 16), cache, p);
+  CHECK(rel_error(values(ys), y) < 1e-5);
+  CHECK(rel_error(values(dxs), dx) < 1e-4);
+  CHECK(rel_error(values(g.dgamma), dgamma) < 1e-5);
+  CHECK(rel_error(values(g.dbeta), dbeta) < 1e-5);
+  CHECK_THROWS_AS(nn::layernorm_forward(ys, cache, to_tensor(random_matrix(2, 5, 1), 1.0f), p), scalify::shape_error);
+  CHECK_THROWS_AS(nn::layernorm_backward(dxs, g, to_tensor(random_matrix(B, C + 1, 1), 1.0f), cache, p),
+                  scalify::shape_error);
+  CHECK_THROWS_AS(nn::layernorm_forward_ref<double>(y, xhat, rstd, x, random_matrix(1, C + 1, 1), beta),
+                  scalify::shape_error);
+}

@@ -1,0 +1,165 @@
+// Optimizers (nn/optim.hpp) against a float64 reference over a few steps,
+// and the reason for scaled, stochastically rounded float16 master weights:
+// updates smaller than half an ulp survive.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "scalify/nn/optim.hpp"
+
+namespace nn = scalify::nn;
+using MatD = nn::RefMatrix<double>;
+
+namespace {
+
+MatD random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, double sigma) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> dist(0.0, sigma);
+  MatD m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+  return m;
+}
+
+MatD values(const nn::Tensor& t) { return t.data().cast<double>() * static_cast<double>(t.scale()); }
+
+double rel_error(const MatD& got, const MatD& want) { return (got - want).norm() / want.norm(); }
+
+/// Two parameters of different magnitudes (weights ~0.05, a bias ~1e-3) and
+/// their gradients for step t (deterministic, of different magnitudes too).
+struct Problem {
+  std::vector<nn::Tensor> w, g;
+  std::vector<MatD> w_ref;
+  explicit Problem() {
+    const MatD a = random_matrix(16, 8, 1, 0.05), b = random_matrix(1, 8, 2, 1e-3);
+    w = {nn::Tensor(a.cast<float>(), 1.0f), nn::Tensor(b.cast<float>(), 1.0f)};
+    g = {nn::zeros(16, 8), nn::zeros(1, 8)};
+    w_ref = {a.cast<float>().cast<double>(), b.cast<float>().cast<double>()};
+  }
+  std::vector<nn::param_ref> params() { return {{"w", &w[0], &g[0]}, {"b", &w[1], &g[1]}}; }
+  MatD grad(size_t i, int t) const {
+    return random_matrix(w_ref[i].rows(), w_ref[i].cols(), 100 + 10 * static_cast<uint32_t>(t) + static_cast<uint32_t>(i),
+                         i == 0 ? 1e-2 : 1e-4);
+  }
+  void set_grads(int t) {
+    for (size_t i = 0; i < g.size(); ++i) g[i] = nn::Tensor(grad(i, t).cast<float>(), 1.0f);
+  }
+};
+
+constexpr int kSteps = 5;
+
+std::vector<MatD> sgd_reference(Problem& p, double lr, double mu, double wd) {
+  std::vector<MatD> w = p.w_ref, v(w.size());
+  for (int t = 1; t <= kSteps; ++t) {
+    for (size_t i = 0; i < w.size(); ++i) {
+      const MatD g = p.grad(i, t).cast<float>().cast<double>() + wd * w[i];
+      v[i] = t == 1 ? g : MatD(mu * v[i] + g);
+      w[i] -= lr * v[i];
+    }
+  }
+  return w;
+}
+
+std::vector<MatD> adamw_reference(Problem& p, double lr, double b1, double b2, double eps, double wd) {
+  std::vector<MatD> w = p.w_ref, m(w.size()), v(w.size());
+  for (int t = 1; t <= kSteps; ++t) {
+    for (size_t i = 0; i < w.size(); ++i) {
+      const MatD g = p.grad(i, t).cast<float>().cast<double>();
+      m[i] = t == 1 ? MatD((1 - b1) * g) : MatD(b1 * m[i] + (1 - b1) * g);
+      v[i] = t == 1 ? MatD((1 - b2) * g.cwiseAbs2()) : MatD(b2 * v[i] + (1 - b2) * g.cwiseAbs2());
+      const MatD mhat = m[i] / (1 - std::pow(b1, t)), vhat = v[i] / (1 - std::pow(b2, t));
+      w[i] = w[i] - lr * (mhat.array() / (vhat.array().sqrt() + eps)).matrix() - lr * wd * w[i];
+    }
+  }
+  return w;
+}
+
+// Tolerances: float32 state, 5 steps: a few float32 roundings per step
+// (2^-24 each), relative to the weights: 1e-6 is generous. Scaled float16
+// state: each store rounds to 2^-11 relative to the RMS-scaled data (up to
+// 2^-11 * RMS / |w| for small entries); over 5 steps of master stores plus
+// state stores, a normwise error of 5 * 2 * 2^-11 ~ 5e-3 bounds it. bfloat16:
+// the same with 2^-8 (4e-2).
+struct Format {
+  const char* name;
+  nn::state_config cfg;
+  double tol;
+};
+const std::vector<Format> kFormats = {
+    {"fp32", nn::state_config::fp32(), 1e-6},
+    {"fp16 scaled", {nn::dtype::float16, true, true, 1}, 5e-3},
+    {"fp16 scaled, nearest", {nn::dtype::float16, true, false, 1}, 5e-3},
+    {"bf16 scaled", {nn::dtype::bfloat16, true, true, 1}, 4e-2},
+};
+
+}  // namespace
+
+TEST_CASE("sgd with momentum matches float64", "[nn][optim]") {
+  for (const auto& f : kFormats) {
+    SECTION(f.name) {
+      Problem p;
+      const auto want = sgd_reference(p, 0.1, 0.9, 1e-2);
+      nn::sgd opt(p.params(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f}, f.cfg);
+      for (int t = 1; t <= kSteps; ++t) {
+        p.set_grads(t);
+        opt.step();
+      }
+      CHECK(opt.step_count() == kSteps);
+      for (size_t i = 0; i < want.size(); ++i) {
+        INFO(f.name << " parameter " << i << " error " << rel_error(values(p.w[i]), want[i]));
+        CHECK(rel_error(values(p.w[i]), want[i]) < f.tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("adamw matches float64", "[nn][optim]") {
+  for (const auto& f : kFormats) {
+    SECTION(f.name) {
+      Problem p;
+      const auto want = adamw_reference(p, 1e-3, 0.9, 0.999, 1e-8, 0.1);
+      nn::adamw opt(p.params(), {.lr = 1e-3f, .weight_decay = 0.1f}, f.cfg);
+      for (int t = 1; t <= kSteps; ++t) {
+        p.set_grads(t);
+        opt.step();
+      }
+      for (size_t i = 0; i < want.size(); ++i) {
+        // Adam's steps are ~lr per element: compare the change of the weights.
+        const double err = (values(p.w[i]) - want[i]).norm() / (want[i] - p.w_ref[i]).norm();
+        INFO(f.name << " parameter " << i << " error of the update " << err);
+        CHECK(err < (f.cfg.format == nn::dtype::float32 ? 1e-4 : 40 * f.tol));
+      }
+    }
+  }
+}
+
+TEST_CASE("scaled fp16 master weights keep updates below half an ulp; naive fp16 loses them", "[nn][optim]") {
+  // Weights near 1 (float16 ulp 2^-10) and an update of 1e-4 per step
+  // (a tenth of an ulp): 200 steps move the weights by 0.02.
+  const int steps = 200;
+  const double lr = 1e-4;
+  auto run = [&](const nn::state_config& cfg) {
+    nn::Tensor w(nn::Matrix::Constant(32, 32, 1.0f), 1.0f), g(nn::Matrix::Constant(32, 32, -1.0f), 1.0f);
+    nn::sgd opt({{"w", &w, &g}}, {.lr = static_cast<float>(lr), .momentum = 0.0f}, cfg);
+    for (int t = 0; t < steps; ++t) opt.step();
+    return values(w).mean() - 1.0;
+  };
+  const double want = steps * lr;
+  const double stochastic = run({nn::dtype::float16, true, true, 7});
+  const double naive = run(nn::state_config::fp16_naive());
+  const double fp32 = run(nn::state_config::fp32());
+  CHECK(fp32 == Approx(want).epsilon(1e-3));
+  // The mean over 1024 weights of stochastic roundings: standard error ~ ulp / sqrt(1024 * steps).
+  CHECK(stochastic == Approx(want).epsilon(0.05));
+  CHECK(naive == 0.0);
+}
+
+TEST_CASE("optimizers check their arguments", "[nn][optim]") {
+  nn::Tensor w(nn::Matrix::Ones(2, 2), 1.0f), g(nn::Matrix::Ones(2, 3), 1.0f);
+  CHECK_THROWS_AS(nn::sgd({{"w", &w, &g}}, {}), scalify::shape_error);
+  nn::Tensor g2(nn::Matrix::Ones(2, 2), 1.0f);
+  CHECK_THROWS_AS(nn::sgd({{"w", &w, &g2}}, {.lr = 0.1f, .momentum = 1.5f}), std::invalid_argument);
+  CHECK_THROWS_AS(nn::adamw({{"w", &w, &g2}}, {.eps = 0.0f}), std::invalid_argument);
+  CHECK_THROWS_AS(nn::sgd({{"w", &w, nullptr}}, {}), std::invalid_argument);
+}
