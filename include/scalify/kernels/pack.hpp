@@ -139,8 +139,17 @@ template <class T>
 void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
                  std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
   const std::ptrdiff_t full = n / nr, rest = n - full * nr;
+  // Rows are read in short runs (n elements, a row stride apart: a new 4 KiB
+  // page per row for large B, which the hardware prefetchers do not cross):
+  // prefetch kAhead rows ahead, every cache line of the run.
+  constexpr std::ptrdiff_t kAhead = 8;
+  const std::ptrdiff_t run_bytes = n * static_cast<std::ptrdiff_t>(sizeof(T));
   for (std::ptrdiff_t u = u0; u < u1; ++u) {
     const T* row = b.data + u * b.rs + j0;
+    if (u + kAhead < k_size) {
+      const char* ahead = reinterpret_cast<const char*>(row + kAhead * b.rs);
+      for (std::ptrdiff_t off = 0; off < run_bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T1);
+    }
     for (std::ptrdiff_t p = 0; p < full; ++p) {
       float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
       for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen8(row + p * nr + j));
