@@ -64,7 +64,11 @@ namespace scalify::simd::avx2 {
 template <int M, class TA, class TB>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  constexpr int kQ = M == 1 ? 8 : 4;  // kQ * M broadcasts + 2 M accumulators + 2 in 16 ymm
+  // float8 B is bound by the widening: 8 rows per sweep for M = 1 (kQ * M
+  // broadcasts + 2 M accumulators + 2 in 16 ymm) and a prefetch of the next
+  // sweep's rows. Wider types are bound by memory: 4 rows (4 streams), no prefetch.
+  constexpr bool kNarrow = sizeof(TB) == 1;
+  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   for (int i = 0; i < M; ++i) {
     for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
   }
@@ -90,7 +94,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
       for (; j < n16; j += 16) {
         // A sweep reads kQ rows over n columns (short runs for the hardware
         // prefetchers): fetch the next sweep's rows one cache line at a time.
-        if ((j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
+        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
           for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
         }
         __m256 c0[M], c1[M];
