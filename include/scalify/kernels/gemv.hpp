@@ -58,13 +58,17 @@ SCALIFY_BEGIN_TARGET_AVX2
 namespace scalify::simd::avx2 {
 
 /// AVX2 version of kernels::gemv_block_scalar (same bits); B's rows contiguous.
-/// Four rows of B per sweep over the accumulators (k still in order for each
-/// element), so the accumulators are loaded and stored once per 4 k.
+/// Four rows of B (eight for M = 1) per sweep over the accumulators (k still in
+/// order for each element), so the accumulators are loaded and stored once per 4 (8) k.
 /// For e4m3fn B, every |A| must be below 2^119 (A is scaled by 2^8, see widen16).
 template <int M, class TA, class TB>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  constexpr int kQ = 4;
+  // float8 B is bound by the widening: 8 rows per sweep for M = 1 (kQ * M
+  // broadcasts + 2 M accumulators + 2 in 16 ymm) and a prefetch of the next
+  // sweep's rows. Wider types are bound by memory: 4 rows (4 streams), no prefetch.
+  constexpr bool kNarrow = sizeof(TB) == 1;
+  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   for (int i = 0; i < M; ++i) {
     for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
   }
@@ -72,11 +76,14 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
   for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
     const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
     const TB* rows[kQ];
+    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
     float ai[kQ][M];
     __m256 as[kQ][M];
     for (int q = 0; q < kQ; ++q) {
       const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
       rows[q] = b.data + k * b.rs + j0;
+      const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
+      next[q] = b.data + kn * b.rs + j0;
       for (int i = 0; i < M; ++i) {
         ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
         as[q][i] = _mm256_set1_ps(ai[q][i] * kGemvScale<TB>);
@@ -85,6 +92,11 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
     std::ptrdiff_t j = 0;
     auto step = [&](auto q_count) {  // int, or std::integral_constant for a fixed trip count
       for (; j < n16; j += 16) {
+        // A sweep reads kQ rows over n columns (short runs for the hardware
+        // prefetchers): fetch the next sweep's rows one cache line at a time.
+        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
+          for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
+        }
         __m256 c0[M], c1[M];
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) {

@@ -139,8 +139,17 @@ template <class T>
 void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
                  std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
   const std::ptrdiff_t full = n / nr, rest = n - full * nr;
+  // Rows are read in short runs (n elements, a row stride apart: a new 4 KiB
+  // page per row for large B, which the hardware prefetchers do not cross):
+  // prefetch kAhead rows ahead, every cache line of the run.
+  constexpr std::ptrdiff_t kAhead = 8;
+  const std::ptrdiff_t run_bytes = n * static_cast<std::ptrdiff_t>(sizeof(T));
   for (std::ptrdiff_t u = u0; u < u1; ++u) {
     const T* row = b.data + u * b.rs + j0;
+    if (u + kAhead < k_size) {
+      const char* ahead = reinterpret_cast<const char*>(row + kAhead * b.rs);
+      for (std::ptrdiff_t off = 0; off < run_bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T1);
+    }
     for (std::ptrdiff_t p = 0; p < full; ++p) {
       float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
       for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen8(row + p * nr + j));
@@ -160,6 +169,42 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
                        std::ptrdiff_t i0, int mr, uint32_t* dst) {
   const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
   const std::ptrdiff_t k8 = k_size / 8 * 8;
+  if (mr == 6 && rows == 6) {
+    // The AVX2 tile: 6 rows x 8 k widened into registers, transposed (8 x 8 with
+    // two zero rows), and stored as 8 units of 6 floats. Each 8-float store
+    // spills 2 lanes into the next unit, which the next store overwrites; the
+    // last unit is stored as 4 + 2 floats (never past the panel).
+    const T* r[6];
+    for (int i = 0; i < 6; ++i) r[i] = a.data + (i0 + i) * a.rs;
+    float* out = reinterpret_cast<float*>(dst);
+    const __m256 z = _mm256_setzero_ps();
+    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
+      const __m256 r0 = widen8(r[0] + u), r1 = widen8(r[1] + u), r2 = widen8(r[2] + u);
+      const __m256 r3 = widen8(r[3] + u), r4 = widen8(r[4] + u), r5 = widen8(r[5] + u);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
+      const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+      float* o = out + u * 6;
+      _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(s0, s4, 0x20));   // k = u:     rows 0..5 (+ 2 zeros)
+      _mm256_storeu_ps(o + 6, _mm256_permute2f128_ps(s1, s5, 0x20));   // k = u + 1
+      _mm256_storeu_ps(o + 12, _mm256_permute2f128_ps(s2, s6, 0x20));  // k = u + 2
+      _mm256_storeu_ps(o + 18, _mm256_permute2f128_ps(s3, s7, 0x20));  // k = u + 3
+      _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(s0, s4, 0x31));  // k = u + 4
+      _mm256_storeu_ps(o + 30, _mm256_permute2f128_ps(s1, s5, 0x31));  // k = u + 5
+      _mm256_storeu_ps(o + 36, _mm256_permute2f128_ps(s2, s6, 0x31));  // k = u + 6
+      const __m256 last = _mm256_permute2f128_ps(s3, s7, 0x31);        // k = u + 7
+      _mm_storeu_ps(o + 42, _mm256_castps256_ps128(last));
+      _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(last, 1));
+    }
+    for (std::ptrdiff_t i = 0; i < 6; ++i) {
+      for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(r[i][u]);
+    }
+    return;
+  }
   for (std::ptrdiff_t i = 0; i < rows; ++i) {
     const T* row = a.data + (i0 + i) * a.rs;
     alignas(32) uint32_t t[8];

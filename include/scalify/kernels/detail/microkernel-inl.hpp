@@ -30,13 +30,23 @@
 SCALIFY_SIMD_BEGIN_TARGET
 namespace scalify::simd::SCALIFY_SIMD_NS {
 
-/// MR x (NV * kF32Lanes) float32 tile, one FMA per unit (see the file comment).
-template <int MR, int NV>
-void gemm_tile_f32(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
+/// gemm_tile_f32 with `accumulate` fixed at compile time: the accumulators stay
+/// in registers from the first load (or zero) to the final store (a run-time
+/// choice made GCC spill and reload all of them around the k loop).
+template <int MR, int NV, bool Accumulate>
+SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c) {
   constexpr int NR = NV * static_cast<int>(kF32Lanes);
   f32x acc[MR][NV];
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) acc[i][v] = accumulate ? f32_load(c + i * NR + v * kF32Lanes) : f32_zero();
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (Accumulate) {
+        acc[i][v] = f32_load(c + i * NR + v * kF32Lanes);
+      } else {
+        acc[i][v] = f32_zero();
+      }
+    }
   }
   for (std::ptrdiff_t u = 0; u < ku; ++u) {
     f32x bv[NV];
@@ -45,11 +55,24 @@ void gemm_tile_f32(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, floa
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const f32x ai = f32_broadcast(a + u * MR + i);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = f32_fmadd(ai, bv[v], acc[i][v]);
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) f32_store(c + i * NR + v * kF32Lanes, acc[i][v]);
+  }
+}
+
+/// MR x (NV * kF32Lanes) float32 tile, one FMA per unit (see the file comment).
+template <int MR, int NV>
+void gemm_tile_f32(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
+  if (accumulate) {
+    gemm_tile_f32_impl<MR, NV, true>(ku, a, b, c);
+  } else {
+    gemm_tile_f32_impl<MR, NV, false>(ku, a, b, c);
   }
 }
 
