@@ -21,6 +21,8 @@
 #include "scalify/ops/shape.hpp"
 #include "support/scaled.hpp"
 
+using scalify_test::require_shape_error;
+
 namespace {
 
 using Eigen::Index;
@@ -171,19 +173,6 @@ std::vector<double> all_values(const MatrixXd& v) {
     for (Index j = 0; j < v.cols(); ++j) out.push_back(v(i, j));
   }
   return out;
-}
-
-/// Runs f and requires a scalify::shape_error whose message contains every part.
-void require_shape_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const scalify::shape_error& e) {
-    const std::string message = e.what();
-    INFO("message: " << message);
-    for (const std::string& part : parts) CHECK_THAT(message, Catch::Matchers::Contains(part));
-    return;
-  }
-  FAIL("no scalify::shape_error thrown");
 }
 
 }  // namespace

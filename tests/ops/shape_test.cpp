@@ -22,6 +22,8 @@
 
 #include "support/scaled.hpp"
 
+using scalify_test::require_shape_error;
+
 namespace {
 
 using Eigen::Index;
@@ -180,19 +182,6 @@ MatrixXd ref_concatenate(const MatrixXd& a, const MatrixXd& b, bool stack_rows) 
     }
   }
   return out;
-}
-
-/// Runs f and requires a scalify::shape_error whose message contains every part.
-void require_shape_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const scalify::shape_error& e) {
-    const std::string message = e.what();
-    INFO("message: " << message);
-    for (const std::string& part : parts) CHECK_THAT(message, Catch::Matchers::Contains(part));
-    return;
-  }
-  FAIL("no scalify::shape_error thrown");
 }
 
 }  // namespace

@@ -10,11 +10,14 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "scalify/core/scaled_array.hpp"
+#include "scalify/errors.hpp"
 
 namespace scalify_test {
 
@@ -90,6 +93,19 @@ inline void check_close(const Eigen::MatrixXd& actual, const Eigen::MatrixXd& ex
     }
   }
   CHECK(misses == 0);
+}
+
+/// Runs f and requires a scalify::shape_error whose message contains every part.
+inline void require_shape_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+  } catch (const scalify::shape_error& e) {
+    const std::string message = e.what();
+    INFO("message: " << message);
+    for (const std::string& part : parts) CHECK_THAT(message, Catch::Matchers::Contains(part));
+    return;
+  }
+  FAIL("no scalify::shape_error thrown");
 }
 
 }  // namespace scalify_test
