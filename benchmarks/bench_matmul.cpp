@@ -3,7 +3,8 @@
 // when built with SCALIFY_HAVE_OPENBLAS), for 1 and 2 threads.
 //
 //   BM_Gemm/<impl>/<M>/<N>/<K>/t:<threads>
-//     impl: eigen_f32, openblas_f32, scalify_e4m3, scalify_e5m2, scalify_bf16, scalify_f16, scalify_f32
+//     impl: eigen_f32, openblas_f32, scalify_e4m3, scalify_e5m2, scalify_bf16, scalify_f16, scalify_f32,
+//           scalify_e4m3_packed, scalify_f32_packed (B packed once, reused by every call; M > 1 only)
 //   counters: GFLOPS (2 M N K / s, wall time), x_eigen (eigen_f32 time / this time, same
 //   process, same shape and threads; > 1 is faster than Eigen)
 //
@@ -194,6 +195,29 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
   state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
 }
 
+// B packed once (scalify::packed_matrix), as inference and a training step
+// reuse their weights: the calls time A's packing, the product and the epilogue.
+template <class T>
+void bm_scalify_packed(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
+  const double eigen_s = measure_eigen(m, n, k, threads);
+  const auto a = narrow<T>(random_floats(static_cast<std::size_t>(m * k), 1));
+  const auto b = narrow<T>(random_floats(static_cast<std::size_t>(k * n), 2));
+  const scalify::packed_matrix packed(scalify::row_major_view(b.data(), k, n));
+  std::vector<float> c(static_cast<std::size_t>(m * n));
+  auto run = [&] {
+    scalify::gemm(scalify::row_major_view(a.data(), m, k), packed, scalify::row_major_view(c.data(), m, n),
+                  {.threads = threads});
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
+  state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
+}
+
 bool want_large(int& argc, char** argv) {
   bool large = false;
   if (const char* e = std::getenv("SCALIFY_BENCH_LARGE"); e != nullptr && *e != '\0' && *e != '0') large = true;
@@ -224,10 +248,14 @@ void register_all(bool large) {
                                                    {"scalify_e5m2", &bm_scalify<scalify::float8_e5m2>},
                                                    {"scalify_bf16", &bm_scalify<scalify::bfloat16>},
                                                    {"scalify_f16", &bm_scalify<scalify::float16>},
-                                                   {"scalify_f32", &bm_scalify<float>}};
+                                                   {"scalify_f32", &bm_scalify<float>},
+                                                   // Prepacked B: the shapes with M > 1 (M = 1 streams B unpacked).
+                                                   {"scalify_e4m3_packed", &bm_scalify_packed<scalify::float8_e4m3fn>},
+                                                   {"scalify_f32_packed", &bm_scalify_packed<float>}};
   for (const auto& [m, n, k] : shapes) {
     for (int threads : {1, 2}) {
       for (const auto& [name, f] : impls) {
+        if (m == 1 && std::strstr(name, "_packed") != nullptr) continue;
         const std::string label = std::string("BM_Gemm/") + name + "/" + std::to_string(m) + "/" + std::to_string(n) +
                                   "/" + std::to_string(k) + "/t:" + std::to_string(threads);
         benchmark::RegisterBenchmark(label.c_str(),

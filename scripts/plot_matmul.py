@@ -14,7 +14,8 @@ import re
 import sys
 
 NAME = re.compile(r"^BM_Gemm/(?P<impl>[^/]+)/(?P<m>\d+)/(?P<n>\d+)/(?P<k>\d+)/t:(?P<t>\d+)")
-ORDER = ["eigen_f32", "openblas_f32", "scalify_f32", "scalify_f16", "scalify_bf16", "scalify_e5m2", "scalify_e4m3"]
+ORDER = ["eigen_f32", "openblas_f32", "scalify_f32", "scalify_f16", "scalify_bf16", "scalify_e5m2", "scalify_e4m3",
+         "scalify_f32_packed", "scalify_e4m3_packed"]
 
 
 def load(path):
