@@ -31,25 +31,13 @@ using Eigen::MatrixXd;
 using scalify::ScaledMatrix;
 using scalify_test::check_close;
 using scalify_test::random_scaled;
+using scalify_test::data_d;
+using scalify_test::describe;
+using scalify_test::kScales;
+using scalify_test::shape;
 using scalify_test::values_d;
 
-#define SCALIFY_STORAGE_FORMATS \
-  float, scalify::float16, scalify::bfloat16, scalify::float8_e4m3fn, scalify::float8_e5m2
-
-struct shape {
-  Index rows, cols;
-};
-
-/// Fixed corner cases (1 x 1, rows, columns, odd sizes) plus a few random shapes.
-std::vector<shape> make_shapes() {
-  std::vector<shape> shapes = {{1, 1}, {1, 7}, {7, 1}, {5, 3}, {13, 17}, {4, 4}, {2, 9}};
-  std::mt19937 gen(2024);
-  std::uniform_int_distribution<int> size(1, 40);
-  for (int k = 0; k < 4; ++k) shapes.push_back({size(gen), size(gen)});
-  return shapes;
-}
-const std::vector<shape> kShapes = make_shapes();
-const std::vector<float> kScales = {1.0f, 0.375f, 3.0f, 0x1p-20f, 0x1p19f, 0.0f};
+const std::vector<shape> kShapes = scalify_test::shapes_with_random({{1, 1}, {1, 7}, {7, 1}, {5, 3}, {13, 17}, {4, 4}, {2, 9}});
 
 /// A format that holds every value of T exactly.
 template <class T>
@@ -69,15 +57,6 @@ struct wider<scalify::float8_e5m2> {
   using type = scalify::float16;
 };
 
-template <class D, class S>
-MatrixXd data_d(const scalify::ScaledArray<D, S>& x) {
-  return x.data().template cast<float>().template cast<double>();
-}
-
-std::string describe(const char* op, Index rows, Index cols, double scale) {
-  return std::string(op) + " of " + scalify::detail::shape_string(rows, cols) + ", scale " +
-         std::to_string(scale);
-}
 
 /// A result as plain numbers: its data widened to double, and its scale.
 struct result_d {

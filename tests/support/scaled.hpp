@@ -18,6 +18,7 @@
 
 #include "scalify/core/scaled_array.hpp"
 #include "scalify/errors.hpp"
+#include "scalify/ops/detail/common.hpp"  // shape_string
 
 namespace scalify_test {
 
@@ -106,6 +107,37 @@ inline void require_shape_error(const std::function<void()>& f, const std::vecto
     return;
   }
   FAIL("no scalify::shape_error thrown");
+}
+
+/// The storage formats the op tests run over (a Catch2 TEMPLATE_TEST_CASE list).
+#define SCALIFY_STORAGE_FORMATS \
+  float, scalify::float16, scalify::bfloat16, scalify::float8_e4m3fn, scalify::float8_e5m2
+
+struct shape {
+  Eigen::Index rows, cols;
+};
+
+/// The fixed corner cases `fixed` (1 x 1, rows, columns, odd sizes) plus four
+/// random shapes up to 40 x 40 (the same in every program).
+inline std::vector<shape> shapes_with_random(std::vector<shape> fixed) {
+  std::mt19937 gen(2024);
+  std::uniform_int_distribution<int> size(1, 40);
+  for (int k = 0; k < 4; ++k) fixed.push_back({size(gen), size(gen)});
+  return fixed;
+}
+
+/// Scales of the op tests: 1, non-powers of two, very small and large powers of two, zero.
+inline const std::vector<float> kScales = {1.0f, 0.375f, 3.0f, 0x1p-20f, 0x1p19f, 0.0f};
+
+/// The data of x widened exactly to double (the scale left out).
+template <class D, class S>
+Eigen::MatrixXd data_d(const scalify::ScaledArray<D, S>& x) {
+  return x.data().template cast<float>().template cast<double>();
+}
+
+/// "op of (R x C), scale s", for INFO messages.
+inline std::string describe(const char* op, Eigen::Index rows, Eigen::Index cols, double scale) {
+  return std::string(op) + " of " + scalify::detail::shape_string(rows, cols) + ", scale " + std::to_string(scale);
 }
 
 }  // namespace scalify_test
