@@ -173,40 +173,27 @@ void bm_openblas(benchmark::State& state, int64_t m, int64_t n, int64_t k, int t
 }
 #endif
 
-template <class T>
+// kPacked: B packed once (scalify::packed_matrix), as inference and a training
+// step reuse their weights; the calls then time A's packing, the product and
+// the epilogue.
+template <class T, bool kPacked = false>
 void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
   const double eigen_s = measure_eigen(m, n, k, threads);
   const auto a = narrow<T>(random_floats(static_cast<std::size_t>(m * k), 1));
   const auto b0 = narrow<T>(random_floats(static_cast<std::size_t>(k * n), 2));
-  std::vector<std::vector<T>> b(copies_for(b0.size() * sizeof(T), m), b0);
+  std::vector<std::vector<T>> b(kPacked ? 1 : copies_for(b0.size() * sizeof(T), m), b0);
+  const scalify::packed_matrix packed =
+      kPacked ? scalify::packed_matrix(scalify::row_major_view(b0.data(), k, n)) : scalify::packed_matrix();
   std::vector<float> c(static_cast<std::size_t>(m * n));
   std::size_t i = 0;
   auto run = [&] {
-    scalify::gemm(scalify::row_major_view(a.data(), m, k), scalify::row_major_view(b[i++ % b.size()].data(), k, n),
-                  scalify::row_major_view(c.data(), m, n), {.threads = threads});
-  };
-  run();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    run();
-    benchmark::DoNotOptimize(c.data());
-  }
-  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
-  state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
-}
-
-// B packed once (scalify::packed_matrix), as inference and a training step
-// reuse their weights: the calls time A's packing, the product and the epilogue.
-template <class T>
-void bm_scalify_packed(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
-  const double eigen_s = measure_eigen(m, n, k, threads);
-  const auto a = narrow<T>(random_floats(static_cast<std::size_t>(m * k), 1));
-  const auto b = narrow<T>(random_floats(static_cast<std::size_t>(k * n), 2));
-  const scalify::packed_matrix packed(scalify::row_major_view(b.data(), k, n));
-  std::vector<float> c(static_cast<std::size_t>(m * n));
-  auto run = [&] {
-    scalify::gemm(scalify::row_major_view(a.data(), m, k), packed, scalify::row_major_view(c.data(), m, n),
-                  {.threads = threads});
+    const auto av = scalify::row_major_view(a.data(), m, k);
+    const auto cv = scalify::row_major_view(c.data(), m, n);
+    if constexpr (kPacked) {
+      scalify::gemm(av, packed, cv, {.threads = threads});
+    } else {
+      scalify::gemm(av, scalify::row_major_view(b[i++ % b.size()].data(), k, n), cv, {.threads = threads});
+    }
   };
   run();
   const auto t0 = std::chrono::steady_clock::now();
@@ -250,8 +237,8 @@ void register_all(bool large) {
                                                    {"scalify_f16", &bm_scalify<scalify::float16>},
                                                    {"scalify_f32", &bm_scalify<float>},
                                                    // Prepacked B: the shapes with M > 1 (M = 1 streams B unpacked).
-                                                   {"scalify_e4m3_packed", &bm_scalify_packed<scalify::float8_e4m3fn>},
-                                                   {"scalify_f32_packed", &bm_scalify_packed<float>}};
+                                                   {"scalify_e4m3_packed", &bm_scalify<scalify::float8_e4m3fn, true>},
+                                                   {"scalify_f32_packed", &bm_scalify<float, true>}};
   for (const auto& [m, n, k] : shapes) {
     for (int threads : {1, 2}) {
       for (const auto& [name, f] : impls) {
