@@ -1,17 +1,27 @@
-// scalify: a small persistent thread pool for the GEMM (std::thread).
+// scalify: a small persistent thread pool (std::thread), shared by the GEMM
+// and by the evaluation of large results (core/detail/parallel.hpp).
 //
 // One process-wide pool of hardware_concurrency() - 1 workers, started on
 // first use; the calling thread works too. run(n, threads, f) calls f(task)
 // for every task in [0, n) on up to `threads` threads and returns when all are
 // done. Tasks are handed out one at a time from an atomic counter. If the pool
-// is busy (another thread's GEMM, or a nested call), the caller runs the tasks
+// is busy (another thread's run, or a nested call), the caller runs the tasks
 // itself: never a deadlock, never oversubscription.
+//
+// Hand-off: a worker that has finished a run spins for kSpin before it sleeps
+// on a condition variable, and the caller spins for kSpin on the workers'
+// completion before it sleeps. A GEMM makes two or three runs back to back
+// (packing, then the blocks of C), and a training step many GEMMs: waking a
+// sleeping thread through the kernel takes 30-60 us on a VM, as long as a
+// whole 256^3 product on two cores. OpenMP runtimes spin for the same reason.
 #ifndef SCALIFY_KERNELS_THREAD_POOL_HPP_
 #define SCALIFY_KERNELS_THREAD_POOL_HPP_
 
 #include <atomic>              // std::atomic
+#include <chrono>              // std::chrono::steady_clock
 #include <condition_variable>  // std::condition_variable
 #include <cstddef>             // ptrdiff_t
+#include <cstdint>             // uint64_t
 #include <mutex>               // std::mutex, std::unique_lock
 #include <thread>              // std::thread
 #include <type_traits>         // std::remove_reference_t
@@ -19,8 +29,35 @@
 
 namespace scalify::kernels {
 
+namespace detail {
+
+/// A pause in a spin loop: the x86 `pause` hint, else a yield.
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+/// Spins until pred() or `budget` has passed; returns pred()'s last value.
+template <class Pred>
+bool spin_until(Pred pred, std::chrono::microseconds budget) {
+  const auto start = std::chrono::steady_clock::now();
+  for (unsigned i = 1;; ++i) {
+    if (pred()) return true;
+    if (i % 64 == 0 && std::chrono::steady_clock::now() - start > budget) return pred();
+    spin_pause();
+  }
+}
+
+}  // namespace detail
+
 class thread_pool {
  public:
+  /// How long an idle thread spins before it sleeps.
+  static constexpr std::chrono::microseconds kSpin{200};
+
   /// The process-wide pool.
   static thread_pool& instance() {
     static thread_pool pool(default_threads());
@@ -51,13 +88,17 @@ class thread_pool {
       n_ = n;
       next_.store(0, std::memory_order_relaxed);
       helpers_ = threads - 1;
-      pending_ = helpers_;
-      ++generation_;
+      pending_.store(helpers_, std::memory_order_relaxed);
+      // Release: a worker that sees the new generation sees the job above.
+      generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     wake_.notify_all();
     work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    const auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!detail::spin_until(finished, kSpin)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, finished);
+    }
   }
 
   thread_pool(const thread_pool&) = delete;
@@ -66,7 +107,7 @@ class thread_pool {
   ~thread_pool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -91,31 +132,44 @@ class thread_pool {
   }
 
   void loop(int id) {
-    unsigned long long seen = 0;
+    uint64_t seen = 0;
     for (;;) {
+      detail::spin_until(
+          [&] {
+            return generation_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_acquire);
+          },
+          kSpin);
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (id >= helpers_) continue;  // not needed for this run
+      wake_.wait(lock, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen; });
+      if (stop_.load(std::memory_order_relaxed)) return;
+      // Read under the lock: the job fields belong to this generation (a run
+      // cannot publish the next one before this one's helpers are done).
+      seen = generation_.load(std::memory_order_relaxed);
+      const bool needed = id < helpers_;
       lock.unlock();
+      if (!needed) continue;
       work();
-      lock.lock();
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Under the lock, so that a caller between its check and its wait
+        // cannot miss the notification.
+        std::lock_guard<std::mutex> done_lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex busy_;   // one run() at a time
-  std::mutex mutex_;  // guards the job fields below
+  std::mutex mutex_;  // guards the job fields below (written only while no helper is working)
   std::condition_variable wake_, done_;
   void (*fn_)(void*, std::ptrdiff_t) = nullptr;
   void* ctx_ = nullptr;
   std::ptrdiff_t n_ = 0;
   std::atomic<std::ptrdiff_t> next_{0};
-  int helpers_ = 0, pending_ = 0;
-  unsigned long long generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_{0};  // helpers still working on the current run
+  int helpers_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace scalify::kernels

@@ -1,9 +1,9 @@
 // scalify: split a loop over [0, n) across threads (evaluation of large results).
 //
-// Each call starts its worker threads and joins them before returning; that
-// costs tens of microseconds, so only loops with at least `grain` iterations
-// per thread are split. Ranges are contiguous and in order (thread 0 gets the
-// first), and the calling thread runs the first range itself.
+// The ranges run on the process-wide pool of the GEMM (kernels/thread_pool.hpp),
+// whose idle threads spin briefly before sleeping; still, only loops with at
+// least `grain` iterations per thread are split. Ranges are contiguous and in
+// order (range 0 is the first), whichever thread runs them.
 #ifndef SCALIFY_CORE_DETAIL_PARALLEL_HPP_
 #define SCALIFY_CORE_DETAIL_PARALLEL_HPP_
 
@@ -12,6 +12,8 @@
 #include <exception>  // std::exception_ptr
 #include <thread>     // std::thread
 #include <vector>     // std::vector
+
+#include "scalify/kernels/thread_pool.hpp"  // thread_pool
 
 namespace scalify::detail {
 
@@ -38,19 +40,14 @@ void parallel_ranges(int64_t n, int64_t grain, int64_t align, int threads, F&& f
   // Range length: n / parts rounded up to a multiple of align.
   const int64_t length = ((n + parts - 1) / parts + align - 1) / align * align;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<size_t>(parts - 1));
-  const auto run = [&](int part) {
+  kernels::thread_pool::instance().run(parts, parts, [&](std::ptrdiff_t part) {
     const int64_t begin = std::min(n, part * length), end = std::min(n, begin + length);
     try {
       if (begin < end) f(begin, end);
     } catch (...) {
       errors[static_cast<size_t>(part)] = std::current_exception();
     }
-  };
-  for (int part = 1; part < parts; ++part) workers.emplace_back(run, part);
-  run(0);
-  for (auto& w : workers) w.join();
+  });
   for (const auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }
