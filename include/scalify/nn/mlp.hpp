@@ -4,7 +4,7 @@
 //   module              the interface: forward(x) keeps what backward needs;
 //                       backward(dy) returns dx and accumulates the parameter
 //                       gradients (+=); zero_grad() clears them
-//   linear_layer, relu_layer, gelu_layer, layernorm_layer
+//   linear_layer, relu_layer, gelu_layer (activation_layer), layernorm_layer
 //                       thin wrappers of the forward/backward pairs of
 //                       nn/linear.hpp, nn/activations.hpp, nn/layernorm.hpp
 //   sequential          layers run in order; parameters() for the optimizers
@@ -106,44 +106,40 @@ class linear_layer : public module {
   linear_cache cache_;
 };
 
-/// y = max(x, 0).
-class relu_layer : public module {
+/// A parameter-free activation module over a forward/backward function pair of
+/// nn/activations.hpp: y = f(x), dx = f'(x) * dy. Keeps x for the backward.
+template <void (*Forward)(Tensor& y, const Tensor& x), void (*Backward)(Tensor& dx, const Tensor& dy, const Tensor& x)>
+class activation_layer : public module {
  public:
-  std::string name() const override { return "relu"; }
+  explicit activation_layer(std::string name) : name_(std::move(name)) {}
+  std::string name() const override { return name_; }
   Tensor forward(const Tensor& x) override {
     x_ = x;
     Tensor y;
-    relu_forward(y, x);
+    Forward(y, x);
     return y;
   }
   Tensor backward(const Tensor& dy, bool need_dx) override {
     Tensor dx;
-    if (need_dx) relu_backward(dx, dy, x_);
+    if (need_dx) Backward(dx, dy, x_);
     return dx;
   }
 
  private:
+  std::string name_;
   Tensor x_;
 };
 
-/// y = gelu(x), tanh approximation.
-class gelu_layer : public module {
+/// y = max(x, 0).
+class relu_layer : public activation_layer<relu_forward, relu_backward> {
  public:
-  std::string name() const override { return "gelu"; }
-  Tensor forward(const Tensor& x) override {
-    x_ = x;
-    Tensor y;
-    gelu_forward(y, x);
-    return y;
-  }
-  Tensor backward(const Tensor& dy, bool need_dx) override {
-    Tensor dx;
-    if (need_dx) gelu_backward(dx, dy, x_);
-    return dx;
-  }
+  relu_layer() : activation_layer("relu") {}
+};
 
- private:
-  Tensor x_;
+/// y = gelu(x), tanh approximation.
+class gelu_layer : public activation_layer<gelu_forward, gelu_backward> {
+ public:
+  gelu_layer() : activation_layer("gelu") {}
 };
 
 /// Layer normalisation over the features (nn/layernorm.hpp).
