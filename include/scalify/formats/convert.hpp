@@ -29,20 +29,8 @@
 #include "scalify/simd/vec_avx2.hpp"         // simd::avx2::u32x
 #include "scalify/simd/vec_avx512.hpp"       // simd::avx512::u32x
 
-#if SCALIFY_HAVE_X86_SIMD
-#define SCALIFY_SIMD_NS avx2
-#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX2
-#define SCALIFY_SIMD_END_TARGET SCALIFY_END_TARGET
-#include "scalify/formats/detail/convert_simd-inl.hpp"
-#undef SCALIFY_SIMD_NS
-#undef SCALIFY_SIMD_BEGIN_TARGET
-#define SCALIFY_SIMD_NS avx512
-#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512
-#include "scalify/formats/detail/convert_simd-inl.hpp"
-#undef SCALIFY_SIMD_NS
-#undef SCALIFY_SIMD_BEGIN_TARGET
-#undef SCALIFY_SIMD_END_TARGET
-#endif
+#define SCALIFY_PATH_INCLUDE "scalify/formats/detail/convert_simd-inl.hpp"
+#include "scalify/simd/foreach_path.hpp"  // once per SIMD path
 
 namespace scalify {
 

@@ -24,27 +24,9 @@
 #include "scalify/simd/f32_avx2.hpp"               // simd::avx2::f32x
 #include "scalify/simd/f32_avx512.hpp"             // simd::avx512(bf16)::f32x
 
-#if SCALIFY_HAVE_X86_SIMD
-#define SCALIFY_SIMD_NS avx2
-#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX2
-#define SCALIFY_SIMD_END_TARGET SCALIFY_END_TARGET
-#include "scalify/kernels/detail/microkernel-inl.hpp"
-#undef SCALIFY_SIMD_NS
-#undef SCALIFY_SIMD_BEGIN_TARGET
-#define SCALIFY_SIMD_NS avx512
-#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512
-#include "scalify/kernels/detail/microkernel-inl.hpp"
-#undef SCALIFY_SIMD_NS
-#undef SCALIFY_SIMD_BEGIN_TARGET
-#define SCALIFY_SIMD_NS avx512bf16
-#define SCALIFY_SIMD_BEGIN_TARGET SCALIFY_BEGIN_TARGET_AVX512BF16
-#define SCALIFY_SIMD_HAS_BF16 1
-#include "scalify/kernels/detail/microkernel-inl.hpp"
-#undef SCALIFY_SIMD_HAS_BF16
-#undef SCALIFY_SIMD_NS
-#undef SCALIFY_SIMD_BEGIN_TARGET
-#undef SCALIFY_SIMD_END_TARGET
-#endif
+#define SCALIFY_PATH_INCLUDE "scalify/kernels/detail/microkernel-inl.hpp"
+#define SCALIFY_PATH_WITH_BF16 1
+#include "scalify/simd/foreach_path.hpp"  // once per SIMD path, avx512bf16 included
 
 namespace scalify::kernels {
 

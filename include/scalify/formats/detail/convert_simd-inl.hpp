@@ -1,6 +1,7 @@
 // scalify: the SIMD bulk casts, written once for every x86 path.
 //
-// This file is included once per path by scalify/formats/convert.hpp, with
+// This file is included once per path by scalify/formats/convert.hpp (through
+// scalify/simd/foreach_path.hpp), with
 // SCALIFY_SIMD_NS naming the path (avx2, avx512) and SCALIFY_SIMD_BEGIN_TARGET /
 // SCALIFY_SIMD_END_TARGET opening and closing its target region; `u32x` and
 // its helpers come from scalify/simd/vec_<path>.hpp. (The tests include it a

@@ -1,6 +1,7 @@
 // scalify: the GEMM micro-kernels, written once for every SIMD path.
 //
-// Included once per path by scalify/kernels/microkernels.hpp with
+// Included once per path by scalify/kernels/microkernels.hpp (through
+// scalify/simd/foreach_path.hpp) with
 // SCALIFY_SIMD_NS naming the path (avx2, avx512, avx512bf16) and
 // SCALIFY_SIMD_BEGIN_TARGET / SCALIFY_SIMD_END_TARGET opening and closing its
 // target region; `f32x` and its helpers come from scalify/simd/f32_<path>.hpp.
