@@ -39,23 +39,20 @@ SCALIFY_END_TARGET
 SCALIFY_BEGIN_TARGET_AVX512BF16
 namespace scalify::simd::avx512bf16 {
 
-struct f32x {
-  __m512 v;
-};
+// The float32 part is avx512's (an AVX-512F function inlines into this
+// superset target).
+using avx512::f32_broadcast;
+using avx512::f32_fmadd;
+using avx512::f32_load;
+using avx512::f32_store;
+using avx512::f32_zero;
+using avx512::f32x;
+using avx512::kF32Lanes;
+
 /// 16 lanes of two bfloat16 each: the low half is the even k, the high half the odd k.
 struct bf16x2 {
   __m512bh v;
 };
-inline constexpr std::size_t kF32Lanes = 16;
-
-SCALIFY_ALWAYS_INLINE f32x f32_zero() { return {_mm512_setzero_ps()}; }
-SCALIFY_ALWAYS_INLINE f32x f32_broadcast(const uint32_t* p) {
-  return {_mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(*p)))};
-}
-SCALIFY_ALWAYS_INLINE f32x f32_load(const uint32_t* p) { return {_mm512_castsi512_ps(_mm512_loadu_si512(p))}; }
-SCALIFY_ALWAYS_INLINE f32x f32_load(const float* p) { return {_mm512_loadu_ps(p)}; }
-SCALIFY_ALWAYS_INLINE void f32_store(float* p, f32x a) { _mm512_storeu_ps(p, a.v); }
-SCALIFY_ALWAYS_INLINE f32x f32_fmadd(f32x a, f32x b, f32x c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 
 SCALIFY_ALWAYS_INLINE bf16x2 bf16x2_load(const uint32_t* p) { return {(__m512bh)_mm512_loadu_si512(p)}; }
 SCALIFY_ALWAYS_INLINE bf16x2 bf16x2_broadcast(const uint32_t* p) {
