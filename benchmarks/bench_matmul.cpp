@@ -35,9 +35,7 @@
 
 #include "scalify/kernels/gemm.hpp"
 
-#ifdef _OPENMP
 #include <unistd.h>  // execv
-#endif
 
 #ifdef SCALIFY_HAVE_OPENBLAS
 #include <cblas.h>
@@ -257,15 +255,19 @@ void register_all(bool large) {
 }  // namespace
 
 int main(int argc, char** argv) {
-#ifdef _OPENMP
-  // Idle OpenMP threads (Eigen's) spin by default and would steal the cores
-  // from scalify's pool in the next benchmark: restart with a passive policy
-  // (libgomp reads it at load time).
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  // The baselines' idle threads wait as scalify's pool does (kernels/
+  // thread_pool.hpp: spin ~200 us, then sleep): libgomp 7000 spins of ~30 ns,
+  // OpenBLAS 2^19 cycles. Their defaults (libgomp ~9 ms, OpenBLAS 2^28 cycles,
+  // ~90 ms) keep a core busy well into the next benchmark; a passive wait
+  // would make Eigen pay a kernel wake-up (30-60 us here) that scalify does
+  // not. Both libraries read these at load time: set them, then restart.
+  // Values already in the environment are kept.
+  if (std::getenv("SCALIFY_BENCH_WAIT_SET") == nullptr) {
+    setenv("GOMP_SPINCOUNT", "7000", 0);
+    setenv("OPENBLAS_THREAD_TIMEOUT", "19", 0);
+    setenv("SCALIFY_BENCH_WAIT_SET", "1", 1);
     execv("/proc/self/exe", argv);  // returns only on failure: then go on
   }
-#endif
   const bool large = want_large(argc, argv);
   register_all(large);
   benchmark::Initialize(&argc, argv);
