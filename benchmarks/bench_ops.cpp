@@ -1,10 +1,12 @@
 // scalify benchmark: a fused scaled expression, z = x * y + w, over 16Mi
-// elements, against the same expression in plain Eigen float32.
+// elements (and 256Ki: an activation of a training step, where splitting
+// across threads must still pay), against the same expression in plain Eigen
+// float32.
 //
-//   BM_FusedXYplusW/eigen_f32/16777216                     Eigen::ArrayXXf: z = x * y + w
-//   BM_FusedXYplusW/scalify_<in>/16777216/threads:T        x, y, w, z: ScaledMatrix<in>  (fp8 in, fp8 out)
-//   BM_FusedXYplusW/scalify_<in>_to_f16/16777216/threads:T z: ScaledMatrix<float16>
-//   BM_FusedXYplusW/scalify_<in>_to_f32/16777216/threads:T z: ScaledMatrix<float>
+//   BM_FusedXYplusW/eigen_f32/rows:R/cols:C                      Eigen::ArrayXXf: z = x * y + w
+//   BM_FusedXYplusW/scalify_<in>/rows:R/cols:C/threads:T         x, y, w, z: ScaledMatrix<in>  (fp8 in, fp8 out)
+//   BM_FusedXYplusW/scalify_<in>_to_f16/rows:R/cols:C/threads:T  z: ScaledMatrix<float16>
+//   BM_FusedXYplusW/scalify_<in>_to_f32/rows:R/cols:C/threads:T  z: ScaledMatrix<float>
 //
 // T is scalify_config::threads, the threads that evaluate a stored result
 // (1: the calling thread only, as Eigen, which never splits coefficient-wise
@@ -12,7 +14,7 @@
 //
 // The scaled ones evaluate `z = x * y + w` (scalify/ops/elementwise.hpp): the
 // scales at once, the data in one fused pass in float32, rounded once into z.
-// Shape (4096, 4096), row-major; scales 0.5, 2 and 1 (x, y, w).
+// Shape (4096, n / 4096), row-major; scales 0.5, 2 and 1 (x, y, w).
 //
 // Counters: `GB/s` counts the bytes read (x, y, w) plus written (z) per
 // element (float32: 16; fp8 -> fp8: 4); `Gelem/s` counts elements; the scaled
@@ -40,7 +42,9 @@
 
 namespace {
 
-constexpr std::int64_t kRows = 4096, kCols = 4096;  // 16Mi elements
+/// Shapes (rows, cols): 4096 x 4096 (16Mi elements) and 256 x 1024 (256Ki: a
+/// batch of 256 activations of a 1024-wide layer).
+constexpr std::int64_t kShapes[][2] = {{256, 1024}, {4096, 4096}};
 
 using scalify::float16;
 using scalify::float8_e4m3fn;
@@ -89,7 +93,7 @@ double eigen_f32_seconds(std::int64_t rows, std::int64_t cols) {
 }
 
 void bm_eigen_f32(benchmark::State& state) {
-  const std::int64_t rows = kRows, cols = state.range(0) / kRows;
+  const std::int64_t rows = state.range(0), cols = state.range(1);
   const Eigen::ArrayXXf x = random_values(rows, cols, 1), y = random_values(rows, cols, 2),
                         w = random_values(rows, cols, 3);
   Eigen::ArrayXXf z(rows, cols);
@@ -104,7 +108,7 @@ void bm_eigen_f32(benchmark::State& state) {
 // x, y, w stored as In, z as Out; z = x * y + w.
 template <class In, class Out>
 void bm_scalify(benchmark::State& state) {
-  const std::int64_t rows = kRows, cols = state.range(0) / kRows;
+  const std::int64_t rows = state.range(0), cols = state.range(1);
   using Data = typename scalify::ScaledMatrix<In>::data_type;  // row-major
   using RowArrayXXf = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const auto stored = [&](unsigned seed, float scale) {  // data ~ N(0, 1): values ~ N(0, scale^2)
@@ -113,7 +117,7 @@ void bm_scalify(benchmark::State& state) {
   };
   const scalify::ScaledMatrix<In> x = stored(1, 0.5f), y = stored(2, 2.0f), w = stored(3, 1.0f);
   scalify::scalify_config config = scalify::current_config();
-  config.threads = static_cast<int>(state.range(1));
+  config.threads = static_cast<int>(state.range(2));
   const scalify::config_scope scope(config);
   scalify::ScaledMatrix<Out> z = x * y + w;
   const double baseline = eigen_f32_seconds(rows, cols);
@@ -130,18 +134,22 @@ void bm_scalify(benchmark::State& state) {
 }
 
 void register_all() {
-  const std::int64_t n = kRows * kCols;
-  const auto add = [n](const char* name, void (*fn)(benchmark::State&)) {
-    benchmark::RegisterBenchmark(name, fn)
-        ->ArgsProduct({{n}, {1, 0}})
-        ->ArgNames({"", "threads"})
+  for (const auto& shape : kShapes) {
+    benchmark::RegisterBenchmark("BM_FusedXYplusW/eigen_f32", bm_eigen_f32)
+        ->Args({shape[0], shape[1]})
+        ->ArgNames({"rows", "cols"})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
+  }
+  const auto add = [](const char* name, void (*fn)(benchmark::State&)) {
+    for (const auto& shape : kShapes) {
+      benchmark::RegisterBenchmark(name, fn)
+          ->ArgsProduct({{shape[0]}, {shape[1]}, {1, 0}})
+          ->ArgNames({"rows", "cols", "threads"})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   };
-  benchmark::RegisterBenchmark("BM_FusedXYplusW/eigen_f32", bm_eigen_f32)
-      ->Arg(n)
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond);
   add("BM_FusedXYplusW/scalify_e4m3fn", bm_scalify<float8_e4m3fn, float8_e4m3fn>);
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f16", bm_scalify<float8_e4m3fn, float16>);
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f32", bm_scalify<float8_e4m3fn, float>);

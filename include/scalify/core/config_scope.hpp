@@ -28,7 +28,7 @@ enum class scale_format {
 /// | `seed` | seed of stochastic pow2 rounding: the i-th stochastic rounding on this thread in the scope uses `stochastic_bits(seed, i)` |
 /// | `store` | cast options used when a result is stored into a narrow data type (default: nearest even, not saturating) |
 /// | `scale` | preferred scale format for new scales |
-/// | `threads` | threads that evaluate a large result when it is stored (at least 2^20 elements each): 0 (default) = every hardware thread, 1 = the calling thread only |
+/// | `threads` | threads that evaluate a large result when it is stored (at least 2^16 elements each): 0 (default) = every hardware thread, 1 = the calling thread only |
 struct scalify_config {
   pow2_mode rounding = pow2_mode::down;
   uint64_t seed = 0;
