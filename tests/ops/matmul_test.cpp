@@ -88,3 +88,52 @@ TEST_CASE("matmul rejects mismatched inner sizes naming both shapes", "[ops][mat
   CHECK_THROWS_AS(scalify::matmul(a, b), scalify::shape_error);
   CHECK_THROWS_WITH(scalify::matmul(a, b), Catch::Contains("(3 x 4)") && Catch::Contains("(5 x 2)"));
 }
+
+TEMPLATE_TEST_CASE("matmul(a, b, op_a, op_b): op(a) x op(b) vs the double product, same bits as a copied transpose",
+                   "[ops][matmul]", float, float16, float8_e4m3fn, float8_e5m2, double) {
+  using scalify::trans;
+  const int shapes[][3] = {{1, 1, 1}, {3, 5, 2}, {17, 33, 1}, {31, 129, 15}, {64, 40, 70}};
+  uint32_t seed = 100;
+  for (const auto& [m, k, n] : shapes) {
+    for (const trans op_a : {trans::no, trans::yes}) {
+      for (const trans op_b : {trans::no, trans::yes}) {
+        // Stored as op(x) requires: a is (k x m) when used transposed, b is (n x k).
+        const auto a = op_a == trans::no ? scalify_test::random_scaled<TestType>(m, k, 0.5f, seed++)
+                                         : scalify_test::random_scaled<TestType>(k, m, 0.5f, seed++);
+        const auto b = op_b == trans::no ? scalify_test::random_scaled<TestType>(k, n, 3.0f, seed++)
+                                         : scalify_test::random_scaled<TestType>(n, k, 3.0f, seed++);
+        const auto c = scalify::matmul(a, b, op_a, op_b);
+        INFO(m << "x" << k << "x" << n << ", op_a " << (op_a == trans::yes) << ", op_b " << (op_b == trans::yes));
+        REQUIRE(c.rows() == m);
+        REQUIRE(c.cols() == n);
+        CHECK(c.scale() == static_cast<float>(0.5 * 3.0 * expected_factor_down(k)));
+        const Eigen::MatrixXd va = scalify_test::values_d(a), vb = scalify_test::values_d(b);
+        const Eigen::MatrixXd oa = op_a == trans::no ? va : Eigen::MatrixXd(va.transpose());
+        const Eigen::MatrixXd ob = op_b == trans::no ? vb : Eigen::MatrixXd(vb.transpose());
+        const Eigen::MatrixXd expected = oa * ob;
+        const double sum_abs = (oa.cwiseAbs() * ob.cwiseAbs()).maxCoeff();
+        scalify_test::check_close(scalify_test::values_d(c), expected, 1e-6, 4.0 * k * 0x1p-24 * sum_abs, "result");
+        // The transposes copied first: scalify::gemm sums k in the same order
+        // either way, so the same bits (double goes through Eigen: no such promise).
+        if constexpr (!std::is_same_v<TestType, double>) {
+          using Stored = ScaledMatrix<TestType>;
+          const Stored ca(typename Stored::data_type(op_a == trans::no ? a.data() : a.data().transpose()), a.scale());
+          const Stored cb(typename Stored::data_type(op_b == trans::no ? b.data() : b.data().transpose()), b.scale());
+          const auto copied = scalify::matmul(ca, cb);
+          CHECK(copied.scale() == c.scale());
+          CHECK(copied.data() == c.data());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul(a, b, op_a, op_b) rejects mismatched inner sizes naming the transposes", "[ops][matmul][errors]") {
+  using scalify::trans;
+  const auto a = scalify_test::random_scaled<float>(3, 4, 1.0f, 1);
+  const auto b = scalify_test::random_scaled<float>(3, 2, 1.0f, 2);
+  CHECK_NOTHROW(scalify::matmul(a, b, trans::yes, trans::no));  // (4 x 3) (3 x 2)
+  CHECK_THROWS_AS(scalify::matmul(a, b, trans::no, trans::no), scalify::shape_error);
+  CHECK_THROWS_WITH(scalify::matmul(a, b, trans::no, trans::yes),
+                    Catch::Contains("(3 x 4)") && Catch::Contains("transpose (3 x 2)"));
+}

@@ -41,7 +41,7 @@ RowMatrix<T> random_data(Eigen::Index rows, Eigen::Index cols, uint32_t seed, fl
   RowMatrix<T> m(rows, cols);
   for (Eigen::Index i = 0; i < m.size(); ++i) {
     const float v = dist(gen);
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       m.data()[i] = v;
     } else {
       m.data()[i] = scalify::saturate_cast<T>(v);

@@ -191,21 +191,17 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
   if (dx != nullptr) {
     dy_q = cast_to(dys, cfg.grad_input.lhs, cast);
     have_dy_q = true;
-    const AnyTensor wt = (cfg.grad_input.rhs == cfg.forward.rhs)
-                             ? transpose_any(cache.w_fwd)
-                             : cast_to(Tensor(Matrix(p.w.data().transpose()), p.w.scale()), cfg.grad_input.rhs, cast);
-    *dx = matmul_any(dy_q, wt);
+    // W as cast for the forward pass when the formats agree, used transposed in place.
+    const AnyTensor w_q = (cfg.grad_input.rhs == cfg.forward.rhs) ? cache.w_fwd : cast_to(p.w, cfg.grad_input.rhs, cast);
+    *dx = matmul_any(dy_q, w_q, trans::no, trans::yes);
     if (!cfg.scaled) *dx = detail::naive_result(*dx, cfg.grad_input);
   }
 
   // dW += x^T dy: (I, B) x (B, O)
-  const AnyTensor xt = (cfg.grad_weight.lhs == cfg.forward.lhs)
-                           ? transpose_any(cache.x_fwd)
-                           : cast_to(Tensor(Matrix(cache.x.data().transpose()), cache.x.scale()),
-                                     cfg.grad_weight.lhs, cast);
+  const AnyTensor x_q = (cfg.grad_weight.lhs == cfg.forward.lhs) ? cache.x_fwd : cast_to(cache.x, cfg.grad_weight.lhs, cast);
   const AnyTensor dy_w =
       (have_dy_q && cfg.grad_weight.rhs == cfg.grad_input.lhs) ? dy_q : cast_to(dys, cfg.grad_weight.rhs, cast);
-  Tensor dw = matmul_any(xt, dy_w);
+  Tensor dw = matmul_any(x_q, dy_w, trans::yes, trans::no);
   if (!cfg.scaled) dw = detail::naive_result(dw, cfg.grad_weight);
   if (g.dw.size() == 0) g.dw = zeros(p.w.rows(), p.w.cols());
   accumulate(g.dw, dw);

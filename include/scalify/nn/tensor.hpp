@@ -133,17 +133,6 @@ inline Tensor round_to(const Tensor& x, dtype t, const convert_options& options 
   return std::visit([](const auto& v) { return Tensor(v); }, cast_to(x, t, options));
 }
 
-/// The transpose of `x` (same data type and scale), evaluated.
-inline AnyTensor transpose_any(const AnyTensor& x) {
-  return std::visit(
-      [](const auto& v) -> AnyTensor {
-        using M = std::decay_t<decltype(v)>;
-        typename M::data_type t = v.data().transpose();
-        return M(std::move(t), v.scale());
-      },
-      x);
-}
-
 /// Rows and columns of an AnyTensor.
 inline Eigen::Index rows_of(const AnyTensor& x) {
   return std::visit([](const auto& v) { return v.rows(); }, x);
@@ -158,6 +147,14 @@ inline Eigen::Index cols_of(const AnyTensor& x) {
 /// **Example**: `Tensor y = scalify::nn::matmul_any(cast_to(x, dtype::e4m3fn), cast_to(w, dtype::e4m3fn));`
 inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b) {
   return std::visit([](const auto& x, const auto& y) -> Tensor { return matmul(x, y); }, a, b);
+}
+
+/// matmul_any of op_a(a) and op_b(b): a transposed operand is read in place by
+/// the GEMM, not copied. Throws shape_error if the inner sizes differ.
+///
+/// **Example**: `Tensor dx = scalify::nn::matmul_any(dy8, w8, scalify::trans::no, scalify::trans::yes);`
+inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b, trans op_a, trans op_b) {
+  return std::visit([&](const auto& x, const auto& y) -> Tensor { return matmul(x, y, op_a, op_b); }, a, b);
 }
 
 namespace detail {

@@ -1,6 +1,7 @@
 // scalify: scaled matrix product with the unit-scaling rule.
 //
 //   matmul(a, b):  scale = sa * sb * pow2(sqrt(K)),  data = (da x db) / pow2(sqrt(K))
+//   matmul(a, b, op_a, op_b):  the same for op_a(a) x op_b(b), op = trans::no / trans::yes
 //
 // K is the contracted size (a.cols() == b.rows()) and pow2 rounds with the
 // scope's mode (config_scope; down by default). If the entries of da and db
@@ -22,25 +23,64 @@
 namespace scalify {
 namespace detail {
 
-/// C = alpha * A * B in float32 (A: M x K, B: K x N), the data of any
-/// ScaledArray widened to float. The single entry point of scaled matmuls:
-/// scalify::gemm() (kernels/gemm.hpp) for float8, float16, bfloat16 and float
-/// data; Eigen's product for other scalar types (double, ...).
+/// C = alpha * op_a(A) * op_b(B) in float32 (op(A): M x K, op(B): K x N), the
+/// data of any ScaledArray widened to float. The single entry point of scaled
+/// matmuls: scalify::gemm() (kernels/gemm.hpp) for float8, float16, bfloat16
+/// and float data, transposes included without a copy; Eigen's product for
+/// other scalar types (double, ...).
 template <class DA, class DB>
-RowMatrixF gemm_f32(const DA& a, const DB& b, float alpha) {
+RowMatrixF gemm_f32(const DA& a, const DB& b, float alpha, trans op_a = trans::no, trans op_b = trans::no) {
   using TA = std::remove_cv_t<typename DA::Scalar>;
   using TB = std::remove_cv_t<typename DB::Scalar>;
   if constexpr (kernels::gemm_input<TA> && kernels::gemm_input<TB>) {
-    return scalify::gemm<float>(a, b, {.alpha = alpha});
+    return scalify::gemm<float>(a, b, {.trans_a = op_a, .trans_b = op_b, .alpha = alpha});
   } else {
-    RowMatrixF c(a.rows(), b.cols());
-    c.noalias() = a.template cast<float>().matrix() * b.template cast<float>().matrix();
+    const RowMatrixF fa = a.template cast<float>().matrix();
+    const RowMatrixF fb = b.template cast<float>().matrix();
+    RowMatrixF c(op_a == trans::no ? a.rows() : a.cols(), op_b == trans::no ? b.cols() : b.rows());
+    if (op_a == trans::no) {
+      if (op_b == trans::no) {
+        c.noalias() = fa * fb;
+      } else {
+        c.noalias() = fa * fb.transpose();
+      }
+    } else if (op_b == trans::no) {
+      c.noalias() = fa.transpose() * fb;
+    } else {
+      c.noalias() = fa.transpose() * fb.transpose();
+    }
     if (alpha != 1.0f) c *= alpha;
     return c;
   }
 }
 
 }  // namespace detail
+
+/// Matrix product of scaled tensors with the unit-scaling rule (see the file
+/// comment), with either operand used transposed: op_a(a) * op_b(b), K the
+/// contracted size. The GEMM reads the transposed operand in place (a backward
+/// pass's dx = dy W^T and dW = x^T dy copy nothing). Throws shape_error if the
+/// inner sizes differ.
+///
+/// **Example**:
+/// ```
+/// auto dx = scalify::matmul(dy, w, scalify::trans::no, scalify::trans::yes);  // dy W^T
+/// ```
+template <class D1, class S1, class D2, class S2>
+auto matmul(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b, trans op_a, trans op_b = trans::no) {
+  const Eigen::Index k = op_a == trans::no ? a.cols() : a.rows();
+  const Eigen::Index k_b = op_b == trans::no ? b.rows() : b.cols();
+  SCALIFY_CHECK(k == k_b, shape_error,
+                std::string("scalify::matmul: cannot multiply ") + (op_a == trans::no ? "" : "transpose ") +
+                    detail::shape_string(a) + " by " + (op_b == trans::no ? "" : "transpose ") +
+                    detail::shape_string(b) + " (inner sizes " + std::to_string(k) + " and " + std::to_string(k_b) +
+                    " differ)");
+  using S = detail::result_scale_t<S1, S2>;
+  const S factor = detail::sqrt_n_factor<S>(k);
+  const S scale = static_cast<S>(a.scale()) * static_cast<S>(b.scale()) * factor;
+  return ScaledArray<detail::RowMatrixF, S>(
+      detail::gemm_f32(a.data(), b.data(), 1.0f / static_cast<float>(factor), op_a, op_b), scale);
+}
 
 /// Matrix product of scaled tensors with the unit-scaling rule (see the file
 /// comment). Throws shape_error if a.cols() != b.rows().
@@ -52,14 +92,7 @@ RowMatrixF gemm_f32(const DA& a, const DB& b, float alpha) {
 /// ```
 template <class D1, class S1, class D2, class S2>
 auto matmul(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b) {
-  SCALIFY_CHECK(a.cols() == b.rows(), shape_error,
-                "scalify::matmul: cannot multiply " + detail::shape_string(a) + " by " + detail::shape_string(b) +
-                    " (inner sizes " + std::to_string(a.cols()) + " and " + std::to_string(b.rows()) + " differ)");
-  using S = detail::result_scale_t<S1, S2>;
-  const S k = detail::sqrt_n_factor<S>(a.cols());
-  const S scale = static_cast<S>(a.scale()) * static_cast<S>(b.scale()) * k;
-  return ScaledArray<detail::RowMatrixF, S>(detail::gemm_f32(a.data(), b.data(), 1.0f / static_cast<float>(k)),
-                                            scale);
+  return matmul(a, b, trans::no, trans::no);
 }
 
 }  // namespace scalify
