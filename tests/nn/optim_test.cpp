@@ -168,7 +168,9 @@ TEST_CASE("scaled fp16 sgd over 300 steps: the weights move as in float64 (no dr
   const int steps = 300;
   const double lr = 0.05, mu = 0.9;
   const MatD w0 = random_matrix(64, 64, 11, 0.05).cast<float>().cast<double>();
-  const auto grad = [](int t) { return MatD(random_matrix(64, 64, 1000 + static_cast<uint32_t>(t), 1e-2).cast<float>().cast<double>()); };
+  const auto grad = [](int t) {
+    return MatD(random_matrix(64, 64, 1000 + static_cast<uint32_t>(t), 1e-2).cast<float>().cast<double>());
+  };
   MatD w_ref = w0, v_ref;
   for (int t = 1; t <= steps; ++t) {
     v_ref = t == 1 ? grad(t) : MatD(mu * v_ref + grad(t));

@@ -140,7 +140,9 @@ class thread_pool {
           },
           kSpin);
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen; });
+      wake_.wait(lock, [&] {
+        return stop_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen;
+      });
       if (stop_.load(std::memory_order_relaxed)) return;
       // Read under the lock: the job fields belong to this generation (a run
       // cannot publish the next one before this one's helpers are done).

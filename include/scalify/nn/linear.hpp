@@ -192,13 +192,15 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
     dy_q = cast_to(dys, cfg.grad_input.lhs, cast);
     have_dy_q = true;
     // W as cast for the forward pass when the formats agree, used transposed in place.
-    const AnyTensor w_q = (cfg.grad_input.rhs == cfg.forward.rhs) ? cache.w_fwd : cast_to(p.w, cfg.grad_input.rhs, cast);
+    const AnyTensor w_q =
+        (cfg.grad_input.rhs == cfg.forward.rhs) ? cache.w_fwd : cast_to(p.w, cfg.grad_input.rhs, cast);
     *dx = matmul_any(dy_q, w_q, trans::no, trans::yes);
     if (!cfg.scaled) *dx = detail::naive_result(*dx, cfg.grad_input);
   }
 
   // dW += x^T dy: (I, B) x (B, O)
-  const AnyTensor x_q = (cfg.grad_weight.lhs == cfg.forward.lhs) ? cache.x_fwd : cast_to(cache.x, cfg.grad_weight.lhs, cast);
+  const AnyTensor x_q =
+      (cfg.grad_weight.lhs == cfg.forward.lhs) ? cache.x_fwd : cast_to(cache.x, cfg.grad_weight.lhs, cast);
   const AnyTensor dy_w =
       (have_dy_q && cfg.grad_weight.rhs == cfg.grad_input.lhs) ? dy_q : cast_to(dys, cfg.grad_weight.rhs, cast);
   Tensor dw = matmul_any(x_q, dy_w, trans::yes, trans::no);
