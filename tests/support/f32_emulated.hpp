@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "scalify/config.hpp"                      // SCALIFY_ALWAYS_INLINE
+#include "scalify/kernels/epilogue.hpp"            // kernels::f32_tile_out
 #include "scalify/kernels/microkernel_scalar.hpp"  // kernels::scalar::dpbf16_lane
 
 namespace scalify::simd::emulated16_f32 {
@@ -53,6 +54,24 @@ inline f32x f32_fmadd(f32x a, f32x b, f32x c) {
   f32x r;
   for (std::size_t i = 0; i < kF32Lanes; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
   return r;
+}
+inline f32x f32_set1(float x) {
+  f32x r;
+  for (auto& y : r.v) y = x;
+  return r;
+}
+template <class Op>
+f32x f32_lanewise(f32x a, f32x b, Op op) {
+  f32x r;
+  for (std::size_t i = 0; i < kF32Lanes; ++i) r.v[i] = op(a.v[i], b.v[i]);
+  return r;
+}
+inline f32x f32_mul(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x * y; }); }
+inline f32x f32_add(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x + y; }); }
+/// maxps: the first operand if it is greater, else the second (NaN, equal zeros).
+inline f32x f32_max(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x > y ? x : y; }); }
+inline f32x f32_abs(f32x a) {
+  return f32_lanewise(a, a, [](float x, float) { return std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7FFF'FFFFu); });
 }
 inline bf16x2 bf16x2_load(const uint32_t* p) {
   bf16x2 r;

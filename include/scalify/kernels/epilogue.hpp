@@ -63,6 +63,18 @@ struct epilogue_params {
   bool saturate = false;
 };
 
+/// The epilogue of one full tile with a float32 C of unit column stride and
+/// no GELU, for the micro-kernels that apply it from their registers
+/// (microkernel::tile_out): the same operations as epilogue_tile, so the same bits.
+struct f32_tile_out {
+  float* c;                     ///< C's element at the tile's (0, 0)
+  std::ptrdiff_t ldc;           ///< C's row stride
+  float alpha, beta;            ///< beta == 0: C is not read
+  const float* bias;            ///< the bias at the tile's first column, or null
+  bool relu;                    ///< activation::relu (else none)
+  float* amax;                  ///< one running max |C| per vector lane (16 floats suffice)
+};
+
 /// activation(v) in float32.
 inline float activate(float v, activation act) {
   switch (act) {

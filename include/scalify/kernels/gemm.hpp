@@ -32,7 +32,7 @@
 #include <new>          // operator new, std::align_val_t
 #include <span>         // std::span
 #include <string>       // std::string, std::to_string
-#include <type_traits>  // std::remove_const_t
+#include <type_traits>  // std::remove_const_t, std::is_same_v
 #include <utility>      // std::swap, std::exchange, std::move
 #include <vector>       // std::vector
 
@@ -241,6 +241,10 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
   kernels::thread_pool& pool = kernels::thread_pool::instance();
+  bool fused = false;
+  if constexpr (std::is_same_v<TC, float>) {
+    fused = mk.tile_out != nullptr && c.cs == 1 && ep.act != activation::gelu_tanh;
+  }
 
   // 1. Pack all of op(A), one MR panel per task: each element widened once
   //    (in the same parallel run as the first chunk of B: one wake-up fewer).
@@ -277,7 +281,9 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
       pool.run(a_tasks, threads, pack_a);
       bp += (jc / nr) * ku * nr;
     }
-    // 3. MC x NC blocks of C, one per task; KC loop inside, epilogue on the last.
+    // 3. MC x NC blocks of C, one per task; KC loop inside, epilogue on the
+    //    last pass: from the kernel's registers for a full tile of a float32 C
+    //    (tile_out), else through the tile in `acc` (epilogue_tile_on).
     const index ib_count = (m + mc - 1) / mc, jb_count = (nb + nc - 1) / nc;
     pool.run(ib_count * jb_count, threads, [&](index t) {
       const index ib = t % ib_count, jb = t / ib_count;
@@ -286,24 +292,35 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
       const index ir_count = (mi + mr - 1) / mr, jr_count = (nj + nr - 1) / nr;
       float* acc = acc_buffer(static_cast<std::size_t>(mc) * static_cast<std::size_t>(nc));
       float local_amax = 0.0f;
+      alignas(64) float amax_lanes[16] = {};
       for (index pc = 0; pc < n_pc; ++pc) {
         const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
         const bool last = pc == n_pc - 1;
         for (index jr = 0; jr < jr_count; ++jr) {
           const uint32_t* bpanel = bp + ((j0 / nr) + jr) * ku * nr + u0 * nr;
+          const index col = jc + j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
           for (index ir = 0; ir < ir_count; ++ir) {
             float* tile = acc + (jr * ir_count + ir) * mr * nr;
             const uint32_t* apanel = ap + ((i0 / mr) + ir) * ku * mr + u0 * mr;
+            const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
+            if constexpr (std::is_same_v<TC, float>) {
+              if (last && fused && rows == mr && cols == nr) {
+                const kernels::f32_tile_out out{c.data + row * c.rs + col, c.rs, ep.alpha, ep.beta,
+                                                ep.bias != nullptr ? ep.bias + col : nullptr,
+                                                ep.act == activation::relu, amax_lanes};
+                mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
+                continue;
+              }
+            }
             mk.tile(kun, apanel, bpanel, tile, pc > 0);
             if (last) {
-              const float t_amax =
-                  kernels::epilogue_tile_on(mk.path, tile, nr, std::min<index>(mr, mi - ir * mr), std::min<index>(nr, nj - jr * nr),
-                                         i0 + ir * mr, jc + j0 + jr * nr, ep, c);
+              const float t_amax = kernels::epilogue_tile_on(mk.path, tile, nr, rows, cols, row, col, ep, c);
               local_amax = t_amax > local_amax ? t_amax : local_amax;
             }
           }
         }
       }
+      for (float x : amax_lanes) local_amax = x > local_amax ? x : local_amax;
       atomic_max(amax, local_amax);
     });
   }

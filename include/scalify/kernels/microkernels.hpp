@@ -20,6 +20,7 @@
 #include "scalify/config.hpp"                      // SCALIFY_HAVE_X86_SIMD
 #include "scalify/cpu.hpp"                         // cpu_path
 #include "scalify/kernels/blocking.hpp"            // blocking, kBlocking*
+#include "scalify/kernels/epilogue.hpp"            // f32_tile_out
 #include "scalify/kernels/microkernel_scalar.hpp"  // scalar::gemm_tile_*_ref
 #include "scalify/simd/f32_avx2.hpp"               // simd::avx2::f32x
 #include "scalify/simd/f32_avx512.hpp"             // simd::avx512(bf16)::f32x
@@ -34,11 +35,15 @@ namespace scalify::kernels {
 enum class packing { f32, bf16x2 };
 
 /// A micro-kernel and its blocking. `tile` follows the contract above.
+/// `tile_out` (null on the scalar path) is the same sum for a full tile,
+/// started from the tile `acc` (or from zero if null) and finished by the
+/// float32 epilogue straight into C: no store and reload of the tile.
 struct microkernel {
   cpu_path path;
   packing pack;
   blocking block;
   void (*tile)(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate);
+  void (*tile_out)(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, const float* acc, const f32_tile_out& out);
   const char* name;
 
   /// k steps per packed unit (1 or 2).
@@ -49,14 +54,17 @@ struct microkernel {
 /// bfloat16 (e4m3fn, e5m2, bfloat16), which the avx512bf16 kernel needs.
 inline const microkernel& select_microkernel(cpu_path path, bool bf16_exact) {
   static constexpr microkernel kScalar{cpu_path::scalar, packing::f32, kBlockingScalar,
-                                       &scalar::gemm_tile_f32_ref<4, 8>, "scalar_f32_4x8"};
+                                       &scalar::gemm_tile_f32_ref<4, 8>, nullptr, "scalar_f32_4x8"};
 #if SCALIFY_HAVE_X86_SIMD
   static constexpr microkernel kAvx2{cpu_path::avx2, packing::f32, kBlockingAvx2,
-                                     &simd::avx2::gemm_tile_f32<6, 2>, "avx2_f32_6x16"};
+                                     &simd::avx2::gemm_tile_f32<6, 2>, &simd::avx2::gemm_tile_f32_out<6, 2>,
+                                     "avx2_f32_6x16"};
   static constexpr microkernel kAvx512{cpu_path::avx512, packing::f32, kBlockingAvx512,
-                                       &simd::avx512::gemm_tile_f32<12, 2>, "avx512_f32_12x32"};
+                                       &simd::avx512::gemm_tile_f32<12, 2>,
+                                       &simd::avx512::gemm_tile_f32_out<12, 2>, "avx512_f32_12x32"};
   static constexpr microkernel kAvx512Bf16{cpu_path::avx512bf16, packing::bf16x2, kBlockingAvx512Bf16,
-                                           &simd::avx512bf16::gemm_tile_bf16<12, 2>, "avx512bf16_bf16x2_12x32"};
+                                           &simd::avx512bf16::gemm_tile_bf16<12, 2>,
+                                           &simd::avx512bf16::gemm_tile_bf16_out<12, 2>, "avx512bf16_bf16x2_12x32"};
   switch (path) {
     case cpu_path::scalar: return kScalar;
     case cpu_path::avx2: return kAvx2;

@@ -2,7 +2,8 @@
 // simd::avx512) and the same plus bfloat16 pair dot products (namespace
 // simd::avx512bf16), with the interface of simd/f32_avx2.hpp:
 //
-//   f32x   f32_zero(), f32_broadcast(p), f32_load(p), f32_store(p, v), f32_fmadd(a, b, c)
+//   f32x   f32_zero(), f32_set1(x), f32_broadcast(p), f32_load(p), f32_store(p, v),
+//          f32_fmadd(a, b, c), f32_mul, f32_add, f32_max, f32_abs
 //   bf16x2 (avx512bf16 only): bf16x2_load(p), bf16x2_broadcast(p),
 //          f32_dpbf16(acc, a, b): per lane acc += a.hi * b.hi, then += a.lo * b.lo (vdpbf16ps)
 #ifndef SCALIFY_SIMD_F32_AVX512_HPP_
@@ -32,6 +33,13 @@ SCALIFY_ALWAYS_INLINE f32x f32_load(const uint32_t* p) { return {_mm512_castsi51
 SCALIFY_ALWAYS_INLINE f32x f32_load(const float* p) { return {_mm512_loadu_ps(p)}; }
 SCALIFY_ALWAYS_INLINE void f32_store(float* p, f32x a) { _mm512_storeu_ps(p, a.v); }
 SCALIFY_ALWAYS_INLINE f32x f32_fmadd(f32x a, f32x b, f32x c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+SCALIFY_ALWAYS_INLINE f32x f32_set1(float x) { return {_mm512_set1_ps(x)}; }
+SCALIFY_ALWAYS_INLINE f32x f32_mul(f32x a, f32x b) { return {_mm512_mul_ps(a.v, b.v)}; }
+SCALIFY_ALWAYS_INLINE f32x f32_add(f32x a, f32x b) { return {_mm512_add_ps(a.v, b.v)}; }
+SCALIFY_ALWAYS_INLINE f32x f32_max(f32x a, f32x b) { return {_mm512_max_ps(a.v, b.v)}; }
+SCALIFY_ALWAYS_INLINE f32x f32_abs(f32x a) {
+  return {_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7FFF'FFFF)))};
+}
 
 }  // namespace scalify::simd::avx512
 SCALIFY_END_TARGET
@@ -41,9 +49,14 @@ namespace scalify::simd::avx512bf16 {
 
 // The float32 part is avx512's (an AVX-512F function inlines into this
 // superset target).
+using avx512::f32_abs;
+using avx512::f32_add;
 using avx512::f32_broadcast;
 using avx512::f32_fmadd;
 using avx512::f32_load;
+using avx512::f32_max;
+using avx512::f32_mul;
+using avx512::f32_set1;
 using avx512::f32_store;
 using avx512::f32_zero;
 using avx512::f32x;

@@ -31,11 +31,14 @@
 SCALIFY_SIMD_BEGIN_TARGET
 namespace scalify::simd::SCALIFY_SIMD_NS {
 
-/// gemm_tile_f32 with `accumulate` fixed at compile time: the accumulators stay
-/// in registers from the first load (or zero) to the final store (a run-time
-/// choice made GCC spill and reload all of them around the k loop).
-template <int MR, int NV, bool Accumulate>
-SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c) {
+/// The accumulators of one tile: loaded from `c_in` (Accumulate) or zero,
+/// then ku units added (see the file comment), then handed to finish(acc).
+/// `Accumulate` is fixed at compile time so that the accumulators stay in
+/// registers from the first load to the last use (a run-time choice made GCC
+/// spill and reload all of them around the k loop).
+template <int MR, int NV, bool Accumulate, class Finish>
+SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b,
+                                              const float* c_in, Finish&& finish) {
   constexpr int NR = NV * static_cast<int>(kF32Lanes);
   f32x acc[MR][NV];
 #pragma GCC unroll 16
@@ -43,7 +46,7 @@ SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t*
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       if constexpr (Accumulate) {
-        acc[i][v] = f32_load(c + i * NR + v * kF32Lanes);
+        acc[i][v] = f32_load(c_in + i * NR + v * kF32Lanes);
       } else {
         acc[i][v] = f32_zero();
       }
@@ -60,6 +63,13 @@ SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t*
       for (int v = 0; v < NV; ++v) acc[i][v] = f32_fmadd(ai, bv[v], acc[i][v]);
     }
   }
+  finish(acc);
+}
+
+/// Stores the accumulators as the tile c[i * NR + j].
+template <int MR, int NV>
+SCALIFY_ALWAYS_INLINE void store_tile(f32x (&acc)[MR][NV], float* c) {
+  constexpr int NR = NV * static_cast<int>(kF32Lanes);
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
@@ -67,24 +77,69 @@ SCALIFY_ALWAYS_INLINE void gemm_tile_f32_impl(std::ptrdiff_t ku, const uint32_t*
   }
 }
 
+/// The float32 epilogue (kernels/epilogue.hpp) applied to the accumulators
+/// and stored into C: per element v = alpha * acc, v = fma(beta, C, v) if
+/// beta != 0, v += bias[j] if a bias is given, v = max(v, 0) if relu (NaN and
+/// -0 give +0), C = v, amax lanes = max(|v|, amax) (NaN skipped). The
+/// operations and their order are epilogue_tile's, so the bits are the same.
+template <int MR, int NV>
+SCALIFY_ALWAYS_INLINE void store_tile_epilogue(f32x (&acc)[MR][NV], const kernels::f32_tile_out& out) {
+  const f32x alpha = f32_set1(out.alpha), beta = f32_set1(out.beta), zero = f32_zero();
+  const bool use_beta = out.beta != 0.0f;
+  f32x bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) bias[v] = out.bias != nullptr ? f32_load(out.bias + v * kF32Lanes) : zero;
+  f32x amax = f32_load(out.amax);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      float* p = out.c + i * out.ldc + v * static_cast<std::ptrdiff_t>(kF32Lanes);
+      f32x x = f32_mul(alpha, acc[i][v]);
+      if (use_beta) x = f32_fmadd(beta, f32_load(p), x);
+      if (out.bias != nullptr) x = f32_add(x, bias[v]);
+      if (out.relu) x = f32_max(x, zero);
+      f32_store(p, x);
+      amax = f32_max(f32_abs(x), amax);
+    }
+  }
+  f32_store(out.amax, amax);
+}
+
 /// MR x (NV * kF32Lanes) float32 tile, one FMA per unit (see the file comment).
 template <int MR, int NV>
 void gemm_tile_f32(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
+  auto store = [c](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE { SCALIFY_SIMD_NS::store_tile<MR, NV>(acc, c); };
   if (accumulate) {
-    gemm_tile_f32_impl<MR, NV, true>(ku, a, b, c);
+    gemm_tile_f32_impl<MR, NV, true>(ku, a, b, c, store);
   } else {
-    gemm_tile_f32_impl<MR, NV, false>(ku, a, b, c);
+    gemm_tile_f32_impl<MR, NV, false>(ku, a, b, c, store);
+  }
+}
+
+/// The same tile, finished by the float32 epilogue straight into C (the last
+/// pass over k of a full tile): accumulates onto the tile `acc_in`, or from
+/// zero if it is null.
+template <int MR, int NV>
+void gemm_tile_f32_out(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, const float* acc_in,
+                       const kernels::f32_tile_out& out) {
+  auto finish = [&out](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE { SCALIFY_SIMD_NS::store_tile_epilogue<MR, NV>(acc, out); };
+  if (acc_in != nullptr) {
+    gemm_tile_f32_impl<MR, NV, true>(ku, a, b, acc_in, finish);
+  } else {
+    gemm_tile_f32_impl<MR, NV, false>(ku, a, b, acc_in, finish);
   }
 }
 
 #ifdef SCALIFY_SIMD_HAS_BF16
-/// MR x (NV * kF32Lanes) tile over bfloat16 pairs (vdpbf16ps; see the file comment).
-template <int MR, int NV>
-void gemm_tile_bf16(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
+/// gemm_tile_f32_impl over bfloat16 pairs (vdpbf16ps; see the file comment).
+template <int MR, int NV, class Finish>
+SCALIFY_ALWAYS_INLINE void gemm_tile_bf16_impl(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b,
+                                               const float* c_in, Finish&& finish) {
   constexpr int NR = NV * static_cast<int>(kF32Lanes);
   f32x acc[MR][NV];
   for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) acc[i][v] = accumulate ? f32_load(c + i * NR + v * kF32Lanes) : f32_zero();
+    for (int v = 0; v < NV; ++v) acc[i][v] = c_in != nullptr ? f32_load(c_in + i * NR + v * kF32Lanes) : f32_zero();
   }
   for (std::ptrdiff_t u = 0; u < ku; ++u) {
     bf16x2 bv[NV];
@@ -96,9 +151,23 @@ void gemm_tile_bf16(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, flo
       for (int v = 0; v < NV; ++v) acc[i][v] = f32_dpbf16(acc[i][v], ai, bv[v]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) f32_store(c + i * NR + v * kF32Lanes, acc[i][v]);
-  }
+  finish(acc);
+}
+
+/// MR x (NV * kF32Lanes) tile over bfloat16 pairs (vdpbf16ps; see the file comment).
+template <int MR, int NV>
+void gemm_tile_bf16(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
+  gemm_tile_bf16_impl<MR, NV>(ku, a, b, accumulate ? c : nullptr,
+                              [c](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE { SCALIFY_SIMD_NS::store_tile<MR, NV>(acc, c); });
+}
+
+/// gemm_tile_bf16 finished by the float32 epilogue straight into C (as gemm_tile_f32_out).
+template <int MR, int NV>
+void gemm_tile_bf16_out(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, const float* acc_in,
+                        const kernels::f32_tile_out& out) {
+  gemm_tile_bf16_impl<MR, NV>(ku, a, b, acc_in, [&out](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE {
+    SCALIFY_SIMD_NS::store_tile_epilogue<MR, NV>(acc, out);
+  });
 }
 #endif
 
