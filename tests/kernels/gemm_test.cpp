@@ -419,6 +419,31 @@ TEST_CASE("gemm: same bits for 1 and 2 threads, packed and unpacked B, streaming
   });
 }
 
+TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked B) gives the 1-thread bits",
+          "[kernels][gemm]") {
+  // Tall (rows split), wide (columns split), a long K (several KC passes), one
+  // row panel (columns split whatever the cost), with every epilogue option.
+  struct shape {
+    index_t m, n, k;
+  };
+  for_each_path([&](cpu_path) {
+    uint32_t seed = 900;
+    for (const shape s : {shape{300, 40, 129}, shape{40, 300, 129}, shape{30, 40, 1000}, shape{6, 700, 300}}) {
+      for (const bool prepack : {false, true}) {
+        case_desc d{.m = s.m, .n = s.n, .k = s.k, .beta = 0.5f, .bias = true, .act = activation::relu, .seed = seed++};
+        d.prepack = prepack;
+        d.threads = 1;
+        const auto one = run_case<float8_e4m3fn, float8_e5m2, float>(d);
+        d.threads = 2;
+        CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == one);
+        d.act = activation::gelu_tanh;  // the tile + epilogue route
+        const auto gelu_one = run_case<float8_e4m3fn, bfloat16, float16>({.m = s.m, .n = s.n, .k = s.k, .act = d.act, .threads = 1, .seed = d.seed});
+        CHECK(run_case<float8_e4m3fn, bfloat16, float16>({.m = s.m, .n = s.n, .k = s.k, .act = d.act, .threads = 2, .seed = d.seed}) == gelu_one);
+      }
+    }
+  });
+}
+
 TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   // C (1 x N) = [1] (1 x 1) * B (1 x N): C is B widened.
   auto check_all = [](auto tag, int codes) {

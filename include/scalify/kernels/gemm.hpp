@@ -228,100 +228,170 @@ void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index
 }
 
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
+///
+/// Two schedules:
+/// - private: several threads and op(B) in one chunk (or prepacked). One task
+///   per thread, over its own rows (or columns) of C; each thread packs what
+///   it reads into its own buffers, so no packed line passes between cores and
+///   there is no barrier. The operand every thread needs (B when the rows are
+///   split, A when the columns are) is packed by each thread, unless B is
+///   prepacked (read only, so shared for free). A packed line written by one
+///   core and read by another costs a transfer at every call: sharing the
+///   packing made it no faster on 2 threads than on 1 (docs/kernels.md).
+/// - shared: one thread, or a B too large for one chunk. All threads pack
+///   all of op(A) once, then B chunk by chunk, then the MC x NC blocks of C
+///   are the tasks.
 template <class TA, class TB, class TC>
 void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, const kernels::strided<TB>& b,
                  const uint32_t* b_packed, index m, index n, index k, const kernels::strided_out<TC>& c,
                  const kernels::epilogue_params& ep, int threads, std::atomic<uint32_t>& amax) {
   const int mr = mk.block.mr, nr = mk.block.nr, nc = mk.block.nc;
-  // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58 rather
-  // than 72, 72, 72, 40), so threads get blocks of similar sizes.
-  const index mc_blocks = (m + mk.block.mc - 1) / mk.block.mc;
-  const int mc = static_cast<int>(((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr);
   const index kpu = mk.k_per_unit();
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
+  const index m_panels = (m + mr - 1) / mr, n_panels = (n + nr - 1) / nr;
   kernels::thread_pool& pool = kernels::thread_pool::instance();
   bool fused = false;
   if constexpr (std::is_same_v<TC, float>) {
     fused = mk.tile_out != nullptr && c.cs == 1 && ep.act != activation::gelu_tanh;
   }
 
-  // 1. Pack all of op(A), one MR panel per task: each element widened once
-  //    (in the same parallel run as the first chunk of B: one wake-up fewer).
-  const index m_panels = (m + mr - 1) / mr;
-  uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
-  auto pack_a = [&](index p) {
+  // Packs A panel p (rows p * mr ...) into dst; each element widened once.
+  auto pack_a = [&](index p, uint32_t* dst) {
     if (mk.pack == kernels::packing::f32) {
-      kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
+      kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, dst);
     } else {
-      kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, ap + p * ku * mr);
+      kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, dst);
     }
   };
 
-  // 2. B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
-  //    in L2/L3 between its packing and its use), unless prepacked.
+  // The MC x NC blocks of C over rows [i_begin, i_end) and columns [j_begin,
+  // j_end) (i_begin a multiple of mr, j_begin of nr), from `ap` and `bp`, the
+  // packed panels of those rows and columns. KC loop inside each block; the
+  // epilogue on the last pass, from the kernel's registers for a full tile of
+  // a float32 C (tile_out), else through the tile in `acc` (epilogue_tile_on).
+  auto compute = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap,
+                     const uint32_t* bp) {
+    // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58
+    // rather than 72, 72, 72, 40).
+    const index mc_blocks = (i_end - i_begin + mk.block.mc - 1) / mk.block.mc;
+    const index mc = ((i_end - i_begin + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;
+    float* acc = acc_buffer(static_cast<std::size_t>(mc) * static_cast<std::size_t>(nc));
+    float local_amax = 0.0f;
+    alignas(64) float amax_lanes[16] = {};
+    for (index j0 = j_begin; j0 < j_end; j0 += nc) {  // a block of B, then every block of A against it
+      const index nj = std::min<index>(nc, j_end - j0), jr_count = (nj + nr - 1) / nr;
+      for (index i0 = i_begin; i0 < i_end; i0 += mc) {
+        const index mi = std::min<index>(mc, i_end - i0), ir_count = (mi + mr - 1) / mr;
+        for (index pc = 0; pc < n_pc; ++pc) {
+          const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
+          const bool last = pc == n_pc - 1;
+          for (index jr = 0; jr < jr_count; ++jr) {
+            const uint32_t* bpanel = bp + ((j0 - j_begin) / nr + jr) * ku * nr + u0 * nr;
+            const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
+            for (index ir = 0; ir < ir_count; ++ir) {
+              float* tile = acc + (jr * ir_count + ir) * mr * nr;
+              const uint32_t* apanel = ap + ((i0 - i_begin) / mr + ir) * ku * mr + u0 * mr;
+              const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
+              if constexpr (std::is_same_v<TC, float>) {
+                if (last && fused && rows == mr && cols == nr) {
+                  const kernels::f32_tile_out out{c.data + row * c.rs + col, c.rs, ep.alpha, ep.beta,
+                                                  ep.bias != nullptr ? ep.bias + col : nullptr,
+                                                  ep.act == activation::relu, amax_lanes};
+                  mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
+                  continue;
+                }
+              }
+              mk.tile(kun, apanel, bpanel, tile, pc > 0);
+              if (last) {
+                const float t_amax = kernels::epilogue_tile_on(mk.path, tile, nr, rows, cols, row, col, ep, c);
+                local_amax = t_amax > local_amax ? t_amax : local_amax;
+              }
+            }
+          }
+        }
+      }
+    }
+    for (float x : amax_lanes) local_amax = x > local_amax ? x : local_amax;
+    atomic_max(amax, local_amax);
+  };
+
+  // B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
+  // in L2/L3 between its packing and its use), unless prepacked.
   const index n_chunk = b_packed != nullptr ? std::max<index>(n, 1)
                                             : std::max<index>(nc, (index{1} << 19) / std::max<index>(ku, 1) / nc * nc);
+  const int team = std::min(threads <= 0 ? pool.size() : threads, pool.size());
+  if (team > 1 && n_chunk >= n) {
+    // Private schedule: split the rows or the columns, whichever gives the
+    // busiest thread less work: its share of the tiles (whole panels: a
+    // partial one costs a full one) plus what it packs (all of the operand
+    // not split, unless prepacked, and its part of the other), a packed
+    // element costing about as much as 16 multiply-adds.
+    auto cost = [&](index a_rows, index b_cols, bool packs_b) {
+      const double tiles = static_cast<double>(a_rows) * static_cast<double>(b_cols) * static_cast<double>(k);
+      const double packed = static_cast<double>(k) * static_cast<double>(a_rows + (packs_b ? b_cols : 0));
+      return tiles + 16.0 * packed;
+    };
+    const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
+    const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, b_packed == nullptr) <=
+                                                                        cost(m_panels * mr, cols_share, b_packed == nullptr));
+    pool.run(team, threads, [&](index t) {
+      index i_begin = 0, i_end = m, j_begin = 0, j_end = n;
+      if (split_rows) {
+        i_begin = t * m_panels / team * mr;
+        i_end = std::min<index>(m, (t + 1) * m_panels / team * mr);
+      } else {
+        j_begin = t * n_panels / team * nr;
+        j_end = std::min<index>(n, (t + 1) * n_panels / team * nr);
+      }
+      if (i_begin >= i_end || j_begin >= j_end) return;
+      const index a_count = (i_end - i_begin + mr - 1) / mr;
+      uint32_t* ap = buffer(0, static_cast<std::size_t>(a_count * ku * mr));
+      for (index p = 0; p < a_count; ++p) pack_a(i_begin / mr + p, ap + p * ku * mr);
+      const uint32_t* bp = b_packed != nullptr ? b_packed + (j_begin / nr) * ku * nr : nullptr;
+      if (bp == nullptr) {
+        uint32_t* dst = buffer(1, static_cast<std::size_t>((j_end - j_begin + nr - 1) / nr * nr * ku));
+        const b_packer<TB> packer{mk, b, k, n, j_begin, j_end - j_begin, dst};
+        for (index q = 0; q < packer.count(); ++q) packer.run(q);
+        bp = dst;
+      }
+      compute(i_begin, i_end, j_begin, j_end, ap, bp);
+    });
+    return;
+  }
+
+  // Shared schedule. 1. All of op(A), one MR panel per task (in the same
+  // parallel run as the first chunk of B: one wake-up fewer).
+  uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
+  const index mc_blocks = (m + mk.block.mc - 1) / mk.block.mc;
+  const index mc = ((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;
   for (index jc = 0; jc < n; jc += n_chunk) {
     const index nb = std::min(n_chunk, n - jc);
     const uint32_t* bp = b_packed;
     const index a_tasks = jc == 0 ? m_panels : 0;
+    auto pack_a_task = [&](index p) { pack_a(p, ap + p * ku * mr); };
     if (bp == nullptr) {
+      // 2. The chunk of B.
       uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
       const b_packer<TB> packer{mk, b, k, n, jc, nb, dst};
       pool.run(a_tasks + packer.count(), threads, [&](index t) {
         if (t < a_tasks) {
-          pack_a(t);
+          pack_a_task(t);
         } else {
           packer.run(t - a_tasks);
         }
       });
       bp = dst;
     } else {
-      pool.run(a_tasks, threads, pack_a);
+      pool.run(a_tasks, threads, pack_a_task);
       bp += (jc / nr) * ku * nr;
     }
-    // 3. MC x NC blocks of C, one per task; KC loop inside, epilogue on the
-    //    last pass: from the kernel's registers for a full tile of a float32 C
-    //    (tile_out), else through the tile in `acc` (epilogue_tile_on).
+    // 3. The MC x NC blocks of C, one per task.
     const index ib_count = (m + mc - 1) / mc, jb_count = (nb + nc - 1) / nc;
     pool.run(ib_count * jb_count, threads, [&](index t) {
-      const index ib = t % ib_count, jb = t / ib_count;
-      const index i0 = ib * mc, mi = std::min<index>(mc, m - i0);
-      const index j0 = jb * nc, nj = std::min<index>(nc, nb - j0);
-      const index ir_count = (mi + mr - 1) / mr, jr_count = (nj + nr - 1) / nr;
-      float* acc = acc_buffer(static_cast<std::size_t>(mc) * static_cast<std::size_t>(nc));
-      float local_amax = 0.0f;
-      alignas(64) float amax_lanes[16] = {};
-      for (index pc = 0; pc < n_pc; ++pc) {
-        const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
-        const bool last = pc == n_pc - 1;
-        for (index jr = 0; jr < jr_count; ++jr) {
-          const uint32_t* bpanel = bp + ((j0 / nr) + jr) * ku * nr + u0 * nr;
-          const index col = jc + j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
-          for (index ir = 0; ir < ir_count; ++ir) {
-            float* tile = acc + (jr * ir_count + ir) * mr * nr;
-            const uint32_t* apanel = ap + ((i0 / mr) + ir) * ku * mr + u0 * mr;
-            const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
-            if constexpr (std::is_same_v<TC, float>) {
-              if (last && fused && rows == mr && cols == nr) {
-                const kernels::f32_tile_out out{c.data + row * c.rs + col, c.rs, ep.alpha, ep.beta,
-                                                ep.bias != nullptr ? ep.bias + col : nullptr,
-                                                ep.act == activation::relu, amax_lanes};
-                mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
-                continue;
-              }
-            }
-            mk.tile(kun, apanel, bpanel, tile, pc > 0);
-            if (last) {
-              const float t_amax = kernels::epilogue_tile_on(mk.path, tile, nr, rows, cols, row, col, ep, c);
-              local_amax = t_amax > local_amax ? t_amax : local_amax;
-            }
-          }
-        }
-      }
-      for (float x : amax_lanes) local_amax = x > local_amax ? x : local_amax;
-      atomic_max(amax, local_amax);
+      const index i0 = t % ib_count * mc, j0 = t / ib_count * nc;
+      compute(i0, std::min<index>(m, i0 + mc), jc + j0, jc + std::min<index>(nb, j0 + nc), ap + (i0 / mr) * ku * mr,
+              bp + (j0 / nr) * ku * nr);
     });
   }
 }
