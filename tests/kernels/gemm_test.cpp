@@ -444,6 +444,62 @@ TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked
   });
 }
 
+TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and B panels)", "[kernels][gemm]") {
+  // Each code once in a 6-row A (the AVX2 transposing packer; the generic one
+  // for other tiles) and in an 8-row B; the packed float32 bits must be the
+  // scalar cast's, a NaN any quiet NaN of the same sign.
+  auto same = [](uint32_t got, uint32_t expected) {
+    const float g = std::bit_cast<float>(got), e = std::bit_cast<float>(expected);
+    if (std::isnan(e)) return std::isnan(g) && std::signbit(g) == std::signbit(e);
+    return got == expected;
+  };
+  auto check_all = [&](auto tag, int codes) {
+    using T = decltype(tag);
+    for_each_path([&](cpu_path p) {
+      const auto& mk = scalify::kernels::select_microkernel(p, false);
+      const int mr = mk.block.mr, nr = mk.block.nr;
+      // A: 6 rows x ka, code (i * ka + u) % codes at (i, u); rows 6.. of the panel are zero.
+      const index_t ka = (codes + 5) / 6 + 3;
+      std::vector<T> a(static_cast<std::size_t>(6 * ka));
+      for (std::size_t q = 0; q < a.size(); ++q) a[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      std::vector<uint32_t> ap(static_cast<std::size_t>(ka * mr), 0xDEADBEEFu);
+      scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, scalify::kernels::strided<T>{a.data(), ka, 1}, 6, ka, 0, mr, ap.data());
+      int bad = 0;
+      for (index_t u = 0; u < ka; ++u) {
+        for (index_t i = 0; i < mr; ++i) {
+          const uint32_t e = i < 6 ? scalify::kernels::widen_f32_bits(a[std::size_t(i * ka + u)]) : 0u;
+          if (!same(ap[std::size_t(u * mr + i)], e) && bad++ < 5) {
+            FAIL_CHECK(type_name<T>() << " A (" << i << ", " << u << ") path " << scalify::to_string(p));
+          }
+        }
+      }
+      // B: 8 rows x nb, code (r * nb + j) % codes at (r, j); columns nb.. of the last panel are zero.
+      const index_t nb = (codes + 7) / 8 + 5, kb = 8;
+      std::vector<T> b(static_cast<std::size_t>(kb * nb));
+      for (std::size_t q = 0; q < b.size(); ++q) b[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const index_t panels = (nb + nr - 1) / nr;
+      std::vector<uint32_t> bp(static_cast<std::size_t>(panels * nr * kb), 0xDEADBEEFu);
+      scalify::detail::gemm_impl::pack_b(mk, scalify::kernels::strided<T>{b.data(), nb, 1}, kb, nb, 0, nb, bp.data(), 1);
+      for (index_t q = 0; q < panels; ++q) {
+        for (index_t u = 0; u < kb; ++u) {
+          for (index_t j = 0; j < nr; ++j) {
+            const index_t col = q * nr + j;
+            const uint32_t e = col < nb ? scalify::kernels::widen_f32_bits(b[std::size_t(u * nb + col)]) : 0u;
+            if (!same(bp[std::size_t((q * kb + u) * nr + j)], e) && bad++ < 5) {
+              FAIL_CHECK(type_name<T>() << " B (" << u << ", " << col << ") path " << scalify::to_string(p));
+            }
+          }
+        }
+      }
+      CHECK(bad == 0);
+    });
+  };
+  check_all(float8_e4m3fn{}, 256);
+  check_all(float8_e5m2{}, 256);
+  check_all(float16{}, 65536);
+  check_all(bfloat16{}, 65536);
+}
+
 TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   // C (1 x N) = [1] (1 x 1) * B (1 x N): C is B widened.
   auto check_all = [](auto tag, int codes) {
