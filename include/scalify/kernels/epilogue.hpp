@@ -61,6 +61,7 @@ struct epilogue_params {
   const float* bias = nullptr;  ///< one per column of C, or null
   activation act = activation::none;
   bool saturate = false;
+  bool amax = true;  ///< whether the caller wants max |C| (false: the fused kernels skip it)
 };
 
 /// The epilogue of one full tile with a float32 C of unit column stride and
@@ -72,7 +73,7 @@ struct f32_tile_out {
   float alpha, beta;            ///< beta == 0: C is not read
   const float* bias;            ///< the bias at the tile's first column, or null
   bool relu;                    ///< activation::relu (else none)
-  float* amax;                  ///< one running max |C| per vector lane (16 floats suffice)
+  float* amax;                  ///< one running max |C| per vector lane (16 floats suffice), or null
 };
 
 /// activation(v) in float32.

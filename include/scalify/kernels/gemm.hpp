@@ -297,7 +297,7 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
                 if (last && fused && rows == mr && cols == nr) {
                   const kernels::f32_tile_out out{c.data + row * c.rs + col, c.rs, ep.alpha, ep.beta,
                                                   ep.bias != nullptr ? ep.bias + col : nullptr,
-                                                  ep.act == activation::relu, amax_lanes};
+                                                  ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
                   mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
                   continue;
                 }
@@ -502,7 +502,8 @@ void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, 
                 "scalify::gemm: threads must be >= 0 (0 = all), got " + std::to_string(o.threads));
   std::atomic<uint32_t> amax{0};
   if (m > 0 && n > 0) {
-    const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate};
+    const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate,
+                                      o.amax != nullptr};
     const int threads = threads_for(o.threads, m, n, k);
     if (packed != nullptr) {
       const kernels::microkernel& mk = *packed->kernel_;

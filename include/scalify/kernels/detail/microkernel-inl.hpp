@@ -77,33 +77,49 @@ SCALIFY_ALWAYS_INLINE void store_tile(f32x (&acc)[MR][NV], float* c) {
   }
 }
 
-/// The float32 epilogue (kernels/epilogue.hpp) applied to the accumulators
-/// and stored into C: per element v = alpha * acc, v = fma(beta, C, v) if
-/// beta != 0, v += bias[j] if a bias is given, v = max(v, 0) if relu (NaN and
-/// -0 give +0), C = v, amax lanes = max(|v|, amax) (NaN skipped). The
-/// operations and their order are epilogue_tile's, so the bits are the same.
-template <int MR, int NV>
-SCALIFY_ALWAYS_INLINE void store_tile_epilogue(f32x (&acc)[MR][NV], const kernels::f32_tile_out& out) {
-  const f32x alpha = f32_set1(out.alpha), beta = f32_set1(out.beta), zero = f32_zero();
-  const bool use_beta = out.beta != 0.0f;
-  f32x bias[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) bias[v] = out.bias != nullptr ? f32_load(out.bias + v * kF32Lanes) : zero;
-  f32x amax = f32_load(out.amax);
+/// store_tile_epilogue's loop with beta and ReLU fixed at compile time, so
+/// the 2 x MR x NV vector steps have no branches; returns the amax lanes.
+template <int MR, int NV, bool Beta, bool Relu>
+SCALIFY_ALWAYS_INLINE f32x store_tile_epilogue_as(f32x (&acc)[MR][NV], const kernels::f32_tile_out& out, f32x alpha,
+                                                  f32x beta, const f32x (&bias)[NV], f32x amax) {
+  const f32x zero = f32_zero();
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       float* p = out.c + i * out.ldc + v * static_cast<std::ptrdiff_t>(kF32Lanes);
       f32x x = f32_mul(alpha, acc[i][v]);
-      if (use_beta) x = f32_fmadd(beta, f32_load(p), x);
-      if (out.bias != nullptr) x = f32_add(x, bias[v]);
-      if (out.relu) x = f32_max(x, zero);
+      if constexpr (Beta) x = f32_fmadd(beta, f32_load(p), x);
+      x = f32_add(x, bias[v]);
+      if constexpr (Relu) x = f32_max(x, zero);
       f32_store(p, x);
       amax = f32_max(f32_abs(x), amax);
     }
   }
-  f32_store(out.amax, amax);
+  return amax;
+}
+
+/// The float32 epilogue (kernels/epilogue.hpp) applied to the accumulators
+/// and stored into C: per element v = alpha * acc, v = fma(beta, C, v) if
+/// beta != 0, v += bias[j] (without a bias, v += -0, which changes no value,
+/// -0 included), v = max(v, 0) if relu (NaN and -0 give +0), C = v, amax
+/// lanes = max(|v|, amax) (NaN skipped; not stored if out.amax is null). The
+/// operations and their order are epilogue_tile's, so the bits are the same.
+template <int MR, int NV>
+SCALIFY_ALWAYS_INLINE void store_tile_epilogue(f32x (&acc)[MR][NV], const kernels::f32_tile_out& out) {
+  const f32x alpha = f32_set1(out.alpha), beta = f32_set1(out.beta);
+  f32x bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) bias[v] = out.bias != nullptr ? f32_load(out.bias + v * kF32Lanes) : f32_set1(-0.0f);
+  f32x amax = out.amax != nullptr ? f32_load(out.amax) : f32_zero();
+  if (out.beta != 0.0f) {
+    amax = out.relu ? SCALIFY_SIMD_NS::store_tile_epilogue_as<MR, NV, true, true>(acc, out, alpha, beta, bias, amax)
+                    : SCALIFY_SIMD_NS::store_tile_epilogue_as<MR, NV, true, false>(acc, out, alpha, beta, bias, amax);
+  } else {
+    amax = out.relu ? SCALIFY_SIMD_NS::store_tile_epilogue_as<MR, NV, false, true>(acc, out, alpha, beta, bias, amax)
+                    : SCALIFY_SIMD_NS::store_tile_epilogue_as<MR, NV, false, false>(acc, out, alpha, beta, bias, amax);
+  }
+  if (out.amax != nullptr) f32_store(out.amax, amax);
 }
 
 /// MR x (NV * kF32Lanes) float32 tile, one FMA per unit (see the file comment).
