@@ -363,8 +363,12 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   // Shared schedule. 1. All of op(A), one MR panel per task (in the same
   // parallel run as the first chunk of B: one wake-up fewer).
   uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
-  const index mc_blocks = (m + mk.block.mc - 1) / mk.block.mc;
-  const index mc = ((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;
+  // Row blocks of at most MC rows, as many whole panels each as can be (512
+  // rows: 10 or 11 panels, not 11 x 7 + 9), their count a multiple of the
+  // threads, so that the threads' shares of C are even.
+  index ib_count = (m_panels + mk.block.mc / mr - 1) / (mk.block.mc / mr);
+  if (team > 1 && ib_count > 1) ib_count = std::min(m_panels, (ib_count + team - 1) / team * team);
+  auto block_row = [&](index ib) { return std::min<index>(m, ib * m_panels / ib_count * mr); };
   for (index jc = 0; jc < n; jc += n_chunk) {
     const index nb = std::min(n_chunk, n - jc);
     const uint32_t* bp = b_packed;
@@ -387,11 +391,10 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
       bp += (jc / nr) * ku * nr;
     }
     // 3. The MC x NC blocks of C, one per task.
-    const index ib_count = (m + mc - 1) / mc, jb_count = (nb + nc - 1) / nc;
+    const index jb_count = (nb + nc - 1) / nc;
     pool.run(ib_count * jb_count, threads, [&](index t) {
-      const index i0 = t % ib_count * mc, j0 = t / ib_count * nc;
-      compute(i0, std::min<index>(m, i0 + mc), jc + j0, jc + std::min<index>(nb, j0 + nc), ap + (i0 / mr) * ku * mr,
-              bp + (j0 / nr) * ku * nr);
+      const index i0 = block_row(t % ib_count), i1 = block_row(t % ib_count + 1), j0 = t / ib_count * nc;
+      compute(i0, i1, jc + j0, jc + std::min<index>(nb, j0 + nc), ap + (i0 / mr) * ku * mr, bp + (j0 / nr) * ku * nr);
     });
   }
 }
