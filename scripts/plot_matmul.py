@@ -75,7 +75,7 @@ def main():
         ax.set_xticklabels([f"{s[0]}x{s[1]}x{s[2]}" for s in shapes], rotation=20)
         ax.set_ylabel("GFLOP/s")
         ax.set_title(f"bench_matmul, {t} thread(s), path {context.get('scalify_cpu_path', '?')}")
-        ax.legend(fontsize="small", ncol=2)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     print(f"\nwrote {args.png}", file=sys.stderr)
