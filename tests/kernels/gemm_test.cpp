@@ -500,6 +500,66 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
   check_all(bfloat16{}, 65536);
 }
 
+TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX2 packers equals the scalar one",
+          "[kernels][gemm]") {
+  // The SIMD bf16x2 packers are AVX2 code, so they run here even though the
+  // avx512bf16 kernel cannot: every code of e4m3fn, e5m2 and bfloat16, even
+  // and odd K, partial panels; compared per bfloat16 half (a NaN may carry
+  // another payload, same sign).
+  if (!scalify::cpu_supports(cpu_path::avx2)) {
+    WARN("skipping: this CPU has no AVX2");
+    return;
+  }
+  using scalify::kernels::packing;
+  using scalify::kernels::strided;
+  auto same_half = [](uint32_t got, uint32_t expected) {
+    const auto nan = [](uint32_t h) { return (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu) != 0; };
+    if (nan(expected)) return nan(got) && (got & 0x8000u) == (expected & 0x8000u);
+    return got == expected;
+  };
+  auto same = [&](uint32_t got, uint32_t expected) {
+    return same_half(got & 0xFFFFu, expected & 0xFFFFu) && same_half(got >> 16, expected >> 16);
+  };
+  const auto& mk = scalify::kernels::select_microkernel(cpu_path::avx512bf16, true);
+  REQUIRE(mk.pack == packing::bf16x2);
+  auto check_all = [&](auto tag, int codes) {
+    using T = decltype(tag);
+    int bad = 0;
+    for (const index_t extra : {0, 1, 16}) {
+      // A: 7 rows (a partial 12-row panel) x ka, code (i * ka + u) % codes at (i, u).
+      const index_t ka = (codes + 6) / 7 + extra;
+      std::vector<T> a(static_cast<std::size_t>(7 * ka));
+      for (std::size_t q = 0; q < a.size(); ++q) a[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const strided<T> as{a.data(), ka, 1};
+      const index_t kua = (ka + 1) / 2;
+      std::vector<uint32_t> got(static_cast<std::size_t>(kua * mk.block.mr), 0xDEADBEEFu), expected(got.size());
+      scalify::kernels::pack_a_panel_on<packing::bf16x2>(cpu_path::avx2, as, 7, ka, 0, mk.block.mr, got.data());
+      scalify::kernels::pack_a_panel<packing::bf16x2>(as, 7, ka, 0, mk.block.mr, expected.data());
+      for (std::size_t q = 0; q < got.size(); ++q) {
+        if (!same(got[q], expected[q]) && bad++ < 5) FAIL_CHECK(type_name<T>() << " A unit " << q << " ka " << ka);
+      }
+      // B: kb x nb, code (r * nb + j) % codes at (r, j); a partial last panel.
+      const index_t kb = 7 + extra, nb = (codes + kb - 1) / kb + 5;
+      std::vector<T> b(static_cast<std::size_t>(kb * nb));
+      for (std::size_t q = 0; q < b.size(); ++q) b[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const strided<T> bs{b.data(), nb, 1};
+      const index_t kub = (kb + 1) / 2, nr = mk.block.nr, panels = (nb + nr - 1) / nr;
+      std::vector<uint32_t> gotb(static_cast<std::size_t>(panels * nr * kub), 0xDEADBEEFu), expb(gotb.size());
+      scalify::detail::gemm_impl::pack_b(mk, bs, kb, nb, 0, nb, gotb.data(), 1);
+      for (index_t q = 0; q < panels; ++q) {
+        scalify::kernels::pack_b_panel<packing::bf16x2>(bs, kb, nb, q * nr, int(nr), expb.data() + q * kub * nr);
+      }
+      for (std::size_t q = 0; q < gotb.size(); ++q) {
+        if (!same(gotb[q], expb[q]) && bad++ < 5) FAIL_CHECK(type_name<T>() << " B unit " << q << " kb " << kb);
+      }
+    }
+    CHECK(bad == 0);
+  };
+  check_all(float8_e4m3fn{}, 256);
+  check_all(float8_e5m2{}, 256);
+  check_all(bfloat16{}, 65536);
+}
+
 TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   // C (1 x N) = [1] (1 x 1) * B (1 x N): C is B widened.
   auto check_all = [](auto tag, int codes) {

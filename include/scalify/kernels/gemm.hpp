@@ -198,8 +198,8 @@ struct b_packer {
   index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
   bool by_rows() const {
     // Row blocks, each over every panel: the source streams sequentially.
-    return SCALIFY_HAVE_X86_SIMD && mk.pack == kernels::packing::f32 && mk.path != cpu_path::scalar && b.cs == 1 &&
-           mk.block.nr % 8 == 0;
+    return SCALIFY_HAVE_X86_SIMD && (mk.pack == kernels::packing::f32 || kernels::kExactInBf16<TB>) &&
+           mk.path != cpu_path::scalar && b.cs == 1 && mk.block.nr % 8 == 0;
   }
   index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
   void run(index t) const {
@@ -207,7 +207,11 @@ struct b_packer {
     const index end = std::min(n_total, j0 + n);
 #if SCALIFY_HAVE_X86_SIMD
     if (by_rows()) {
-      simd::avx2::pack_b_rows(b, ku(), t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
+      if (mk.pack == kernels::packing::f32) {
+        simd::avx2::pack_b_rows(b, ku(), t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
+      } else if constexpr (kernels::kExactInBf16<TB>) {  // kRows k = kRows / 2 units of pairs
+        simd::avx2::pack_b_rows_bf16(b, k, t * kRows / 2, std::min(ku(), (t + 1) * kRows / 2), j0, end - j0, nr, dst);
+      }
       return;
     }
 #endif

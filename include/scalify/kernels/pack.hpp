@@ -219,6 +219,80 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
   }
 }
 
+/// 8 bfloat16-pair units from two float32 vectors of values exact in
+/// bfloat16 (their low halves are zero): the high half of `even` in the low
+/// 16 bits, the high half of `odd` in the high 16 bits.
+SCALIFY_ALWAYS_INLINE __m256i bf16_pairs(__m256 even, __m256 odd) {
+  return _mm256_or_si256(_mm256_srli_epi32(_mm256_castps_si256(even), 16),
+                         _mm256_and_si256(_mm256_castps_si256(odd), _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+/// 8 bfloat16-pair units (k, k + 1), (k + 2, k + 3), ... from 16 consecutive
+/// values of a row (exact in bfloat16), in order.
+template <class T>
+SCALIFY_ALWAYS_INLINE __m256i bf16_pairs_along(const T* p) {
+  // Bytes 2, 3 (high half of value 2q) and 6, 7 (of value 2q + 1) of each
+  // pair of floats make unit q: 2 units per 128-bit lane, in its low 8 bytes.
+  const __m256i pick = _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i s0 = _mm256_shuffle_epi8(_mm256_castps_si256(widen8(p)), pick);      // units 0 1 | 2 3
+  const __m256i s1 = _mm256_shuffle_epi8(_mm256_castps_si256(widen8(p + 8)), pick);  // units 4 5 | 6 7
+  return _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(s0, s1), 0xD8);  // (0 1, 4 5, 2 3, 6 7) -> 0..7
+}
+
+/// pack_b_rows for packing::bf16x2 (types exact in bfloat16): unit rows
+/// [u0, u1) of every panel, unit u pairing rows 2u and 2u + 1 of B (a zero
+/// row past K). Same bits as pack_b_panel<packing::bf16x2>, NaN payloads aside.
+template <class T>
+void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
+                      std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
+  const std::ptrdiff_t ku = (k_size + 1) / 2, full = n / nr, rest = n - full * nr;
+  for (std::ptrdiff_t u = u0; u < u1; ++u) {
+    const T* even = b.data + 2 * u * b.rs + j0;
+    const bool has_odd = 2 * u + 1 < k_size;
+    const T* odd = has_odd ? even + b.rs : even;
+    for (std::ptrdiff_t p = 0; p < full; ++p) {
+      uint32_t* out = dst + (p * ku + u) * nr;
+      for (int j = 0; j < nr; j += 8) {
+        const __m256 e = widen8(even + p * nr + j);
+        const __m256 o = has_odd ? widen8(odd + p * nr + j) : _mm256_setzero_ps();
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bf16_pairs(e, o));
+      }
+    }
+    if (rest > 0) {
+      uint32_t* out = dst + (full * ku + u) * nr;
+      for (std::ptrdiff_t j = 0; j < rest; ++j) {
+        out[j] = kernels::pack_unit<kernels::packing::bf16x2>(b, j0 + full * nr + j, u, k_size, false);
+      }
+      for (std::ptrdiff_t j = rest; j < nr; ++j) out[j] = 0u;
+    }
+  }
+}
+
+/// pack_a_panel<packing::bf16x2> for an A with contiguous rows (a.cs == 1):
+/// each row paired 16 values at a time, then scattered into the panel. Same
+/// bits, NaN payloads aside.
+template <class T>
+void pack_a_panel_rows_bf16(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                            std::ptrdiff_t i0, int mr, uint32_t* dst) {
+  const std::ptrdiff_t ku = (k_size + 1) / 2, k16 = k_size / 16 * 16;
+  const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    const T* row = a.data + (i0 + i) * a.rs;
+    alignas(32) uint32_t t[8];
+    for (std::ptrdiff_t k = 0; k < k16; k += 16) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), bf16_pairs_along(row + k));
+      for (int q = 0; q < 8; ++q) dst[(k / 2 + q) * mr + i] = t[q];
+    }
+    for (std::ptrdiff_t u = k16 / 2; u < ku; ++u) {
+      dst[u * mr + i] = kernels::pack_unit<kernels::packing::bf16x2>(a, i0 + i, u, k_size, true);
+    }
+  }
+  for (std::ptrdiff_t i = rows; i < mr; ++i) {
+    for (std::ptrdiff_t u = 0; u < ku; ++u) dst[u * mr + i] = 0u;
+  }
+}
+
 }  // namespace scalify::simd::avx2
 SCALIFY_END_TARGET
 #endif
@@ -230,8 +304,12 @@ template <packing P, gemm_input T>
 void pack_a_panel_on(cpu_path path, const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
                      std::ptrdiff_t i0, int mr, uint32_t* dst) {
 #if SCALIFY_HAVE_X86_SIMD
-  if (P == packing::f32 && path != cpu_path::scalar && a.cs == 1) {
-    return simd::avx2::pack_a_panel_rows(a, m_size, k_size, i0, mr, dst);
+  if (path != cpu_path::scalar && a.cs == 1) {
+    if constexpr (P == packing::f32) {
+      return simd::avx2::pack_a_panel_rows(a, m_size, k_size, i0, mr, dst);
+    } else if constexpr (kExactInBf16<T>) {
+      return simd::avx2::pack_a_panel_rows_bf16(a, m_size, k_size, i0, mr, dst);
+    }
   }
 #else
   (void)path;
