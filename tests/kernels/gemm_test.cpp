@@ -437,8 +437,10 @@ TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked
         d.threads = 2;
         CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == one);
         d.act = activation::gelu_tanh;  // the tile + epilogue route
-        const auto gelu_one = run_case<float8_e4m3fn, bfloat16, float16>({.m = s.m, .n = s.n, .k = s.k, .act = d.act, .threads = 1, .seed = d.seed});
-        CHECK(run_case<float8_e4m3fn, bfloat16, float16>({.m = s.m, .n = s.n, .k = s.k, .act = d.act, .threads = 2, .seed = d.seed}) == gelu_one);
+        case_desc g{.m = s.m, .n = s.n, .k = s.k, .act = d.act, .threads = 1, .seed = d.seed};
+        const auto gelu_one = run_case<float8_e4m3fn, bfloat16, float16>(g);
+        g.threads = 2;
+        CHECK(run_case<float8_e4m3fn, bfloat16, float16>(g) == gelu_one);
       }
     }
   });
@@ -463,7 +465,8 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       std::vector<T> a(static_cast<std::size_t>(6 * ka));
       for (std::size_t q = 0; q < a.size(); ++q) a[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
       std::vector<uint32_t> ap(static_cast<std::size_t>(ka * mr), 0xDEADBEEFu);
-      scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, scalify::kernels::strided<T>{a.data(), ka, 1}, 6, ka, 0, mr, ap.data());
+      const scalify::kernels::strided<T> as{a.data(), ka, 1};
+      scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, as, 6, ka, 0, mr, ap.data());
       int bad = 0;
       for (index_t u = 0; u < ka; ++u) {
         for (index_t i = 0; i < mr; ++i) {
@@ -479,7 +482,8 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       for (std::size_t q = 0; q < b.size(); ++q) b[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
       const index_t panels = (nb + nr - 1) / nr;
       std::vector<uint32_t> bp(static_cast<std::size_t>(panels * nr * kb), 0xDEADBEEFu);
-      scalify::detail::gemm_impl::pack_b(mk, scalify::kernels::strided<T>{b.data(), nb, 1}, kb, nb, 0, nb, bp.data(), 1);
+      const scalify::kernels::strided<T> bs{b.data(), nb, 1};
+      scalify::detail::gemm_impl::pack_b(mk, bs, kb, nb, 0, nb, bp.data(), 1);
       for (index_t q = 0; q < panels; ++q) {
         for (index_t u = 0; u < kb; ++u) {
           for (index_t j = 0; j < nr; ++j) {
@@ -701,8 +705,9 @@ TEST_CASE("gemm: fused-epilogue micro-kernels (emulated 16 lanes) equal tile + e
               const scalify::kernels::epilogue_params ep{cases % 4 == 1 ? 1.0f : 0.75f, beta,
                                                           use_bias ? bias.data() : nullptr,
                                                           relu ? activation::relu : activation::none, false};
-              const float expected_amax = scalify::kernels::epilogue_tile(
-                  tile.data(), kNR, kMR, kNR, 0, 0, ep, scalify::kernels::strided_out<float>{expected_c.data(), kLdc, 1});
+              const scalify::kernels::strided_out<float> expected_out{expected_c.data(), kLdc, 1};
+              const float expected_amax =
+                  scalify::kernels::epilogue_tile(tile.data(), kNR, kMR, kNR, 0, 0, ep, expected_out);
               // Got: the fused kernel, amax lanes starting from a value below the result.
               std::vector<float> got_c = c0;
               std::vector<float> lanes(16, 0.125f);
@@ -721,7 +726,8 @@ TEST_CASE("gemm: fused-epilogue micro-kernels (emulated 16 lanes) equal tile + e
               INFO("bf16 " << bf16 << " ku " << ku << " from_acc " << from_acc << " beta " << beta << " bias "
                            << use_bias << " relu " << relu);
               CHECK(std::memcmp(got_c.data(), expected_c.data(), got_c.size() * sizeof(float)) == 0);
-              CHECK(*std::max_element(lanes.begin(), lanes.end()) == (want_amax ? std::max(expected_amax, 0.125f) : 0.125f));
+              const float lanes_max = *std::max_element(lanes.begin(), lanes.end());
+              CHECK(lanes_max == (want_amax ? std::max(expected_amax, 0.125f) : 0.125f));
               ++cases;
             }
           }

@@ -71,7 +71,9 @@ inline f32x f32_add(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, floa
 /// maxps: the first operand if it is greater, else the second (NaN, equal zeros).
 inline f32x f32_max(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x > y ? x : y; }); }
 inline f32x f32_abs(f32x a) {
-  return f32_lanewise(a, a, [](float x, float) { return std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7FFF'FFFFu); });
+  return f32_lanewise(a, a, [](float x, float) {
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7FFF'FFFFu);
+  });
 }
 inline bf16x2 bf16x2_load(const uint32_t* p) {
   bf16x2 r;

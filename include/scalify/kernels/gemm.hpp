@@ -337,8 +337,9 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
       return tiles + 16.0 * packed;
     };
     const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
-    const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, b_packed == nullptr) <=
-                                                                        cost(m_panels * mr, cols_share, b_packed == nullptr));
+    const bool packs_b = b_packed == nullptr;
+    const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, packs_b) <=
+                                                                        cost(m_panels * mr, cols_share, packs_b));
     pool.run(team, threads, [&](index t) {
       index i_begin = 0, i_end = m, j_begin = 0, j_end = n;
       if (split_rows) {

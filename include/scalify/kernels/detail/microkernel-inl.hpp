@@ -139,7 +139,9 @@ void gemm_tile_f32(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, floa
 template <int MR, int NV>
 void gemm_tile_f32_out(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, const float* acc_in,
                        const kernels::f32_tile_out& out) {
-  auto finish = [&out](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE { SCALIFY_SIMD_NS::store_tile_epilogue<MR, NV>(acc, out); };
+  auto finish = [&out](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE {
+    SCALIFY_SIMD_NS::store_tile_epilogue<MR, NV>(acc, out);
+  };
   if (acc_in != nullptr) {
     gemm_tile_f32_impl<MR, NV, true>(ku, a, b, acc_in, finish);
   } else {
@@ -173,8 +175,9 @@ SCALIFY_ALWAYS_INLINE void gemm_tile_bf16_impl(std::ptrdiff_t ku, const uint32_t
 /// MR x (NV * kF32Lanes) tile over bfloat16 pairs (vdpbf16ps; see the file comment).
 template <int MR, int NV>
 void gemm_tile_bf16(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b, float* c, bool accumulate) {
-  gemm_tile_bf16_impl<MR, NV>(ku, a, b, accumulate ? c : nullptr,
-                              [c](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE { SCALIFY_SIMD_NS::store_tile<MR, NV>(acc, c); });
+  gemm_tile_bf16_impl<MR, NV>(ku, a, b, accumulate ? c : nullptr, [c](f32x(&acc)[MR][NV]) SCALIFY_LAMBDA_ALWAYS_INLINE {
+    SCALIFY_SIMD_NS::store_tile<MR, NV>(acc, c);
+  });
 }
 
 /// gemm_tile_bf16 finished by the float32 epilogue straight into C (as gemm_tile_f32_out).
