@@ -66,9 +66,9 @@ namespace scalify::simd::avx2 {
 template <int M, class TA, class TB>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  // float8 B, M = 1: 8 rows per sweep, several column chunks per step (see
-  // kH below) and a prefetch of the next sweep's rows. Wider types are bound
-  // by memory: 4 rows (4 streams), no prefetch.
+  // float8 B, M = 1: 8 rows per sweep and a prefetch of the next sweep's
+  // rows; else 4 rows (4 streams), no prefetch. Several column chunks per
+  // step (kH below), as each chunk is a chain of dependent FMAs.
   constexpr bool kNarrow = sizeof(TB) == 1;
   constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   for (int i = 0; i < M; ++i) {
@@ -134,10 +134,12 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         }
       }
     };
-    // M = 1: 4 chunks (64 columns) per step over float8, 2 over 16-bit types.
-    // 1x4096x4096 from DRAM, 1 thread: e5m2 17.2 GFLOP/s with 1 chunk, 21.3
-    // with 2, 23.9 with 4; float16 17.2 with 1, 18.0-18.7 with 2.
-    constexpr int kH = M == 1 && sizeof(TB) <= 2 ? (kNarrow ? 4 : 2) : 1;
+    // Chunks per step: 4 for M = 1 over float8, else 2 over 8- and 16-bit
+    // types (for M = 4, 16 accumulators: a few spill, still faster). Mx4096x4096
+    // from DRAM, 1 thread, GFLOP/s with 1 chunk -> now: e5m2 M = 1 17.2 -> 23.5
+    // (2 chunks: 21.3), M = 2 22 -> 40, M = 3 23 -> 47, M = 4 23 -> 39; float16
+    // M = 1 17.2 -> 18.7, M = 2..4 19-22 -> 36-46. float32 stays at 1 (bound by memory).
+    constexpr int kH = sizeof(TB) > 2 ? 1 : M == 1 && kNarrow ? 4 : 2;
     if (kq == kQ) {
       step(std::integral_constant<int, kQ>{}, std::integral_constant<int, kH>{});  // fully unrolled
       step(std::integral_constant<int, kQ>{}, std::integral_constant<int, 1>{});
