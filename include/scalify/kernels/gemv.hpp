@@ -66,9 +66,9 @@ namespace scalify::simd::avx2 {
 template <int M, class TA, class TB>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  // float8 B, M = 1: 8 rows per sweep and a prefetch of the next sweep's
-  // rows; else 4 rows (4 streams), no prefetch. Several column chunks per
-  // step (kH below), as each chunk is a chain of dependent FMAs.
+  // float8 B: a prefetch of the next sweep's rows, and 8 rows per sweep for
+  // M = 1 (else 4). Wider types: 4 rows (4 streams), no prefetch. Several
+  // column chunks per step (kH below), as each chunk is a chain of dependent FMAs.
   constexpr bool kNarrow = sizeof(TB) == 1;
   constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   for (int i = 0; i < M; ++i) {
