@@ -105,6 +105,14 @@ uint32_t bits_of(T x) {
   }
 }
 
+/// `size` values whose codes run 0, 1, ..., codes - 1, 0, 1, ... (every code of T).
+template <class T>
+std::vector<T> cycled_codes(index_t size, int codes) {
+  std::vector<T> v(static_cast<std::size_t>(size));
+  for (std::size_t q = 0; q < v.size(); ++q) v[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+  return v;
+}
+
 template <class T>
 double unit_roundoff_of() {
   if constexpr (std::is_same_v<T, float>) {
@@ -462,8 +470,7 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       const int mr = mk.block.mr, nr = mk.block.nr;
       // A: 6 rows x ka, code (i * ka + u) % codes at (i, u); rows 6.. of the panel are zero.
       const index_t ka = (codes + 5) / 6 + 3;
-      std::vector<T> a(static_cast<std::size_t>(6 * ka));
-      for (std::size_t q = 0; q < a.size(); ++q) a[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const auto a = cycled_codes<T>(6 * ka, codes);
       std::vector<uint32_t> ap(static_cast<std::size_t>(ka * mr), 0xDEADBEEFu);
       const scalify::kernels::strided<T> as{a.data(), ka, 1};
       scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, as, 6, ka, 0, mr, ap.data());
@@ -478,8 +485,7 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       }
       // B: 8 rows x nb, code (r * nb + j) % codes at (r, j); columns nb.. of the last panel are zero.
       const index_t nb = (codes + 7) / 8 + 5, kb = 8;
-      std::vector<T> b(static_cast<std::size_t>(kb * nb));
-      for (std::size_t q = 0; q < b.size(); ++q) b[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const auto b = cycled_codes<T>(kb * nb, codes);
       const index_t panels = (nb + nr - 1) / nr;
       std::vector<uint32_t> bp(static_cast<std::size_t>(panels * nr * kb), 0xDEADBEEFu);
       const scalify::kernels::strided<T> bs{b.data(), nb, 1};
@@ -532,8 +538,7 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
     for (const index_t extra : {0, 1, 16}) {
       // A: 7 rows (a partial 12-row panel) x ka, code (i * ka + u) % codes at (i, u).
       const index_t ka = (codes + 6) / 7 + extra;
-      std::vector<T> a(static_cast<std::size_t>(7 * ka));
-      for (std::size_t q = 0; q < a.size(); ++q) a[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const auto a = cycled_codes<T>(7 * ka, codes);
       const strided<T> as{a.data(), ka, 1};
       const index_t kua = (ka + 1) / 2;
       std::vector<uint32_t> got(static_cast<std::size_t>(kua * mk.block.mr), 0xDEADBEEFu), expected(got.size());
@@ -544,8 +549,7 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
       }
       // B: kb x nb, code (r * nb + j) % codes at (r, j); a partial last panel.
       const index_t kb = 7 + extra, nb = (codes + kb - 1) / kb + 5;
-      std::vector<T> b(static_cast<std::size_t>(kb * nb));
-      for (std::size_t q = 0; q < b.size(); ++q) b[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+      const auto b = cycled_codes<T>(kb * nb, codes);
       const strided<T> bs{b.data(), nb, 1};
       const index_t kub = (kb + 1) / 2, nr = mk.block.nr, panels = (nb + nr - 1) / nr;
       std::vector<uint32_t> gotb(static_cast<std::size_t>(panels * nr * kub), 0xDEADBEEFu), expb(gotb.size());

@@ -162,6 +162,25 @@ void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdi
   }
 }
 
+/// Fills an A panel (mr rows, ku units) row by row: units [0, ku8) eight at a
+/// time from units8(i, u) (a vector of units u .. u + 7 of row i), scattered
+/// into the panel; the rest one at a time from unit(i, u); rows >= `rows` zero.
+template <class Units8, class Unit>
+SCALIFY_ALWAYS_INLINE void scatter_panel_rows(std::ptrdiff_t rows, std::ptrdiff_t ku, std::ptrdiff_t ku8, int mr,
+                                              uint32_t* dst, Units8 units8, Unit unit) {
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    alignas(32) uint32_t t[8];
+    for (std::ptrdiff_t u = 0; u < ku8; u += 8) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), units8(i, u));
+      for (int q = 0; q < 8; ++q) dst[(u + q) * mr + i] = t[q];
+    }
+    for (std::ptrdiff_t u = ku8; u < ku; ++u) dst[u * mr + i] = unit(i, u);
+  }
+  for (std::ptrdiff_t i = rows; i < mr; ++i) {
+    for (std::ptrdiff_t u = 0; u < ku; ++u) dst[u * mr + i] = 0u;
+  }
+}
+
 /// pack_a_panel<packing::f32> for an A with contiguous rows (a.cs == 1): each
 /// row widened 8 at a time, then scattered into the panel. Same bits.
 template <class T>
@@ -205,18 +224,11 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
     }
     return;
   }
-  for (std::ptrdiff_t i = 0; i < rows; ++i) {
-    const T* row = a.data + (i0 + i) * a.rs;
-    alignas(32) uint32_t t[8];
-    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_castps_si256(widen8(row + u)));
-      for (int q = 0; q < 8; ++q) dst[(u + q) * mr + i] = t[q];
-    }
-    for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(row[u]);
-  }
-  for (std::ptrdiff_t i = rows; i < mr; ++i) {
-    for (std::ptrdiff_t u = 0; u < k_size; ++u) dst[u * mr + i] = 0u;
-  }
+  auto row = [&](std::ptrdiff_t i) { return a.data + (i0 + i) * a.rs; };
+  scatter_panel_rows(
+      rows, k_size, k8, mr, dst,
+      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return _mm256_castps_si256(widen8(row(i) + u)); },
+      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return kernels::widen_f32_bits(row(i)[u]); });
 }
 
 /// 8 bfloat16-pair units from two float32 vectors of values exact in
@@ -275,22 +287,14 @@ void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::
 template <class T>
 void pack_a_panel_rows_bf16(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
                             std::ptrdiff_t i0, int mr, uint32_t* dst) {
-  const std::ptrdiff_t ku = (k_size + 1) / 2, k16 = k_size / 16 * 16;
+  const std::ptrdiff_t ku = (k_size + 1) / 2, ku8 = k_size / 16 * 8;  // units of whole 16-value runs
   const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
-  for (std::ptrdiff_t i = 0; i < rows; ++i) {
-    const T* row = a.data + (i0 + i) * a.rs;
-    alignas(32) uint32_t t[8];
-    for (std::ptrdiff_t k = 0; k < k16; k += 16) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(t), bf16_pairs_along(row + k));
-      for (int q = 0; q < 8; ++q) dst[(k / 2 + q) * mr + i] = t[q];
-    }
-    for (std::ptrdiff_t u = k16 / 2; u < ku; ++u) {
-      dst[u * mr + i] = kernels::pack_unit<kernels::packing::bf16x2>(a, i0 + i, u, k_size, true);
-    }
-  }
-  for (std::ptrdiff_t i = rows; i < mr; ++i) {
-    for (std::ptrdiff_t u = 0; u < ku; ++u) dst[u * mr + i] = 0u;
-  }
+  scatter_panel_rows(
+      rows, ku, ku8, mr, dst,
+      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return bf16_pairs_along(a.data + (i0 + i) * a.rs + 2 * u); },
+      [&](std::ptrdiff_t i, std::ptrdiff_t u) {
+        return kernels::pack_unit<kernels::packing::bf16x2>(a, i0 + i, u, k_size, true);
+      });
 }
 
 }  // namespace scalify::simd::avx2
