@@ -10,10 +10,14 @@
 #define SCALIFY_CPU_HPP_
 
 #include <atomic>       // std::atomic
+#include <cstdint>      // uint64_t
 #include <cstdlib>      // std::getenv
+#include <mutex>        // std::mutex, std::lock_guard
 #include <stdexcept>    // std::invalid_argument
 #include <string>       // std::string
 #include <string_view>  // std::string_view
+#include <utility>      // std::pair
+#include <vector>       // std::vector, std::erase_if
 
 #include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD
 
@@ -61,6 +65,12 @@ namespace detail {
 /// What cpuid and xgetbv report, read once.
 struct cpu_features {
   bool avx2 = false, avx512 = false, avx512bf16 = false;
+  /// vdpbf16ps does more multiply-adds per cycle than float32 FMA, so the
+  /// avx512bf16 GEMM kernel beats the avx512 one. True on AMD (Zen 4: one
+  /// 32-product vdpbf16ps per cycle against one 16-lane FMA), false on Intel:
+  /// on a Sapphire Rapids-class Xeon it retires one per 2 cycles against two
+  /// FMAs per cycle (half the rate; docs/benchmarks.md).
+  bool fast_bf16_dot = false;
 };
 
 inline cpu_features detect_cpu_features() {
@@ -82,6 +92,9 @@ inline cpu_features detect_cpu_features() {
   f.avx512 = f.avx2 && os_avx512 && avx512f && avx512dq && avx512bw && avx512vl;
   __cpuid_count(7, 1, a, b, c, d);
   f.avx512bf16 = f.avx512 && ((a >> 5) & 1);
+  __cpuid_count(0, 0, a, b, c, d);  // vendor string in ebx, edx, ecx
+  const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "Auth" "enti" "cAMD"
+  f.fast_bf16_dot = f.avx512bf16 && amd;
 #endif
   return f;
 }
@@ -104,9 +117,14 @@ inline bool cpu_supports(cpu_path p) {
   return false;
 }
 
-/// The fastest path this CPU supports.
+/// The fastest path this CPU supports. That is avx512, not avx512bf16, on a
+/// CPU whose BF16 dot products are slower than its float32 FMAs (Intel's so
+/// far): there the bfloat16-pair GEMM kernel runs at half the float32 one's
+/// speed, and nothing else differs between the two paths. avx512bf16 can
+/// still be forced there (SCALIFY_CPU_PATH, force_cpu_path).
 inline cpu_path best_cpu_path() {
-  for (auto p : {cpu_path::avx512bf16, cpu_path::avx512, cpu_path::avx2}) {
+  if (detail::cpu().fast_bf16_dot) return cpu_path::avx512bf16;
+  for (auto p : {cpu_path::avx512, cpu_path::avx2}) {
     if (cpu_supports(p)) return p;
   }
   return cpu_path::scalar;
@@ -125,41 +143,83 @@ inline cpu_path initial_cpu_path() {
   return p;
 }
 
-inline std::atomic<cpu_path>& active_cpu_path_slot() {
-  static std::atomic<cpu_path> slot{initial_cpu_path()};
-  return slot;
+/// The process-wide path state: the base path (chosen at first use, or
+/// forced) and the scoped_cpu_path guards alive, oldest first. The newest
+/// alive guard's path is active, else the base; `active` mirrors that, so
+/// that active_cpu_path() is one relaxed load.
+struct cpu_path_state {
+  std::mutex mutex;
+  cpu_path base = initial_cpu_path();
+  std::vector<std::pair<uint64_t, cpu_path>> guards;  // (id, path)
+  uint64_t next_id = 0;
+  std::atomic<cpu_path> active{base};
+
+  /// Updates `active`; the caller holds `mutex`.
+  void publish() { active.store(guards.empty() ? base : guards.back().second, std::memory_order_relaxed); }
+};
+
+inline cpu_path_state& path_state() {
+  static cpu_path_state state;
+  return state;
 }
 
 }  // namespace detail
 
 /// The path the library dispatches to now.
-inline cpu_path active_cpu_path() { return detail::active_cpu_path_slot().load(std::memory_order_relaxed); }
+inline cpu_path active_cpu_path() { return detail::path_state().active.load(std::memory_order_relaxed); }
 
-/// Forces every later dispatch onto path `p` (process-wide). Throws
+/// Forces every later dispatch onto path `p` (process-wide), once no
+/// scoped_cpu_path is alive (the newest one wins while it lives). Throws
 /// std::invalid_argument if this CPU cannot run it.
 ///
 /// **Example**: `scalify::force_cpu_path(scalify::cpu_path::scalar);`
 inline void force_cpu_path(cpu_path p) {
   SCALIFY_CHECK(cpu_supports(p), std::invalid_argument,
                 "scalify::force_cpu_path: this CPU does not support path " + std::string(to_string(p)));
-  detail::active_cpu_path_slot().store(p, std::memory_order_relaxed);
+  auto& state = detail::path_state();
+  const std::lock_guard<std::mutex> lock(state.mutex);
+  state.base = p;
+  state.publish();
 }
 
 /// Goes back to the path chosen at start-up (SCALIFY_CPU_PATH or the best).
-inline void reset_cpu_path() { detail::active_cpu_path_slot().store(detail::initial_cpu_path()); }
+inline void reset_cpu_path() {
+  const cpu_path initial = detail::initial_cpu_path();
+  auto& state = detail::path_state();
+  const std::lock_guard<std::mutex> lock(state.mutex);
+  state.base = initial;
+  state.publish();
+}
 
-/// Forces a path for the lifetime of the object, then restores the previous one.
+/// Forces a path for the lifetime of the object (process-wide, for tests and
+/// benchmarks). Guards may live on several threads and end in any order: the
+/// newest guard still alive decides the path, and once every guard has ended
+/// the path is the one before the first (force_cpu_path's, or the start-up
+/// one). Throws std::invalid_argument if this CPU cannot run `p`.
 ///
 /// **Example**: `{ scalify::scoped_cpu_path guard(scalify::cpu_path::avx2); run(); }`
 class scoped_cpu_path {
  public:
-  explicit scoped_cpu_path(cpu_path p) : previous_(active_cpu_path()) { force_cpu_path(p); }
-  ~scoped_cpu_path() { detail::active_cpu_path_slot().store(previous_); }
+  explicit scoped_cpu_path(cpu_path p) {
+    SCALIFY_CHECK(cpu_supports(p), std::invalid_argument,
+                  "scalify::scoped_cpu_path: this CPU does not support path " + std::string(to_string(p)));
+    auto& state = detail::path_state();
+    const std::lock_guard<std::mutex> lock(state.mutex);
+    id_ = state.next_id++;
+    state.guards.emplace_back(id_, p);
+    state.publish();
+  }
+  ~scoped_cpu_path() {
+    auto& state = detail::path_state();
+    const std::lock_guard<std::mutex> lock(state.mutex);
+    std::erase_if(state.guards, [this](const auto& g) { return g.first == id_; });
+    state.publish();
+  }
   scoped_cpu_path(const scoped_cpu_path&) = delete;
   scoped_cpu_path& operator=(const scoped_cpu_path&) = delete;
 
  private:
-  cpu_path previous_;
+  uint64_t id_ = 0;
 };
 
 }  // namespace scalify
