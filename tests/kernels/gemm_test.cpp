@@ -224,7 +224,8 @@ std::vector<uint32_t> run_case(const case_desc& d) {
       if (d.saturate) post = std::clamp(post, -out_max, out_max);
       const double tol = e * (1 + 2 * u_out) + u_out * std::abs(post) + out_denorm;
       const double got = static_cast<double>(static_cast<float>(c.at(i, j)));
-      c_amax = std::max(c_amax, std::abs(got));
+      // amax: stored values, NaN skipped unless it is an overflow (a NaN from a non-NaN value): +inf.
+      c_amax = std::max(c_amax, std::isnan(got) && !std::isnan(post) ? HUGE_VAL : std::abs(got));
       codes.push_back(bits_of(c.at(i, j)));
       if (!(std::abs(got - post) <= tol) && bad++ < 5) {
         FAIL_CHECK(type_name<TA>() << " x " << type_name<TB>() << " -> " << type_name<TC>() << ", path "
@@ -370,7 +371,7 @@ TEST_CASE("gemm: saturating and non-saturating narrow outputs", "[kernels][gemm]
     run_all_paths<float8_e5m2, float8_e5m2, float8_e5m2>(d);
     run_all_paths<float16, float16, float16>(d);
   }
-  // Without saturation an overflow becomes NaN (e4m3fn) or inf (e5m2); amax skips NaN.
+  // Without saturation an overflow becomes NaN (e4m3fn) or inf (e5m2); amax reports both as inf.
   const std::vector<float> ones(64, 1.0f);
   std::vector<float8_e4m3fn> big(64, float8_e4m3fn(448.0f));
   std::vector<float8_e4m3fn> out(1);
@@ -383,7 +384,7 @@ TEST_CASE("gemm: saturating and non-saturating narrow outputs", "[kernels][gemm]
       scalify::gemm(scalify::row_major_view(am.data(), m, 64), scalify::row_major_view(ones.data(), 64, 1),
                     scalify::row_major_view(outm.data(), m, 1), {.amax = &amax});
       CHECK(std::isnan(float(outm[0])));
-      CHECK(amax == 0.0f);
+      CHECK(amax == std::numeric_limits<float>::infinity());  // the overflow is reported, not skipped
       scalify::gemm(scalify::row_major_view(am.data(), m, 64), scalify::row_major_view(ones.data(), 64, 1),
                     scalify::row_major_view(outm.data(), m, 1), {.saturate = true, .amax = &amax});
       CHECK(float(outm[0]) == 448.0f);
@@ -402,6 +403,114 @@ TEST_CASE("gemm: zero sizes and K = 0", "[kernels][gemm]") {
     run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 7, .n = 9, .k = 0, .beta = 0.5f, .bias = true});
     run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 2, .n = 9, .k = 0, .beta = 0.5f, .bias = true});
   });
+}
+
+TEST_CASE("gemm: K = 0 with null A and B gives the epilogue of zero, on every path", "[kernels][gemm]") {
+  for_each_path([&](cpu_path) {
+    for (index_t m : {1, 3, 7, 40}) {
+      const index_t n = 21;
+      std::vector<float> c(static_cast<std::size_t>(m * n)), bias(static_cast<std::size_t>(n));
+      for (std::size_t i = 0; i < c.size(); ++i) c[i] = static_cast<float>(i % 7) - 3.0f;
+      for (std::size_t j = 0; j < bias.size(); ++j) bias[j] = 0.25f * static_cast<float>(j);
+      const std::vector<float> c_old = c;
+      float amax = -1.0f;
+      scalify::gemm(scalify::row_major_view<const float8_e4m3fn>(nullptr, m, 0),
+                    scalify::row_major_view<const float8_e5m2>(nullptr, 0, n), scalify::row_major_view(c.data(), m, n),
+                    {.beta = 0.5f, .bias = bias, .act = activation::relu, .amax = &amax});
+      double expected_amax = 0;
+      for (index_t i = 0; i < m; ++i) {
+        for (index_t j = 0; j < n; ++j) {
+          const auto at = static_cast<std::size_t>(i * n + j);
+          const double want = std::max(0.0, 0.5 * c_old[at] + bias[static_cast<std::size_t>(j)]);  // exact here
+          CHECK(c[at] == want);
+          expected_amax = std::max(expected_amax, want);
+        }
+      }
+      CHECK(amax == expected_amax);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------
+// Overlap of C with A or B
+
+TEST_CASE("gemm: overlap() agrees with a byte-by-byte reference on random strided views", "[kernels][gemm]") {
+  namespace gi = scalify::detail::gemm_impl;
+  std::mt19937 rng(1234);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  constexpr int kArena = 512;
+  int overlapping = 0, disjoint = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    gi::byte_runs v[2];
+    std::vector<bool> bytes[2];
+    for (auto& b : bytes) b.assign(kArena, false);
+    for (int w = 0; w < 2; ++w) {
+      const int count = pick(1, 8), len = pick(1, 24), stride = len + pick(0, 30) * (count > 1);
+      const int start = pick(0, kArena - 1 - (count - 1) * stride - len);
+      if (start < 0) {
+        --w;
+        continue;
+      }
+      v[w] = {static_cast<std::uintptr_t>(0x10000 + start), count, len, stride};
+      for (int t = 0; t < count; ++t) {
+        for (int q = 0; q < len; ++q) bytes[w][static_cast<std::size_t>(start + t * stride + q)] = true;
+      }
+    }
+    bool expected = false;
+    for (int q = 0; q < kArena; ++q) expected = expected || (bytes[0][q] && bytes[1][q]);
+    (expected ? overlapping : disjoint)++;
+    if (gi::overlap(v[0], v[1]) != expected) {
+      FAIL("runs (" << v[0].begin << ", " << v[0].count << ", " << v[0].bytes << ", " << v[0].stride << ") and ("
+                    << v[1].begin << ", " << v[1].count << ", " << v[1].bytes << ", " << v[1].stride
+                    << "): expected overlap " << expected);
+    }
+  }
+  CHECK(overlapping > 1000);  // both outcomes well covered
+  CHECK(disjoint > 1000);
+}
+
+TEST_CASE("gemm: C overlapping A or B throws; interleaved but disjoint views are fine", "[kernels][gemm]") {
+  const index_t n = 256;
+  std::vector<float> x(static_cast<std::size_t>(n * n), 0.5f), y(static_cast<std::size_t>(n * n), 0.25f);
+  auto view = [&](std::vector<float>& v, index_t off = 0) { return scalify::row_major_view(v.data() + off, n, n); };
+  using Catch::Contains;
+  CHECK_THROWS_WITH(scalify::gemm(view(x), view(y), view(x), {.threads = 2}), Contains("overlaps A"));
+  CHECK_THROWS_WITH(scalify::gemm(view(y), view(x), view(x)), Contains("overlaps B"));
+  // C starting in the last row of A (one row shared), C as a column-major view of A's storage.
+  std::vector<float> big(static_cast<std::size_t>(2 * n * n));
+  CHECK_THROWS_AS(scalify::gemm(view(big), view(y), view(big, (n - 1) * n)), std::invalid_argument);
+  CHECK_THROWS_AS(scalify::gemm(view(x), view(y), scalify::col_major_view(x.data(), n, n)), std::invalid_argument);
+  // e4m3fn A inside a float C's bytes (different element sizes).
+  std::vector<float> raw(static_cast<std::size_t>(n * n));
+  auto* a8 = reinterpret_cast<float8_e4m3fn*>(raw.data() + n * n / 2);
+  CHECK_THROWS_AS(scalify::gemm(scalify::row_major_view(a8, 8, n), view(y),
+                                scalify::row_major_view(raw.data(), n, n)), std::invalid_argument);
+  // With a packed B, A is still checked.
+  const scalify::packed_matrix packed(view(y));
+  CHECK_THROWS_WITH(scalify::gemm(view(x), packed, view(x)), Contains("overlaps A"));
+  // Left and right halves of one row-major matrix: A = [X | .], C = [. | X]: byte
+  // ranges interleave, elements do not. Allowed, and the same as with separate storage.
+  const index_t k = 64, m = 50, nn = 64;
+  std::vector<float> shared(static_cast<std::size_t>(m * (k + nn)));
+  for (std::size_t i = 0; i < shared.size(); ++i) shared[i] = static_cast<float>(i % 5) - 2.0f;
+  std::vector<float> b(static_cast<std::size_t>(k * nn));
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 3) - 1.0f;
+  std::vector<float> a_copy(static_cast<std::size_t>(m * k)), c_ref(static_cast<std::size_t>(m * nn));
+  for (index_t i = 0; i < m; ++i) {
+    for (index_t q = 0; q < k; ++q) {
+      a_copy[static_cast<std::size_t>(i * k + q)] = shared[static_cast<std::size_t>(i * (k + nn) + q)];
+    }
+  }
+  scalify::gemm(scalify::row_major_view(a_copy.data(), m, k), scalify::row_major_view(b.data(), k, nn),
+                scalify::row_major_view(c_ref.data(), m, nn));
+  REQUIRE_NOTHROW(scalify::gemm(scalify::row_major_view(shared.data(), m, k, k + nn),
+                                scalify::row_major_view(b.data(), k, nn),
+                                scalify::row_major_view(shared.data() + k, m, nn, k + nn)));
+  for (index_t i = 0; i < m; ++i) {
+    for (index_t j = 0; j < nn; ++j) {
+      CHECK(shared[static_cast<std::size_t>(i * (k + nn) + k + j)] == c_ref[static_cast<std::size_t>(i * nn + j)]);
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------

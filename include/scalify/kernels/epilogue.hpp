@@ -6,7 +6,9 @@
 //   v   = activation(v)                          none, relu, or gelu_tanh
 //   out = cast<TC>(v)                            round to nearest even, saturating on request
 //   amax = max(amax, |float(out)|)                over non-NaN outputs, so it equals
-//                                                max |C| recomputed from the stored C
+//                                                max |C| recomputed from the stored C, except
+//                                                that an out of NaN from a v that is not NaN
+//                                                (e4m3fn overflow) counts as +inf
 //
 // in float32, in this order, on every path (so paths agree bit for bit; the
 // fused multiply-add is explicit so no compiler contraction can differ). On
@@ -17,6 +19,7 @@
 
 #include <cmath>        // std::tanh, std::fabs, std::fma
 #include <cstddef>      // ptrdiff_t
+#include <limits>       // std::numeric_limits
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"          // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
@@ -91,7 +94,8 @@ inline float activate(float v, activation act) {
 
 /// Applies the epilogue to the valid m x n part of an accumulator tile (row
 /// stride `ld`) whose element (0, 0) is C's (i0, j0). Returns max |out| over
-/// the non-NaN outputs written (0 if none).
+/// the non-NaN outputs written (0 if none), +inf if a cast overflowed to NaN,
+/// so that an amax-driven rescaling sees every overflow.
 template <gemm_output TC>
 float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t i0,
                     std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c) {
@@ -123,7 +127,10 @@ float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::
         stored = round_cast<TC>(v, rounding::nearest_even, p.saturate);
       }
       out[j * c.cs] = stored;
-      const float a = std::fabs(static_cast<float>(stored));
+      float a = std::fabs(static_cast<float>(stored));
+      if constexpr (!std::numeric_limits<TC>::has_infinity) {
+        if (a != a && v == v) a = std::numeric_limits<float>::infinity();  // overflow into NaN: reported as inf
+      }
       amax = a > amax ? a : amax;  // NaN compares false: skipped
     }
   }

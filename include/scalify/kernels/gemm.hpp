@@ -85,7 +85,7 @@ matrix_view<T> col_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols,
 /// | `bias` | empty, or N floats added to each row (one per column of C) |
 /// | `act` | activation::none, relu or gelu_tanh, after the bias |
 /// | `saturate` | narrow outputs: finite overflow -> +-max instead of inf/NaN |
-/// | `amax` | if set, receives max over C of |C| (stored values, NaN skipped), same pass |
+/// | `amax` | if set, receives max over C of |C| (NaN skipped; an e4m3fn overflow to NaN: +inf), same pass |
 /// | `threads` | 0: every thread of the pool (all cores); n: at most n |
 ///
 /// **Example**: `scalify::gemm(x, w, y, {.bias = b, .act = scalify::activation::relu, .amax = &m});`
@@ -138,6 +138,59 @@ kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_
     std::swap(rows_out, cols_out);
   }
   return {v.data, rs, cs};
+}
+
+/// The bytes of a strided operand as `count` runs of `bytes` bytes, `stride`
+/// bytes apart (stride >= bytes, as the leading-dimension check ensures),
+/// from address `begin`: its rows if its columns are contiguous, else its columns.
+struct byte_runs {
+  std::uintptr_t begin;
+  index count, bytes, stride;
+};
+
+template <class T>
+byte_runs runs_of(const kernels::strided<T>& s, index rows, index cols) {
+  const auto size = static_cast<index>(sizeof(T));
+  const auto begin = reinterpret_cast<std::uintptr_t>(s.data);
+  if (s.cs == 1) return {begin, rows, cols * size, s.rs * size};
+  return {begin, cols, rows * size, s.cs * size};
+}
+
+/// floor(x / y) for y > 0.
+inline index floor_div(index x, index y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
+
+/// Whether x and y (each with count >= 1 and bytes >= 1) share a byte: for
+/// each run of the one with fewer runs, the runs of the other that could meet
+/// it form one range of indices (O(min count), no allocation).
+inline bool overlap(const byte_runs& x, const byte_runs& y) {
+  const byte_runs& few = x.count <= y.count ? x : y;
+  const byte_runs& many = x.count <= y.count ? y : x;
+  // Addresses relative to many.begin (wrap-around subtraction, then signed).
+  const auto offset = static_cast<index>(few.begin - many.begin);
+  for (index t = 0; t < few.count; ++t) {
+    const index s = offset + t * few.stride, e = s + few.bytes;  // run t: [s, e)
+    // Run u of `many` is [u * stride, u * stride + bytes): it meets [s, e) iff
+    // s - bytes < u * stride < e.
+    if (many.count == 1) {
+      if (s - many.bytes < 0 && 0 < e) return true;
+      continue;
+    }
+    const index lo = std::max<index>(0, floor_div(s - many.bytes, many.stride) + 1);
+    const index hi = std::min<index>(many.count - 1, floor_div(e - 1, many.stride));
+    if (lo <= hi) return true;
+  }
+  return false;
+}
+
+/// Throws std::invalid_argument if C (m x n) shares memory with `name` (rows x cols).
+template <class T, class TC>
+void check_no_overlap(const char* name, const kernels::strided<T>& x, index rows, index cols,
+                      const kernels::strided_out<TC>& c, index m, index n) {
+  if (rows == 0 || cols == 0 || m == 0 || n == 0) return;
+  const byte_runs rc = runs_of(kernels::strided<TC>{c.data, c.rs, c.cs}, m, n);
+  SCALIFY_CHECK(!overlap(runs_of(x, rows, cols), rc), std::invalid_argument,
+                std::string("scalify::gemm: C ") + dims(m, n) + " overlaps " + name + " " + dims(rows, cols) +
+                    ": C is written while " + name + " is read, so it must not share memory with it");
 }
 
 /// Allocates on 64-byte boundaries, so that packed rows and tiles start on
@@ -501,13 +554,23 @@ class packed_matrix {
 namespace detail::gemm_impl {
 
 template <class TA, class TB, class TC>
-void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, const packed_matrix* packed,
-                  index m, index n, index k, const kernels::strided_out<TC>& c, const gemm_options& o) {
+void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>& b_view,
+                  const packed_matrix* packed, index m, index n, index k, const kernels::strided_out<TC>& c,
+                  const gemm_options& o) {
   SCALIFY_CHECK(o.bias.empty() || static_cast<index>(o.bias.size()) == n, shape_error,
                 "scalify::gemm: bias has " + std::to_string(o.bias.size()) + " elements, C has " +
                     std::to_string(n) + " columns");
   SCALIFY_CHECK(o.threads >= 0, std::invalid_argument,
                 "scalify::gemm: threads must be >= 0 (0 = all), got " + std::to_string(o.threads));
+  check_no_overlap("A", a_view, m, k, c, m, n);
+  if (packed == nullptr) check_no_overlap("B", b_view, k, n, c, m, n);
+  // With k == 0 (C = epilogue(0)) A and B have no elements and may be null:
+  // the packers then get a real element and zero strides, so that no offset is
+  // ever applied to a null pointer.
+  static const TA a_dummy{};
+  static const TB b_dummy{};
+  const kernels::strided<TA> a_in = k == 0 ? kernels::strided<TA>{&a_dummy, 0, 0} : a_view;
+  const kernels::strided<TB> b_in = k == 0 ? kernels::strided<TB>{&b_dummy, 0, 0} : b_view;
   std::atomic<uint32_t> amax{0};
   if (m > 0 && n > 0) {
     const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate,
@@ -518,14 +581,14 @@ void gemm_checked(const kernels::strided<TA>& a, const kernels::strided<TB>& b, 
       SCALIFY_CHECK(mk.pack == kernels::packing::f32 || kernels::kExactInBf16<TA>, std::invalid_argument,
                     "scalify::gemm: B was packed as bfloat16 pairs (avx512bf16 path); A must then be "
                     "float8_e4m3fn, float8_e5m2 or bfloat16");
-      run_blocked(mk, a, b, packed->data_.data(), m, n, k, c, ep, threads, amax);
+      run_blocked(mk, a_in, b_in, packed->data_.data(), m, n, k, c, ep, threads, amax);
     } else {
       const cpu_path path = active_cpu_path();
-      if (m <= kernels::kGemvMaxRows && (b.cs == 1 || b.rs == 1)) {
-        run_gemv(path, a, b, m, n, k, c, ep, threads, amax);
+      if (m <= kernels::kGemvMaxRows && (b_in.cs == 1 || b_in.rs == 1)) {
+        run_gemv(path, a_in, b_in, m, n, k, c, ep, threads, amax);
       } else {
         const auto& mk = kernels::select_microkernel(path, kernels::kExactInBf16<TA> && kernels::kExactInBf16<TB>);
-        run_blocked(mk, a, b, nullptr, m, n, k, c, ep, threads, amax);
+        run_blocked(mk, a_in, b_in, nullptr, m, n, k, c, ep, threads, amax);
       }
     }
   }
@@ -546,7 +609,7 @@ kernels::strided_out<TC> checked_out(const matrix_view<TC>& c, index m, index n)
 /// C = epilogue(alpha * op(A) op(B) + beta * C + bias) (see gemm_options).
 /// Throws shape_error / std::invalid_argument on negative sizes, leading
 /// dimensions too small, mismatched shapes, null data with a nonzero size, a
-/// bias of the wrong length. C must not overlap A or B.
+/// bias of the wrong length, and a C that shares memory with A or B.
 ///
 /// **Example**:
 /// ```
