@@ -63,7 +63,7 @@ TEST_CASE("pow2 rounding of special values", "[core][pow2]") {
   CHECK(scalify::pow2_round_up(1e300) == std::ldexp(1.0, 997));
 }
 
-TEST_CASE("pow2_decompose splits exactly into a power of two and a mantissa in [1, 2)", "[core][pow2]") {
+TEST_CASE("pow2_decompose splits exactly into a power of two and a mantissa with 1 <= abs(m) < 2", "[core][pow2]") {
   for (float x : {5.0f, 3.0f, 0.3f, -3.0f, -6.0f, 1e-40f, 65504.0f, 0x1p-149f, 1.0f}) {
     const auto [s, m] = scalify::pow2_decompose(x);
     INFO("x = " << x);

@@ -87,7 +87,7 @@ TEST_CASE("to_dense computes in float: a large scale with small fp16 data does n
   CHECK(v(0, 2) == 0.0f);
 }
 
-TEST_CASE("make_scaled_scalar gives data in [1, 2) and a power-of-two scale", "[core][scaled_array]") {
+TEST_CASE("make_scaled_scalar gives data with 1 <= abs(data) < 2 and a power-of-two scale", "[core][scaled_array]") {
   for (float x : {5.0f, 3.0f, 0.3f, -3.0f, 1e-30f, 65504.0f}) {
     const auto s = scalify::make_scaled_scalar(x);
     INFO("x = " << x);
