@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 
 #include "scalify/core/pow2.hpp"
 #include "scalify/formats/cast.hpp"  // stochastic_bits
@@ -96,4 +97,12 @@ TEST_CASE("stochastic pow2 rounding follows its rule and is unbiased", "[core][p
     INFO("x = " << x);
     CHECK(std::fabs(sum / n - x) <= 5 * down * 0.0012);
   }
+}
+
+TEST_CASE("pow2_round rejects a mode outside the enum", "[core][pow2][errors]") {
+  // Before issue 16 the value came back unrounded (3 instead of a power of two), without an error.
+  CHECK_THROWS_AS(scalify::pow2_round(3.0f, static_cast<pow2_mode>(4)), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::pow2_round(3.0, static_cast<pow2_mode>(-1)),
+                    Catch::Contains("pow2_round") && Catch::Contains("pow2_mode -1"));
+  CHECK(scalify::pow2_round(3.0f, pow2_mode::stochastic, 0) == 4.0f);
 }

@@ -17,7 +17,7 @@
 #include <utility>     // std::move
 
 #include "scalify/core/config_scope.hpp"  // config_pow2_round
-#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/core/scaled_array.hpp"  // ScaledArray, shape_string
 #include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
 
 namespace scalify::detail {
@@ -25,15 +25,7 @@ namespace scalify::detail {
 /// Row-major float32 storage, the type of evaluated intermediate data.
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// "(3 x 4)"
-inline std::string shape_string(Eigen::Index rows, Eigen::Index cols) {
-  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3
-  s += std::to_string(rows);
-  s += " x ";
-  s += std::to_string(cols);
-  s += ')';
-  return s;
-}
+/// "(3 x 4)" for a ScaledArray (shape_string(rows, cols) is in core/scaled_array.hpp).
 template <class D, class S>
 std::string shape_string(const ScaledArray<D, S>& a) {
   return shape_string(a.rows(), a.cols());
