@@ -354,3 +354,37 @@ TEST_CASE("nn: sizes that are negative or overflow throw", "[nn][linear][layerno
   CHECK(z.cols() == 5);
   CHECK(z.scale() == 0.0f);
 }
+
+TEST_CASE("activations: gelu of values far out and beyond float's range has no NaN", "[nn][activations]") {
+  // Plain float values far in the tails: x^3 and x^2 overflow float, tanh is exactly +-1.
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(nn::detail::gelu_grad(1e20f) == 1.0f);  // was 0 * inf = NaN
+  CHECK(nn::detail::gelu_grad(-1e20f) == 0.0f);
+  CHECK(nn::detail::gelu_grad(inf) == 1.0f);
+  CHECK(nn::detail::gelu(-inf) == 0.0f);  // was -inf * 0 = NaN
+  CHECK(nn::detail::gelu(inf) == inf);
+  CHECK(std::isnan(nn::detail::gelu(std::nanf(""))));
+  // Near the switch the guard agrees with the formula in double.
+  for (float x : {4.0f, 5.0f, 6.0f, -4.0f, -6.0f, 1e10f, -1e10f}) {
+    INFO("x = " << x);
+    CHECK(nn::detail::gelu_grad(x) == Approx(nn::detail::gelu_grad(static_cast<double>(x))).margin(1e-6));
+    CHECK(nn::detail::gelu(x) == Approx(nn::detail::gelu(static_cast<double>(x))).margin(1e-6));
+  }
+  // Scaled: data 3, -3, 1e-3 on scale 2^127 are values beyond float's range.
+  MatD d(1, 3);
+  d << 3.0, -3.0, 1e-3;
+  const nn::Tensor x(nn::Matrix(d.cast<float>()), 0x1p127f);
+  const nn::Tensor dy(nn::Matrix::Ones(1, 3), 1.0f);
+  nn::Tensor y, dx;
+  nn::gelu_forward(y, x);
+  nn::gelu_backward(dx, dy, x);
+  MatD y_ref, dx_ref;
+  nn::gelu_forward_ref<double>(y_ref, values(x));
+  nn::gelu_backward_ref<double>(dx_ref, values(dy), values(x));
+  for (int j = 0; j < 3; ++j) {
+    INFO("j = " << j);
+    CHECK(std::isfinite(y.data()(0, j)));
+    CHECK(values(y)(0, j) == Approx(y_ref(0, j)).epsilon(1e-6));
+    CHECK(values(dx)(0, j) == dx_ref(0, j));
+  }
+}
