@@ -1,6 +1,7 @@
 // The thread-local configuration scope (core/config_scope.hpp).
 #include <catch2/catch.hpp>
 
+#include <stdexcept>
 #include <thread>
 
 #include "scalify/core/config_scope.hpp"
@@ -52,4 +53,22 @@ TEST_CASE("stochastic scale rounding is reproducible given the seed", "[core][co
   }
   CHECK(ups > 10);
   CHECK(ups < 54);
+}
+
+TEST_CASE("config_scope rejects invalid settings and keeps the configuration in force",
+          "[core][config][errors]") {
+  const auto check = [](const scalify::scalify_config& c, const char* part) {
+    CHECK_THROWS_AS(scalify::config_scope(c), std::invalid_argument);
+    CHECK_THROWS_WITH(scalify::config_scope(c),
+                      Catch::Contains("scalify::config_scope") && Catch::Contains(part));
+  };
+  scalify::config_scope outer({.rounding = pow2_mode::up});
+  check({.rounding = static_cast<pow2_mode>(9)}, "rounding 9");
+  check({.store = {.round = static_cast<scalify::rounding>(5)}}, "rounding 5");
+  check({.scale = static_cast<scalify::scale_format>(2)}, "scale 2");
+  check({.threads = -1}, "threads -1");
+  CHECK(scalify::current_config().rounding == pow2_mode::up);
+  CHECK(scalify::config_pow2_round(3.0f) == 4.0f);
+  CHECK_NOTHROW(scalify::config_scope(
+      {.rounding = pow2_mode::stochastic, .store = {.saturate = true}, .threads = 2}));
 }

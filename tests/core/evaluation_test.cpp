@@ -156,7 +156,7 @@ TEMPLATE_TEST_CASE("large results split across threads store the same bits as on
   }
 }
 
-TEST_CASE("parallel_ranges covers [0, n) once, in aligned ranges, and rethrows", "[core][evaluation][threads]") {
+TEST_CASE("parallel_ranges covers 0 <= i < n once, in aligned ranges, and rethrows", "[core][evaluation][threads]") {
   for (const int64_t n : {0, 1, 7, 1000, 4097}) {
     for (const int threads : {1, 2, 3, 8}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 
 #include "scalify/core/pow2.hpp"
 #include "scalify/formats/cast.hpp"  // stochastic_bits
@@ -63,7 +64,7 @@ TEST_CASE("pow2 rounding of special values", "[core][pow2]") {
   CHECK(scalify::pow2_round_up(1e300) == std::ldexp(1.0, 997));
 }
 
-TEST_CASE("pow2_decompose splits exactly into a power of two and a mantissa in [1, 2)", "[core][pow2]") {
+TEST_CASE("pow2_decompose splits exactly into a power of two and a mantissa with 1 <= abs(m) < 2", "[core][pow2]") {
   for (float x : {5.0f, 3.0f, 0.3f, -3.0f, -6.0f, 1e-40f, 65504.0f, 0x1p-149f, 1.0f}) {
     const auto [s, m] = scalify::pow2_decompose(x);
     INFO("x = " << x);
@@ -96,4 +97,12 @@ TEST_CASE("stochastic pow2 rounding follows its rule and is unbiased", "[core][p
     INFO("x = " << x);
     CHECK(std::fabs(sum / n - x) <= 5 * down * 0.0012);
   }
+}
+
+TEST_CASE("pow2_round rejects a mode outside the enum", "[core][pow2][errors]") {
+  // Before issue 16 the value came back unrounded (3 instead of a power of two), without an error.
+  CHECK_THROWS_AS(scalify::pow2_round(3.0f, static_cast<pow2_mode>(4)), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::pow2_round(3.0, static_cast<pow2_mode>(-1)),
+                    Catch::Contains("pow2_round") && Catch::Contains("pow2_mode -1"));
+  CHECK(scalify::pow2_round(3.0f, pow2_mode::stochastic, 0) == 4.0f);
 }

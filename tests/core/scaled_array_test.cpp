@@ -4,9 +4,17 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <string>
+#include <typeinfo>
+#include <vector>
 
 #include "scalify/core/scaled_array.hpp"
+#include "scalify/ops/elementwise.hpp"
+#include "scalify/ops/matmul.hpp"
+#include "scalify/ops/reduce.hpp"
+#include "scalify/ops/shape.hpp"
 #include "support/scaled.hpp"
 
 using scalify::bfloat16;
@@ -87,7 +95,7 @@ TEST_CASE("to_dense computes in float: a large scale with small fp16 data does n
   CHECK(v(0, 2) == 0.0f);
 }
 
-TEST_CASE("make_scaled_scalar gives data in [1, 2) and a power-of-two scale", "[core][scaled_array]") {
+TEST_CASE("make_scaled_scalar gives data with 1 <= abs(data) < 2 and a power-of-two scale", "[core][scaled_array]") {
   for (float x : {5.0f, 3.0f, 0.3f, -3.0f, 1e-30f, 65504.0f}) {
     const auto s = scalify::make_scaled_scalar(x);
     INFO("x = " << x);
@@ -150,4 +158,278 @@ TEST_CASE("storage assignment evaluates large tensors in chunks like the element
     }
     CHECK(bad == 0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input (issue 16): results stored into fixed-size, vector and bounded
+// storage, and scales that cannot represent the values. Every case throws the
+// same way in every build type (these tests run in the assert-enabled and the
+// -DNDEBUG builds alike, and under ASan + UBSan).
+
+namespace {
+
+/// Runs f and requires an exception of type E (or derived) whose message
+/// contains every part; `exact_type` also requires typeid(e) == typeid(E).
+template <class E>
+void require_error(const std::function<void()>& f, const std::vector<std::string>& parts, bool exact_type = false) {
+  try {
+    f();
+  } catch (const E& e) {
+    const std::string message = e.what();
+    INFO("message: " << message);
+    if (exact_type) CHECK(typeid(e) == typeid(E));
+    for (const std::string& part : parts) CHECK_THAT(message, Catch::Matchers::Contains(part));
+    return;
+  }
+  FAIL("no exception of the expected type thrown");
+}
+
+/// A (2 x 3) float tensor, values 1..6, scale 1.
+ScaledMatrix<float> two_by_three() {
+  RowMatrix<float> d(2, 3);
+  d << 1, 2, 3, 4, 5, 6;
+  return ScaledMatrix<float>(d, 1.0f);
+}
+
+}  // namespace
+
+TEST_CASE("storing a result into a ScaledScalar or ScaledVector of another shape throws shape_error",
+          "[core][scaled_array][errors]") {
+  const ScaledMatrix<float> a = two_by_three();
+  using scalify::ScaledScalar;
+  using scalify::ScaledVector;
+  // Construction (the issue's reproducers: an Eigen assertion in debug builds,
+  // a stack-buffer-overflow write with -DNDEBUG, 2 of 6 values kept in a vector).
+  require_error<scalify::shape_error>([&] { ScaledScalar<float> s = a + a; (void)s; }, {"(2 x 3)", "(1 x 1)"});
+  require_error<scalify::shape_error>([&] { ScaledVector<float> v = a + a; (void)v; }, {"(2 x 3)", "(any x 1)"});
+  require_error<scalify::shape_error>([&] { ScaledVector<float8_e4m3fn> v = a * a; (void)v; },
+                                      {"(2 x 3)", "(any x 1)"});
+  require_error<scalify::shape_error>([&] { ScaledScalar<float16> s = a; (void)s; }, {"(2 x 3)", "(1 x 1)"});
+  // Assignment: the destination keeps its shape, data and scale.
+  ScaledVector<float> v = scalify::block(a, 0, 0, 2, 1);  // a column fits
+  REQUIRE(v.rows() == 2);
+  CHECK(v.data()(1, 0) == 4.0f);
+  require_error<scalify::shape_error>([&] { v = a + a; }, {"(2 x 3)"});
+  require_error<scalify::shape_error>([&] { v = scalify::transpose(v); }, {"(1 x 2)"});  // aliasing path
+  CHECK(v.rows() == 2);
+  CHECK(v.data()(0, 0) == 1.0f);
+  CHECK(v.data()(1, 0) == 4.0f);
+  CHECK(v.scale() == 1.0f);
+  ScaledScalar<float> s = scalify::block(a, 1, 2, 1, 1);
+  CHECK(s.data()(0, 0) == 6.0f);
+  require_error<scalify::shape_error>([&] { s = scalify::transpose(a); }, {"(3 x 2)", "(1 x 1)"});
+  CHECK(s.data()(0, 0) == 6.0f);
+  // A row vector takes (1 x n) only; a column is not transposed silently.
+  using RowVectorStorage = ScaledArray<Eigen::Matrix<float, 1, Eigen::Dynamic>>;
+  RowVectorStorage r = scalify::block(a, 1, 0, 1, 3);
+  CHECK(r.cols() == 3);
+  CHECK(r.data()(0, 2) == 6.0f);
+  require_error<scalify::shape_error>([&] { r = scalify::block(a, 0, 0, 2, 1); }, {"(2 x 1)", "(1 x any)"});
+}
+
+TEST_CASE("fixed-size and bounded storage take only results of a fitting shape", "[core][scaled_array][errors]") {
+  const ScaledMatrix<float> a = two_by_three();
+  using Fixed23 = ScaledArray<Eigen::Matrix<float, 2, 3, Eigen::RowMajor>>;
+  using Bounded = ScaledArray<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor, 3, 3>>;
+  const Fixed23 f = a * a;  // the right shape: evaluated as usual
+  for (int i = 0; i < 6; ++i) CHECK(f.data().data()[i] == static_cast<float>((i + 1) * (i + 1)));
+  require_error<scalify::shape_error>([&] { Fixed23 g = scalify::transpose(a); (void)g; }, {"(3 x 2)", "(2 x 3)"});
+  const Bounded b = scalify::block(a, 0, 1, 2, 2);
+  CHECK(b.rows() == 2);
+  CHECK(b.data()(1, 1) == 6.0f);
+  const ScaledMatrix<float> big = scalify::pad(a, 1, 1, 0, 0);  // (4 x 3)
+  require_error<scalify::shape_error>([&] { Bounded c = big; (void)c; }, {"(4 x 3)", "(<= 3 x <= 3)"});
+  // Narrow data, the E8M0-scale (rebasing) path, and a fixed-size scalar of float16.
+  using FixedNarrow = ScaledArray<Eigen::Matrix<float8_e5m2, 2, 2>, float8_e8m0fnu>;
+  require_error<scalify::shape_error>([&] { FixedNarrow n = a * 3.0f; (void)n; }, {"(2 x 3)", "(2 x 2)"});
+}
+
+TEST_CASE("matmul results and reductions stored into vectors and scalars are shape-checked",
+          "[core][scaled_array][errors]") {
+  const ScaledMatrix<float> a = two_by_three();
+  RowMatrix<float> w(3, 1);
+  w << 1, 0, -1;
+  const ScaledMatrix<float> col(w, 1.0f);
+  const scalify::ScaledVector<float> y = scalify::matmul(a, col);  // (2 x 1): fits
+  CHECK(y.data()(0, 0) * y.scale() == -2.0f);
+  CHECK(y.data()(1, 0) * y.scale() == -2.0f);
+  require_error<scalify::shape_error>(
+      [&] {
+        scalify::ScaledVector<float> z = scalify::matmul(a, a, scalify::trans::yes);
+        (void)z;
+      },
+      {"(3 x 3)", "(any x 1)"});
+  const scalify::ScaledVector<float> rows = scalify::rowwise_sum(a);  // (2 x 1)
+  CHECK(rows.data()(1, 0) * rows.scale() == 15.0f);
+  require_error<scalify::shape_error>([&] { scalify::ScaledVector<float> c = scalify::colwise_sum(a); (void)c; },
+                                      {"(1 x 3)", "(any x 1)"});
+  const scalify::ScaledScalar<float> total = scalify::sum(a);
+  CHECK(total.data()(0, 0) * total.scale() == 21.0f);
+  require_error<scalify::shape_error>([&] { scalify::ScaledScalar<float> m = scalify::colwise_max(a); (void)m; },
+                                      {"(1 x 3)", "(1 x 1)"});
+}
+
+TEST_CASE("constructing storage from another Eigen type checks its shape", "[core][scaled_array][errors]") {
+  const Eigen::MatrixXf m = Eigen::MatrixXf::Constant(2, 3, 2.0f);
+  require_error<scalify::shape_error>([&] { scalify::ScaledVector<float> v(m, 1.0f); (void)v; },
+                                      {"(2 x 3)", "(any x 1)"});
+  require_error<scalify::shape_error>([&] { scalify::ScaledScalar<float> s(m, 1.0f); (void)s; },
+                                      {"(2 x 3)", "(1 x 1)"});
+  const scalify::ScaledVector<float> v(m.col(1), 0.5f);  // an expression of a fitting shape
+  CHECK(v.rows() == 2);
+  CHECK(v.data()(1, 0) == 2.0f);
+  CHECK(v.scale() == 0.5f);
+  const ScaledMatrix<float> x(m * 3.0f, 0.25f);  // dynamic storage from an expression
+  CHECK(x.data()(1, 2) == 6.0f);
+}
+
+TEST_CASE("as_scaled rejects a scale that cannot represent the values", "[core][scaled_array][errors]") {
+  Eigen::MatrixXf v(2, 2);
+  v << 0.5f, -0.75f, 1e-30f, 0.0f;
+  // The issue's cases: a float subnormal scale (values / 1e-45 overflow float),
+  // and double scales that the float divisor turned into inf or 0.
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(v, 1e-45f); },
+                                       {"as_scaled", "scale 1e-45", "overflows float"});
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(v, 1e300); },
+                                       {"as_scaled", "1e+300", "rounds to 0 in float"});
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(v, 1e-300); },
+                                       {"as_scaled", "1e-300", "overflows float"});
+  // A normal scale too small for large values; narrow data overflows at its own range.
+  const Eigen::MatrixXf large = Eigen::MatrixXf::Constant(1, 1, 1e30f);
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(large, 1e-20f); },
+                                       {"scale 1e-20", "largest |value| 1e+30", "overflows float"});
+  RowMatrix<float16> h(1, 2);
+  h << float16(65504.0f), float16(1.0f);
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(h, 0.5f); }, {"overflows float16"});
+  RowMatrix<float8_e4m3fn> e(1, 2);
+  e << float8_e4m3fn(240.0f), float8_e4m3fn(1.0f);  // 240 / 0.5 = 480 > 464: NaN in e4m3fn
+  require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(e, 0.5f); }, {"overflows float8_e4m3fn"});
+  // Whatever the store's saturation: saturating would not keep values / scale either.
+  {
+    scalify::config_scope scope({.store = {.saturate = true}});
+    require_error<std::invalid_argument>([&] { (void)scalify::as_scaled(e, 0.5f); }, {"overflows"});
+  }
+  // The check does not fire at the edge: 224 / 0.5 = 448, e4m3fn's largest finite value.
+  RowMatrix<float8_e4m3fn> edge(1, 1);
+  edge << float8_e4m3fn(224.0f);
+  const auto fine = scalify::as_scaled(edge, 0.5f);
+  CHECK(static_cast<float>(fine.data()(0, 0)) == 448.0f);
+}
+
+TEST_CASE("as_scaled with extreme scales that can represent the values is exact", "[core][scaled_array]") {
+  // A subnormal float scale with values near it: data = values / 2^-149, exactly.
+  Eigen::MatrixXf tiny(1, 3);
+  tiny << 0x1p-140f, -0x3p-146f, 0.0f;
+  const auto t = scalify::as_scaled(tiny, 0x1p-149f);
+  CHECK(t.data()(0, 0) == 512.0f);
+  CHECK(t.data()(0, 1) == -24.0f);
+  CHECK(t.data()(0, 2) == 0.0f);
+  // Double values with double scales far beyond float: divided in double.
+  Eigen::MatrixXd d(1, 3);
+  d << 3e300, -1.5e299, 7e-10;
+  const auto x = scalify::as_scaled(d, 1e300);
+  STATIC_REQUIRE(std::is_same_v<std::decay_t<decltype(x.scale())>, double>);
+  CHECK(x.data()(0, 0) == Approx(3.0).epsilon(1e-15));
+  CHECK(x.data()(0, 1) == Approx(-0.15).epsilon(1e-15));
+  CHECK(x.data()(0, 2) == Approx(7e-310).epsilon(1e-6));  // a double subnormal, kept
+  Eigen::MatrixXd small(1, 1);
+  small << 2e-290;
+  const auto y = scalify::as_scaled(small, 1e-300);
+  CHECK(y.data()(0, 0) == Approx(2e10).epsilon(1e-15));
+  // Float values with a double scale inside float's range: one division, as in double.
+  Eigen::MatrixXf f(1, 2);
+  f << 3.0f, -1e-3f;
+  const auto z = scalify::as_scaled(f, 1e-30);
+  CHECK(z.data()(0, 0) == static_cast<float>(3.0 / 1e-30));
+  CHECK(z.data()(0, 1) == static_cast<float>(static_cast<double>(-1e-3f) / 1e-30));
+  // NaN and inf values are not "lost" by a scale: they stay NaN and inf.
+  Eigen::MatrixXf special(1, 2);
+  special << std::numeric_limits<float>::infinity(), std::nanf("");
+  const auto sp = scalify::as_scaled(special, 1e-45f);
+  CHECK(sp.data()(0, 0) == std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(sp.data()(0, 1)));
+}
+
+TEST_CASE("storing a double scale beyond float's range keeps the values or throws", "[core][scaled_array]") {
+  RowMatrix<float> d(1, 3);
+  d << 1.0f, -0.5f, 0.0f;
+  using DoubleScaled = ScaledArray<RowMatrix<float>, double>;
+  for (double scale : {1e39, 3e-42, 1e-50, 1e-44}) {
+    INFO("scale " << scale);
+    const DoubleScaled x(d, scale);
+    const ScaledMatrix<float> y = x;
+    CHECK(std::isfinite(y.scale()));
+    CHECK(y.scale() > 0.0f);
+    for (int j = 0; j < 3; ++j) {
+      const double expected = static_cast<double>(d(0, j)) * scale;
+      const double actual = static_cast<double>(y.data()(0, j)) * static_cast<double>(y.scale());
+      CHECK(actual == Approx(expected).epsilon(1e-6).margin(0));
+    }
+  }
+  // Beyond what the float data can absorb: an error naming the scale and the type, and no change.
+  ScaledMatrix<float> y(RowMatrix<float>::Constant(1, 1, 7.0f), 2.0f);
+  for (double scale : {1e300, 1e-300}) {
+    const DoubleScaled x(d, scale);
+    require_error<std::invalid_argument>([&] { y = x; },
+                                         {"ScaledArray", scalify::detail::number_string(scale), "float"});
+  }
+  CHECK(y.data()(0, 0) == 7.0f);
+  CHECK(y.scale() == 2.0f);
+}
+
+TEST_CASE("storing into an E8M0 scale keeps zero, infinite, tiny and huge scales' values",
+          "[core][scaled_array]") {
+  using E8 = ScaledArray<RowMatrix<float>, float8_e8m0fnu>;
+  const float inf = std::numeric_limits<float>::infinity();
+  RowMatrix<float> d(1, 4);
+  d << 1.0f, -2.0f, 0.0f, inf;
+  // E8M0 has no zero and no inf: a scale 1 and the data times 0 (or inf), as plain math on values.
+  for (float scale : {0.0f, inf}) {
+    INFO("scale " << scale);
+    const ScaledMatrix<float> x(d, scale);
+    const E8 y = x;
+    CHECK(static_cast<float>(y.scale()) == 1.0f);
+    for (int j = 0; j < 4; ++j) {
+      const float expected = d(0, j) * scale;  // 0 * inf and inf * 0 are NaN
+      const float actual = y.data()(0, j) * static_cast<float>(y.scale());
+      if (std::isnan(expected)) {
+        CHECK(std::isnan(actual));
+      } else {
+        CHECK(actual == expected);
+      }
+    }
+  }
+  // Below E8M0's smallest scale 2^-127 and beyond float's range (a double scale): rebased exactly.
+  RowMatrix<float> f(1, 2);
+  f << 1.5f, -0.25f;
+  const ScaledMatrix<float> below(f, 0x1p-140f);
+  const E8 yb = below;
+  CHECK(static_cast<float>(yb.scale()) == 0x1p-127f);
+  CHECK(yb.data()(0, 0) == 1.5f * 0x1p-13f);
+  const ScaledArray<RowMatrix<float>, double> above(f, 0x1p200);
+  const E8 ya = above;
+  CHECK(static_cast<float>(ya.scale()) == 0x1p127f);
+  CHECK(ya.data()(0, 1) == -0.25f * 0x1p73f);
+  // Too far for the float data: an error, not NaN values.
+  const ScaledArray<RowMatrix<float>, double> far(f, 0x1p-300);
+  require_error<std::invalid_argument>([&] { E8 z = far; (void)z; }, {"float8_e8m0fnu"});
+}
+
+TEST_CASE("cast<T>() rejects a rounding mode outside the enum", "[core][scaled_array][errors]") {
+  const ScaledMatrix<float> a = two_by_three();
+  require_error<std::invalid_argument>(
+      [&] { (void)a.cast<float8_e4m3fn>({.round = static_cast<scalify::rounding>(3)}); },
+      {"scalify::ScaledArray::cast", "rounding 3"}, /*exact_type=*/true);
+}
+
+TEST_CASE("the store rule as documented: x * x into e4m3fn overflows to NaN unless saturating",
+          "[core][scaled_array]") {
+  // docs/scaled_array.md, "Overflow when storing": the default store does not saturate (issue 11 decides).
+  const ScaledMatrix<float8_e4m3fn> x(RowMatrix<float8_e4m3fn>::Constant(1, 1, float8_e4m3fn(30.0f)), 1.0f);
+  const ScaledMatrix<float8_e4m3fn> y = x * x;
+  CHECK(y.scale() == 1.0f);
+  CHECK(scalify::isnan(y.data()(0, 0)));
+  scalify::config_scope scope({.store = {.saturate = true}});
+  const ScaledMatrix<float8_e4m3fn> z = x * x;
+  CHECK(static_cast<float>(z.data()(0, 0)) == 448.0f);
 }

@@ -184,3 +184,33 @@ TEST_CASE("convert rejects mismatched sizes with a shape_error naming both, and 
   std::vector<float16> h(5);
   CHECK_THROWS_AS(scalify::convert(x, h), scalify::shape_error);
 }
+
+TEMPLATE_TEST_CASE("a rounding mode outside the enum throws std::invalid_argument naming it, on every path",
+                   "[formats][convert][errors]", float8_e4m3fn, float8_e5m2, float16, bfloat16) {
+  const std::vector<float> x = edge_inputs(1000, 8);
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) continue;
+    scalify::scoped_cpu_path guard(path);
+    INFO("path " << scalify::to_string(path));
+    for (int mode : {3, 7, -1, 255}) {
+      const scalify::convert_options o{.round = static_cast<scalify::rounding>(mode)};
+      std::vector<TestType> y(x.size(), TestType(0.5f));
+      // The issue's reproducer returned truncated values without an error.
+      CHECK_THROWS_AS(scalify::convert(x, y, o), std::invalid_argument);
+      CHECK_THROWS_WITH(scalify::convert(x, y, o),
+                        Catch::Contains("scalify::convert") && Catch::Contains("rounding " + std::to_string(mode)));
+      CHECK_THROWS_WITH(scalify::convert_with_stats(x, y, o), Catch::Contains("scalify::convert_with_stats"));
+      for (const auto& v : y) CHECK(code_of(v) == code_of(TestType(0.5f)));  // nothing written
+      // Widening ignores the options: no rounding happens, nothing to reject.
+      std::vector<float> back(y.size());
+      CHECK_NOTHROW(scalify::convert(y, back, o));
+    }
+  }
+  // The scalar cast too, wherever the mode decides the result (not for exact values, zero, inf or NaN).
+  CHECK_THROWS_AS(scalify::round_cast<TestType>(1.3f, static_cast<scalify::rounding>(7), false),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::round_cast<TestType>(0x1.000002p-20f, static_cast<scalify::rounding>(9), true),
+                    Catch::Contains("rounding mode 9"));
+  CHECK(code_of(scalify::round_cast<TestType>(1.3f, scalify::rounding::toward_zero, false)) ==
+        code_of(scalify::truncate_cast<TestType>(1.3f)));
+}

@@ -11,8 +11,12 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "scalify/nn/activations.hpp"
@@ -272,4 +276,115 @@ TEST_CASE("layernorm: reference backward matches finite differences, scaled laye
                   scalify::shape_error);
   CHECK_THROWS_AS(nn::layernorm_forward_ref<double>(y, xhat, rstd, x, random_matrix(1, C + 1, 1), beta),
                   scalify::shape_error);
+}
+
+// ---------------------------------------------------------------------------
+// Bad input (issue 16): enum values outside their enum, and sizes.
+
+namespace {
+
+/// Runs f and requires std::invalid_argument (or a subclass) whose message contains every part.
+void require_invalid(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    const std::string message = e.what();
+    INFO("message: " << message);
+    for (const std::string& part : parts) CHECK_THAT(message, Catch::Matchers::Contains(part));
+    return;
+  }
+  FAIL("no std::invalid_argument thrown");
+}
+
+}  // namespace
+
+TEST_CASE("nn: dtype and rescale_mode values outside their enums throw", "[nn][tensor][errors]") {
+  const nn::Tensor x = to_tensor(random_matrix(2, 3, 5), 0.5f);
+  const auto bad = static_cast<nn::dtype>(99);
+  // The issue's reproducer returned x unchanged without an error.
+  require_invalid([&] { (void)nn::cast_to(x, bad); }, {"scalify::nn::cast_to", "dtype 99"});
+  require_invalid([&] { (void)nn::cast_to(x, static_cast<nn::dtype>(-1)); }, {"dtype -1"});
+  require_invalid([&] { (void)nn::round_to(x, bad); }, {"dtype 99"});
+  require_invalid([&] { (void)nn::dtype_name(bad); }, {"scalify::nn::dtype_name", "99"});
+  require_invalid([&] { (void)nn::rescale(x, static_cast<nn::rescale_mode>(4)); },
+                  {"scalify::nn::rescale", "rescale_mode 4"});
+  require_invalid([&] { (void)nn::cast_to(x, nn::dtype::e4m3fn, {.round = static_cast<scalify::rounding>(7)}); },
+                  {"scalify::nn::cast_to", "rounding 7"});
+  // The valid values still work (e5m2 keeps the scale, rounds the data).
+  const auto y = std::get<scalify::ScaledMatrix<scalify::float8_e5m2>>(nn::cast_to(x, nn::dtype::e5m2));
+  CHECK(y.scale() == 0.5f);
+  CHECK(std::string(nn::dtype_name(nn::dtype::bfloat16)) == "bf16");
+}
+
+TEST_CASE("linear: configurations with values outside the enums throw, naming the field", "[nn][linear][errors]") {
+  nn::linear_params p;
+  nn::linear_init(p, 4, 3, 1);
+  const nn::Tensor x = to_tensor(random_matrix(2, 4, 6), 1.0f);
+  nn::linear_cache cache;
+  nn::Tensor y;
+  nn::linear_config cfg = nn::linear_config::fp8();
+  cfg.grad_weight.rhs = static_cast<nn::dtype>(12);
+  require_invalid([&] { nn::linear_forward(y, cache, x, p, cfg); },
+                  {"scalify::nn::linear_forward", "grad_weight.rhs", "dtype 12"});
+  cfg = nn::linear_config::fp8();
+  cfg.grad_rescale = static_cast<nn::rescale_mode>(9);
+  nn::linear_forward(y, cache, x, p, nn::linear_config::fp8());
+  nn::linear_grads g;
+  require_invalid([&] { nn::linear_backward(nullptr, g, y, cache, p, cfg); },
+                  {"scalify::nn::linear_backward", "grad_rescale", "rescale_mode 9"});
+}
+
+TEST_CASE("nn: sizes that are negative or overflow throw", "[nn][linear][layernorm][errors]") {
+  const Eigen::Index max = std::numeric_limits<Eigen::Index>::max();
+  nn::linear_params p;
+  require_invalid([&] { nn::linear_init(p, -3, 4, 1); }, {"scalify::nn::linear_init", "-3 x 4"});
+  require_invalid([&] { nn::linear_init(p, 4, -1, 1); }, {"4 x -1"});
+  // I * O or its bytes overflow Eigen::Index: an error before any allocation.
+  require_invalid([&] { nn::linear_init(p, Eigen::Index{1} << 32, Eigen::Index{1} << 32, 1); },
+                  {"scalify::nn::linear_init", "4294967296 x 4294967296"});
+  require_invalid([&] { nn::linear_init(p, max, 1, 1); }, {"9223372036854775807 x 1"});
+  nn::layernorm_params lp;
+  require_invalid([&] { nn::layernorm_init(lp, 0); }, {"scalify::nn::layernorm_init", "got 0"});
+  require_invalid([&] { nn::layernorm_init(lp, -5); }, {"got -5"});
+  require_invalid([&] { nn::layernorm_init(lp, max); }, {"9223372036854775807"});
+  require_invalid([&] { (void)nn::zeros(-1, 3); }, {"scalify::nn::zeros", "(-1 x 3)"});
+  require_invalid([&] { (void)nn::zeros(max, 2); }, {"scalify::nn::zeros", "(9223372036854775807 x 2)"});
+  CHECK_THROWS_AS(nn::zeros(3, -2), scalify::shape_error);
+  const nn::Tensor z = nn::zeros(0, 5);  // empty is fine
+  CHECK(z.cols() == 5);
+  CHECK(z.scale() == 0.0f);
+}
+
+TEST_CASE("activations: gelu of values far out and beyond float's range has no NaN", "[nn][activations]") {
+  // Plain float values far in the tails: x^3 and x^2 overflow float, tanh is exactly +-1.
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(nn::detail::gelu_grad(1e20f) == 1.0f);  // was 0 * inf = NaN
+  CHECK(nn::detail::gelu_grad(-1e20f) == 0.0f);
+  CHECK(nn::detail::gelu_grad(inf) == 1.0f);
+  CHECK(nn::detail::gelu(-inf) == 0.0f);  // was -inf * 0 = NaN
+  CHECK(nn::detail::gelu(inf) == inf);
+  CHECK(std::isnan(nn::detail::gelu(std::nanf(""))));
+  // Near the switch the guard agrees with the formula in double.
+  for (float x : {4.0f, 5.0f, 6.0f, -4.0f, -6.0f, 1e10f, -1e10f}) {
+    INFO("x = " << x);
+    CHECK(nn::detail::gelu_grad(x) == Approx(nn::detail::gelu_grad(static_cast<double>(x))).margin(1e-6));
+    CHECK(nn::detail::gelu(x) == Approx(nn::detail::gelu(static_cast<double>(x))).margin(1e-6));
+  }
+  // Scaled: data 3, -3, 1e-3 on scale 2^127 are values beyond float's range.
+  MatD d(1, 3);
+  d << 3.0, -3.0, 1e-3;
+  const nn::Tensor x(nn::Matrix(d.cast<float>()), 0x1p127f);
+  const nn::Tensor dy(nn::Matrix::Ones(1, 3), 1.0f);
+  nn::Tensor y, dx;
+  nn::gelu_forward(y, x);
+  nn::gelu_backward(dx, dy, x);
+  MatD y_ref, dx_ref;
+  nn::gelu_forward_ref<double>(y_ref, values(x));
+  nn::gelu_backward_ref<double>(dx_ref, values(dy), values(x));
+  for (int j = 0; j < 3; ++j) {
+    INFO("j = " << j);
+    CHECK(std::isfinite(y.data()(0, j)));
+    CHECK(values(y)(0, j) == Approx(y_ref(0, j)).epsilon(1e-6));
+    CHECK(values(dx)(0, j) == dx_ref(0, j));
+  }
 }

@@ -114,3 +114,30 @@ TEST_CASE("mlp: training is deterministic", "[nn][mlp]") {
   CHECK(a.last_loss == b.last_loss);
   CHECK(a.accuracy == b.accuracy);
 }
+
+TEST_CASE("make_mlp rejects an activation or linear format outside its enum", "[nn][mlp][errors]") {
+  nn::mlp_config cfg{.sizes = {4, 3, 2}};
+  cfg.act = static_cast<nn::activation>(5);
+  CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
+  CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("scalify::nn::make_mlp") && Catch::Contains("activation 5"));
+  cfg.act = nn::activation::gelu;
+  cfg.linear.forward.lhs = static_cast<nn::dtype>(40);
+  CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("forward.lhs") && Catch::Contains("dtype 40"));
+  cfg.linear = nn::linear_config::fp8();
+  cfg.linear.input_rescale = static_cast<nn::rescale_mode>(-2);
+  CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("input_rescale") && Catch::Contains("rescale_mode -2"));
+  cfg.linear = nn::linear_config::fp8();
+  CHECK(nn::make_mlp(cfg).size() == 3);  // linear, gelu, linear
+  cfg.sizes = {4, -3, 2};
+  CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("-3"));
+  // The layer classes check too: a bad config, and sizes whose weights cannot be addressed.
+  nn::linear_config bad = nn::linear_config::fp8();
+  bad.grad_weight.rhs = static_cast<nn::dtype>(12);
+  CHECK_THROWS_WITH(nn::linear_layer(4, 3, bad, 1),
+                    Catch::Contains("scalify::nn::linear_layer") && Catch::Contains("grad_weight.rhs"));
+  CHECK_THROWS_WITH(nn::linear_layer(Eigen::Index{1} << 62, 2, nn::linear_config::fp32(), 1),
+                    Catch::Contains("scalify::nn::linear_init"));
+  CHECK_THROWS_AS(nn::layernorm_layer(-4), std::invalid_argument);
+  cfg.sizes = {Eigen::Index{1} << 40, Eigen::Index{1} << 40};
+  CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
+}

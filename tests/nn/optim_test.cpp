@@ -203,3 +203,13 @@ TEST_CASE("optimizers check their arguments", "[nn][optim]") {
   CHECK_THROWS_AS(nn::adamw({{"w", &w, &g2}}, {.eps = 0.0f}), std::invalid_argument);
   CHECK_THROWS_AS(nn::sgd({{"w", &w, nullptr}}, {}), std::invalid_argument);
 }
+
+TEST_CASE("optimizers reject a state format outside the dtype enum", "[nn][optim][errors]") {
+  nn::Tensor w(nn::Matrix::Constant(2, 2, 0.5f), 1.0f), g(nn::Matrix::Zero(2, 2), 1.0f);
+  const std::vector<nn::param_ref> params = {{"w", &w, &g}};
+  nn::state_config state;
+  state.format = static_cast<nn::dtype>(77);
+  CHECK_THROWS_AS(nn::sgd(params, {}, state), std::invalid_argument);
+  CHECK_THROWS_WITH(nn::adamw(params, {}, state), Catch::Contains("state_config.format") && Catch::Contains("77"));
+  CHECK(w.data()(0, 0) == 0.5f);  // untouched
+}

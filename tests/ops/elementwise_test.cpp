@@ -879,3 +879,100 @@ TEMPLATE_TEST_CASE("a fused expression evaluates each data element once, on assi
   const ScaledMatrix<TestType> e = scalify::exp(x) - scalify::where(scalify::lt(y, w), y, w) * 2.0f;
   CHECK(calls == rows * cols);
 }
+
+// ---------------------------------------------------------------------------
+// Values beyond float's range (issue 16): nothing is lost silently.
+
+TEMPLATE_TEST_CASE("log of values beyond float's range stays finite: log(d) + log(s)",
+                   "[ops][elementwise]", float, float16, bfloat16, float8_e5m2, float8_e4m3fn) {
+  // d * 2^127 overflows float for |d| >= 2; d * 2^-149 underflows it for |d| < 0.5.
+  RowMatrix<float> d(1, 5);
+  d << 2.0f, 1.5f, -3.0f, 0.0f, 0.25f;
+  const RowMatrix<TestType> data = to_data<TestType>(d);
+  for (double scale : {0x1p127, 0x1p-149, 1.0}) {
+    INFO("scale " << scale);
+    const ScaledMatrix<TestType> x(data, static_cast<float>(scale));
+    const ScaledMatrix<float> l = evaluate(scalify::log(x));
+    CHECK(l.scale() == 1.0f);
+    for (int j = 0; j < 5; ++j) {
+      // Reference in double from the exact value's parts: log|d| + log s.
+      const double dj = static_cast<double>(static_cast<float>(data(0, j)));
+      const double expected = dj > 0 ? std::log(dj) + std::log(scale) : dj == 0 ? -HUGE_VAL : kNaN;
+      const double actual = l.data()(0, j);
+      INFO("d = " << dj);
+      if (std::isnan(expected)) {
+        CHECK(std::isnan(actual));
+      } else if (std::isinf(expected)) {
+        CHECK(actual == expected);
+      } else {
+        CHECK(actual == Approx(expected).epsilon(2 * kU32));
+      }
+    }
+  }
+  // A zero scale is plain log of the zero values, whatever the sign of d: -inf.
+  const ScaledMatrix<TestType> z(data, 0.0f);
+  const Eigen::MatrixXf lz = evaluate(scalify::log(z)).to_dense();
+  CHECK(lz(0, 2) == -std::numeric_limits<float>::infinity());
+}
+
+TEST_CASE("log with a double scale: values beyond double's range too", "[ops][elementwise]") {
+  RowMatrix<float> d(1, 3);
+  d << 1e10f, 0.5f, 1e-30f;
+  const ScaledArray<RowMatrix<float>, double> x(d, 1e300);  // 1e310 overflows double
+  const ScaledMatrix<float, double> l = scalify::log(x);
+  CHECK(l.scale() == 1.0);
+  for (int j = 0; j < 3; ++j) {
+    const double expected = std::log(static_cast<double>(d(0, j))) + std::log(1e300);
+    CHECK(l.data()(0, j) == Approx(expected).epsilon(2 * kU32));
+  }
+  const ScaledArray<RowMatrix<float>, double> tiny(d, 1e-300);  // 1e-330 underflows double
+  const ScaledMatrix<float, double> lt = scalify::log(tiny);
+  CHECK(lt.data()(0, 2) == Approx(std::log(1e-30) + std::log(1e-300)).epsilon(2 * kU32));
+}
+
+TEST_CASE("sin, cos and exp of values beyond float's range are those of the exact values",
+          "[ops][elementwise]") {
+  RowMatrix<float> d(1, 4);
+  d << 2.0f, -3.0f, 1.5f, 0.5f;  // times 2^127: 2^128, -3 * 2^127, 1.5 * 2^127 (fits), 2^126
+  const ScaledMatrix<float> x(d, 0x1p127f);
+  const Eigen::MatrixXf s = evaluate(scalify::sin(x)).to_dense();
+  const Eigen::MatrixXf c = evaluate(scalify::cos(x)).to_dense();
+  const Eigen::MatrixXf e = evaluate(scalify::exp(x)).to_dense();
+  for (int j = 0; j < 4; ++j) {
+    const double v = static_cast<double>(d(0, j)) * 0x1p127;  // exact in double
+    INFO("value " << v);
+    CHECK(s(0, j) == Approx(std::sin(v)).margin(1e-6));
+    CHECK(c(0, j) == Approx(std::cos(v)).margin(1e-6));
+    CHECK(e(0, j) ==
+          (v > 0 ? std::numeric_limits<float>::infinity() : 0.0f));  // exp overflows legitimately
+  }
+}
+
+TEST_CASE("add and sub near float's largest scale do not turn finite values into NaN",
+          "[ops][elementwise]") {
+  // hi * sqrt(2) and rounding up overflow float; the scale is clamped to 2^127.
+  const float max = std::numeric_limits<float>::max();
+  RowMatrix<float> d(1, 3);
+  d << 0.25f, -0.5f, 0.0f;
+  for (float scale : {0x1p127f, max}) {
+    for (auto mode : {scalify::pow2_mode::down, scalify::pow2_mode::up, scalify::pow2_mode::none}) {
+      scalify::config_scope scope({.rounding = mode});
+      INFO("scale " << scale << ", mode " << static_cast<int>(mode));
+      const ScaledMatrix<float> a(d, scale);
+      const ScaledMatrix<float> b(d, scale);
+      const ScaledMatrix<float> sum = a + b;
+      const ScaledMatrix<float> diff = a - b;
+      CHECK(std::isfinite(sum.scale()));
+      // Reference: 2 * d * scale in double; fits float here (|value| <= max).
+      scalify_test::check_close(values_d(sum), 2.0 * d.cast<double>() * static_cast<double>(scale),
+                                2 * kU32, 0, "a + b");
+      scalify_test::check_close(values_d(diff), Eigen::MatrixXd::Zero(1, 3), 0, 0, "a - b");
+    }
+  }
+  // The same with double scales at double's largest.
+  const double dmax = std::numeric_limits<double>::max();
+  const ScaledArray<RowMatrix<float>, double> a(d, dmax);
+  const ScaledArray<RowMatrix<float>, double> sum = scalify::add(a, a);
+  CHECK(std::isfinite(sum.scale()));
+  CHECK(static_cast<double>(sum.data()(0, 0)) * sum.scale() == Approx(0.5 * dmax).epsilon(1e-7));
+}

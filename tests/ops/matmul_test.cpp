@@ -3,8 +3,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
+#include <tuple>
 
 #include "scalify/ops/matmul.hpp"
+#include "scalify/ops/shape.hpp"
 #include "support/scaled.hpp"
 
 using scalify::bfloat16;
@@ -136,4 +139,38 @@ TEST_CASE("matmul(a, b, op_a, op_b) rejects mismatched inner sizes naming the tr
   CHECK_THROWS_AS(scalify::matmul(a, b, trans::no, trans::no), scalify::shape_error);
   CHECK_THROWS_WITH(scalify::matmul(a, b, trans::no, trans::yes),
                     Catch::Contains("(3 x 4)") && Catch::Contains("transpose (3 x 2)"));
+}
+
+TEST_CASE("matmul rejects trans values outside the enum and results too large to index", "[ops][matmul][errors]") {
+  const auto a = scalify_test::random_scaled<float>(3, 3, 1.0f, 11);
+  CHECK_THROWS_AS(scalify::matmul(a, a, static_cast<scalify::trans>(2)), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::matmul(a, a, scalify::trans::no, static_cast<scalify::trans>(-1)),
+                    Catch::Contains("scalify::matmul") && Catch::Contains("trans") && Catch::Contains("-1"));
+  // (2^32 x 1) x (1 x 2^32): each operand is a lazy broadcast, the product has 2^64 elements.
+  const Eigen::Index n = Eigen::Index{1} << 32;
+  const auto one = scalify::block(a, 0, 0, 1, 1);
+  const auto tall = scalify::broadcast_rows(one, n);
+  const auto wide = scalify::broadcast_cols(one, n);
+  CHECK_THROWS_AS(scalify::matmul(tall, wide), scalify::shape_error);
+  CHECK_THROWS_WITH(scalify::matmul(tall, wide),
+                    Catch::Contains("(4294967296 x 1)") && Catch::Contains("(1 x 4294967296)") &&
+                        Catch::Contains("(4294967296 x 4294967296)"));
+}
+
+TEST_CASE("matmul keeps values whose scale sa * sb * R(sqrt K) leaves float's range", "[ops][matmul]") {
+  // K = 16: factor 4. sa * sb = 2^200 overflows float and 2^-200 underflows it, though the
+  // values (small or large data) fit; the data carries what the scale cannot.
+  for (auto [sa, sb, sigma] : {std::tuple<float, float, float>{0x1p100f, 0x1p100f, 0x1p-40f},
+                               {0x1p-100f, 0x1p-100f, 0x1p40f},
+                               {std::numeric_limits<float>::max(), 1.0f, 0x1p-10f}}) {
+    INFO("scales " << sa << ", " << sb);
+    const auto a = scalify_test::random_scaled<float>(5, 16, sa, 21, sigma);
+    const auto b = scalify_test::random_scaled<float>(16, 3, sb, 22, sigma);
+    const auto c = scalify::matmul(a, b);
+    CHECK(std::isfinite(c.scale()));
+    CHECK(c.scale() > 0.0f);
+    const Eigen::MatrixXd expected = scalify_test::values_d(a) * scalify_test::values_d(b);
+    const double sum_abs = (scalify_test::values_d(a).cwiseAbs() * scalify_test::values_d(b).cwiseAbs()).maxCoeff();
+    scalify_test::check_close(scalify_test::values_d(c), expected, 1e-6, 64 * 0x1p-24 * sum_abs, "matmul values");
+  }
 }

@@ -600,3 +600,35 @@ TEST_CASE("reductions of lazy inputs, other storage and other scale types", "[op
       scalify::colwise_max(xe);
   CHECK(static_cast<float>(back.scale()) == 0.125f);
 }
+
+TEST_CASE("sum and mean keep values whose scale rule leaves the scale type's range", "[ops][reduce]") {
+  // sum: s * R(sqrt N) overflows float at s = 2^127 (an inf scale turned the values into inf);
+  // mean: s * R(sqrt N) / P underflows it at s = 2^-149 (a zero scale turned them into 0).
+  scalify_test::RowMatrix<float> d = scalify_test::RowMatrix<float>::Constant(4, 4, 0.0625f);  // 16 elements, sum 1
+  d(0, 0) = 0.125f;
+  d(3, 3) = 0.0f;                                                   // sum still 1
+  for (double s : {0x1p127, 0x1p-149}) {
+    INFO("scale " << s);
+    const ScaledMatrix<float> x(d, static_cast<float>(s));
+    const double total = d.cast<double>().sum() * s;  // the exact sum of the values
+    const auto sm = scalify::sum(x);
+    const auto mn = scalify::mean(x);
+    CHECK(std::isfinite(sm.scale()));
+    CHECK(sm.scale() > 0.0f);
+    CHECK(static_cast<double>(sm.data()(0, 0)) * sm.scale() == Approx(total).epsilon(1e-6));
+    CHECK(static_cast<double>(mn.data()(0, 0)) * mn.scale() == Approx(total / 16).epsilon(1e-6));
+    // Partial reductions: one value per row or column.
+    const ScaledMatrix<float> rs = scalify::rowwise_sum(x);
+    const ScaledMatrix<float> cm = scalify::colwise_mean(x);
+    const Eigen::VectorXd row_sums = d.cast<double>().rowwise().sum() * s;
+    const Eigen::RowVectorXd col_means = d.cast<double>().colwise().mean() * s;
+    for (int i = 0; i < 4; ++i) {
+      CHECK(static_cast<double>(rs.data()(i, 0)) * rs.scale() == Approx(row_sums(i)).epsilon(1e-6));
+      CHECK(static_cast<double>(cm.data()(0, i)) * cm.scale() == Approx(col_means(i)).epsilon(1e-6));
+    }
+  }
+  // Ordinary scales are untouched by this: the rule's scale exactly (s * 4 for N = 16).
+  const ScaledMatrix<float> y(d, 0.5f);
+  CHECK(scalify::sum(y).scale() == 2.0f);
+  CHECK(scalify::mean(y).scale() == 2.0f / 16);
+}

@@ -9,6 +9,7 @@
 
 using scalify::float16;
 using scalify::float8_e4m3fn;
+using scalify::ScaledArray;
 using scalify::ScaledMatrix;
 
 namespace {
@@ -75,4 +76,24 @@ TEST_CASE("dynamic_rescale of zeros and of non-finite data", "[ops][rescale]") {
   v(1, 1) = std::nanf("");
   const auto n = scalify::dynamic_rescale_max(scalify::make_scaled(v, 1.0f));
   CHECK(std::isinf(n.scale()));
+}
+
+TEST_CASE("set_scaling rejects rebasing factors beyond float and keeps extreme ones that fit", "[ops][rescale]") {
+  const auto x = scalify_test::random_scaled<float>(2, 3, 1.0f, 9);
+  // sx / s = 7e44 overflows float; 1 / 1e300 (a double scale) is 0 in float.
+  CHECK_THROWS_AS(scalify::set_scaling(x, 1e-45f), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::set_scaling(x, 1e-45f),
+                    Catch::Contains("set_scaling") && Catch::Contains("onto 1e-45"));
+  CHECK_THROWS_AS(scalify::set_scaling(x, 1e300), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::set_scaling(x, 1e300), Catch::Contains("1e+300"));
+  // Allowed: a zero target (zeroes the tensor), a zero-scale source, and large factors that fit.
+  const ScaledMatrix<float> zeroed = scalify::set_scaling(x, 0.0f);
+  CHECK(zeroed.data().isZero());
+  const ScaledMatrix<float> from_zero = scalify::set_scaling(scalify_test::random_scaled<float>(2, 3, 0.0f, 9), 1e-45f);
+  CHECK(from_zero.data().isZero());
+  const ScaledMatrix<float> tiny = scalify::set_scaling(x, 0x1p-120f);
+  CHECK(tiny.scale() == 0x1p-120f);
+  scalify_test::check_close(scalify_test::values_d(tiny), scalify_test::values_d(x), 1e-7, 0, "rebased by 2^120");
+  const ScaledArray<Eigen::Matrix<float, -1, -1, Eigen::RowMajor>, double> far = scalify::set_scaling(x, 1e-30);
+  scalify_test::check_close(scalify_test::values_d(far), scalify_test::values_d(x), 1e-7, 0, "double scale 1e-30");
 }

@@ -575,3 +575,70 @@ TEST_CASE("shape ops reject bad shapes with messages naming the op and the shape
   require_shape_error([&] { (void)scalify::pad(x, 0, -1, 0, 0); },
                       {"scalify::pad", "bottom -1", "(3 x 4)"});
 }
+
+TEST_CASE("size arithmetic helpers detect overflow and negative operands", "[ops][shape][errors]") {
+  const Index max = std::numeric_limits<Index>::max();
+  Index out = -7;
+  CHECK(scalify::detail::checked_add(max - 5, 5, out));
+  CHECK(out == max);
+  CHECK_FALSE(scalify::detail::checked_add(max - 5, 6, out));
+  CHECK_FALSE(scalify::detail::checked_add(-1, 1, out));
+  CHECK_FALSE(scalify::detail::checked_add(1, -1, out));
+  CHECK(out == max);  // unchanged by the failures
+  CHECK(scalify::detail::checked_mul(3037000499, 3037000499, out));  // floor(sqrt(2^63 - 1))^2 fits
+  CHECK(out == Index{3037000499} * 3037000499);
+  CHECK_FALSE(scalify::detail::checked_mul(3037000500, 3037000500, out));
+  CHECK_FALSE(scalify::detail::checked_mul(max, 2, out));
+  CHECK_FALSE(scalify::detail::checked_mul(-2, 3, out));
+  CHECK(scalify::detail::checked_mul(0, max, out));
+  CHECK(out == 0);
+  CHECK(scalify::detail::valid_shape(0, max));
+  CHECK(scalify::detail::valid_shape(max, 1));
+  CHECK_FALSE(scalify::detail::valid_shape(max, 2));
+  CHECK_FALSE(scalify::detail::valid_shape(-1, 0));
+}
+
+TEST_CASE("pad, broadcast and concatenate reject sizes that overflow Eigen::Index", "[ops][shape][errors]") {
+  const auto x = random_scaled<float>(2, 3, 1.0f, 71);
+  const Index max = std::numeric_limits<Index>::max();
+  // The issue's reproducer: UBSan reported a signed overflow, -DNDEBUG gave rows() = -9223372036854775806.
+  require_shape_error([&] { (void)scalify::pad(x, max, 1, 0, 0); },
+                      {"scalify::pad", "top 9223372036854775807", "bottom 1", "(2 x 3)"});
+  require_shape_error([&] { (void)scalify::pad(x, 0, 0, max - 2, 1); }, {"scalify::pad", "left 9223372036854775805"});
+  // Each dimension fits, their product does not.
+  require_shape_error([&] { (void)scalify::pad(x, Index{1} << 32, 0, Index{1} << 32, 0); },
+                      {"scalify::pad", "top 4294967296", "left 4294967296"});
+  // Large but valid: a lazy result of (2^40 + 2 x 3), never evaluated.
+  const auto tall = scalify::pad(x, Index{1} << 40, 0, 0, 0);
+  CHECK(tall.rows() == (Index{1} << 40) + 2);
+  CHECK(tall.size() == ((Index{1} << 40) + 2) * 3);
+
+  const auto row = scalify::block(x, 0, 0, 1, 3);
+  require_shape_error([&] { (void)scalify::broadcast_rows(row, max); },
+                      {"scalify::broadcast_rows", "(1 x 3)", "n = 9223372036854775807"});
+  require_shape_error([&] { (void)scalify::broadcast_cols(scalify::transpose(row), max / 2); },
+                      {"scalify::broadcast_cols", "(3 x 1)", "n = 4611686018427387903"});
+  const auto many = scalify::broadcast_rows(row, max / 3);  // (max / 3 x 3) fits exactly
+  CHECK(many.rows() == max / 3);
+
+  const auto huge_rows = scalify::broadcast_rows(scalify::block(x, 0, 0, 1, 1), max);  // (max x 1)
+  require_shape_error([&] { (void)scalify::concatenate_rows(huge_rows, scalify::block(x, 0, 0, 1, 1)); },
+                      {"scalify::concatenate_rows", "(9223372036854775807 x 1)", "(1 x 1)"});
+  const auto wide = scalify::broadcast_cols(scalify::block(x, 0, 0, 2, 1), max / 2);  // (2 x max / 2)
+  require_shape_error([&] { (void)scalify::concatenate_cols(wide, wide); }, {"scalify::concatenate_cols"});
+  const auto half = scalify::broadcast_rows(row, max / 6);  // rows fit when stacked, elements do not
+  require_shape_error([&] { (void)scalify::concatenate_rows(half, scalify::broadcast_rows(row, max / 6 + 2)); },
+                      {"scalify::concatenate_rows", "(1537228672809129301 x 3)"});
+}
+
+TEST_CASE("reverse rejects an axis outside the enum", "[ops][shape][errors]") {
+  const auto x = random_scaled<float>(2, 3, 1.0f, 72);
+  try {
+    (void)scalify::reverse(x, static_cast<scalify::axis>(7));
+    FAIL("no exception");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("scalify::reverse") &&
+                                          Catch::Matchers::Contains("axis 7"));
+  }
+  CHECK_NOTHROW(scalify::reverse(x, scalify::axis::cols));
+}

@@ -6,10 +6,13 @@
 #ifndef SCALIFY_CORE_CONFIG_SCOPE_HPP_
 #define SCALIFY_CORE_CONFIG_SCOPE_HPP_
 
-#include <cstdint>  // uint64_t
+#include <cstdint>    // uint64_t
+#include <stdexcept>  // std::invalid_argument
+#include <string>     // std::string, std::to_string
 
-#include "scalify/core/pow2.hpp"          // pow2_mode
-#include "scalify/formats/convert.hpp"    // convert_options
+#include "scalify/core/pow2.hpp"        // pow2_mode
+#include "scalify/errors.hpp"           // SCALIFY_CHECK
+#include "scalify/formats/convert.hpp"  // convert_options, check_convert_options
 
 namespace scalify {
 
@@ -66,8 +69,28 @@ F config_pow2_round(F x) {
   return pow2_round(x, state.config.rounding, bits);
 }
 
+/// Throws std::invalid_argument naming the field and its value unless every
+/// field of `config` is valid: the enums (`rounding`, `store.round`, `scale`)
+/// hold one of their values and `threads >= 0`.
+///
+/// **Example**: `scalify::check_config({.threads = -1});  // throws`
+inline void check_config(const scalify_config& config) {
+  const auto bad = [](const char* field, int value, const char* expected) {
+    return std::string("scalify::config_scope: invalid ") + field + " " + std::to_string(value) + " (expected " +
+           expected + ")";
+  };
+  const auto r = config.rounding;
+  SCALIFY_CHECK(r == pow2_mode::down || r == pow2_mode::up || r == pow2_mode::none || r == pow2_mode::stochastic,
+                std::invalid_argument, bad("rounding", static_cast<int>(r), "down, up, none or stochastic"));
+  detail::check_convert_options(config.store, "scalify::config_scope: store");
+  SCALIFY_CHECK(config.scale == scale_format::float32 || config.scale == scale_format::float8_e8m0fnu,
+                std::invalid_argument, bad("scale", static_cast<int>(config.scale), "float32 or float8_e8m0fnu"));
+  SCALIFY_CHECK(config.threads >= 0, std::invalid_argument, bad("threads", config.threads, ">= 0, 0 = all"));
+}
+
 /// Sets the configuration of this thread until the end of the scope, then
-/// restores the previous one (scopes nest).
+/// restores the previous one (scopes nest). Throws std::invalid_argument for
+/// an invalid configuration (check_config()), leaving the current one in force.
 ///
 /// **Example**:
 /// ```
@@ -76,6 +99,7 @@ F config_pow2_round(F x) {
 class config_scope {
  public:
   explicit config_scope(const scalify_config& config) : previous_(detail::thread_config_state()) {
+    check_config(config);
     detail::thread_config_state() = {config, 0};
   }
   ~config_scope() { detail::thread_config_state() = previous_; }

@@ -12,10 +12,12 @@
 #ifndef SCALIFY_CORE_POW2_HPP_
 #define SCALIFY_CORE_POW2_HPP_
 
-#include <bit>      // std::bit_cast, std::bit_width
-#include <cmath>    // std::fabs, std::isnan, std::isinf, std::floor
-#include <cstdint>  // uint32_t, uint64_t
-#include <limits>   // std::numeric_limits
+#include <bit>        // std::bit_cast, std::bit_width
+#include <cmath>      // std::fabs, std::isnan, std::isinf, std::floor
+#include <cstdint>    // uint32_t, uint64_t
+#include <limits>     // std::numeric_limits
+#include <stdexcept>  // std::invalid_argument
+#include <string>     // std::to_string
 
 namespace scalify {
 
@@ -73,6 +75,7 @@ constexpr F pow2_round_up(F x) {
 /// Rounds |x| to a power of two with `mode`. For `pow2_mode::stochastic`,
 /// rounds up iff `random_bits < floor(f * 2^32)` where f = (|x| - down) / down,
 /// so E[result] = |x| (to within 2^-32 relative); deterministic for given bits.
+/// Throws std::invalid_argument for a mode outside the enum.
 ///
 /// **Example**: `pow2_round(3.0f, pow2_mode::up) == 4.0f`
 template <class F>
@@ -92,7 +95,8 @@ constexpr F pow2_round(F x, pow2_mode mode = pow2_mode::down, uint32_t random_bi
       return random_bits < threshold ? down * F(2) : down;
     }
   }
-  return x;
+  throw std::invalid_argument("scalify::pow2_round: unknown pow2_mode " + std::to_string(static_cast<int>(mode)) +
+                              " (expected down, up, none or stochastic)");
 }
 
 /// x = scale * mantissa with scale = pow2_round_down(x) > 0 and |mantissa| in

@@ -17,8 +17,11 @@
 #include <algorithm>    // std::min
 #include <cmath>        // std::isfinite
 #include <cstddef>      // size_t
+#include <charconv>     // std::to_chars (numbers in error messages)
+#include <limits>       // std::numeric_limits
 #include <span>         // std::span
-#include <string>       // std::string
+#include <stdexcept>    // std::invalid_argument
+#include <string>       // std::string, std::to_string
 #include <type_traits>  // std::is_same_v, std::is_base_of_v
 #include <utility>      // std::move
 #include <vector>       // std::vector (evaluation buffer)
@@ -59,6 +62,40 @@ constexpr scale_math_t<S> scale_value(S s) {
   return static_cast<scale_math_t<S>>(s);
 }
 
+/// "(3 x 4)"
+inline std::string shape_string(Eigen::Index rows, Eigen::Index cols) {
+  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3
+  s += std::to_string(rows);
+  s += " x ";
+  s += std::to_string(cols);
+  s += ')';
+  return s;
+}
+
+/// A number for an error message: the shortest text that reads back as the
+/// same float when `v` is one (1e-20, not 9.99999968e-21 or std::to_string's
+/// 0.000000), else as the same double (1e+300).
+inline std::string number_string(double v) {
+  char buffer[64];
+  const float f = static_cast<float>(v);
+  const auto r = static_cast<double>(f) == v ? std::to_chars(buffer, buffer + sizeof buffer, f)
+                                              : std::to_chars(buffer, buffer + sizeof buffer, v);
+  return std::string(buffer, r.ptr);
+}
+
+/// The name of a data or scale type, for error messages.
+template <class T>
+constexpr const char* type_name() {
+  if constexpr (std::is_same_v<T, float>) return "float";
+  else if constexpr (std::is_same_v<T, double>) return "double";
+  else if constexpr (std::is_same_v<T, float16>) return "float16";
+  else if constexpr (std::is_same_v<T, bfloat16>) return "bfloat16";
+  else if constexpr (std::is_same_v<T, float8_e4m3fn>) return "float8_e4m3fn";
+  else if constexpr (std::is_same_v<T, float8_e5m2>) return "float8_e5m2";
+  else if constexpr (std::is_same_v<T, float8_e8m0fnu>) return "float8_e8m0fnu";
+  else return "its scalar type";
+}
+
 /// Throws std::invalid_argument unless `s` is a usable scale (finite, >= 0;
 /// > 0 too unless `allow_zero`).
 template <class S>
@@ -66,7 +103,100 @@ void check_scale(S s, const char* where, bool allow_zero) {
   const double v = static_cast<double>(s);
   SCALIFY_CHECK(std::isfinite(v) && (allow_zero ? v >= 0.0 : v > 0.0), std::invalid_argument,
                 std::string(where) + ": the scale must be finite and " + (allow_zero ? ">= 0" : "> 0") +
-                    ", got " + std::to_string(v));
+                    ", got " + number_string(v));
+}
+
+/// The largest and the smallest positive power of two of a scale type.
+template <class S>
+struct scale_range;
+template <>
+struct scale_range<float> {
+  static constexpr float kLargest = 0x1p127f, kSmallest = 0x1p-149f;
+};
+template <>
+struct scale_range<double> {
+  static constexpr double kLargest = 0x1p1023, kSmallest = 0x1p-1074;
+};
+template <>
+struct scale_range<float8_e8m0fnu> {
+  static constexpr float kLargest = 0x1p127f, kSmallest = 0x1p-127f;
+};
+
+/// How a scale `wanted` is stored in a Scale type that may not hold it: the
+/// stored scale, and the factor the data is multiplied by so that the values
+/// data * scale are kept (`rebased` false: factor 1, the data is untouched).
+template <class Scale>
+struct stored_scale {
+  Scale scale;
+  float factor;
+  bool rebased;
+};
+
+/// Fits `wanted` into Scale (see ScaledArray's converting assignment):
+///   - Scale holds it exactly: stored as is;
+///   - a positive finite scale Scale rounds (an E8M0 scale that is not a power
+///     of two; a double scale in float's subnormal range): the rounded scale,
+///     the data rebased by wanted / rounded;
+///   - a positive finite scale beyond Scale's range: Scale's largest (smallest)
+///     power of two, the data rebased by the rest, if that rest is a normal
+///     float (else std::invalid_argument naming both: the values cannot be
+///     kept);
+///   - 0, inf or NaN that Scale cannot hold (E8M0 has none of them): scale 1,
+///     the data multiplied by `wanted`, so the values are d * wanted as in plain
+///     math (0, +-inf, NaN).
+template <class Scale, class Math>
+stored_scale<Scale> fit_scale(Math wanted, const char* where) {
+  const Scale stored = static_cast<Scale>(wanted);
+  const Math kept = static_cast<Math>(stored);
+  if (kept == wanted) return {stored, 1.0f, false};
+  if (!std::isfinite(wanted) || wanted == Math(0)) return {Scale(1.0f), static_cast<float>(wanted), true};
+  const auto usable = [](float f) { return std::isfinite(f) && f >= std::numeric_limits<float>::min(); };
+  if (wanted > Math(0)) {
+    if (std::isfinite(kept) && kept > Math(0)) {
+      const float factor = static_cast<float>(wanted / kept);
+      if (usable(factor)) return {stored, factor, true};
+    }
+    const Math limit = wanted > Math(1) ? static_cast<Math>(scale_range<Scale>::kLargest)
+                                        : static_cast<Math>(scale_range<Scale>::kSmallest);
+    const float factor = static_cast<float>(wanted / limit);
+    if (usable(factor)) return {static_cast<Scale>(limit), factor, true};
+  }
+  throw std::invalid_argument(std::string(where) + ": cannot store the scale " + number_string(wanted) + " in a " +
+                              type_name<Scale>() + " scale: it is beyond that type's range (" +
+                              number_string(static_cast<double>(scale_range<Scale>::kSmallest)) + " to " +
+                              number_string(static_cast<double>(scale_range<Scale>::kLargest)) +
+                              ") by more than the float data can absorb; rebase the values first (set_scaling) "
+                              "or keep a double scale");
+}
+
+/// "(2 x 3)" for the shapes an Eigen type can take: "any" for a dynamic size,
+/// "<= 4" for a dynamic size with a compile-time bound.
+template <class Out>
+std::string storage_shape_string() {
+  const auto dim = [](Eigen::Index fixed, Eigen::Index bound) {
+    if (fixed != Eigen::Dynamic) return std::to_string(fixed);
+    if (bound != Eigen::Dynamic) return "<= " + std::to_string(bound);
+    return std::string("any");
+  };
+  return "(" + dim(Out::RowsAtCompileTime, Out::MaxRowsAtCompileTime) + " x " +
+         dim(Out::ColsAtCompileTime, Out::MaxColsAtCompileTime) + ")";
+}
+
+/// Throws shape_error naming both shapes unless storage of type Out (a
+/// fixed-size matrix, a vector, a matrix with compile-time bounds, or a
+/// dynamic one) can take the shape (rows x cols). Every store into a
+/// ScaledArray goes through here, in every build type: Eigen only asserts
+/// (debug builds), and with -DNDEBUG would write past a fixed-size buffer.
+template <class Out>
+void check_storable(Eigen::Index rows, Eigen::Index cols) {
+  constexpr Eigen::Index kRows = Out::RowsAtCompileTime, kCols = Out::ColsAtCompileTime;
+  constexpr Eigen::Index kMaxRows = Out::MaxRowsAtCompileTime, kMaxCols = Out::MaxColsAtCompileTime;
+  const bool fits = rows >= 0 && cols >= 0 && (kRows == Eigen::Dynamic || rows == kRows) &&
+                    (kCols == Eigen::Dynamic || cols == kCols) && (kMaxRows == Eigen::Dynamic || rows <= kMaxRows) &&
+                    (kMaxCols == Eigen::Dynamic || cols <= kMaxCols);
+  SCALIFY_CHECK(fits, shape_error,
+                "scalify::ScaledArray: cannot store a " + shape_string(rows, cols) + " result in storage of shape " +
+                    storage_shape_string<Out>());
 }
 
 /// Eigen types that store T with the layout of `Like`.
@@ -153,12 +283,16 @@ void evaluate_in_place(Out& dst, const Values& values, const convert_options& op
 }
 
 /// Evaluates the float-valued expression `values` once into `out` (resized),
-/// rounding once into out's scalar type with `options`. In place, without
+/// rounding once into out's scalar type with `options`. Throws shape_error,
+/// before writing anything, when out's type cannot take values' shape
+/// (check_storable), and std::invalid_argument for invalid options. In place, without
 /// allocating, when out already has the shape and `values` reads out at most
 /// at the position being written (`x = x * y`); through a temporary when it
 /// reads other positions of out (`x = transpose(x)`), so aliasing is safe.
 template <class Out, class Values>
 void evaluate_into(Out& out, const Values& values, const convert_options& options) {
+  check_storable<Out>(values.rows(), values.cols());
+  check_convert_options(options, "scalify::ScaledArray (the scope's store options)");
   const alias_kind kind = alias_of(values, alias_target_of(out));
   if (kind == alias_kind::other) {
     Out result(values.rows(), values.cols());
@@ -202,8 +336,17 @@ class ScaledArray {
     requires is_storage
       : data_(), scale_(Scale(1.0f)) {}
 
-  /// Pairs `data` with `scale` as they are (no checks: see make_scaled()).
+  /// Pairs `data` with `scale` as they are (no checks of the scale: see make_scaled()).
   ScaledArray(Data data, Scale scale) : data_(std::move(data)), scale_(scale) {}
+
+  /// Storage from another Eigen type (e.g. an expression, or a MatrixXf into
+  /// a vector): throws shape_error, in every build type, when Data cannot
+  /// take its shape (a fixed-size, vector or bounded Data).
+  ///
+  /// **Example**: `scalify::ScaledVector<float> v(m.col(0), 0.5f);  // m.col(0) fits; m itself would throw`
+  template <class D2>
+    requires is_storage && detail::eigen_dense<D2> && (!std::is_same_v<D2, Data>)
+  ScaledArray(const D2& data, Scale scale) : data_(checked_data(data)), scale_(scale) {}
 
   ScaledArray(const ScaledArray&) = default;
   ScaledArray(ScaledArray&&) = default;
@@ -212,9 +355,16 @@ class ScaledArray {
 
   /// Evaluates `other` (usually a lazy op result) into this storage: the data
   /// once, in float32, rounded once into Scalar with the scope's store options
-  /// (current_config().store). If Scale cannot hold other's scale exactly (an
-  /// E8M0 scale and a scale that is not a power of two) the scale is rounded
-  /// and the data rebased, so the values are kept.
+  /// (current_config().store: by default data beyond Scalar's range becomes
+  /// inf, or NaN for float8_e4m3fn, see docs/scaled_array.md). If Scale cannot
+  /// hold other's scale exactly (an E8M0 scale and a scale that is not a power
+  /// of two; a double scale beyond float's range) the scale is rounded or
+  /// clamped and the data rebased, so the values are kept (detail::fit_scale);
+  /// std::invalid_argument when they cannot be.
+  ///
+  /// Throws shape_error, in every build type and before anything is written,
+  /// when the storage cannot take other's shape: a `ScaledScalar` (1 x 1), a
+  /// `ScaledVector` (n x 1) or another fixed-size or bounded Data.
   template <class D2, class S2>
     requires is_storage
   ScaledArray(const ScaledArray<D2, S2>& other) {  // NOLINT(google-explicit-constructor): assigning evaluates
@@ -257,11 +407,13 @@ class ScaledArray {
   }
 
   /// The same values with the data cast to T (rounded once with `options`);
-  /// the scale is unchanged. Lazy: evaluated when assigned.
+  /// the scale is unchanged. Lazy: evaluated when assigned. Throws
+  /// std::invalid_argument for a rounding mode outside the enum.
   ///
   /// **Example**: `ScaledMatrix<float8_e5m2> g8 = g.cast<float8_e5m2>({.saturate = true});`
   template <class T>
   auto cast(const convert_options& options = current_config().store) const {
+    detail::check_convert_options(options, "scalify::ScaledArray::cast");
     const auto op = [options](const Scalar& v) {
       if constexpr (std::is_same_v<T, float>) {
         return static_cast<float>(v);
@@ -274,26 +426,33 @@ class ScaledArray {
   }
 
  private:
+  template <class D2>
+  static const D2& checked_data(const D2& data) {
+    detail::check_storable<Data>(data.rows(), data.cols());
+    return data;
+  }
+
   template <class D2, class S2>
   void assign(const ScaledArray<D2, S2>& other) {
     using Math = detail::scale_math_t<Scale, S2>;
     const Math wanted = static_cast<Math>(other.scale());
-    Scale stored = static_cast<Scale>(wanted);
-    const Math kept = static_cast<Math>(stored);
     const auto& options = current_config().store;
     // Scale holds every S2 exactly: no rebasing, and no second evaluate_into to instantiate.
     constexpr bool kExact = std::is_same_v<Scale, S2> || std::is_same_v<Scale, double> ||
                             (std::is_same_v<Scale, float> && std::is_same_v<S2, float8_e8m0fnu>);
     if constexpr (kExact) {
       detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
-    } else if (kept == wanted || !(kept > Math(0)) || !std::isfinite(static_cast<double>(kept))) {
-      if (!(kept == wanted)) stored = static_cast<Scale>(wanted);
-      detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+      scale_ = static_cast<Scale>(wanted);
     } else {
-      const float rebase = static_cast<float>(wanted / kept);
-      detail::evaluate_into(data_, other.data().array().template cast<float>() * rebase, options);
+      // Checked before the data is touched: a failure leaves *this as it was.
+      const auto fit = detail::fit_scale<Scale>(wanted, "scalify::ScaledArray");
+      if (!fit.rebased) {
+        detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+      } else {
+        detail::evaluate_into(data_, other.data().array().template cast<float>() * fit.factor, options);
+      }
+      scale_ = fit.scale;
     }
-    scale_ = stored;
   }
 
   Data data_;
@@ -332,9 +491,43 @@ auto as_scaled(const D& values) {
   return ScaledArray<Plain, float>(Plain(values), 1.0f);
 }
 
-/// Stores `values` as (values / scale, scale), computed in float and rounded
-/// once into the values' scalar type. Throws std::invalid_argument unless
-/// `scale` is finite and > 0.
+namespace detail {
+
+/// as_scaled's range check: the largest finite |value| divided by the scale,
+/// rounded into T as the store does it (through float for narrow T), must be
+/// finite (else some value would become inf or NaN, or saturate) and nonzero
+/// (else every value would become 0). Rounding is monotonic, so the largest
+/// value decides for all. `Q` is the type of the division.
+template <class T, class Q>
+void check_as_scaled_range(double amax, Q divisor, double scale) {
+  if (!(amax > 0.0)) return;  // no finite nonzero value: nothing to lose
+  const Q q = static_cast<Q>(amax) / divisor;
+  double stored;
+  if constexpr (std::is_same_v<T, double>) {
+    stored = static_cast<double>(q);
+  } else if constexpr (std::is_same_v<T, float>) {
+    stored = static_cast<double>(static_cast<float>(q));
+  } else {
+    stored = static_cast<double>(round_cast<T>(static_cast<float>(q), rounding::nearest_even, false));
+  }
+  const std::string what = std::string("scalify::as_scaled: the scale ") + number_string(scale) + " is too ";
+  const std::string detail = " for these values: the largest |value| " + number_string(amax) + " / scale = " +
+                             number_string(static_cast<double>(q)) + " ";
+  SCALIFY_CHECK(std::isfinite(stored), std::invalid_argument,
+                what + "small" + detail + "overflows " + type_name<T>() + " (the data would be inf or NaN)");
+  SCALIFY_CHECK(stored != 0.0, std::invalid_argument,
+                what + "large" + detail + "rounds to 0 in " + type_name<T>() + " (every value would be 0)");
+}
+
+}  // namespace detail
+
+/// Stores `values` as (values / scale, scale): one division, in float (in
+/// double when the scale or the values are double), rounded into the values'
+/// scalar type with the scope's store options. Throws std::invalid_argument
+/// unless `scale` is finite and > 0, and when it cannot represent the values:
+/// when the largest finite |value| / scale overflows the data type (whatever
+/// the store's saturation) or rounds to 0 in it. (Single small values may
+/// still round to 0, as in any cast; NaN and inf values stay NaN and inf.)
 ///
 /// **Example**: `auto x = scalify::as_scaled(values, 1024.0f);  // data = values / 1024`
 template <class D, class S>
@@ -342,9 +535,21 @@ template <class D, class S>
 auto as_scaled(const D& values, S scale) {
   detail::check_scale(scale, "scalify::as_scaled", /*allow_zero=*/false);
   using Plain = typename D::PlainObject;
-  Plain data(values.rows(), values.cols());
-  const float divisor = static_cast<float>(scale);  // a division rounds once; * (1 / s) would round twice
-  detail::evaluate_into(data, values.array().template cast<float>() / divisor, current_config().store);
+  using T = typename Plain::Scalar;
+  // The division in double when the scale or the values are double (a float
+  // divisor would turn 1e300 into inf and 1e-300 into 0), else in float: one
+  // rounding; * (1 / s) would round twice.
+  using Q = std::conditional_t<std::is_same_v<S, double> || std::is_same_v<T, double>, double, float>;
+  const Q divisor = static_cast<Q>(detail::scale_value(scale));
+  const auto& v = values.eval();  // a plain object by reference, an expression evaluated once
+  double amax = 0.0;              // the largest finite |value|
+  if (v.size() > 0) {
+    const auto a = v.array().template cast<double>().abs();
+    amax = a.isFinite().select(a, 0.0).maxCoeff();
+  }
+  detail::check_as_scaled_range<T>(amax, divisor, static_cast<double>(scale));
+  Plain data(v.rows(), v.cols());
+  detail::evaluate_into(data, v.array().template cast<Q>() / divisor, current_config().store);
   return ScaledArray<Plain, S>(std::move(data), scale);
 }
 

@@ -16,12 +16,13 @@
 #include <cstdint>      // uint8_t, uint16_t, uint32_t, uint64_t
 #include <ranges>       // std::ranges::contiguous_range
 #include <span>         // std::span
-#include <string>       // std::to_string
+#include <stdexcept>    // std::invalid_argument
+#include <string>       // std::string, std::to_string
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"                // SCALIFY_HAVE_X86_SIMD
 #include "scalify/cpu.hpp"                   // active_cpu_path
-#include "scalify/errors.hpp"                // shape_error
+#include "scalify/errors.hpp"                // shape_error, SCALIFY_CHECK
 #include "scalify/formats/cast.hpp"          // round_cast, stochastic_bits
 #include "scalify/formats/detail/codec.hpp"  // encode, decode_float_bits, narrow_stats
 #include "scalify/formats/float16.hpp"       // float16, bfloat16
@@ -67,6 +68,16 @@ template <class T>
 concept bulk_narrow_type = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
                            std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>;
 
+/// Throws std::invalid_argument naming `where` and the value unless
+/// `options.round` is one of the enum's values (e.g. not `rounding(7)`).
+inline void check_convert_options(const convert_options& options, const char* where) {
+  SCALIFY_CHECK(options.round == rounding::nearest_even || options.round == rounding::toward_zero ||
+                    options.round == rounding::stochastic,
+                std::invalid_argument,
+                std::string(where) + ": unknown rounding " + std::to_string(static_cast<int>(options.round)) +
+                    " in convert_options (expected nearest_even, toward_zero or stochastic)");
+}
+
 inline void check_sizes(std::size_t src, std::size_t dst) {
   SCALIFY_CHECK(src == dst, shape_error,
                 "scalify::convert: source has " + std::to_string(src) + " elements, destination has " +
@@ -99,6 +110,7 @@ void narrow_scalar(const float* src, To* dst, std::size_t begin, std::size_t n, 
 template <class To>
 void convert_narrow(std::span<const float> src, std::span<To> dst, const convert_options& o,
                     narrow_stats* stats) {
+  check_convert_options(o, stats != nullptr ? "scalify::convert_with_stats" : "scalify::convert");
   check_sizes(src.size(), dst.size());
   constexpr const format_spec& S = format_of<To>::value;
   const bool saturate = o.saturate || o.round == rounding::stochastic;
@@ -158,7 +170,8 @@ void convert_widen(std::span<const From> src, std::span<float> dst) {
 
 /// Casts every element of `src` into `dst` (same size, else shape_error).
 /// Narrowing (float -> float8_e4m3fn, float8_e5m2, float16, bfloat16) follows
-/// `options`; widening (those -> float) is exact and ignores them.
+/// `options` (a rounding mode outside the enum throws std::invalid_argument);
+/// widening (those -> float) is exact and ignores them.
 ///
 /// **Example**:
 /// ```

@@ -16,7 +16,7 @@
 #define SCALIFY_NN_ACTIVATIONS_HPP_
 
 #include <Eigen/Core>  // Eigen::Array
-#include <cmath>       // std::tanh
+#include <cmath>       // std::tanh, std::isinf, std::isfinite
 #include <string>      // std::string
 
 #include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
@@ -31,13 +31,19 @@ namespace detail {
 template <class T>
 T gelu(T x) {
   const T k = T(0.7978845608028654);  // sqrt(2 / pi)
-  return T(0.5) * x * (T(1) + std::tanh(k * (x + T(0.044715) * x * x * x)));
+  const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
+  // Far in the negative tail t is exactly -1 and gelu(x) is -0, also for x = -inf (not -inf * 0 = NaN).
+  if (t == T(-1)) return -T(0);
+  return T(0.5) * x * (T(1) + t);
 }
 
 template <class T>
 T gelu_grad(T x) {
   const T k = T(0.7978845608028654);
   const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
+  // Where t is exactly +-1 the second term is 0 (it was 0 * inf = NaN once x^2 overflows, |x| > ~1e19
+  // in float): the derivative is exactly 1 or 0, as the formula gives wherever it is finite.
+  if (t * t == T(1)) return t > T(0) ? T(1) : T(0);
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * T(0.044715) * x * x);
 }
 
@@ -62,12 +68,21 @@ inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
 }
 
 /// y = gelu(x) (tanh approximation), on x's scale (scale 1 if x's is 0).
+/// Where the value d * s overflows float, gelu is taken of the exact value in
+/// double, so the data stays d (gelu(x) = x far out) instead of inf.
 ///
 /// **Example**: `Tensor y; scalify::nn::gelu_forward(y, x);`
 inline void gelu_forward(Tensor& y, const Tensor& x) {
   const float s = x.scale() > 0.0f ? x.scale() : 1.0f;
   const float sx = x.scale();
-  y = Tensor(Matrix(x.data().unaryExpr([s, sx](float d) { return detail::gelu(d * sx) / s; })), s);
+  const auto op = [s, sx](float d) {
+    const float v = d * sx;
+    if (std::isinf(v) && std::isfinite(d)) [[unlikely]] {
+      return static_cast<float>(detail::gelu(static_cast<double>(d) * sx) / s);
+    }
+    return detail::gelu(v) / s;
+  };
+  y = Tensor(Matrix(x.data().unaryExpr(op)), s);
 }
 
 /// dx = dy * gelu'(x); dx gets dy's scale.

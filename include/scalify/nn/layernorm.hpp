@@ -15,9 +15,10 @@
 
 #include <Eigen/Core>  // Eigen::VectorXf
 #include <cmath>       // std::sqrt
-#include <string>      // std::string
+#include <stdexcept>   // std::invalid_argument
+#include <string>      // std::string, std::to_string
 
-#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error, checked_mul
 
 #include "scalify/nn/tensor.hpp"          // Tensor, RefMatrix, accumulate
 #include "scalify/ops/detail/common.hpp"  // sqrt_n_factor
@@ -41,8 +42,16 @@ struct layernorm_cache {
   float x_scale = 1.0f;
 };
 
-/// gamma = 1, beta = 0 (scale 1).
+/// gamma = 1, beta = 0 (scale 1), both (1, C). Throws std::invalid_argument
+/// unless C > 0 and C floats fit Eigen::Index bytes.
+///
+/// **Example**: `layernorm_params p; scalify::nn::layernorm_init(p, 512);`
 inline void layernorm_init(layernorm_params& p, Eigen::Index channels) {
+  Eigen::Index bytes = 0;
+  SCALIFY_CHECK(channels > 0 && scalify::detail::checked_mul(channels, static_cast<Eigen::Index>(sizeof(float)), bytes),
+                std::invalid_argument,
+                "scalify::nn::layernorm_init: channels must be > 0 (and C floats fit Eigen::Index bytes), got " +
+                    std::to_string(channels));
   p.gamma = Tensor(Matrix::Ones(1, channels), 1.0f);
   p.beta = Tensor(Matrix::Zero(1, channels), 1.0f);
 }

@@ -27,7 +27,7 @@
 #include <random>      // std::mt19937_64, std::normal_distribution
 #include <string>      // std::string
 
-#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
+#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK, checked_mul
 #include "scalify/nn/tensor.hpp"          // Tensor, AnyTensor, cast_to, matmul_any
 #include "scalify/ops/detail/common.hpp"  // sqrt_n_factor
 
@@ -109,12 +109,18 @@ struct linear_cache {
 
 /// Unit-scaled init: W data ~ N(0, 1) (float32, from std::mt19937_64(seed)),
 /// W scale 1/sqrt(I) (so values ~ N(0, 1/I)); b = 0 with scale 1.
-/// Throws std::invalid_argument unless I, O > 0.
+/// Throws std::invalid_argument unless I, O > 0 and W's I * O floats fit
+/// in memory's address range (Eigen::Index bytes); a W too large for the
+/// machine's memory throws std::bad_alloc.
 ///
 /// **Example**: `linear_params p; scalify::nn::linear_init(p, 784, 512, 42);`
 inline void linear_init(linear_params& p, Eigen::Index in, Eigen::Index out, uint64_t seed) {
-  SCALIFY_CHECK(in > 0 && out > 0, std::invalid_argument,
-                "scalify::nn::linear_init: sizes must be > 0, got " + std::to_string(in) + " x " + std::to_string(out));
+  Eigen::Index elements = 0, bytes = 0;
+  SCALIFY_CHECK(in > 0 && out > 0 && scalify::detail::checked_mul(in, out, elements) &&
+                    scalify::detail::checked_mul(elements, static_cast<Eigen::Index>(sizeof(float)), bytes),
+                std::invalid_argument,
+                "scalify::nn::linear_init: sizes must be > 0 and I * O floats must fit Eigen::Index bytes, got " +
+                    std::to_string(in) + " x " + std::to_string(out));
   std::mt19937_64 gen(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   Matrix w(in, out);
@@ -130,6 +136,29 @@ inline void linear_zero_grad(linear_grads& g, const linear_params& p) {
 }
 
 namespace detail {
+
+/// Throws std::invalid_argument naming `where`, the field and its value unless
+/// every format and rescale mode of `cfg` is one of its enum's values.
+inline void check_linear_config(const char* where, const linear_config& cfg) {
+  const auto check_dtype = [&](const char* field, dtype t) {
+    SCALIFY_CHECK(valid_dtype(t), std::invalid_argument,
+                  std::string(where) + ": linear_config." + field + " is an unknown dtype " +
+                      std::to_string(static_cast<int>(t)) + " (expected fp32, fp16, bf16, e4m3fn or e5m2)");
+  };
+  check_dtype("forward.lhs", cfg.forward.lhs);
+  check_dtype("forward.rhs", cfg.forward.rhs);
+  check_dtype("grad_input.lhs", cfg.grad_input.lhs);
+  check_dtype("grad_input.rhs", cfg.grad_input.rhs);
+  check_dtype("grad_weight.lhs", cfg.grad_weight.lhs);
+  check_dtype("grad_weight.rhs", cfg.grad_weight.rhs);
+  const auto check_mode = [&](const char* field, rescale_mode m) {
+    SCALIFY_CHECK(valid_rescale_mode(m), std::invalid_argument,
+                  std::string(where) + ": linear_config." + field + " is an unknown rescale_mode " +
+                      std::to_string(static_cast<int>(m)) + " (expected none, max, l1 or l2)");
+  };
+  check_mode("input_rescale", cfg.input_rescale);
+  check_mode("grad_rescale", cfg.grad_rescale);
+}
 
 inline void check_linear_params(const char* where, const linear_params& p) {
   SCALIFY_CHECK(p.w.size() > 0 && p.b.rows() == 1 && p.b.cols() == p.w.cols(), shape_error,
@@ -157,11 +186,13 @@ inline void add_bias(Tensor& y, const Tensor& b) {
 }  // namespace detail
 
 /// y = x W + b. x is (B, I), W is (I, O), b is (1, O), y is (B, O). Fills
-/// `cache` for linear_backward. Throws shape_error on mismatched shapes.
+/// `cache` for linear_backward. Throws shape_error on mismatched shapes and
+/// std::invalid_argument for a format or rescale mode of `cfg` outside its enum.
 ///
 /// **Example**: `Tensor y; linear_cache c; scalify::nn::linear_forward(y, c, x, p, linear_config::fp8());`
 inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, const linear_params& p,
                            const linear_config& cfg) {
+  detail::check_linear_config("scalify::nn::linear_forward", cfg);
   detail::check_linear_params("scalify::nn::linear_forward", p);
   check_shape("scalify::nn::linear_forward: x", x, -1, p.w.rows());
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
@@ -180,6 +211,7 @@ inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, cons
 /// **Example**: `scalify::nn::linear_backward(&dx, g, dy, c, p, cfg);`
 inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const linear_cache& cache,
                             const linear_params& p, const linear_config& cfg) {
+  detail::check_linear_config("scalify::nn::linear_backward", cfg);
   detail::check_linear_params("scalify::nn::linear_backward", p);
   check_shape("scalify::nn::linear_backward: dy", dy, cache.x.rows(), p.w.cols());
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};

@@ -17,7 +17,8 @@
 #include <Eigen/Core>  // Eigen::Index
 #include <cstdint>     // uint64_t
 #include <memory>      // std::unique_ptr
-#include <string>      // std::string
+#include <stdexcept>   // std::invalid_argument
+#include <string>      // std::string, std::to_string
 #include <utility>     // std::move
 #include <vector>      // std::vector
 
@@ -70,7 +71,9 @@ class module {
 /// y = x W + b (nn/linear.hpp).
 class linear_layer : public module {
  public:
+  /// Throws std::invalid_argument for sizes linear_init() rejects or an invalid `cfg`.
   linear_layer(Eigen::Index in, Eigen::Index out, const linear_config& cfg, uint64_t seed) : cfg_(cfg) {
+    detail::check_linear_config("scalify::nn::linear_layer", cfg);
     linear_init(params_, in, out, seed);
     linear_zero_grad(grads_, params_);
   }
@@ -241,7 +244,9 @@ struct mlp_config {
 };
 
 /// Builds the MLP of `cfg`; layer i's weights use seed cfg.seed + i.
-/// Throws std::invalid_argument for fewer than 2 sizes or a size <= 0.
+/// Throws std::invalid_argument for fewer than 2 sizes, a size <= 0, a
+/// layer too large to address (linear_init), an activation outside the enum,
+/// or a format or rescale mode of cfg.linear outside its enum.
 ///
 /// **Example**: `auto net = scalify::nn::make_mlp({.sizes = {784, 512, 10}, .linear = linear_config::fp8()});`
 inline sequential make_mlp(const mlp_config& cfg) {
@@ -251,6 +256,10 @@ inline sequential make_mlp(const mlp_config& cfg) {
   for (auto s : cfg.sizes) {
     SCALIFY_CHECK(s > 0, std::invalid_argument, "scalify::nn::make_mlp: sizes must be > 0, got " + std::to_string(s));
   }
+  SCALIFY_CHECK(cfg.act == activation::relu || cfg.act == activation::gelu, std::invalid_argument,
+                "scalify::nn::make_mlp: unknown activation " + std::to_string(static_cast<int>(cfg.act)) +
+                    " (expected relu or gelu)");
+  detail::check_linear_config("scalify::nn::make_mlp", cfg.linear);
   sequential net;
   for (size_t i = 0; i + 1 < cfg.sizes.size(); ++i) {
     net.add(std::make_unique<linear_layer>(cfg.sizes[i], cfg.sizes[i + 1], cfg.linear, cfg.seed + i));

@@ -120,6 +120,9 @@ inline void check_param(const param_ref& p) {
 class optimizer_base {
  public:
   optimizer_base(std::vector<param_ref> params, const state_config& state) : params_(std::move(params)), state_(state) {
+    SCALIFY_CHECK(detail::valid_dtype(state.format), std::invalid_argument,
+                  "scalify::nn optimizer: state_config.format is an unknown dtype " +
+                      std::to_string(static_cast<int>(state.format)));
     for (auto& p : params_) {
       check_param(p);
       master_.emplace_back();

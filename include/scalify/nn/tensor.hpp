@@ -18,14 +18,15 @@
 
 #include <Eigen/Core>   // Eigen::Matrix
 #include <algorithm>    // std::max
-#include <utility>      // std::move
-#include <string>       // std::string
+#include <stdexcept>    // std::invalid_argument
+#include <string>       // std::string, std::to_string
 #include <string_view>  // std::string_view
+#include <utility>      // std::move
 #include <variant>      // std::variant, std::visit
 
 #include "scalify/core/config_scope.hpp"  // config_scope, current_config
 #include "scalify/core/scaled_array.hpp"  // ScaledMatrix
-#include "scalify/errors.hpp"             // format_error, shape_error
+#include "scalify/errors.hpp"             // format_error, shape_error, SCALIFY_CHECK, valid_shape
 #include "scalify/formats/float16.hpp"    // float16, bfloat16
 #include "scalify/formats/float8.hpp"     // float8_e4m3fn, float8_e5m2
 #include "scalify/ops/detail/common.hpp"  // RowMatrixF, shape_string
@@ -46,7 +47,23 @@ using RefMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 /// A number format chosen at run time.
 enum class dtype { float32, float16, bfloat16, e4m3fn, e5m2 };
 
-/// "fp32", "fp16", "bf16", "e4m3fn", "e5m2".
+namespace detail {
+/// True for the five dtype values (false for e.g. `dtype(99)`).
+constexpr bool valid_dtype(dtype t) {
+  return t == dtype::float32 || t == dtype::float16 || t == dtype::bfloat16 || t == dtype::e4m3fn ||
+         t == dtype::e5m2;
+}
+/// The exception for a dtype value outside the enum (e.g. `dtype(99)`), naming `where` and the value.
+inline std::invalid_argument bad_dtype(const char* where, dtype t) {
+  return std::invalid_argument(std::string(where) + ": unknown dtype " + std::to_string(static_cast<int>(t)) +
+                               " (expected fp32, fp16, bf16, e4m3fn or e5m2)");
+}
+}  // namespace detail
+
+/// "fp32", "fp16", "bf16", "e4m3fn", "e5m2". Throws std::invalid_argument for
+/// a value outside the enum.
+///
+/// **Example**: `std::string s = scalify::nn::dtype_name(scalify::nn::dtype::e5m2);  // "e5m2"`
 inline const char* dtype_name(dtype t) {
   switch (t) {
     case dtype::float32: return "fp32";
@@ -55,7 +72,7 @@ inline const char* dtype_name(dtype t) {
     case dtype::e4m3fn: return "e4m3fn";
     case dtype::e5m2: return "e5m2";
   }
-  return "?";
+  throw detail::bad_dtype("scalify::nn::dtype_name", t);
 }
 
 /// Parses a dtype_name() (also "float32", "float16", "bfloat16", "e4m3", "e5m2").
@@ -84,7 +101,15 @@ enum class rescale_mode {
   l2,    ///< dynamic_rescale_l2: RMS of the data in [1, 2)
 };
 
-/// `x` rebased with `mode` (same values).
+namespace detail {
+/// True for the four rescale_mode values.
+constexpr bool valid_rescale_mode(rescale_mode m) {
+  return m == rescale_mode::none || m == rescale_mode::max || m == rescale_mode::l1 || m == rescale_mode::l2;
+}
+}  // namespace detail
+
+/// `x` rebased with `mode` (same values). Throws std::invalid_argument for a
+/// mode outside the enum.
 ///
 /// **Example**: `Tensor g = scalify::nn::rescale(dy, scalify::nn::rescale_mode::l1);`
 inline Tensor rescale(const Tensor& x, rescale_mode mode) {
@@ -94,7 +119,8 @@ inline Tensor rescale(const Tensor& x, rescale_mode mode) {
     case rescale_mode::l1: return dynamic_rescale_l1(x);
     case rescale_mode::l2: return dynamic_rescale_l2(x);
   }
-  return x;
+  throw std::invalid_argument("scalify::nn::rescale: unknown rescale_mode " + std::to_string(static_cast<int>(mode)) +
+                              " (expected none, max, l1 or l2)");
 }
 
 namespace detail {
@@ -112,10 +138,12 @@ ScaledMatrix<T> store_as(const ScaledArray<D, S>& x, const convert_options& opti
 }  // namespace detail
 
 /// `x` with its data rounded into `t` (saturating by default: the scale, not
-/// the format's range, carries the magnitude); the scale is unchanged.
+/// the format's range, carries the magnitude); the scale is unchanged. Throws
+/// std::invalid_argument for a dtype or rounding mode outside its enum.
 ///
 /// **Example**: `AnyTensor x8 = scalify::nn::cast_to(x, scalify::nn::dtype::e4m3fn);`
 inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
+  scalify::detail::check_convert_options(options, "scalify::nn::cast_to");
   switch (t) {
     case dtype::float32: return x;
     case dtype::float16: return detail::store_as<float16>(x, options);
@@ -123,11 +151,13 @@ inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& option
     case dtype::e4m3fn: return detail::store_as<float8_e4m3fn>(x, options);
     case dtype::e5m2: return detail::store_as<float8_e5m2>(x, options);
   }
-  return x;
+  throw detail::bad_dtype("scalify::nn::cast_to", t);
 }
 
 /// The values of `x` rounded into `t` and widened back to float data (same
-/// scale): what a tensor stored in `t` holds.
+/// scale): what a tensor stored in `t` holds. Throws as cast_to().
+///
+/// **Example**: `Tensor x16 = scalify::nn::round_to(x, scalify::nn::dtype::float16);`
 inline Tensor round_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
   if (t == dtype::float32) return x;
   return std::visit([](const auto& v) { return Tensor(v); }, cast_to(x, t, options));
@@ -201,8 +231,17 @@ inline void accumulate(Tensor& acc, const Tensor& d) {
 /// ("naive") paths.
 inline Tensor unscaled(const Tensor& x) { return Tensor(x.data() * x.scale(), 1.0f); }
 
-/// A zero tensor of the given shape (data 0, scale 0: adding to it keeps the other scale).
-inline Tensor zeros(Eigen::Index rows, Eigen::Index cols) { return Tensor(Matrix::Zero(rows, cols), 0.0f); }
+/// A zero tensor of the given shape (data 0, scale 0: adding to it keeps the
+/// other scale). Throws shape_error for a negative size or when rows * cols
+/// overflows Eigen::Index.
+///
+/// **Example**: `Tensor dw = scalify::nn::zeros(784, 512);`
+inline Tensor zeros(Eigen::Index rows, Eigen::Index cols) {
+  SCALIFY_CHECK(scalify::detail::valid_shape(rows, cols), shape_error,
+                "scalify::nn::zeros: invalid shape " + scalify::detail::shape_string(rows, cols) +
+                    " (sizes must be >= 0 and rows * cols must fit Eigen::Index)");
+  return Tensor(Matrix::Zero(rows, cols), 0.0f);
+}
 
 }  // namespace scalify::nn
 

@@ -43,7 +43,7 @@
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/core/config_scope.hpp"  // config_pow2_round
-#include "scalify/core/pow2.hpp"          // pow2_decompose
+#include "scalify/core/pow2.hpp"          // pow2_decompose, pow2_round_down
 #include "scalify/core/scaled_array.hpp"  // ScaledArray
 #include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
 #include "scalify/ops/detail/common.hpp"  // values_f, safe_div, make_result, check_same_shape
@@ -57,15 +57,15 @@ constexpr M scale_as(S s) {
   return static_cast<M>(scale_value(s));
 }
 
-/// The values d * s of `x` as a lazy array expression, formed in float (so a
-/// large scale with small narrow data does not overflow), or in double when the
-/// scale is double.
+/// The data of `x` widened to the type its values are formed in: float (so a
+/// large scale with small narrow data does not overflow the narrow type), or
+/// double when the scale is double.
 template <class D, class S>
-auto values_in_math(const ScaledArray<D, S>& x) {
+auto data_in_math(const ScaledArray<D, S>& x) {
   if constexpr (std::is_same_v<S, double>) {
-    return x.data().array().template cast<double>() * x.scale();
+    return x.data().matrix().array().template cast<double>();
   } else {
-    return values_f(x) * static_cast<float>(x.scale());
+    return values_f(x);
   }
 }
 
@@ -85,10 +85,6 @@ struct exp_op {
   F operator()(F x) const { return std::exp(x); }
 };
 template <class F>
-struct log_op {
-  F operator()(F x) const { return std::log(x); }
-};
-template <class F>
 struct sin_op {
   F operator()(F x) const { return std::sin(x); }
 };
@@ -101,12 +97,57 @@ struct sqrt_op {
   F operator()(F x) const { return std::sqrt(x); }
 };
 
-/// f(d * s) as a float expression: the value-space functions.
+/// f(d * s) for one element, from its data d (widened to V) and the scale s:
+/// the value is formed in V and f applied as plain math on it would. Where
+/// d * s overflows V although d and s are finite, f is applied to the exact
+/// value instead, formed in double (exact for float and E8M0 scales), so a
+/// value beyond float's range gives f of that value (sin(2^130) is not NaN).
+template <template <class> class Op, class V>
+struct value_op {
+  V s;
+  float operator()(V d) const {
+    const V v = d * s;
+    if (std::isinf(v) && std::isfinite(d) && std::isfinite(s)) [[unlikely]] {
+      return static_cast<float>(Op<double>{}(static_cast<double>(d) * static_cast<double>(s)));
+    }
+    return static_cast<float>(Op<V>{}(v));
+  }
+};
+
+/// log(d * s) for one element, as value_op; where d * s leaves V's normal
+/// range (overflows, or underflows to a subnormal or 0) although d and s are
+/// finite and nonzero, jax-scalify's split log(d) + log(s) in double, which
+/// stays finite: log(2 * 2^127) = 128 ln 2, log(2^-10 * 2^-140) = -150 ln 2.
+template <class V>
+struct log_value_op {
+  V s;
+  double log_s;  // log(s), used only for a finite s > 0
+  float operator()(V d) const {
+    const V v = d * s;
+    if (!std::isnormal(v) && std::isfinite(d) && d != V(0) && s > V(0) && std::isfinite(s))
+        [[unlikely]] {
+      return static_cast<float>(std::log(static_cast<double>(d)) + log_s);
+    }
+    return static_cast<float>(std::log(v));
+  }
+};
+
+/// f(d * s) as a float expression: the value-space functions (value_op).
 template <template <class> class Op, class D, class S>
 auto map_values(const ScaledArray<D, S>& x) {
-  auto values = values_in_math(x);
-  using V = typename decltype(values)::Scalar;
-  return values.unaryExpr(Op<V>{}).template cast<float>();
+  auto d = data_in_math(x);
+  using V = typename decltype(d)::Scalar;
+  return d.unaryExpr(value_op<Op, V>{static_cast<V>(scale_value(x.scale()))});
+}
+
+/// log(d * s) as a float expression (log_value_op).
+template <class D, class S>
+auto map_log(const ScaledArray<D, S>& x) {
+  auto d = data_in_math(x);
+  using V = typename decltype(d)::Scalar;
+  const V s = static_cast<V>(scale_value(x.scale()));
+  const double log_s = s > V(0) && std::isfinite(s) ? std::log(static_cast<double>(s)) : 0.0;
+  return d.unaryExpr(log_value_op<V>{s, log_s});
 }
 
 /// max(a, b) with NaN propagation (NaN if either is NaN), like jnp.maximum.
@@ -160,7 +201,11 @@ add_scales<M> add_sub_scales(M sa, M sb) {
   const M hi = max_scale(sa, sb);
   const M lo = std::isnan(sa) || std::isnan(sb) ? hi : std::min(sa, sb);
   const M ratio = safe_div(lo, hi);  // in [0, 1]: no overflow for large scales
-  const M s = config_pow2_round(static_cast<M>(hi * std::sqrt(M(1) + ratio * ratio)));
+  M s = config_pow2_round(static_cast<M>(hi * std::sqrt(M(1) + ratio * ratio)));
+  // hi * sqrt(2) or rounding up can overflow M although hi is finite: an inf
+  // scale would turn every value into 0 * inf = NaN. M's largest power of two
+  // keeps the rebasing factors below 2, and the values where they fit.
+  if (std::isinf(s) && std::isfinite(hi)) s = pow2_round_down(std::numeric_limits<M>::max());
   return {s, static_cast<float>(safe_div(sa, s)), static_cast<float>(safe_div(sb, s))};
 }
 
@@ -331,7 +376,9 @@ auto select(const Eigen::DenseBase<C>& cond, const ScaledArray<D1, S1>& a,
 // ------------------------------------------------------------------------------
 // Value-space functions: the value d*s is formed in float (double for a double
 // scale), so a large scale with small narrow data neither overflows the narrow
-// type nor gives 0 * inf; NaN and inf follow plain float math.
+// type nor gives 0 * inf; NaN and inf follow plain float math. A value beyond
+// float's range is not lost: where d*s overflows (log: leaves the normal range)
+// the function is taken of the exact value, in double (value_op, log_value_op).
 
 /// e^x. Output scale 1; data `exp(d * s)`.
 /// `exp([0, -32768] * 2^19)` is `[1, 0]`; a zero scale gives 1 (NaN for inf data).
@@ -344,16 +391,20 @@ auto exp(const ScaledArray<D, S>& x) {
 }
 
 /// Natural log. Output scale 1; data `log(d * s)`: `log(0 * 2^19) = -inf`,
-/// negative values give NaN; a zero scale gives -inf (plain log(0)).
+/// negative values give NaN; a zero scale gives -inf (plain log(0)). Values
+/// beyond float's range stay finite: where d * s over- or underflows float,
+/// the data is `log(d) + log(s)` in double (jax-scalify's form), e.g.
+/// `log(2 * 2^127) = 128 ln 2` instead of inf.
 ///
 /// **Example**: `ScaledMatrix<float> l = scalify::log(x);  // l.scale() == 1`
 template <class D, class S>
 auto log(const ScaledArray<D, S>& x) {
   using M = detail::result_scale_t<S>;
-  return detail::make_result(detail::elementwise::map_values<detail::elementwise::log_op>(x), M(1));
+  return detail::make_result(detail::elementwise::map_log(x), M(1));
 }
 
-/// sin(x). Output scale 1; data `sin(d * s)`.
+/// sin(x). Output scale 1; data `sin(d * s)` (of the exact value, in double,
+/// where d * s overflows float).
 ///
 /// **Example**: `ScaledMatrix<bfloat16> y = scalify::sin(x);`
 template <class D, class S>
@@ -362,7 +413,7 @@ auto sin(const ScaledArray<D, S>& x) {
   return detail::make_result(detail::elementwise::map_values<detail::elementwise::sin_op>(x), M(1));
 }
 
-/// cos(x). Output scale 1; data `cos(d * s)`.
+/// cos(x). Output scale 1; data `cos(d * s)` (as sin for values beyond float).
 ///
 /// **Example**: `ScaledMatrix<bfloat16> y = scalify::cos(x);`
 template <class D, class S>

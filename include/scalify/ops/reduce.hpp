@@ -22,7 +22,10 @@
 // of column (rowwise) or row (colwise) indices.
 //
 // Arithmetic is float32, in Eigen's own order. S' is detail::result_scale_t<S>
-// (float, or double for a double scale). Limits, as in the reference:
+// (float, or double for a double scale). Where sum's or mean's scale leaves S'
+// (s * R(sqrt N) = inf near 2^127, s * R(sqrt N) / P = 0 near 2^-149), the
+// scale is S''s largest (smallest) power of two and the data carries the rest
+// (detail::scale_product). Limits, as in the reference:
 //   - prod's scale s^N overflows or underflows the scale type for large N
 //     (float: 2^128 = inf); use a double scale, or sum logs;
 //   - max/min keep s, which is right only for s >= 0 (scalify never makes a
@@ -174,8 +177,9 @@ template <bool kRowwise, class D, class S>
 auto partial_sum(const ScaledArray<D, S>& x) {
   using F = result_scale_t<S>;
   const F r = sqrt_n_factor<F>(kRowwise ? x.cols() : x.rows());
-  return make_result(partial<kRowwise>(values_f(x)).sum() / static_cast<float>(r),
-                     scale_value(x.scale()) * r);
+  const scale_with_rest<F> out = scale_product<F>(scale_value(x.scale()), r);
+  return make_result(partial<kRowwise>(values_f(x)).sum() / static_cast<float>(r) * out.rest,
+                     out.scale);
 }
 
 template <bool kRowwise, class D, class S>
@@ -184,8 +188,10 @@ auto partial_mean(const ScaledArray<D, S>& x) {
   const Eigen::Index n = kRowwise ? x.cols() : x.rows();
   const F r = sqrt_n_factor<F>(n);
   const count_parts<F> count = split_count<F>(n);
-  return make_result(partial<kRowwise>(values_f(x)).sum() / static_cast<float>(r) / count.mantissa,
-                     scale_value(x.scale()) * r / count.pow2);
+  const scale_with_rest<F> out = scale_product<F>(scale_value(x.scale()), r / count.pow2);
+  return make_result(
+      partial<kRowwise>(values_f(x)).sum() / static_cast<float>(r) / count.mantissa * out.rest,
+      out.scale);
 }
 
 template <bool kRowwise, class D, class S>
@@ -220,7 +226,9 @@ ScaledScalar<float, detail::result_scale_t<S>> sum(const ScaledArray<D, S>& x) {
   using F = detail::result_scale_t<S>;
   const F r = detail::sqrt_n_factor<F>(x.size());
   const float total = detail::values_f(x).sum();
-  return detail::scalar_result(total / static_cast<float>(r), detail::scale_value(x.scale()) * r);
+  const detail::scale_with_rest<F> out =
+      detail::scale_product<F>(detail::scale_value(x.scale()), r);
+  return detail::scalar_result(total / static_cast<float>(r) * out.rest, out.scale);
 }
 
 /// The mean of all N elements, as sum(x) divided by N as a scaled scalar
@@ -237,8 +245,10 @@ ScaledScalar<float, detail::result_scale_t<S>> mean(const ScaledArray<D, S>& x) 
   const F r = detail::sqrt_n_factor<F>(x.size());
   const detail::count_parts<F> count = detail::split_count<F>(x.size());
   const float total = detail::values_f(x).sum();
-  return detail::scalar_result(total / static_cast<float>(r) / count.mantissa,
-                               detail::scale_value(x.scale()) * r / count.pow2);
+  const detail::scale_with_rest<F> out =
+      detail::scale_product<F>(detail::scale_value(x.scale()), r / count.pow2);
+  return detail::scalar_result(total / static_cast<float>(r) / count.mantissa * out.rest,
+                               out.scale);
 }
 
 /// The product of all N elements: scale s^N (overflows the scale type for

@@ -16,12 +16,14 @@
 
 #include <Eigen/Core>  // Eigen::MatrixXf
 #include <algorithm>   // std::max
-#include <cmath>       // std::sqrt
+#include <cmath>       // std::sqrt, std::isfinite
 #include <limits>      // std::numeric_limits
+#include <stdexcept>   // std::invalid_argument
 #include <utility>     // std::pair, std::move
 
 #include "scalify/core/pow2.hpp"          // pow2_round_down
-#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/core/scaled_array.hpp"  // ScaledArray, check_scale, number_string
+#include "scalify/errors.hpp"             // SCALIFY_CHECK
 #include "scalify/ops/detail/common.hpp"  // values_f, safe_div, RowMatrixF
 
 namespace scalify {
@@ -29,9 +31,14 @@ namespace scalify {
 /// The floor of the norms of dynamic_rescale_*: 2^-14 = pow2_round_down(1e-4).
 inline constexpr float kRescaleEps = 0x1p-14f;
 
-/// Rebases `x` onto `scale` (same values): data d * (sx / scale). A zero
+/// Rebases `x` onto `scale` (same values): data d * (sx / scale), the factor
+/// computed in double if either scale is double, applied in float. A zero
 /// `scale` zeroes the tensor (jax-scalify's convention: data 0, scale 0).
-/// Throws std::invalid_argument for a negative or non-finite scale.
+/// Throws std::invalid_argument for a negative or non-finite scale, and when
+/// x's scale is finite and > 0 but the factor sx / scale is beyond float
+/// (inf, or 0: every value would become inf or 0), e.g. rebasing scale 1 onto
+/// 1e-45. Data beyond the storage type's range when stored follows the
+/// store's rules, as for any result.
 ///
 /// **Example**: `scalify::ScaledMatrix<scalify::float8_e4m3fn> y = scalify::set_scaling(x, 0.5f);`
 template <class D, class S, class S2>
@@ -39,7 +46,14 @@ template <class D, class S, class S2>
 auto set_scaling(const ScaledArray<D, S>& x, S2 scale) {
   detail::check_scale(scale, "scalify::set_scaling", /*allow_zero=*/true);
   using R = detail::result_scale_t<S, S2>;
-  const float factor = static_cast<float>(detail::safe_div(static_cast<R>(x.scale()), static_cast<R>(scale)));
+  const R from = static_cast<R>(x.scale()), to = static_cast<R>(scale);
+  const float factor = static_cast<float>(detail::safe_div(from, to));
+  SCALIFY_CHECK(!(std::isfinite(from) && from > R(0) && to > R(0)) || (std::isfinite(factor) && factor > 0.0f),
+                std::invalid_argument,
+                "scalify::set_scaling: rebasing from scale " + detail::number_string(static_cast<double>(from)) +
+                    " onto " + detail::number_string(static_cast<double>(to)) + " multiplies the data by " +
+                    detail::number_string(static_cast<double>(from / to)) +
+                    ", beyond float's range (every value would become inf or 0)");
   return detail::make_result(detail::values_f(x) * factor, scale);
 }
 

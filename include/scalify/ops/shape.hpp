@@ -33,7 +33,7 @@
 #include <type_traits>  // std::remove_cvref_t
 
 #include "scalify/core/scaled_array.hpp"  // ScaledArray
-#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
+#include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK, checked_add, valid_shape
 #include "scalify/ops/detail/common.hpp"  // values_f, make_result, safe_div, shape_string
 
 namespace scalify {
@@ -127,6 +127,13 @@ auto concatenate_impl(const char* op, const ScaledArray<D1, S1>& a, const Scaled
                   std::string("scalify::") + op + ": shapes " + shape_string(a) + " and " +
                       shape_string(b) + " differ in rows");
   }
+  Eigen::Index rows = a.rows(), cols = a.cols();
+  SCALIFY_CHECK((kStackRows ? checked_add(a.rows(), b.rows(), rows)
+                            : checked_add(a.cols(), b.cols(), cols)) &&
+                    valid_shape(rows, cols),
+                shape_error,
+                std::string("scalify::") + op + ": the result of " + shape_string(a) + " and " +
+                    shape_string(b) + " has more elements than Eigen::Index holds");
   using Math = result_scale_t<S1, S2>;
   const Math sa = static_cast<Math>(scale_value(a.scale()));
   const Math sb = static_cast<Math>(scale_value(b.scale()));
@@ -136,8 +143,6 @@ auto concatenate_impl(const char* op, const ScaledArray<D1, S1>& a, const Scaled
   using Op = concatenate_op<A, B, kStackRows>;
   const Op functor{A(values_f(a)), B(values_f(b)), static_cast<float>(safe_div(sa, scale)),
                    static_cast<float>(safe_div(sb, scale)), kStackRows ? a.rows() : a.cols()};
-  const Eigen::Index rows = kStackRows ? a.rows() + b.rows() : a.rows();
-  const Eigen::Index cols = kStackRows ? a.cols() : a.cols() + b.cols();
   return make_result(Eigen::ArrayXXf::NullaryExpr(rows, cols, functor), scale);
 }
 
@@ -208,7 +213,7 @@ auto slice(const ScaledArray<D, S>& x, Eigen::Index i, Eigen::Index j, Eigen::In
 
 /// x with the order of its rows, its columns or both reversed (NumPy's flip),
 /// scale unchanged. The axis is chosen at run time; every axis gives the same
-/// expression type.
+/// expression type. Throws std::invalid_argument for a value outside the enum.
 ///
 /// **Example**:
 /// ```
@@ -216,6 +221,9 @@ auto slice(const ScaledArray<D, S>& x, Eigen::Index i, Eigen::Index j, Eigen::In
 /// ```
 template <class D, class S>
 auto reverse(const ScaledArray<D, S>& x, axis a = axis::both) {
+  SCALIFY_CHECK(a == axis::rows || a == axis::cols || a == axis::both, std::invalid_argument,
+                "scalify::reverse: unknown axis " + std::to_string(static_cast<int>(a)) +
+                    " (expected axis::rows, axis::cols or axis::both)");
   using X = detail::held_expression_t<decltype(detail::values_f(x))>;
   const detail::reverse_op<X> functor{X(detail::values_f(x)), a != axis::cols, a != axis::rows};
   return detail::make_result(Eigen::ArrayXXf::NullaryExpr(x.rows(), x.cols(), functor),
@@ -224,7 +232,8 @@ auto reverse(const ScaledArray<D, S>& x, axis a = axis::both) {
 
 /// x surrounded by zeros: `top` rows above, `bottom` below, `left` columns to
 /// the left, `right` to the right; (R x C) -> (top + R + bottom x left + C +
-/// right), scale unchanged. Throws shape_error for a negative amount.
+/// right), scale unchanged. Throws shape_error for a negative amount, or when
+/// the padded shape or its number of elements overflows Eigen::Index.
 ///
 /// **Example**:
 /// ```
@@ -233,19 +242,28 @@ auto reverse(const ScaledArray<D, S>& x, axis a = axis::both) {
 template <class D, class S>
 auto pad(const ScaledArray<D, S>& x, Eigen::Index top, Eigen::Index bottom, Eigen::Index left,
          Eigen::Index right) {
+  const auto amounts = [&] {
+    return "top " + std::to_string(top) + ", bottom " + std::to_string(bottom) + ", left " +
+           std::to_string(left) + ", right " + std::to_string(right) + " for " +
+           detail::shape_string(x);
+  };
   SCALIFY_CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, shape_error,
-                "scalify::pad: the amounts must be >= 0, got top " + std::to_string(top) +
-                    ", bottom " + std::to_string(bottom) + ", left " + std::to_string(left) +
-                    ", right " + std::to_string(right) + " for " + detail::shape_string(x));
+                "scalify::pad: the amounts must be >= 0, got " + amounts());
+  // top + R + bottom and left + C + right, and their product, must fit Eigen::Index.
+  Eigen::Index rows = 0, cols = 0;
+  SCALIFY_CHECK(
+      detail::checked_add(top, x.rows(), rows) && detail::checked_add(rows, bottom, rows) &&
+          detail::checked_add(left, x.cols(), cols) && detail::checked_add(cols, right, cols) &&
+          detail::valid_shape(rows, cols),
+      shape_error, "scalify::pad: the padded shape overflows Eigen::Index with " + amounts());
   using X = detail::held_expression_t<decltype(detail::values_f(x))>;
   const detail::pad_op<X> functor{X(detail::values_f(x)), top, left};
-  return detail::make_result(
-      Eigen::ArrayXXf::NullaryExpr(top + x.rows() + bottom, left + x.cols() + right, functor),
-      detail::unchanged_scale(x));
+  return detail::make_result(Eigen::ArrayXXf::NullaryExpr(rows, cols, functor),
+                             detail::unchanged_scale(x));
 }
 
 /// A (1 x C) row repeated `n` times: (n x C), scale unchanged. Throws
-/// shape_error unless x has one row and n >= 0.
+/// shape_error unless x has one row, n >= 0 and n * C fits Eigen::Index.
 ///
 /// **Example**:
 /// ```
@@ -253,14 +271,16 @@ auto pad(const ScaledArray<D, S>& x, Eigen::Index top, Eigen::Index bottom, Eige
 /// ```
 template <class D, class S>
 auto broadcast_rows(const ScaledArray<D, S>& x, Eigen::Index n) {
-  SCALIFY_CHECK(x.rows() == 1 && n >= 0, shape_error,
-                "scalify::broadcast_rows: expected a row (1 x C) and n >= 0, got " +
-                    detail::shape_string(x) + " and n = " + std::to_string(n));
+  SCALIFY_CHECK(
+      x.rows() == 1 && n >= 0 && detail::valid_shape(n, x.cols()), shape_error,
+      "scalify::broadcast_rows: expected a row (1 x C) and n >= 0 with n * C elements fitting "
+      "Eigen::Index, got " +
+          detail::shape_string(x) + " and n = " + std::to_string(n));
   return detail::make_result(detail::values_f(x).replicate(n, 1), detail::unchanged_scale(x));
 }
 
 /// A (R x 1) column repeated `n` times: (R x n), scale unchanged. Throws
-/// shape_error unless x has one column and n >= 0.
+/// shape_error unless x has one column, n >= 0 and R * n fits Eigen::Index.
 ///
 /// **Example**:
 /// ```
@@ -268,16 +288,18 @@ auto broadcast_rows(const ScaledArray<D, S>& x, Eigen::Index n) {
 /// ```
 template <class D, class S>
 auto broadcast_cols(const ScaledArray<D, S>& x, Eigen::Index n) {
-  SCALIFY_CHECK(x.cols() == 1 && n >= 0, shape_error,
-                "scalify::broadcast_cols: expected a column (R x 1) and n >= 0, got " +
-                    detail::shape_string(x) + " and n = " + std::to_string(n));
+  SCALIFY_CHECK(
+      x.cols() == 1 && n >= 0 && detail::valid_shape(x.rows(), n), shape_error,
+      "scalify::broadcast_cols: expected a column (R x 1) and n >= 0 with R * n elements fitting "
+      "Eigen::Index, got " +
+          detail::shape_string(x) + " and n = " + std::to_string(n));
   return detail::make_result(detail::values_f(x).replicate(1, n), detail::unchanged_scale(x));
 }
 
 /// a stacked above b: (Ra x C), (Rb x C) -> (Ra + Rb x C). The scale is
 /// max(sa, sb); each operand's data is multiplied by its scale over that
 /// (safe_div: a zero scale contributes zeros). Throws shape_error when the
-/// column counts differ.
+/// column counts differ or the result's size overflows Eigen::Index.
 ///
 /// **Example**:
 /// ```

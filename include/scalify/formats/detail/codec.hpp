@@ -16,6 +16,8 @@
 
 #include <bit>          // std::bit_cast, std::bit_width
 #include <cstdint>      // uint8_t, uint16_t, uint32_t, uint64_t
+#include <stdexcept>    // std::invalid_argument
+#include <string>       // std::to_string
 #include <type_traits>  // std::conditional_t, std::is_same_v
 
 namespace scalify {
@@ -83,6 +85,10 @@ struct source_layout<double> {
 ///   nearest_even: up if R T..T > 1 0..0, or == 1 0..0 and L is odd
 ///   toward_zero:  never
 ///   stochastic:   F = floor(rem / 2^shift * 2^32); up if random_bits < F
+///
+/// Throws std::invalid_argument for a `mode` outside the enum, so a cast with
+/// e.g. `rounding(7)` fails instead of truncating silently (entry points such
+/// as convert() check the mode once, before their loops).
 template <class Bits>
 constexpr bool round_up(Bits q, Bits rem, int shift, rounding mode, uint32_t random_bits) {
   constexpr int kWidth = sizeof(Bits) * 8;
@@ -104,7 +110,9 @@ constexpr bool round_up(Bits q, Bits rem, int shift, rounding mode, uint32_t ran
       return random_bits < fraction;
     }
   }
-  return false;
+  // Only reached for a value outside the enum (e.g. rounding(7)): never in the loops of valid casts.
+  throw std::invalid_argument("scalify: unknown rounding mode " + std::to_string(static_cast<int>(mode)) +
+                              " (expected nearest_even, toward_zero or stochastic)");
 }
 
 /// Rounds `x` (float or double) into the format `S` and returns its code.

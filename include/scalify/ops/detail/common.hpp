@@ -12,12 +12,14 @@
 #define SCALIFY_OPS_DETAIL_COMMON_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
-#include <cmath>       // std::sqrt
+#include <cmath>       // std::sqrt, std::isfinite, std::isinf
+#include <limits>      // std::numeric_limits
 #include <string>      // std::string, std::to_string
 #include <utility>     // std::move
 
 #include "scalify/core/config_scope.hpp"  // config_pow2_round
-#include "scalify/core/scaled_array.hpp"  // ScaledArray
+#include "scalify/core/pow2.hpp"          // pow2_round_down
+#include "scalify/core/scaled_array.hpp"  // ScaledArray, shape_string
 #include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK
 
 namespace scalify::detail {
@@ -25,15 +27,7 @@ namespace scalify::detail {
 /// Row-major float32 storage, the type of evaluated intermediate data.
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// "(3 x 4)"
-inline std::string shape_string(Eigen::Index rows, Eigen::Index cols) {
-  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3
-  s += std::to_string(rows);
-  s += " x ";
-  s += std::to_string(cols);
-  s += ')';
-  return s;
-}
+/// "(3 x 4)" for a ScaledArray (shape_string(rows, cols) is in core/scaled_array.hpp).
 template <class D, class S>
 std::string shape_string(const ScaledArray<D, S>& a) {
   return shape_string(a.rows(), a.cols());
@@ -73,6 +67,32 @@ template <class S, class Expr>
 auto make_result(Expr&& expr, S scale) {
   using E = std::decay_t<Expr>;
   return ScaledArray<E, S>(std::forward<Expr>(expr), scale);
+}
+
+/// A scale computed by a rule, and the factor left for the data.
+template <class F>
+struct scale_with_rest {
+  F scale;
+  float rest;  ///< the data is multiplied by this (1 unless the scale was clamped)
+};
+
+/// s * k, the scale a rule computes from a scale s and a factor k > 0 of its
+/// own (matmul's R(sqrt K), sum's R(sqrt N), mean's R(sqrt N) / P), in F.
+/// Where the product overflows F (inf) or underflows to 0 although s and k
+/// are finite and positive, the scale is F's largest (smallest positive)
+/// power of two and the data carries the rest, so the values stay finite
+/// (nonzero) wherever they fit: sum of four 0.5 * 2^127 is 2^127, not inf.
+template <class F>
+scale_with_rest<F> scale_product(F s, F k) {
+  const F p = s * k;
+  const bool usable = std::isfinite(s) && s > F(0) && std::isfinite(k) && k > F(0);
+  if (usable && (std::isinf(p) || p == F(0))) [[unlikely]] {
+    const F limit = std::isinf(p) ? pow2_round_down(std::numeric_limits<F>::max())
+                                  : std::numeric_limits<F>::denorm_min();
+    const float rest = static_cast<float>((s / limit) * k);  // s / limit < 2 on overflow: no overflow here
+    if (std::isfinite(rest) && rest > 0.0f) return {limit, rest};
+  }
+  return {p, 1.0f};
 }
 
 /// pow2(sqrt(n)) with the scope's rounding mode: the unit-scaling factor of a
