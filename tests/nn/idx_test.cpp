@@ -165,6 +165,7 @@ struct size_product {
 size_product product(const std::vector<uint32_t>& dims) {
   size_product p;
   for (auto d : dims) p.overflow |= __builtin_mul_overflow(p.wrapped, uint64_t{d}, &p.wrapped);
+  for (auto d : dims) p.overflow &= d != 0;  // a zero size: 0, whatever the others
   return p;
 }
 
@@ -215,6 +216,12 @@ TEST_CASE("idx: empty arrays and 4 dimensions", "[nn][idx]") {
   const nn::idx_array a = nn::read_idx(dir.file("zero"));
   CHECK(a.dims == dims);
   CHECK(a.data.empty());
+  // The zero last: the product of the others (2^32 - 1)^3 must not be refused first.
+  const std::vector<uint32_t> dims_last = {0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0};
+  write_raw(dir.file("zero_last"), header(dims_last));
+  CHECK(nn::read_idx(dir.file("zero_last")).dims == dims_last);
+  write_gz(dir.file("zero_gz.gz"), header({5000, 5000, 5000, 0}));
+  CHECK(nn::read_idx(dir.file("zero_gz.gz")).data.empty());
   write_raw(dir.file("four"), idx({2, 3, 1, 5}));
   const nn::idx_array b = nn::read_idx(dir.file("four"));
   CHECK(b.dims == std::vector<uint32_t>{2, 3, 1, 5});

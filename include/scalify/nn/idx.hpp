@@ -34,7 +34,7 @@
 #include <zlib.h>  // inflate, inflateInit2, inflateGetHeader, gz_header (zlib1g-dev; link ZLIB::ZLIB)
 
 #include <Eigen/Core>  // Eigen::Index
-#include <algorithm>     // std::min, std::max
+#include <algorithm>     // std::min, std::find
 #include <cerrno>        // errno
 #include <climits>       // UINT_MAX
 #include <cstdint>       // uint8_t, uint32_t, uint64_t
@@ -301,8 +301,11 @@ inline idx_array read_idx(const std::string& path) {
     const unsigned char* b = sizes + 4 * i;
     a.dims.push_back((uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | uint32_t{b[3]});
   }
-  std::optional<uint64_t> total = 1;  // overflow-checked: no wrap-around past 2^64
+  // The product, overflow-checked (no wrap-around past 2^64); 0 if any size is
+  // 0, whatever the others (an empty array).
+  std::optional<uint64_t> total = 1;
   for (size_t i = 0; i < a.dims.size() && total; ++i) total = detail::mul_at_most(*total, a.dims[i], kIdxMaxBytes);
+  if (std::find(a.dims.begin(), a.dims.end(), 0u) != a.dims.end()) total = 0;
   if (!total) {
     detail::idx_fail(path, "sizes too large: " + detail::dims_string(a.dims) + " is more than the limit of " +
                                std::to_string(kIdxMaxBytes) + " bytes (kIdxMaxBytes)");
