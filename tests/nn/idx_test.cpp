@@ -305,8 +305,12 @@ TEST_CASE("idx: bad files give a format_error naming the file and the problem", 
   b = idx({4});
   b.push_back(1);
   b.push_back(2);
-  check_bad("trailing", b, "unexpected bytes after the 4 data bytes of (4)");
-  CHECK_THAT(error_of([&] { nn::read_idx(dir.file("trailing")); }), Catch::Contains("2 unexpected bytes after"));
+  check_bad("trailing", b, "after the 4 data bytes of (4)");
+  CHECK_THAT(error_of([&] { nn::read_idx(dir.file("trailing")); }), Catch::Contains("unexpected 2 bytes after"));
+  CHECK_THAT(error_of([&] { nn::read_idx(dir.file("trailing.gz")); }), Catch::Contains("unexpected bytes after"));
+  b.pop_back();
+  write_raw(dir.file("trailing1"), b);
+  CHECK_THAT(error_of([&] { nn::read_idx(dir.file("trailing1")); }), Catch::Contains("unexpected 1 byte after"));
 }
 
 TEST_CASE("idx: a header claiming more data than the file holds allocates nothing big", "[nn][idx]") {
@@ -419,8 +423,10 @@ TEST_CASE("idx: bytes after the gzip stream are errors", "[nn][idx]") {
     write_raw(path, b);
     INFO(garbage.size() << " bytes of garbage");
     CHECK_THAT(error_of([&] { nn::read_idx(path); }),
-               Catch::Contains(path) && Catch::Contains(std::to_string(garbage.size()) + " bytes after the end of "
-                                                        "the gzip stream at byte " + std::to_string(gz.size())));
+               Catch::Contains(path) && Catch::Contains(std::to_string(garbage.size()) +
+                                                        (garbage.size() == 1 ? " byte" : " bytes") +
+                                                        " after the end of the gzip stream at byte " +
+                                                        std::to_string(gz.size())));
   }
   // Another member that decompresses to more data: the IDX layer's trailing bytes.
   write_gz(path, {payload, Bytes{1, 2, 3}});

@@ -89,6 +89,9 @@ inline std::string dims_string(const std::vector<uint32_t>& dims) {
   return s + ")";
 }
 
+/// "1 byte", "2 bytes".
+inline std::string bytes_string(uint64_t n) { return std::to_string(n) + (n == 1 ? " byte" : " bytes"); }
+
 /// a * b if it is at most `limit`, else nothing (no wrap-around).
 inline std::optional<uint64_t> mul_at_most(uint64_t a, uint64_t b, uint64_t limit) {
   if (a != 0 && b > limit / a) return std::nullopt;
@@ -241,7 +244,7 @@ class idx_source {
       return;
     }
     const uint64_t at = consumed();
-    const std::string count = file_size_ && *file_size_ > at ? std::to_string(*file_size_ - at) + " bytes" : "bytes";
+    const std::string count = file_size_ && *file_size_ > at ? bytes_string(*file_size_ - at) : "bytes";
     idx_fail(path_, count + " after the end of the gzip stream at byte " + std::to_string(at) +
                         " (not another gzip member)");
   }
@@ -335,7 +338,7 @@ inline idx_array read_idx(const std::string& path) {
   const std::optional<uint64_t> extra = f.remaining();
   unsigned char one;
   if ((extra && *extra > 0) || (!extra && f.read(&one, 1) != 0)) {
-    detail::idx_fail(path, (extra ? std::to_string(*extra) + " unexpected bytes" : std::string("unexpected bytes")) +
+    detail::idx_fail(path, (extra ? "unexpected " + detail::bytes_string(*extra) : std::string("unexpected bytes")) +
                                " after the " + std::to_string(want) + " data bytes of " +
                                detail::dims_string(a.dims));
   }
