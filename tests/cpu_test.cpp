@@ -1,8 +1,11 @@
 // CPU path detection and forcing (scalify/cpu.hpp).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -104,5 +107,96 @@ TEST_CASE("scoped_cpu_path from two threads at once leaves the process on its pa
   churn(0);
   other.join();
   CHECK(unsupported == 0);
+  CHECK(scalify::active_cpu_path() == before);
+}
+
+TEST_CASE("the first dispatch takes SCALIFY_CPU_PATH's path, or throws if this CPU lacks it", "[cpu][env]") {
+  // Run alone in a fresh process (scripts/test_avx512_emulated.sh does, with
+  // SCALIFY_CPU_PATH=avx512bf16 on a CPU without BF16), the first call below is
+  // the process's first dispatch. In a full run the earlier test cases have
+  // dispatched already and restored the start-up path, which is the same one.
+  const char* env = std::getenv("SCALIFY_CPU_PATH");
+  if (env == nullptr || *env == '\0') {
+    CHECK(scalify::active_cpu_path() == scalify::best_cpu_path());
+    return;
+  }
+  const std::string name = env;
+  INFO("SCALIFY_CPU_PATH=" << name);
+  const bool known = std::any_of(std::begin(scalify::all_cpu_paths), std::end(scalify::all_cpu_paths),
+                                 [&](scalify::cpu_path p) { return scalify::to_string(p) == name; });
+  if (!known) {
+    CHECK_THROWS_WITH(scalify::active_cpu_path(), Catch::Contains("unknown CPU path '" + name + "'"));
+    return;
+  }
+  const scalify::cpu_path p = scalify::parse_cpu_path(name);
+  if (scalify::cpu_supports(p)) {
+    CHECK(scalify::active_cpu_path() == p);
+    return;
+  }
+  WARN("SCALIFY_CPU_PATH=" << name << " names a path this CPU lacks: checking that dispatch refuses it");
+  CHECK_THROWS_AS(scalify::active_cpu_path(), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::active_cpu_path(),
+                    Catch::Contains("SCALIFY_CPU_PATH=" + name + " but this CPU does not support it"));
+  CHECK_THROWS_AS(scalify::reset_cpu_path(), std::invalid_argument);
+}
+
+namespace {
+
+// Sets an environment variable for a scope, then restores it (POSIX setenv).
+class scoped_env {
+ public:
+  scoped_env(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~scoped_env() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  scoped_env(const scoped_env&) = delete;
+  scoped_env& operator=(const scoped_env&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST_CASE("a CPU with AVX-512 but without BF16 runs avx512 and refuses avx512bf16", "[cpu]") {
+  // Such CPUs: Skylake-SP to Ice Lake, and the Bochs emulator of
+  // scripts/test_avx512_emulated.sh (which has no AVX512_BF16).
+  if (!scalify::cpu_supports(scalify::cpu_path::avx512)) {
+    WARN("skipping: this CPU has no AVX-512");
+    return;
+  }
+  if (scalify::cpu_supports(scalify::cpu_path::avx512bf16)) {
+    WARN("skipping: this CPU has AVX512_BF16");
+    return;
+  }
+  CHECK(scalify::best_cpu_path() == scalify::cpu_path::avx512);
+  const scalify::cpu_path before = scalify::active_cpu_path();
+  CHECK_THROWS_AS(scalify::force_cpu_path(scalify::cpu_path::avx512bf16), std::invalid_argument);
+  CHECK_THROWS_WITH(scalify::force_cpu_path(scalify::cpu_path::avx512bf16),
+                    Catch::Contains("force_cpu_path: this CPU does not support path avx512bf16"));
+  CHECK_THROWS_WITH(scalify::scoped_cpu_path(scalify::cpu_path::avx512bf16),
+                    Catch::Contains("scoped_cpu_path: this CPU does not support path avx512bf16"));
+  CHECK(scalify::active_cpu_path() == before);  // a refused path changes nothing
+  {
+    // SCALIFY_CPU_PATH is read again by reset_cpu_path(), as at the first dispatch.
+    const scoped_env env("SCALIFY_CPU_PATH", "avx512bf16");
+    CHECK_THROWS_WITH(scalify::reset_cpu_path(),
+                      Catch::Contains("SCALIFY_CPU_PATH=avx512bf16 but this CPU does not support it"));
+    CHECK(scalify::active_cpu_path() == before);
+  }
+  {
+    const scoped_env env("SCALIFY_CPU_PATH", "avx512");
+    scalify::reset_cpu_path();
+    CHECK(scalify::active_cpu_path() == scalify::cpu_path::avx512);
+  }
+  scalify::reset_cpu_path();
   CHECK(scalify::active_cpu_path() == before);
 }

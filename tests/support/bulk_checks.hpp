@@ -11,6 +11,7 @@
 #include <cmath>        // std::isnan, std::signbit, std::ldexp
 #include <cstdint>      // std::uint32_t, std::uint64_t
 #include <cstdio>       // std::printf (timings)
+#include <cstdlib>      // std::getenv, std::strtoull
 #include <cstring>      // std::memcpy
 #include <memory>       // std::unique_ptr
 #include <random>       // std::mt19937_64
@@ -239,13 +240,28 @@ void check_bulk_widening_of_every_code() {
   });
 }
 
+// The random inputs of check_convert_with_stats: kStatsRandomInputs, or
+// SCALIFY_TEST_STATS_INPUTS from the environment. The emulated AVX-512 run
+// (scripts/test_avx512_emulated.sh) uses fewer: there the check runs ~100x
+// slower. Every threshold and special of the format is checked either way.
+inline constexpr std::size_t kStatsRandomInputs = 3'000'000;
+inline std::size_t stats_random_inputs() {
+  const char* env = std::getenv("SCALIFY_TEST_STATS_INPUTS");
+  if (env != nullptr && *env != '\0') return static_cast<std::size_t>(std::strtoull(env, nullptr, 10));
+  return kStatsRandomInputs;
+}
+
 // convert_with_stats: codes and counts on a few million mixed inputs, in every
 // mode, on every CPU path.
 template <class T>
 void check_convert_with_stats() {
   const ref::codec c(ref_format<T>);
   const int digits = c.fmt().total_bits / 4;
-  const std::vector<float> in = mixed_inputs(c, 3000000, 4242);
+  const std::size_t random_inputs = stats_random_inputs();
+  if (random_inputs != kStatsRandomInputs) {
+    WARN(random_inputs << " random inputs instead of " << kStatsRandomInputs << " (SCALIFY_TEST_STATS_INPUTS)");
+  }
+  const std::vector<float> in = mixed_inputs(c, random_inputs, 4242);
   constexpr std::size_t kHead = 37;
   struct expectation {
     ref::mode mode;
