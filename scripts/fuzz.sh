@@ -63,7 +63,7 @@ for target in "${targets[@]}"; do
     -print_final_stats=1 -artifact_prefix="$findings/" "$corpus" "tests/fuzz/corpus/$target" >"$log" 2>&1 ||
     status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-  echo "    exit $status, ${runs:-?} executions, corpus $(find "$corpus" -type f | wc -l) new + " \
+  echo "    exit $status, ${runs:-?} executions, corpus $(find "$corpus" -type f | wc -l) grown +" \
        "$(find "tests/fuzz/corpus/$target" -type f | wc -l) seed inputs"
   if ((status != 0)); then
     failed+=("$target")
