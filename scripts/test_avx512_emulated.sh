@@ -75,7 +75,7 @@ add_run() {
 }
 add_run cpu-natural cpu_test "SCALIFY_CPU_PATH="
 add_run cpu-avx512 cpu_test
-add_run cpu-force-bf16 cpu_test "SCALIFY_CPU_PATH=avx512bf16" "checking that dispatch refuses it" "[env]"
+add_run cpu-force-bf16 cpu_test "SCALIFY_CPU_PATH=avx512bf16" "names a path this CPU lacks" "[env]"
 add_run gemm kernels_gemm_test
 add_run convert formats_convert_test
 add_run convert-kernels formats_convert_kernels_test "" "" \

@@ -142,24 +142,30 @@ TEST_CASE("the first dispatch takes SCALIFY_CPU_PATH's path, or throws if this C
 
 namespace {
 
-// Sets an environment variable for a scope, then restores it (POSIX setenv).
+// Sets an environment variable for a scope, then restores it.
 class scoped_env {
  public:
   scoped_env(const char* name, const char* value) : name_(name) {
     if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value, 1);
+    set(name, value);
   }
-  ~scoped_env() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
+  ~scoped_env() { set(name_, old_ ? old_->c_str() : nullptr); }
   scoped_env(const scoped_env&) = delete;
   scoped_env& operator=(const scoped_env&) = delete;
 
  private:
+  static void set(const char* name, const char* value) {  // value null: unset
+#if defined(_WIN32)
+    ::_putenv_s(name, value != nullptr ? value : "");
+#else
+    if (value != nullptr) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
+#endif
+  }
+
   const char* name_;
   std::optional<std::string> old_;
 };
@@ -167,7 +173,7 @@ class scoped_env {
 }  // namespace
 
 TEST_CASE("a CPU with AVX-512 but without BF16 runs avx512 and refuses avx512bf16", "[cpu]") {
-  // Such CPUs: Skylake-SP to Ice Lake, and the Bochs emulator of
+  // Such CPUs: Intel Skylake-SP, Cascade Lake, Ice Lake, Tiger Lake; and the Bochs emulator of
   // scripts/test_avx512_emulated.sh (which has no AVX512_BF16).
   if (!scalify::cpu_supports(scalify::cpu_path::avx512)) {
     WARN("skipping: this CPU has no AVX-512");
