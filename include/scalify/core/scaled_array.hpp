@@ -173,13 +173,23 @@ stored_scale<Scale> fit_scale(Math wanted, const char* where) {
 /// "<= 4" for a dynamic size with a compile-time bound.
 template <class Out>
 std::string storage_shape_string() {
-  const auto dim = [](Eigen::Index fixed, Eigen::Index bound) {
-    if (fixed != Eigen::Dynamic) return std::to_string(fixed);
-    if (bound != Eigen::Dynamic) return "<= " + std::to_string(bound);
-    return std::string("any");
+  // Appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3.
+  std::string s(1, '(');
+  const auto dim = [&s](Eigen::Index fixed, Eigen::Index bound) {
+    if (fixed != Eigen::Dynamic) {
+      s += std::to_string(fixed);
+    } else if (bound != Eigen::Dynamic) {
+      s += "<= ";
+      s += std::to_string(bound);
+    } else {
+      s += "any";
+    }
   };
-  return "(" + dim(Out::RowsAtCompileTime, Out::MaxRowsAtCompileTime) + " x " +
-         dim(Out::ColsAtCompileTime, Out::MaxColsAtCompileTime) + ")";
+  dim(Out::RowsAtCompileTime, Out::MaxRowsAtCompileTime);
+  s += " x ";
+  dim(Out::ColsAtCompileTime, Out::MaxColsAtCompileTime);
+  s += ')';
+  return s;
 }
 
 /// Throws shape_error naming both shapes unless storage of type Out (a

@@ -60,7 +60,12 @@ result_scale_t<S> unchanged_scale(const ScaledArray<D, S>& x) {
 
 /// "(2, 3)"
 inline std::string index_string(Eigen::Index i, Eigen::Index j) {
-  return "(" + std::to_string(i) + ", " + std::to_string(j) + ")";
+  std::string s(1, '(');  // appended piecewise: GCC 12 warns (-Wrestrict) on "(" + std::string at -O3
+  s += std::to_string(i);
+  s += ", ";
+  s += std::to_string(j);
+  s += ')';
+  return s;
 }
 
 /// Coefficients of two operands side by side (`kStackRows`: a above b, else a
