@@ -12,9 +12,9 @@
 #   bash scripts/test_avx512_emulated.sh -j N            build with N jobs (default 2; runs are serial)
 #
 # Without the emulator (no DIR/run.sh) it says so and exits 0 without building.
-# A whole run takes 11-14 minutes under the emulator (one core) plus a 3.5-minute
-# build on a 2-core VM; the emulator builds a small Linux kernel on its first use
-# (about 8 minutes more, once).
+# A whole run takes 7.5 minutes under the emulator on a free core (11-14 next to
+# other jobs) plus a 3.5-minute build on a 2-core VM; the emulator builds a small
+# Linux kernel on its first use (about 8 minutes more, once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -162,7 +162,7 @@ else
   # cpu_path::avx512 asks for, so an instruction from a later extension
   # (VBMI, VNNI, ...) in the avx512 path is an illegal instruction here.
   export AVX512EMU_CPU="${AVX512EMU_CPU:-corei7_skylake_x}"
-  export AVX512EMU_TIMEOUT="${AVX512EMU_TIMEOUT:-1800}"  # per run; the longest takes ~8 min
+  export AVX512EMU_TIMEOUT="${AVX512EMU_TIMEOUT:-1800}"  # per run; the longest takes 4-8 min
   where="under $emulator/run.sh ($AVX512EMU_CPU)"
   if [[ -z ${ALSA_CONFIG_PATH:-} ]]; then
     # Bochs 2.7 opens ALSA for its PC speaker; where ALSA has no default
