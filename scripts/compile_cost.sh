@@ -11,16 +11,20 @@
 # Nothing is asserted: CPU seconds vary with the machine and its load (run
 # it on an idle machine and compare rows of one run; memory and line counts
 # are stable). docs/testing.md ("Compile cost") has a measured table.
+# Installs the Debian packages it needs first (only those missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 quick=0
 case "${1:-}" in
   --quick) quick=1 ;;
-  -h | --help) sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -h | --help) sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
   "") ;;
   *) echo "compile_cost.sh: unknown argument '$1'" >&2; exit 2 ;;
 esac
+
+source scripts/install_missing.sh  # install_missing
+install_missing g++ libeigen3-dev time
 
 cxx=${CXX:-g++}
 read -r -a flags <<< "${CXXFLAGS:--O2}"

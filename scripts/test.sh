@@ -4,19 +4,22 @@
 #   bash scripts/test.sh              optimized build with assertions on, in build-test/
 #   bash scripts/test.sh --sanitize   the tests under ASan + UBSan, in build-asan/
 #                                     (all but the consumer ones; exhaustive ones sampled)
+#   bash scripts/test.sh --tsan       the test cases tagged [threads] under ThreadSanitizer,
+#                                     in build-tsan/ (only the programs that have them)
 #
 # Installs the Debian packages it needs first (only those missing). Extra
 # arguments after -- go to ctest, e.g. `bash scripts/test.sh -- -L formats`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 sanitize=0
 ctest_args=()
 while (($#)); do
   case "$1" in
     --sanitize) sanitize=1 ;;
+    --tsan) sanitize=2 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; ctest_args=("$@"); break ;;
     *) echo "test.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -32,7 +35,24 @@ install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev 
 jobs=$(nproc 2>/dev/null || echo 2)
 # Optimized, but without -DNDEBUG: assert() and eigen_assert stay on.
 config=(-DSCALIFY_BUILD_TESTS=ON -DSCALIFY_BUILD_EXAMPLES=ON)
-if ((sanitize)); then
+if ((sanitize == 2)); then
+  # Only the programs with [threads] test cases, and in them only those cases:
+  # the rest is single-threaded and covered by the other two runs.
+  tsan_programs=(cpu_test core_config_scope_test core_evaluation_test kernels_gemm_test)
+  build=build-tsan
+  config+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
+           -DSCALIFY_SANITIZE_THREAD=ON -DSCALIFY_BUILD_BENCHMARKS=OFF -DSCALIFY_BUILD_EXAMPLES=OFF)
+  export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+  echo "==> configuring $build"
+  cmake -S . -B "$build" "${config[@]}"
+  echo "==> building ${tsan_programs[*]} with $jobs jobs"
+  cmake --build "$build" --parallel "$jobs" --target "${tsan_programs[@]}"
+  for program in "${tsan_programs[@]}"; do
+    echo "==> $program [threads] under ThreadSanitizer"
+    "$build/tests/$program" "[threads]"
+  done
+  exit 0
+elif ((sanitize)); then
   build=build-asan
   # -O1 -g1: line numbers in reports, and compiles several times faster than -O2 -g
   # under ASan. Benchmarks are only compiled by the tests: the plain build covers them.

@@ -90,7 +90,7 @@ TEST_CASE("scoped_cpu_path guards ending out of order restore the path before th
   CHECK(scalify::active_cpu_path() == before);
 }
 
-TEST_CASE("scoped_cpu_path from two threads at once leaves the process on its path", "[cpu]") {
+TEST_CASE("scoped_cpu_path from two threads at once leaves the process on its path", "[cpu][threads]") {
   const scalify::cpu_path before = scalify::active_cpu_path();
   std::vector<scalify::cpu_path> supported;
   for (scalify::cpu_path p : scalify::all_cpu_paths) {

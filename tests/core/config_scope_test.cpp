@@ -27,7 +27,7 @@ TEST_CASE("config_scope sets, nests and restores the thread's configuration", "[
   CHECK(scalify::config_pow2_round(3.0f) == 2.0f);
 }
 
-TEST_CASE("config_scope is per thread", "[core][config]") {
+TEST_CASE("config_scope is per thread", "[core][config][threads]") {
   scalify::config_scope scope({.rounding = pow2_mode::up});
   pow2_mode seen = pow2_mode::none;
   std::thread t([&] { seen = scalify::current_config().rounding; });

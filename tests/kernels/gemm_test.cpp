@@ -19,12 +19,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "scalify/kernels/gemm.hpp"
@@ -516,7 +518,7 @@ TEST_CASE("gemm: C overlapping A or B throws; interleaved but disjoint views are
 // ------------------------------------------------------------------------------
 // Bit-exact agreements
 
-TEST_CASE("gemm: same bits for 1 and 2 threads, packed and unpacked B, streaming and blocked", "[kernels][gemm]") {
+TEST_CASE("gemm: same bits for 1 and 2 threads, packed and unpacked B, streaming and blocked", "[kernels][gemm][threads]") {
   for_each_path([&](cpu_path) {
     for (index_t m : {1, 2, 3, 4, 5, 50}) {
       case_desc d{.m = m, .n = 300, .k = 257, .bias = true, .act = activation::relu, .seed = uint32_t(m)};
@@ -536,8 +538,47 @@ TEST_CASE("gemm: same bits for 1 and 2 threads, packed and unpacked B, streaming
   });
 }
 
+TEST_CASE("gemm: called from several user threads at once (one shared pool) gives the 1-thread bits",
+          "[kernels][gemm][threads]") {
+  // The pool serves one run at a time; a caller that finds it busy runs its
+  // tasks itself. Each user thread also switches the CPU path under a guard.
+  case_desc d{.m = 40, .n = 300, .k = 129, .beta = 0.5f, .bias = true, .act = activation::relu, .threads = 1,
+              .seed = 77};
+  const auto one = [&] {
+    scalify::scoped_cpu_path scalar(cpu_path::scalar);
+    return run_case<float8_e4m3fn, float8_e5m2, float>(d);
+  }();
+  std::vector<cpu_path> paths;
+  for (cpu_path p : scalify::all_cpu_paths) {
+    if (scalify::cpu_supports(p)) paths.push_back(p);
+  }
+  std::atomic<int> mismatches{0};
+  auto user = [&](std::size_t offset) {
+    for (std::size_t i = 0; i < 12; ++i) {
+      case_desc mine = d;
+      mine.threads = 2;
+      mine.prepack = i % 2 == 1;
+      // Paths other than the current one may sum in another order (avx512bf16):
+      // compare each path's result with that path's own 1-thread result.
+      const cpu_path p = paths[(i + offset) % paths.size()];
+      scalify::scoped_cpu_path guard(p);
+      mine.threads = 1;
+      const auto ref = run_case<float8_e4m3fn, float8_e5m2, float>(mine);
+      mine.threads = 2;
+      if (run_case<float8_e4m3fn, float8_e5m2, float>(mine) != ref) ++mismatches;
+      if (p == cpu_path::scalar && ref != one) ++mismatches;
+    }
+  };
+  std::thread a(user, 0), b(user, 1), c(user, 2);
+  user(3);
+  a.join();
+  b.join();
+  c.join();
+  CHECK(mismatches == 0);
+}
+
 TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked B) gives the 1-thread bits",
-          "[kernels][gemm]") {
+          "[kernels][gemm][threads]") {
   // Tall (rows split), wide (columns split), a long K (several KC passes), one
   // row panel (columns split whatever the cost), with every epilogue option.
   struct shape {
@@ -1017,4 +1058,52 @@ TEST_CASE("gemm: bad arguments throw with a clear message", "[kernels][gemm][err
   // Empty matrices may have null data.
   CHECK_NOTHROW(gemm(row_major_view(static_cast<const float*>(nullptr), 0, 4), row_major_view(px, 4, 2),
                      row_major_view(static_cast<float*>(nullptr), 0, 2)));
+  // Enumerators out of range are errors, not the default meaning (in every build type).
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2),
+                    {.trans_a = static_cast<trans>(2)});
+             }),
+             Catch::Contains("the trans option of A is invalid (2)"));
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2),
+                    {.trans_b = static_cast<trans>(-1)});
+             }),
+             Catch::Contains("the trans option of B is invalid (-1)"));
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 3, 2),
+                    {.act = static_cast<scalify::activation>(7)});
+             }),
+             Catch::Contains("invalid activation (7)"));
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 3, 4), scalify::matrix_view<const float>{px, 4, 2, 0, static_cast<layout>(5)},
+                    row_major_view(z.data(), 3, 2));
+             }),
+             Catch::Contains("B has an invalid layout (5)"));
+  // Also with an empty C (m = 0): the checks do not depend on the sizes.
+  CHECK_THAT(msg([&] {
+               gemm(row_major_view(px, 0, 4), row_major_view(px, 4, 2), row_major_view(z.data(), 0, 2),
+                    {.act = static_cast<scalify::activation>(3)});
+             }),
+             Catch::Contains("invalid activation (3)"));
+}
+
+TEST_CASE("gemm: a B packed as bfloat16 pairs rejects an A of another type, whatever the sizes",
+          "[kernels][gemm][errors]") {
+  if (!scalify::cpu_supports(cpu_path::avx512bf16)) {
+    WARN("the avx512bf16 path is not available here: not checked");
+    return;
+  }
+  scalify::scoped_cpu_path guard(cpu_path::avx512bf16);
+  const std::vector<bfloat16> w(8);
+  const scalify::packed_matrix pb(scalify::row_major_view(w.data(), 4, 2));
+  REQUIRE(pb.path() == cpu_path::avx512bf16);
+  const std::vector<float> x(12);
+  std::vector<float> y(6);
+  for (const index_t m : {3, 0}) {  // 0: C empty, nothing computed, still an error
+    CAPTURE(m);
+    CHECK_THROWS_WITH(scalify::gemm(scalify::row_major_view(x.data(), m, 4), pb, scalify::row_major_view(y.data(), m, 2)),
+                      Catch::Contains("packed as bfloat16 pairs"));
+  }
+  const std::vector<bfloat16> xb(12);
+  CHECK_NOTHROW(scalify::gemm(scalify::row_major_view(xb.data(), 3, 4), pb, scalify::row_major_view(y.data(), 3, 2)));
 }

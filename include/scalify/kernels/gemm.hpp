@@ -120,6 +120,12 @@ inline std::string dims(index r, index c) {
 template <class T>
 kernels::strided<std::remove_const_t<T>> checked(const char* name, const matrix_view<T>& v, trans t,
                                                  index& rows_out, index& cols_out) {
+  SCALIFY_CHECK(v.order == layout::row_major || v.order == layout::col_major, std::invalid_argument,
+                std::string("scalify::gemm: ") + name + " has an invalid layout (" +
+                    std::to_string(static_cast<int>(v.order)) + ")");
+  SCALIFY_CHECK(t == trans::no || t == trans::yes, std::invalid_argument,
+                std::string("scalify::gemm: the trans option of ") + name + " is invalid (" +
+                    std::to_string(static_cast<int>(t)) + ")");
   SCALIFY_CHECK(v.rows >= 0 && v.cols >= 0, shape_error,
                 std::string("scalify::gemm: ") + name + " has negative size " + dims(v.rows, v.cols));
   const index inner = v.order == layout::row_major ? v.cols : v.rows;
@@ -562,6 +568,15 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
                     std::to_string(n) + " columns");
   SCALIFY_CHECK(o.threads >= 0, std::invalid_argument,
                 "scalify::gemm: threads must be >= 0 (0 = all), got " + std::to_string(o.threads));
+  SCALIFY_CHECK(o.act == activation::none || o.act == activation::relu || o.act == activation::gelu_tanh,
+                std::invalid_argument,
+                "scalify::gemm: invalid activation (" + std::to_string(static_cast<int>(o.act)) + ")");
+  // Checked whatever the sizes, so that an error does not depend on C being empty.
+  SCALIFY_CHECK(packed == nullptr || packed->kernel_ == nullptr ||
+                    packed->kernel_->pack == kernels::packing::f32 || kernels::kExactInBf16<TA>,
+                std::invalid_argument,
+                "scalify::gemm: B was packed as bfloat16 pairs (avx512bf16 path); A must then be "
+                "float8_e4m3fn, float8_e5m2 or bfloat16");
   check_no_overlap("A", a_view, m, k, c, m, n);
   if (packed == nullptr) check_no_overlap("B", b_view, k, n, c, m, n);
   // With k == 0 (C = epilogue(0)) A and B have no elements and may be null:
@@ -577,11 +592,7 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
                                       o.amax != nullptr};
     const int threads = threads_for(o.threads, m, n, k);
     if (packed != nullptr) {
-      const kernels::microkernel& mk = *packed->kernel_;
-      SCALIFY_CHECK(mk.pack == kernels::packing::f32 || kernels::kExactInBf16<TA>, std::invalid_argument,
-                    "scalify::gemm: B was packed as bfloat16 pairs (avx512bf16 path); A must then be "
-                    "float8_e4m3fn, float8_e5m2 or bfloat16");
-      run_blocked(mk, a_in, b_in, packed->data_.data(), m, n, k, c, ep, threads, amax);
+      run_blocked(*packed->kernel_, a_in, b_in, packed->data_.data(), m, n, k, c, ep, threads, amax);
     } else {
       const cpu_path path = active_cpu_path();
       if (m <= kernels::kGemvMaxRows && (b_in.cs == 1 || b_in.rs == 1)) {
