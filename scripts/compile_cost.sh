@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # What including scalify costs a user's translation unit: for each public
-# header alone, and for a small float8 matmul program beside its Eigen
-# float32 twin, the preprocessed lines, the compiler's CPU seconds (user +
-# system) and its peak memory, compiling to an object file with g++ -O2.
+# header alone, for a small float8 matmul program beside its Eigen float32
+# twin and for examples/custom_layer.cpp, header-only and in the compiled mode
+# (-DSCALIFY_COMPILED_LIB: the GEMM's instantiations come from the
+# scalify::compiled library), the preprocessed lines, the compiler's CPU
+# seconds (user + system) and its peak memory, compiling to an object file
+# with g++ -O2.
 #
 #   bash scripts/compile_cost.sh               the table, as Markdown, on stdout
 #   bash scripts/compile_cost.sh --quick       only the programs and the umbrella header
@@ -18,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 quick=0
 case "${1:-}" in
   --quick) quick=1 ;;
-  -h | --help) sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -h | --help) sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
   "") ;;
   *) echo "compile_cost.sh: unknown argument '$1'" >&2; exit 2 ;;
 esac
@@ -66,11 +69,13 @@ EOF
 printf 'int main() {}\n' > "$work/empty.cpp"
 
 # One row: name, preprocessed lines, CPU seconds, peak MiB.
+# Extra compiler arguments after the source (e.g. -DSCALIFY_COMPILED_LIB).
 measure() {
   local name=$1 src=$2
+  shift 2
   local lines
-  lines=$("$cxx" "${common[@]}" -E "$src" | wc -l)
-  /usr/bin/time -f '%U %S %M' -o "$work/time" "$cxx" "${common[@]}" -c "$src" -o "$work/out.o"
+  lines=$("$cxx" "${common[@]}" "$@" -E "$src" | wc -l)
+  /usr/bin/time -f '%U %S %M' -o "$work/time" "$cxx" "${common[@]}" "$@" -c "$src" -o "$work/out.o"
   read -r user sys kib < "$work/time"
   printf '| %s | %s | %s | %d |\n' "$name" "$lines" "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" \
     $((kib / 1024))
@@ -90,7 +95,11 @@ measure "empty program" "$work/empty.cpp"
 measure "Eigen/Core alone" "$(header_tu Eigen/Core)"
 measure "64x64 float32 matmul, Eigen" "$work/f32_matmul.cpp"
 measure "64x64 e4m3fn matmul, scalify/scalify.hpp" "$work/fp8_matmul.cpp"
+measure "64x64 e4m3fn matmul, scalify/scalify.hpp, compiled mode" "$work/fp8_matmul.cpp" -DSCALIFY_COMPILED_LIB
 measure "scalify/scalify.hpp alone" "$(header_tu scalify/scalify.hpp)"
+measure "scalify/nn.hpp alone" "$(header_tu scalify/nn.hpp)"
+measure "examples/custom_layer.cpp (a custom layer, nn)" examples/custom_layer.cpp
+measure "examples/custom_layer.cpp, compiled mode" examples/custom_layer.cpp -DSCALIFY_COMPILED_LIB
 if ((!quick)); then
   # Every public header: not detail/, not the -inl files (included per SIMD path).
   while IFS= read -r h; do

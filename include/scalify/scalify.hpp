@@ -1,6 +1,9 @@
-// scalify: the umbrella header. Includes every public header, layer by layer
-// (see docs/api.md for one line per header). The fmt glue is opt-in:
-// include scalify/formats/fmt.hpp yourself and link scalify::fmt.
+// scalify: the umbrella header of the library: formats, ScaledArray, the
+// scaled ops and the GEMM, layer by layer (docs/api.md has one line per
+// header). The layers, losses and optimizers have their own umbrella,
+// scalify/nn.hpp, so that programs that do not use them do not compile them.
+// The fmt glue is opt-in: include scalify/formats/fmt.hpp yourself and link
+// scalify::fmt.
 #ifndef SCALIFY_SCALIFY_HPP_
 #define SCALIFY_SCALIFY_HPP_
 
@@ -31,15 +34,5 @@
 #include "scalify/ops/reduce.hpp"
 #include "scalify/ops/rescale.hpp"
 #include "scalify/ops/shape.hpp"
-
-// nn/: layers (forward/backward pairs), loss, MLP builder, optimizers.
-// (The IDX data loader, scalify/nn/idx.hpp, needs zlib: include it yourself.)
-#include "scalify/nn/activations.hpp"
-#include "scalify/nn/layernorm.hpp"
-#include "scalify/nn/linear.hpp"
-#include "scalify/nn/loss.hpp"
-#include "scalify/nn/mlp.hpp"
-#include "scalify/nn/optim.hpp"
-#include "scalify/nn/tensor.hpp"
 
 #endif  // SCALIFY_SCALIFY_HPP_

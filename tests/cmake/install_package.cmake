@@ -37,6 +37,10 @@ message(STATUS "Configuring ${SOURCE_DIR} into ${BINARY_DIR}")
 execute_process(
   COMMAND "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${BINARY_DIR}" -G "${GENERATOR}" ${options}
   COMMAND_ERROR_IS_FATAL ANY)
+message(STATUS "Building ${BINARY_DIR} (the scalify::compiled library)")
+execute_process(
+  COMMAND "${CMAKE_COMMAND}" --build "${BINARY_DIR}"
+  COMMAND_ERROR_IS_FATAL ANY)
 message(STATUS "Installing into ${PREFIX}")
 execute_process(
   COMMAND "${CMAKE_COMMAND}" --install "${BINARY_DIR}"
@@ -47,7 +51,10 @@ foreach(file
     include/scalify/version.hpp
     share/cmake/scalify/scalifyConfig.cmake
     share/cmake/scalify/scalifyConfigVersion.cmake
-    share/cmake/scalify/scalifyTargets.cmake)
+    share/cmake/scalify/scalifyTargets.cmake
+    share/cmake/scalify/scalifyCompiledTargets.cmake
+    share/doc/scalify/README.md
+    share/doc/scalify/docs/index.md)
   if(NOT EXISTS "${PREFIX}/${file}")
     message(FATAL_ERROR "install_package.cmake: ${PREFIX}/${file} was not installed")
   endif()

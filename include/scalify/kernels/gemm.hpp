@@ -245,49 +245,129 @@ inline int threads_for(int requested, index m, index n, index k) {
 }
 
 /// The packing of op(B) columns [j0, j0 + n) into panels of mk.block.nr, cut
-/// into independent tasks: count() of them, run(t) does task t.
-template <class TB>
+/// into independent tasks: count() of them, run(t) does task t. B's element
+/// type is erased (run_fn knows it), so that the drivers using it are
+/// compiled once, not once per type.
 struct b_packer {
   static constexpr index kRows = 64;  // rows of B per task on the SIMD route
   const kernels::microkernel& mk;
-  const kernels::strided<TB>& b;
+  const void* b;  // const kernels::strided<TB>*
+  index b_cs;
+  bool exact_bf16;  // kernels::kExactInBf16<TB>
+  void (*run_fn)(const b_packer&, index t);
   index k, n_total, j0, n;
   uint32_t* dst;
 
   index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
   bool by_rows() const {
     // Row blocks, each over every panel: the source streams sequentially.
-    return SCALIFY_HAVE_X86_SIMD && (mk.pack == kernels::packing::f32 || kernels::kExactInBf16<TB>) &&
-           mk.path != cpu_path::scalar && b.cs == 1 && mk.block.nr % 8 == 0;
+    return SCALIFY_HAVE_X86_SIMD && (mk.pack == kernels::packing::f32 || exact_bf16) &&
+           mk.path != cpu_path::scalar && b_cs == 1 && mk.block.nr % 8 == 0;
   }
   index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
-  void run(index t) const {
-    const int nr = mk.block.nr;
-    const index end = std::min(n_total, j0 + n);
-#if SCALIFY_HAVE_X86_SIMD
-    if (by_rows()) {
-      if (mk.pack == kernels::packing::f32) {
-        simd::avx2::pack_b_rows(b, ku(), t * kRows, std::min(k, (t + 1) * kRows), j0, end - j0, nr, dst);
-      } else if constexpr (kernels::kExactInBf16<TB>) {  // kRows k = kRows / 2 units of pairs
-        simd::avx2::pack_b_rows_bf16(b, k, t * kRows / 2, std::min(ku(), (t + 1) * kRows / 2), j0, end - j0, nr, dst);
-      }
-      return;
-    }
-#endif
-    if (mk.pack == kernels::packing::f32) {
-      kernels::pack_b_panel<kernels::packing::f32>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
-    } else {
-      kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, j0 + t * nr, nr, dst + t * ku() * nr);
-    }
-  }
+  void run(index t) const { run_fn(*this, t); }
 };
+
+/// b_packer::run for B elements of type TB.
+template <class TB>
+void b_packer_run(const b_packer& p, index t) {
+  const kernels::strided<TB>& b = *static_cast<const kernels::strided<TB>*>(p.b);
+  const int nr = p.mk.block.nr;
+  const index end = std::min(p.n_total, p.j0 + p.n), k = p.k, kRows = b_packer::kRows;
+#if SCALIFY_HAVE_X86_SIMD
+  if (p.by_rows()) {
+    if (p.mk.pack == kernels::packing::f32) {
+      simd::avx2::pack_b_rows(b, p.ku(), t * kRows, std::min(k, (t + 1) * kRows), p.j0, end - p.j0, nr, p.dst);
+    } else if constexpr (kernels::kExactInBf16<TB>) {  // kRows k = kRows / 2 units of pairs
+      simd::avx2::pack_b_rows_bf16(b, k, t * kRows / 2, std::min(p.ku(), (t + 1) * kRows / 2), p.j0, end - p.j0, nr,
+                                   p.dst);
+    }
+    return;
+  }
+#endif
+  if (p.mk.pack == kernels::packing::f32) {
+    kernels::pack_b_panel<kernels::packing::f32>(b, k, end, p.j0 + t * nr, nr, p.dst + t * p.ku() * nr);
+  } else {
+    kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, p.j0 + t * nr, nr, p.dst + t * p.ku() * nr);
+  }
+}
+
+/// A b_packer for `b` (which must outlive it).
+template <class TB>
+b_packer make_b_packer(const kernels::microkernel& mk, const kernels::strided<TB>& b, index k, index n_total,
+                       index j0, index n, uint32_t* dst) {
+  return {mk, &b, b.cs, kernels::kExactInBf16<TB>, &b_packer_run<TB>, k, n_total, j0, n, dst};
+}
+
+/// Runs a b_packer's tasks (in parallel).
+inline void run_b_packer(const b_packer& packer, int threads) {
+  kernels::thread_pool::instance().run(packer.count(), threads, [&](index t) { packer.run(t); });
+}
 
 /// Packs op(B) columns [j0, j0 + n) into panels of mk.block.nr (in parallel).
 template <class TB>
 void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index k, index n_total, index j0,
             index n, uint32_t* dst, int threads) {
-  const b_packer<TB> packer{mk, b, k, n_total, j0, n, dst};
-  kernels::thread_pool::instance().run(packer.count(), threads, [&](index t) { packer.run(t); });
+  run_b_packer(make_b_packer(mk, b, k, n_total, j0, n, dst), threads);
+}
+
+/// The element-type-dependent steps of the drivers as plain functions of
+/// type-erased operands: run_blocked and run_gemv are compiled once for all
+/// the (A, B, C) type triples (25 of them into float alone), each triple adds
+/// only these small functions.
+struct typed_ops {
+  const void* a = nullptr;  // const kernels::strided<TA>*
+  const void* b = nullptr;  // const kernels::strided<TB>*
+  const void* c = nullptr;  // const kernels::strided_out<TC>*
+  float* c_f32 = nullptr;   // C's data when C is float (the fused tile output), else null
+  index c_rs = 0, c_cs = 0;
+  /// Packs A panel p (rows p * mr ...) for mk into dst.
+  void (*pack_a)(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) = nullptr;
+  /// A b_packer of op(B) columns [j0, j0 + n) into dst.
+  b_packer (*b_packer_for)(const kernels::microkernel& mk, const void* b, index k, index n_total, index j0, index n,
+                           uint32_t* dst) = nullptr;
+  /// kernels::epilogue_tile_on for C.
+  float (*epilogue)(cpu_path path, const float* acc, index ld, index m, index n, index i0, index j0,
+                    const kernels::epilogue_params& ep, const void* c) = nullptr;
+};
+
+template <class TA>
+void pack_a_erased(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) {
+  const auto& as = *static_cast<const kernels::strided<TA>*>(a);
+  if (mk.pack == kernels::packing::f32) {
+    kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+  } else {
+    kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+  }
+}
+
+template <class TB>
+b_packer b_packer_erased(const kernels::microkernel& mk, const void* b, index k, index n_total, index j0, index n,
+                         uint32_t* dst) {
+  return make_b_packer(mk, *static_cast<const kernels::strided<TB>*>(b), k, n_total, j0, n, dst);
+}
+
+template <class TC>
+float epilogue_erased(cpu_path path, const float* acc, index ld, index m, index n, index i0, index j0,
+                      const kernels::epilogue_params& ep, const void* c) {
+  return kernels::epilogue_tile_on(path, acc, ld, m, n, i0, j0, ep, *static_cast<const kernels::strided_out<TC>*>(c));
+}
+
+/// typed_ops for operands a, b, c (which must outlive it).
+template <class TA, class TB, class TC>
+typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<TB>& b,
+                         const kernels::strided_out<TC>& c) {
+  typed_ops ops;
+  ops.a = &a;
+  ops.b = &b;
+  ops.c = &c;
+  if constexpr (std::is_same_v<TC, float>) ops.c_f32 = c.data;
+  ops.c_rs = c.rs;
+  ops.c_cs = c.cs;
+  ops.pack_a = &pack_a_erased<TA>;
+  ops.b_packer_for = &b_packer_erased<TB>;
+  ops.epilogue = &epilogue_erased<TC>;
+  return ops;
 }
 
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
@@ -304,29 +384,21 @@ void pack_b(const kernels::microkernel& mk, const kernels::strided<TB>& b, index
 /// - shared: one thread, or a B too large for one chunk. All threads pack
 ///   all of op(A) once, then B chunk by chunk, then the MC x NC blocks of C
 ///   are the tasks.
-template <class TA, class TB, class TC>
-void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, const kernels::strided<TB>& b,
-                 const uint32_t* b_packed, index m, index n, index k, const kernels::strided_out<TC>& c,
-                 const kernels::epilogue_params& ep, int threads, std::atomic<uint32_t>& amax) {
+inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, const uint32_t* b_packed, index m,
+                        index n, index k, const kernels::epilogue_params& ep, int threads,
+                        std::atomic<uint32_t>& amax) {
   const int mr = mk.block.mr, nr = mk.block.nr, nc = mk.block.nc;
   const index kpu = mk.k_per_unit();
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
   const index m_panels = (m + mr - 1) / mr, n_panels = (n + nr - 1) / nr;
   kernels::thread_pool& pool = kernels::thread_pool::instance();
-  bool fused = false;
-  if constexpr (std::is_same_v<TC, float>) {
-    fused = mk.tile_out != nullptr && c.cs == 1 && ep.act != activation::gelu_tanh;
-  }
+  // The fused tile output: a float C with contiguous rows, no GELU.
+  const bool fused = ops.c_f32 != nullptr && mk.tile_out != nullptr && ops.c_cs == 1 &&
+                     ep.act != activation::gelu_tanh;
 
   // Packs A panel p (rows p * mr ...) into dst; each element widened once.
-  auto pack_a = [&](index p, uint32_t* dst) {
-    if (mk.pack == kernels::packing::f32) {
-      kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, a, m, k, p * mr, mr, dst);
-    } else {
-      kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, a, m, k, p * mr, mr, dst);
-    }
-  };
+  auto pack_a = [&](index p, uint32_t* dst) { ops.pack_a(mk, ops.a, m, k, p, dst); };
 
   // The MC x NC blocks of C over rows [i_begin, i_end) and columns [j_begin,
   // j_end) (i_begin a multiple of mr, j_begin of nr), from `ap` and `bp`, the
@@ -356,18 +428,16 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
               float* tile = acc + (jr * ir_count + ir) * mr * nr;
               const uint32_t* apanel = ap + ((i0 - i_begin) / mr + ir) * ku * mr + u0 * mr;
               const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
-              if constexpr (std::is_same_v<TC, float>) {
-                if (last && fused && rows == mr && cols == nr) {
-                  const kernels::f32_tile_out out{c.data + row * c.rs + col, c.rs, ep.alpha, ep.beta,
-                                                  ep.bias != nullptr ? ep.bias + col : nullptr,
-                                                  ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
-                  mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
-                  continue;
-                }
+              if (last && fused && rows == mr && cols == nr) {
+                const kernels::f32_tile_out out{ops.c_f32 + row * ops.c_rs + col, ops.c_rs, ep.alpha, ep.beta,
+                                                ep.bias != nullptr ? ep.bias + col : nullptr,
+                                                ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
+                mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
+                continue;
               }
               mk.tile(kun, apanel, bpanel, tile, pc > 0);
               if (last) {
-                const float t_amax = kernels::epilogue_tile_on(mk.path, tile, nr, rows, cols, row, col, ep, c);
+                const float t_amax = ops.epilogue(mk.path, tile, nr, rows, cols, row, col, ep, ops.c);
                 local_amax = t_amax > local_amax ? t_amax : local_amax;
               }
             }
@@ -415,7 +485,7 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
       const uint32_t* bp = b_packed != nullptr ? b_packed + (j_begin / nr) * ku * nr : nullptr;
       if (bp == nullptr) {
         uint32_t* dst = buffer(1, static_cast<std::size_t>((j_end - j_begin + nr - 1) / nr * nr * ku));
-        const b_packer<TB> packer{mk, b, k, n, j_begin, j_end - j_begin, dst};
+        const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j_begin, j_end - j_begin, dst);
         for (index q = 0; q < packer.count(); ++q) packer.run(q);
         bp = dst;
       }
@@ -441,7 +511,7 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
     if (bp == nullptr) {
       // 2. The chunk of B.
       uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
-      const b_packer<TB> packer{mk, b, k, n, jc, nb, dst};
+      const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, jc, nb, dst);
       pool.run(a_tasks + packer.count(), threads, [&](index t) {
         if (t < a_tasks) {
           pack_a_task(t);
@@ -463,10 +533,27 @@ void run_blocked(const kernels::microkernel& mk, const kernels::strided<TA>& a, 
   }
 }
 
-/// The streaming path for m <= kGemvMaxRows (B's rows or columns contiguous).
-template <class TA, class TB, class TC>
-void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strided<TB>& b, index m, index n, index k,
-              const kernels::strided_out<TC>& c, const kernels::epilogue_params& ep, int threads,
+/// op(A)'s m x k elements widened (exactly) to a row-major float block in a
+/// per-thread buffer: the streaming path reads A as float, so that it is
+/// compiled once per B type, not once per (A, B) pair.
+template <class TA>
+kernels::strided<float> widened_rows(const kernels::strided<TA>& a, index m, index k) {
+  thread_local aligned_vector<float> rows;
+  const std::size_t size = static_cast<std::size_t>(std::max<index>(m * k, 1));
+  if (rows.size() < size) rows.resize(size);
+  for (index i = 0; i < m; ++i) {
+    for (index q = 0; q < k; ++q) {
+      rows[static_cast<std::size_t>(i * k + q)] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, q)));
+    }
+  }
+  return {rows.data(), std::max<index>(k, 1), 1};
+}
+
+/// The streaming path for m <= kGemvMaxRows (B's rows or columns contiguous),
+/// A widened to float (widened_rows), C through ops.epilogue.
+template <class TB>
+void run_gemv(cpu_path path, const kernels::strided<float>& a, const kernels::strided<TB>& b, index m, index n,
+              index k, const typed_ops& ops, const kernels::epilogue_params& ep, int threads,
               std::atomic<uint32_t>& amax) {
   // One column range per thread: each thread streams long runs of B's rows
   // (hardware prefetchers stop at 4 KiB pages; short runs per row starve them).
@@ -478,7 +565,7 @@ void run_gemv(cpu_path path, const kernels::strided<TA>& a, const kernels::strid
     const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);
     float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * (kBlock + k)));
     kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock, acc + kernels::kGemvMaxRows * kBlock);
-    atomic_max(amax, kernels::epilogue_tile_on(path, acc, kBlock, m, nj, 0, j0, ep, c));
+    atomic_max(amax, ops.epilogue(path, acc, kBlock, m, nj, 0, j0, ep, ops.c));
   });
 }
 
@@ -591,15 +678,16 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
     const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate,
                                       o.amax != nullptr};
     const int threads = threads_for(o.threads, m, n, k);
+    const typed_ops ops = make_typed_ops(a_in, b_in, c);
     if (packed != nullptr) {
-      run_blocked(*packed->kernel_, a_in, b_in, packed->data_.data(), m, n, k, c, ep, threads, amax);
+      run_blocked(*packed->kernel_, ops, packed->data_.data(), m, n, k, ep, threads, amax);
     } else {
       const cpu_path path = active_cpu_path();
       if (m <= kernels::kGemvMaxRows && (b_in.cs == 1 || b_in.rs == 1)) {
-        run_gemv(path, a_in, b_in, m, n, k, c, ep, threads, amax);
+        run_gemv(path, widened_rows(a_in, m, k), b_in, m, n, k, ops, ep, threads, amax);
       } else {
         const auto& mk = kernels::select_microkernel(path, kernels::kExactInBf16<TA> && kernels::kExactInBf16<TB>);
-        run_blocked(mk, a_in, b_in, nullptr, m, n, k, c, ep, threads, amax);
+        run_blocked(mk, ops, nullptr, m, n, k, ep, threads, amax);
       }
     }
   }
@@ -715,5 +803,52 @@ Eigen::Matrix<TC, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gemm(const Ei
 }
 
 }  // namespace scalify
+
+// ------------------------------------------------------------------------------
+// The optional compiled part. Every gemm() call ends in one of 125
+// gemm_checked<TA, TB, TC> (5 input types for A, 5 for B, 5 output types for
+// C) and every packed_matrix in one of 5 pack_b<TB>; instantiating one of them
+// compiles the kernels of every CPU path (about 1.5 s of g++ -O2 per
+// translation unit). With SCALIFY_COMPILED_LIB defined, as linking the CMake
+// target scalify::compiled does, they are declared here and defined once, in
+// that library (src/gemm_instances.cpp). Header-only (the default) otherwise.
+
+/// Calls X(TA, TB, TC) for the 125 type triples of gemm().
+#define SCALIFY_GEMM_FOR_EACH_C_(X, TA, TB)                                                             \
+  X(TA, TB, float) X(TA, TB, ::scalify::float16) X(TA, TB, ::scalify::bfloat16)                        \
+  X(TA, TB, ::scalify::float8_e4m3fn) X(TA, TB, ::scalify::float8_e5m2)
+#define SCALIFY_GEMM_FOR_EACH_B_(X, TA)                                                                 \
+  SCALIFY_GEMM_FOR_EACH_C_(X, TA, float) SCALIFY_GEMM_FOR_EACH_C_(X, TA, ::scalify::float16)           \
+  SCALIFY_GEMM_FOR_EACH_C_(X, TA, ::scalify::bfloat16)                                                 \
+  SCALIFY_GEMM_FOR_EACH_C_(X, TA, ::scalify::float8_e4m3fn)                                            \
+  SCALIFY_GEMM_FOR_EACH_C_(X, TA, ::scalify::float8_e5m2)
+#define SCALIFY_GEMM_FOR_EACH_TRIPLE(X)                                                                 \
+  SCALIFY_GEMM_FOR_EACH_B_(X, float) SCALIFY_GEMM_FOR_EACH_B_(X, ::scalify::float16)                   \
+  SCALIFY_GEMM_FOR_EACH_B_(X, ::scalify::bfloat16) SCALIFY_GEMM_FOR_EACH_B_(X, ::scalify::float8_e4m3fn) \
+  SCALIFY_GEMM_FOR_EACH_B_(X, ::scalify::float8_e5m2)
+/// Calls X(T) for the 5 input types of gemm().
+#define SCALIFY_GEMM_FOR_EACH_INPUT(X)                                                                 \
+  X(float) X(::scalify::float16) X(::scalify::bfloat16) X(::scalify::float8_e4m3fn) X(::scalify::float8_e5m2)
+
+/// `prefix template` (extern: a declaration; nothing: a definition) of
+/// gemm_checked<TA, TB, TC> and pack_b<TB>.
+#define SCALIFY_GEMM_INSTANCE_(prefix, TA, TB, TC)                                                       \
+  prefix template void ::scalify::detail::gemm_impl::gemm_checked<TA, TB, TC>(                            \
+      const ::scalify::kernels::strided<TA>&, const ::scalify::kernels::strided<TB>&,                      \
+      const ::scalify::packed_matrix*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t,                     \
+      const ::scalify::kernels::strided_out<TC>&, const ::scalify::gemm_options&);
+#define SCALIFY_PACK_B_INSTANCE_(prefix, TB)                                                             \
+  prefix template void ::scalify::detail::gemm_impl::pack_b<TB>(                                         \
+      const ::scalify::kernels::microkernel&, const ::scalify::kernels::strided<TB>&, std::ptrdiff_t,        \
+      std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, uint32_t*, int);
+
+#if defined(SCALIFY_COMPILED_LIB)
+#define SCALIFY_GEMM_EXTERN_(TA, TB, TC) SCALIFY_GEMM_INSTANCE_(extern, TA, TB, TC)
+#define SCALIFY_PACK_B_EXTERN_(TB) SCALIFY_PACK_B_INSTANCE_(extern, TB)
+SCALIFY_GEMM_FOR_EACH_TRIPLE(SCALIFY_GEMM_EXTERN_)
+SCALIFY_GEMM_FOR_EACH_INPUT(SCALIFY_PACK_B_EXTERN_)
+#undef SCALIFY_GEMM_EXTERN_
+#undef SCALIFY_PACK_B_EXTERN_
+#endif
 
 #endif  // SCALIFY_KERNELS_GEMM_HPP_
