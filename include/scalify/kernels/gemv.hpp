@@ -8,9 +8,8 @@
 //   B's columns contiguous (weights stored N x K, used transposed): one dot
 //     product per column in 16 lanes (another order: bounded, not bit-exact;
 //     SIMD paths only, the scalar path keeps the k-ordered loop).
-// The AVX2 version serves the avx512 paths as well (a 16-lane one would halve
-// the float8 widening cost; not written, since no AVX-512 machine was at hand
-// to measure it).
+// The axpy form has an AVX2 and an AVX-512 version (32 columns per chunk,
+// same bits); the dot form runs its AVX2 version on the avx512 paths too.
 #ifndef SCALIFY_KERNELS_GEMV_HPP_
 #define SCALIFY_KERNELS_GEMV_HPP_
 
@@ -24,6 +23,7 @@
 #include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
 #include "scalify/kernels/pack.hpp"  // strided, gemm_input, widen_f32_bits
 #include "scalify/simd/widen_avx2.hpp"  // simd::avx2::widen16, kGemvScale
+#include "scalify/simd/widen_avx512.hpp"  // simd::avx512::widen32
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, FMA, F16C
@@ -199,6 +199,99 @@ void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b
 
 }  // namespace scalify::simd::avx2
 SCALIFY_END_TARGET
+
+SCALIFY_BEGIN_TARGET_AVX512
+namespace scalify::simd::avx512 {
+
+/// AVX-512 version of avx2::gemv_block (same bits: each column's FMAs in k
+/// order), 32 columns per chunk in two zmm accumulators per row of A. The
+/// float8 loops are bound by widening (docs/kernels.md): widen32 does 32
+/// values in about the instructions widen16 needs for 16.
+template <int M, class TA, class TB>
+void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  constexpr bool kNarrow = sizeof(TB) == 1;
+  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
+    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
+    const TB* rows[kQ];
+    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
+    float ai[kQ][M];
+    __m512 as[kQ][M];
+    for (int q = 0; q < kQ; ++q) {
+      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
+      rows[q] = b.data + k * b.rs + j0;
+      const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
+      next[q] = b.data + kn * b.rs + j0;
+      for (int i = 0; i < M; ++i) {
+        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
+        as[q][i] = _mm512_set1_ps(ai[q][i] * avx2::kGemvScale<TB>);
+      }
+    }
+    std::ptrdiff_t j = 0;
+    // Columns [j, j + 32 * H): H independent chains of FMAs per row of A.
+    auto step = [&](auto q_count, auto chunks) {
+      constexpr int H = decltype(chunks)::value;
+      const std::ptrdiff_t end = n / (32 * H) * (32 * H);
+      for (; j < end; j += 32 * H) {
+        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
+          for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
+        }
+        __m512 c[H][2][M];
+#pragma GCC unroll 4
+        for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            c[h][0][i] = _mm512_loadu_ps(acc + i * ld + j + 32 * h);
+            c[h][1][i] = _mm512_loadu_ps(acc + i * ld + j + 32 * h + 16);
+          }
+        }
+        for (int q = 0; q < q_count; ++q) {
+#pragma GCC unroll 4
+          for (int h = 0; h < H; ++h) {
+            __m512 w0, w1;
+            widen32(rows[q] + j + 32 * h, w0, w1);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+              c[h][0][i] = _mm512_fmadd_ps(as[q][i], w0, c[h][0][i]);
+              c[h][1][i] = _mm512_fmadd_ps(as[q][i], w1, c[h][1][i]);
+            }
+          }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            _mm512_storeu_ps(acc + i * ld + j + 32 * h, c[h][0][i]);
+            _mm512_storeu_ps(acc + i * ld + j + 32 * h + 16, c[h][1][i]);
+          }
+        }
+      }
+    };
+    // Chunks per step: 2 for M = 1 over float8 (4 independent zmm chains),
+    // else 1 (2 chains per row of A; M = 4: 8 accumulators).
+    constexpr int kH = M == 1 && kNarrow ? 2 : 1;
+    if (kq == kQ) {
+      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, kH>{});  // fully unrolled
+      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, 1>{});
+    } else {
+      step(kq, std::integral_constant<int, kH>{});
+      step(kq, std::integral_constant<int, 1>{});
+    }
+    for (; j < n; ++j) {
+      for (int q = 0; q < kq; ++q) {
+        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
+        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
+      }
+    }
+  }
+}
+
+}  // namespace scalify::simd::avx512
+SCALIFY_END_TARGET
 #endif
 
 namespace scalify::kernels {
@@ -218,6 +311,15 @@ void gemv_block(cpu_path path, const strided<TA>& a, const strided<TB>& b, std::
         const float v = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
         if (std::fabs(v) >= 0x1p119f && std::fabs(v) != std::numeric_limits<float>::infinity()) scalable = false;
       }
+    }
+  }
+  if ((path == cpu_path::avx512 || path == cpu_path::avx512bf16) && scalable && b.cs == 1) {
+    switch (m) {
+      case 1: return simd::avx512::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
+      case 2: return simd::avx512::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
+      case 3: return simd::avx512::gemv_block<3>(a, b, k_size, j0, n, acc, ld);
+      case 4: return simd::avx512::gemv_block<4>(a, b, k_size, j0, n, acc, ld);
+      default: break;
     }
   }
   if (path != cpu_path::scalar && scalable && b.cs == 1) {

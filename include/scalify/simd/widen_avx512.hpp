@@ -1,0 +1,65 @@
+// scalify: exact widening of 32 narrow values to float32 in two AVX-512
+// registers, for the streaming small-M path (kernels/gemv.hpp). The AVX-512
+// twin of widen_avx2.hpp's widen16, with the same method per type, at twice
+// the width.
+//
+//   widen32(p, lo, hi)   32 values of T (float8_e4m3fn, float8_e5m2, float16, bfloat16,
+//                        float) -> two __m512. For e4m3fn the result is value * 2^-8:
+//                        multiply the other factor by avx2::kGemvScale<T> = 2^8
+#ifndef SCALIFY_SIMD_WIDEN_AVX512_HPP_
+#define SCALIFY_SIMD_WIDEN_AVX512_HPP_
+
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX512
+#include "scalify/formats/float16.hpp"  // float16, bfloat16
+#include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX-512 F/BW
+
+SCALIFY_BEGIN_TARGET_AVX512
+namespace scalify::simd::avx512 {
+
+/// The 32 16-bit lanes of h as float16 -> two __m512 (lanes 0-15, 16-31).
+SCALIFY_ALWAYS_INLINE void halves_to_f32(__m512i h, __m512& lo, __m512& hi) {
+  lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+}
+
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen32(const T* p, __m512& lo, __m512& hi) {
+  if constexpr (std::is_same_v<T, float>) {
+    lo = _mm512_loadu_ps(p);
+    hi = _mm512_loadu_ps(p + 16);
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
+    const __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16));
+    hi = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    lo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    hi = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+  } else if constexpr (std::is_same_v<T, float8_e5m2>) {
+    // e5m2 is the upper byte of a float16.
+    const __m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    halves_to_f32(_mm512_slli_epi16(x, 8), lo, hi);
+  } else {
+    static_assert(std::is_same_v<T, float8_e4m3fn>, "widen32: unsupported type");
+    // As avx2::widen16: s.eeee.mmm sign-extended, shifted left by 7, masked with
+    // 0xBF80 (float16 s.0eeee.mmm0000000 = value * 2^-8); the NaN magnitude
+    // 0x7F is the only one for which adding 0x80 carries into bit 14, which
+    // or'ed in makes the quiet NaN 0x7F80 (sign kept).
+    const __m512i v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i h0 = _mm512_and_si512(_mm512_slli_epi16(v, 7), _mm512_set1_epi16(static_cast<short>(0xBF80)));
+    const __m512i nan =
+        _mm512_and_si512(_mm512_add_epi16(h0, _mm512_set1_epi16(0x80)), _mm512_set1_epi16(0x4000));
+    halves_to_f32(_mm512_or_si512(h0, nan), lo, hi);
+  }
+}
+
+}  // namespace scalify::simd::avx512
+SCALIFY_END_TARGET
+
+#endif  // SCALIFY_HAVE_X86_SIMD
+#endif  // SCALIFY_SIMD_WIDEN_AVX512_HPP_
