@@ -76,7 +76,7 @@ Fit train(const nn::linear_config& lcfg, const nn::state_config& scfg, int epoch
 }  // namespace
 
 TEST_CASE("mlp: make_mlp builds Linear -> act -> ... -> Linear", "[nn][mlp]") {
-  nn::sequential net = nn::make_mlp({.sizes = {8, 16, 16, 3}, .act = nn::activation::gelu, .layernorm = true});
+  nn::sequential net = nn::make_mlp({.sizes = {8, 16, 16, 3}, .act = nn::activation::gelu_tanh, .layernorm = true});
   CHECK(net.size() == 7);  // linear, layernorm, gelu, linear, layernorm, gelu, linear
   CHECK(net.parameters().size() == 10);
   const nn::Tensor y = net.forward(nn::Tensor(nn::Matrix::Random(5, 8), 1.0f));
@@ -120,7 +120,7 @@ TEST_CASE("make_mlp rejects an activation or linear format outside its enum", "[
   cfg.act = static_cast<nn::activation>(5);
   CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
   CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("scalify::nn::make_mlp") && Catch::Contains("activation 5"));
-  cfg.act = nn::activation::gelu;
+  cfg.act = nn::activation::gelu_tanh;
   cfg.linear.forward.lhs = static_cast<nn::dtype>(40);
   CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("forward.lhs") && Catch::Contains("dtype 40"));
   cfg.linear = nn::linear_config::fp8();
