@@ -3,6 +3,7 @@
 // and fp8, deterministically.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -140,4 +141,35 @@ TEST_CASE("make_mlp rejects an activation or linear format outside its enum", "[
   CHECK_THROWS_AS(nn::layernorm_layer(-4), std::invalid_argument);
   cfg.sizes = {Eigen::Index{1} << 40, Eigen::Index{1} << 40};
   CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
+}
+
+TEST_CASE("mlp: one NaN pixel skips the optimizer step instead of poisoning every weight", "[nn][mlp][nonfinite]") {
+  // The report: a NaN in one input made the logits gradient's scale inf, and
+  // after one SGD step every weight was NaN. Now the step is skipped.
+  const Toy toy = make_toy(3);
+  nn::sequential net = nn::make_mlp({.sizes = {16, 64, 4}, .linear = nn::linear_config::fp8(), .seed = 11});
+  nn::sgd opt(net.parameters(), {.lr = 0.1f, .momentum = 0.9f});
+  const std::vector<int> labels(toy.y.begin(), toy.y.begin() + 32);
+  auto train_step = [&](const nn::Matrix& x) {
+    net.zero_grad();
+    nn::Tensor dlogits;
+    (void)nn::softmax_cross_entropy(&dlogits, net.forward(nn::Tensor(x, 1.0f)), labels);
+    net.backward(dlogits);
+    return opt.step();
+  };
+  CHECK(train_step(toy.x.topRows(32)));
+  std::vector<nn::Matrix> before;
+  for (const auto& p : net.parameters()) before.push_back(p.value->data() * p.value->scale());
+  nn::Matrix bad = toy.x.topRows(32);
+  bad(5, 7) = std::nanf("");
+  CHECK_FALSE(train_step(bad));
+  CHECK(opt.skipped_steps() == 1);
+  const auto params = net.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].name);
+    CHECK((params[i].value->data() * params[i].value->scale()) == before[i]);  // unchanged, and no NaN
+  }
+  CHECK(train_step(toy.x.topRows(32)));
+  CHECK(opt.step_count() == 2);
+  for (const auto& p : net.parameters()) CHECK(p.value->data().allFinite());
 }
