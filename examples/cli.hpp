@@ -70,7 +70,7 @@ class cli {
         has_value = true;
       }
       const opt* o = find(arg);
-      if (o == nullptr) fail("unknown option '" + arg + "'");
+      if (o == nullptr) fail((arg.rfind('-', 0) == 0 ? "unknown option '" : "unexpected argument '") + arg + "'");
       current_ = o->name;
       if (o->target != nullptr) {
         if (has_value) fail(o->name + " takes no value");
@@ -153,8 +153,8 @@ class cli {
     return nullptr;
   }
   void print_help() const {
-    std::printf("usage: %s [options]\n\n%s\n\noptions (--name value or --name=value):\n", program_.c_str(),
-                summary_.c_str());
+    std::printf("usage: %s [options]\n\n%s\n\noptions%s:\n", program_.c_str(), summary_.c_str(),
+                options_.empty() ? "" : " (--name value or --name=value)");
     for (const auto& o : options_) {
       std::string left = "  " + o.name + (o.value_name.empty() ? "" : " " + o.value_name);
       if (left.size() < 26) left.resize(26, ' ');

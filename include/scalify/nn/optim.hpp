@@ -37,6 +37,7 @@
 #include <Eigen/Core>  // Eigen::Index
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
 #include <cstdint>     // uint64_t
+#include <cstdio>      // std::snprintf
 #include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
 #include <utility>     // std::move, std::pair
@@ -152,16 +153,23 @@ inline bool all_finite(const Tensor& g) {
   return (g.data().array() * g.scale()).isFinite().all();
 }
 
+/// `x` as printf's %g does ("0.5", "3e+30", "inf", "nan").
+inline std::string g_string(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 /// The message of a nonfinite_gradient_error for gradient `g` of parameter `name`.
 inline std::string nonfinite_message(const char* where, const std::string& name, const Tensor& g) {
   std::string m = std::string(where) + ": the gradient of parameter '" + name + "' " +
-                  scalify::detail::shape_string(g) + " is not finite (scale " + std::to_string(g.scale());
+                  scalify::detail::shape_string(g) + " is not finite (scale " + g_string(g.scale());
   for (Eigen::Index r = 0; r < g.rows(); ++r) {
     for (Eigen::Index c = 0; c < g.cols(); ++c) {
       const float d = g.data()(r, c);
       if (!std::isfinite(d * g.scale())) {
         m += "; first non-finite value at (" + std::to_string(r) + ", " + std::to_string(c) + "): data " +
-             std::to_string(d) + ", value " + std::to_string(d * g.scale());
+             g_string(d) + ", value " + g_string(d * g.scale());
         r = g.rows();
         break;
       }
