@@ -184,7 +184,7 @@ inline std::string clock_time(double seconds) {
 /// A one-line progress bar on stderr with rate and ETA, redrawn at most ~10
 /// times a second, only if stderr is a terminal (and TERM is not "dumb").
 ///
-///   epoch 2/5 [########............] 24320/60000  loss 0.4123  2890 img/s  ETA 0:12
+///   epoch 2/5 [########............] 24320/60000  loss 0.4123  2890 img/s  ETA 0:12, run 1:05
 class progress_bar {
  public:
   progress_bar() {
@@ -193,10 +193,12 @@ class progress_bar {
   }
   bool enabled() const { return enabled_; }
 
-  /// Starts timing a phase of `total` items (an epoch).
-  void start(std::string label, size_t total) {
+  /// Starts timing a phase of `total` items (an epoch); `later` items follow
+  /// in later phases (the other epochs), for the ETA of the whole run.
+  void start(std::string label, size_t total, size_t later = 0) {
     label_ = std::move(label);
     total_ = total;
+    later_ = later;
     start_ = std::chrono::steady_clock::now();
     last_ = {};
   }
@@ -219,6 +221,7 @@ class progress_bar {
       line += "  " + std::to_string(static_cast<long>(rate)) + " img/s";
       line += done < total_ ? "  ETA " + clock_time(static_cast<double>(total_ - done) / rate)
                             : "  took " + clock_time(elapsed);
+      if (later_ > 0) line += ", run " + clock_time(static_cast<double>(total_ - done + later_) / rate);
     }
     status_ = line;
     draw("");
@@ -243,7 +246,7 @@ class progress_bar {
 
   bool enabled_ = false;
   std::string label_, status_;
-  size_t total_ = 0;
+  size_t total_ = 0, later_ = 0;
   std::chrono::steady_clock::time_point start_, last_;
 };
 

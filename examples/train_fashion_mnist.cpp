@@ -262,7 +262,8 @@ int main(int argc, char** argv) {
     for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);  // Fisher-Yates
 
     const auto start = std::chrono::steady_clock::now();
-    bar.start("epoch " + std::to_string(epoch) + "/" + std::to_string(args.epochs), n_train);
+    bar.start("epoch " + std::to_string(epoch) + "/" + std::to_string(args.epochs), n_train,
+              n_train * static_cast<size_t>(args.epochs - epoch));
     double loss_sum = 0.0;
     long correct = 0, batches = 0;
     std::vector<int> labels;
