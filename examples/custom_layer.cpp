@@ -19,6 +19,7 @@
 #include <random>   // std::mt19937_64
 #include <vector>   // std::vector
 
+#include "cli.hpp"                     // examples::cli (--help)
 #include "scalify/nn/activations.hpp"  // relu_forward, relu_backward
 #include "scalify/nn/linear.hpp"       // linear_forward, linear_backward
 #include "scalify/nn/loss.hpp"         // softmax_cross_entropy
@@ -91,7 +92,10 @@ Data make_data(int n, uint64_t seed) {
   return d;
 }
 
-int main() {
+int main(int argc, char** argv) {
+  examples::cli("custom_layer", "Trains a small MLP with a user-written residual layer in fp8 on synthetic data;\n"
+                                "exit code 0 if it fits (train accuracy >= 0.9).")
+      .parse(argc, argv);  // no options: --help, or exit 2
   const nn::linear_config cfg = nn::linear_config::fp8();
   nn::sequential net;
   net.add(std::make_unique<nn::linear_layer>(20, 64, cfg, 1));

@@ -15,6 +15,8 @@
 #include <string_view>  // std::string_view
 #include <vector>       // std::vector
 
+#include "cli.hpp"  // examples::cli (--help)
+
 template <class Float8>
 void round_trip(const char* name, const std::vector<float>& x) {
   std::vector<Float8> x8(x.size());
@@ -38,7 +40,10 @@ void round_trip(const char* name, const std::vector<float>& x) {
   std::printf("  max relative error (normal range): %.4f\n", max_rel_error);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  examples::cli("quickstart", "Rounds 4096 floats to float8_e4m3fn and float8_e5m2 and back, and prints the errors.\n"
+                              "SCALIFY_CPU_PATH=scalar forces the portable path.")
+      .parse(argc, argv);  // no options: --help, or exit 2
   // 4096 values of both signs spread over 2^-12 .. 2^7.
   std::vector<float> x(4096);
   for (std::size_t i = 0; i < x.size(); ++i)

@@ -1,49 +1,51 @@
 // Train an MLP on Fashion-MNIST with scaled float8 / float16 arithmetic.
 //
-//   train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs 5] [--batch 128]
-//                       [--lr 0.05] [--momentum 0.9] [--seed 1] [--hidden 512,512]
-//                       [--threads N] [--json FILE] [--data DIR] [--limit N]
-//                       [--state fp32|fp16|fp16-rn|bf16|fp16-naive] [--optimizer sgd|adamw] [--wd X]
+//   train_fashion_mnist --help                       the options and their defaults
+//   train_fashion_mnist --precision fp8 --epochs 5   (--flag value or --flag=value)
 //
 //   fp32        float32 matmuls, float32 optimizer (the baseline)
-//   fp16        scaled float16 matmul operands, scaled float16 optimizer state and master weights
+//   fp16        scaled float16 matmul operands, scaled float16 optimizer state and weights
 //   fp8         e4m3fn activations and weights, e5m2 gradients, scaled float16 optimizer state
 //   fp16-naive  plain float16 without scaling: operands, results, gradients and optimizer
 //               state on scale 1 (what unscaled low precision does)
 //
-// --state overrides the optimizer storage of the preset (master weights and
+// --state overrides the optimizer storage of the preset (weights and
 // momentum): fp32 plain; fp16, bf16 scaled with stochastic rounding of the
-// master weights; fp16-rn scaled float16 rounded to nearest; fp16-naive plain
+// weights; fp16-rn scaled float16 rounded to nearest; fp16-naive plain
 // float16. It separates the matmul formats' effect from the optimizer's.
-// --optimizer adamw uses AdamW (betas 0.9, 0.999, weight decay --wd, default 0)
-// instead of SGD with momentum. --limit N trains on the first N images only.
+// --optimizer adamw uses AdamW instead of SGD with momentum; --lr and --wd
+// default to each optimizer's own defaults. --limit N trains on the first N
+// images only. --dry-run prints the settings and exits.
 //
 // The data comes from the Debian package dataset-fashion-mnist
 // (/usr/share/datasets/fashion-mnist) or --data DIR (IDX files, .gz or not).
 // Same arguments and seed give the same result. The last line of the output is
-// `test_accuracy=<fraction>`. Bad arguments: a usage message and exit code 2.
+// `test_accuracy=<fraction>`. Bad arguments (and a --json path that cannot be
+// written, checked before training): a message on stderr and exit code 2.
+// On a terminal a progress bar (rate, ETA) is drawn on stderr.
 //
 // The training step reads top to bottom: zero_grad, forward, loss, backward, step.
-#include <unistd.h>  // isatty
-
 #include <Eigen/Core>  // Eigen::setNbThreads
 #include <chrono>      // std::chrono::steady_clock
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::fprintf, std::printf
-#include <cstdlib>     // std::exit, std::strtol
 #include <fstream>     // std::ofstream
 #include <memory>      // std::unique_ptr
 #include <numeric>     // std::iota
+#include <optional>    // std::optional
 #include <random>      // std::mt19937_64
 #include <string>      // std::string
 #include <vector>      // std::vector
 
-#include "scalify/nn/idx.hpp"   // load_fashion_mnist (zlib)
-#include "scalify/nn/loss.hpp"  // softmax_cross_entropy
-#include "scalify/nn/mlp.hpp"   // make_mlp
-#include "scalify/nn/optim.hpp" // sgd
+#include "cli.hpp"                        // examples::cli, progress_bar, num
+#include "scalify/core/config_scope.hpp"  // config_scope (threads)
+#include "scalify/nn/idx.hpp"             // load_fashion_mnist (zlib)
+#include "scalify/nn/loss.hpp"            // softmax_cross_entropy
+#include "scalify/nn/mlp.hpp"             // make_mlp
+#include "scalify/nn/optim.hpp"           // sgd, adamw
 
 namespace nn = scalify::nn;
+using examples::num;
 
 // ----------------------------------------------------------------------------
 // Arguments
@@ -52,101 +54,74 @@ struct Args {
   std::string precision = "fp32";
   int epochs = 5;
   int batch = 128;
-  float lr = 0.05f;
+  std::optional<float> lr;  // empty: the optimizer's default (below)
   float momentum = 0.9f;
+  std::optional<float> wd;  // empty: the optimizer's default
   uint64_t seed = 1;
   std::vector<Eigen::Index> hidden = {512, 512};
   int threads = 1;
   std::string json;
   std::string data = nn::kFashionMnistDir;
-  long limit = 0;  // 0: the whole training set
+  long limit = 0;     // 0: the whole training set
   std::string state;  // empty: the preset's
   std::string optimizer = "sgd";
-  float wd = 0.0f;
+  bool dry_run = false;
 };
 
-[[noreturn]] void usage(const std::string& error) {
-  std::fprintf(stderr,
-               "train_fashion_mnist: %s\n"
-               "usage: train_fashion_mnist [--precision fp32|fp16|fp8|fp16-naive] [--epochs N] [--batch N]\n"
-               "                           [--lr X] [--momentum X] [--seed N] [--hidden N,N,...] [--threads N]\n"
-               "                           [--json FILE] [--data DIR] [--limit N] [--state fp32|fp16|fp16-rn|bf16|fp16-naive]\n"
-               "                           [--optimizer sgd|adamw] [--wd X]\n",
-               error.c_str());
-  std::exit(2);
-}
-
-long parse_int(const std::string& flag, const std::string& v, long min) {
-  char* end = nullptr;
-  errno = 0;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < min) {
-    usage(flag + " wants an integer >= " + std::to_string(min) + ", got '" + v + "'");
-  }
-  return x;
-}
-
-float parse_float(const std::string& flag, const std::string& v, float min, float max) {
-  char* end = nullptr;
-  const float x = std::strtof(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !(x >= min && x <= max)) {
-    usage(flag + " wants a number in [" + std::to_string(min) + ", " + std::to_string(max) + "], got '" + v + "'");
-  }
-  return x;
-}
+// The defaults of --lr and --wd: SGD's are this example's (the numpy reference
+// of the training docs); AdamW's are nn::adamw_config's.
+constexpr float kSgdLr = 0.05f, kSgdWd = 0.0f;
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "-h" || flag == "--help") usage("train an MLP on Fashion-MNIST");
-    if (i + 1 >= argc) usage("missing value after " + flag);
-    const std::string v = argv[++i];
-    if (flag == "--precision") {
-      if (v != "fp32" && v != "fp16" && v != "fp8" && v != "fp16-naive") usage("unknown precision '" + v + "'");
-      a.precision = v;
-    } else if (flag == "--epochs") {
-      a.epochs = static_cast<int>(parse_int(flag, v, 1));
-    } else if (flag == "--batch") {
-      a.batch = static_cast<int>(parse_int(flag, v, 1));
-    } else if (flag == "--lr") {
-      a.lr = parse_float(flag, v, 0.0f, 10.0f);
-    } else if (flag == "--momentum") {
-      a.momentum = parse_float(flag, v, 0.0f, 0.999f);
-    } else if (flag == "--seed") {
-      a.seed = static_cast<uint64_t>(parse_int(flag, v, 0));
-    } else if (flag == "--hidden") {
-      a.hidden.clear();
-      size_t start = 0;
-      while (start <= v.size()) {
-        const size_t comma = v.find(',', start);
-        const std::string item = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        a.hidden.push_back(parse_int(flag, item, 1));
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-    } else if (flag == "--threads") {
-      a.threads = static_cast<int>(parse_int(flag, v, 1));
-    } else if (flag == "--json") {
-      a.json = v;
-    } else if (flag == "--data") {
-      a.data = v;
-    } else if (flag == "--state") {
-      if (v != "fp32" && v != "fp16" && v != "fp16-rn" && v != "bf16" && v != "fp16-naive") {
-        usage("unknown --state '" + v + "'");
-      }
-      a.state = v;
-    } else if (flag == "--optimizer") {
-      if (v != "sgd" && v != "adamw") usage("unknown optimizer '" + v + "'");
-      a.optimizer = v;
-    } else if (flag == "--wd") {
-      a.wd = parse_float(flag, v, 0.0f, 1.0f);
-    } else if (flag == "--limit") {
-      a.limit = parse_int(flag, v, 1);
-    } else {
-      usage("unknown argument '" + flag + "'");
+  const nn::adamw_config adamw_defaults;
+  examples::cli c("train_fashion_mnist", "Trains an MLP on Fashion-MNIST in fp32, fp16 or fp8 (scalify).");
+  c.option("--precision", "P", "fp32, fp16, fp8 or fp16-naive: matmul formats and optimizer storage",
+           [&](const std::string& v) { a.precision = c.to_choice(v, {"fp32", "fp16", "fp8", "fp16-naive"}); },
+           a.precision);
+  c.option("--epochs", "N", "passes over the training set", [&](const std::string& v) {
+    a.epochs = static_cast<int>(c.to_int(v, 1));
+  }, std::to_string(a.epochs));
+  c.option("--batch", "N", "images per step", [&](const std::string& v) { a.batch = static_cast<int>(c.to_int(v, 1)); },
+           std::to_string(a.batch));
+  c.option("--lr", "X", "learning rate", [&](const std::string& v) { a.lr = static_cast<float>(c.to_number(v, 0, 10)); },
+           num(kSgdLr) + " for sgd, " + num(adamw_defaults.lr) + " for adamw");
+  c.option("--momentum", "X", "SGD momentum", [&](const std::string& v) {
+    a.momentum = static_cast<float>(c.to_number(v, 0, 0.999));
+  }, num(a.momentum));
+  c.option("--wd", "X", "weight decay (SGD: L2, AdamW: decoupled)",
+           [&](const std::string& v) { a.wd = static_cast<float>(c.to_number(v, 0, 1)); },
+           num(kSgdWd) + " for sgd, " + num(adamw_defaults.weight_decay) + " for adamw");
+  c.option("--optimizer", "NAME", "sgd or adamw", [&](const std::string& v) {
+    a.optimizer = c.to_choice(v, {"sgd", "adamw"});
+  }, a.optimizer);
+  c.option("--state", "S", "optimizer storage: fp32, fp16, fp16-rn, bf16 or fp16-naive",
+           [&](const std::string& v) { a.state = c.to_choice(v, {"fp32", "fp16", "fp16-rn", "bf16", "fp16-naive"}); },
+           "the precision's");
+  c.option("--seed", "N", "seed of the initial weights, shuffles and roundings", [&](const std::string& v) {
+    a.seed = static_cast<uint64_t>(c.to_int(v, 0));
+  }, std::to_string(a.seed));
+  c.option("--hidden", "N,N,...", "hidden layer sizes", [&](const std::string& v) {
+    a.hidden.clear();
+    size_t start = 0;
+    while (true) {
+      const size_t comma = v.find(',', start);
+      a.hidden.push_back(c.to_int(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start), 1));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
     }
-  }
+  }, "512,512");
+  c.option("--threads", "N", "threads of Eigen and of storing large results (the GEMM uses every core)",
+           [&](const std::string& v) { a.threads = static_cast<int>(c.to_int(v, 1)); }, std::to_string(a.threads));
+  c.option("--limit", "N", "train on the first N images only", [&](const std::string& v) { a.limit = c.to_int(v, 1); },
+           "all");
+  c.option("--data", "DIR", "directory of the IDX files (.gz or not)", [&](const std::string& v) { a.data = v; },
+           a.data);
+  c.option("--json", "FILE", "write the settings and per-epoch results as JSON (checked before training)",
+           [&](const std::string& v) { a.json = v; }, "none");
+  c.flag("--dry-run", "print the settings and exit without loading data or training", &a.dry_run);
+  c.parse(argc, argv);
+  if (!a.json.empty()) c.check_output_file("--json", a.json);
   return a;
 }
 
@@ -184,25 +159,18 @@ int argmax_row(const nn::Tensor& logits, Eigen::Index r) {
   return static_cast<int>(best);
 }
 
-double accuracy(nn::sequential& net, const nn::idx_dataset& d) {
+double accuracy(nn::sequential& net, const nn::idx_dataset& d, examples::progress_bar& bar) {
   std::vector<int> order(static_cast<size_t>(d.size()));
   std::iota(order.begin(), order.end(), 0);
   long correct = 0;
   const size_t chunk = 1000;
   for (size_t b = 0; b < order.size(); b += chunk) {
     const size_t n = std::min(chunk, order.size() - b);
+    bar.note("evaluating " + std::to_string(b) + "/" + std::to_string(order.size()) + " test images");
     const nn::Tensor logits = net.forward(gather(d.images, order, b, n));
     for (size_t i = 0; i < n; ++i) correct += argmax_row(logits, static_cast<Eigen::Index>(i)) == d.labels[b + i];
   }
   return static_cast<double>(correct) / static_cast<double>(order.size());
-}
-
-void progress(int epoch, size_t done, size_t total, double loss) {
-  const int width = 30;
-  const int filled = static_cast<int>(width * done / total);
-  std::fprintf(stderr, "\repoch %d [%.*s%*s] %3d%% loss %.4f", epoch, filled, "##############################",
-               width - filled, "", static_cast<int>(100 * done / total), loss);
-  std::fflush(stderr);
 }
 
 struct EpochResult {
@@ -213,24 +181,29 @@ struct EpochResult {
 // Training
 
 int main(int argc, char** argv) {
-  const Args args = parse_args(argc, argv);
+  const Args args = parse_args(argc, argv);  // exits 2 on bad arguments or an unwritable --json
   Eigen::setNbThreads(args.threads);
+  scalify::scalify_config config = scalify::current_config();
+  config.threads = args.threads;
+  const scalify::config_scope threads_scope(config);
 
   nn::idx_train_test data;
-  try {
-    data = nn::load_fashion_mnist(args.data);
-  } catch (const scalify::format_error& e) {
-    std::fprintf(stderr, "train_fashion_mnist: %s\n", e.what());
-    return 1;
-  }
-  for (int l : data.train.labels) {
-    if (l < 0 || l > 9) {
-      std::fprintf(stderr, "train_fashion_mnist: label %d out of [0, 9]\n", l);
+  if (!args.dry_run) {
+    try {
+      data = nn::load_fashion_mnist(args.data);
+    } catch (const scalify::format_error& e) {
+      std::fprintf(stderr, "train_fashion_mnist: %s\n", e.what());
       return 1;
     }
+    for (int l : data.train.labels) {
+      if (l < 0 || l > 9) {
+        std::fprintf(stderr, "train_fashion_mnist: label %d out of [0, 9]\n", l);
+        return 1;
+      }
+    }
   }
-  const size_t n_train = args.limit > 0 ? std::min<size_t>(static_cast<size_t>(args.limit), data.train.labels.size())
-                                        : data.train.labels.size();
+  const size_t n_available = args.dry_run ? 60000 : data.train.labels.size();
+  const size_t n_train = args.limit > 0 ? std::min<size_t>(static_cast<size_t>(args.limit), n_available) : n_available;
 
   Precision prec = preset(args.precision);
   if (args.state == "fp32") prec.state = nn::state_config::fp32();
@@ -239,41 +212,58 @@ int main(int argc, char** argv) {
   if (args.state == "bf16") prec.state = nn::state_config{.format = nn::dtype::bfloat16};
   if (args.state == "fp16-naive") prec.state = nn::state_config::fp16_naive();
   nn::mlp_config mcfg;
-  mcfg.sizes.push_back(data.train.images.cols());
+  mcfg.sizes.push_back(args.dry_run ? 784 : data.train.images.cols());
   for (auto h : args.hidden) mcfg.sizes.push_back(h);
   mcfg.sizes.push_back(10);
   mcfg.linear = prec.linear;
   mcfg.seed = args.seed;
   nn::sequential net = nn::make_mlp(mcfg);
+
+  // The optimizer, from its own defaults plus the flags given; the header
+  // below prints the settings read back from it.
   std::unique_ptr<nn::sgd> sgd;
   std::unique_ptr<nn::adamw> adamw;
+  std::string opt_text;
   if (args.optimizer == "adamw") {
-    adamw = std::make_unique<nn::adamw>(net.parameters(), nn::adamw_config{.lr = args.lr, .weight_decay = args.wd},
-                                        prec.state);
+    nn::adamw_config c;
+    if (args.lr) c.lr = *args.lr;
+    if (args.wd) c.weight_decay = *args.wd;
+    adamw = std::make_unique<nn::adamw>(net.parameters(), c, prec.state);
+    const nn::adamw_config& r = adamw->config();
+    opt_text = "adamw lr " + num(r.lr) + " betas " + num(r.beta1) + "," + num(r.beta2) + " eps " + num(r.eps) +
+               " wd " + num(r.weight_decay);
   } else {
-    sgd = std::make_unique<nn::sgd>(net.parameters(),
-                                    nn::sgd_config{.lr = args.lr, .momentum = args.momentum, .weight_decay = args.wd},
-                                    prec.state);
+    nn::sgd_config c{.lr = args.lr.value_or(kSgdLr), .momentum = args.momentum, .weight_decay = args.wd.value_or(kSgdWd)};
+    sgd = std::make_unique<nn::sgd>(net.parameters(), c, prec.state);
+    const nn::sgd_config& r = sgd->config();
+    opt_text = "sgd lr " + num(r.lr) + " momentum " + num(r.momentum) + " wd " + num(r.weight_decay);
   }
+  const nn::state_config& st = prec.state;
+  const std::string state_text =
+      std::string(nn::dtype_name(st.format)) + (st.dynamic_scale ? " scaled" : " unscaled") +
+      (st.format == nn::dtype::float32 ? "" : (st.stochastic_master ? ", stochastic rounding" : ", nearest rounding"));
 
-  std::printf("# precision %s, %s\n", args.precision.c_str(), net.name().c_str());
-  std::printf("# optimizer: %s lr %g momentum %g wd %g, state %s%s; batch %d, seed %llu, %zu training images\n",
-              args.optimizer.c_str(), static_cast<double>(args.lr), static_cast<double>(args.momentum),
-              static_cast<double>(args.wd), nn::dtype_name(prec.state.format),
-              prec.state.dynamic_scale ? " scaled" : "", args.batch, static_cast<unsigned long long>(args.seed),
-              n_train);
+  std::printf("# precision %s: %s\n", args.precision.c_str(), net.name().c_str());
+  std::printf("# optimizer %s; state %s\n", opt_text.c_str(), state_text.c_str());
+  std::printf("# epochs %d, batch %d, seed %llu, threads %d, %zu training images%s\n", args.epochs, args.batch,
+              static_cast<unsigned long long>(args.seed), args.threads, n_train, args.dry_run ? " (dry run)" : "");
+  std::printf("# data %s%s%s\n", args.data.c_str(), args.json.empty() ? "" : ", json ", args.json.c_str());
+  if (args.dry_run) return 0;
   std::printf("%5s %8s %9s %9s %8s %9s\n", "epoch", "loss", "train_acc", "test_acc", "seconds", "images/s");
   std::fflush(stdout);
 
-  const bool tty = isatty(2) != 0;
+  examples::progress_bar bar;  // stderr, terminals only
   std::mt19937_64 shuffle_rng(args.seed ^ 0x5eed'5eedull);
   std::vector<int> order(n_train);
   std::vector<EpochResult> results;
+  long skipped_reported = 0;
   for (int epoch = 1; epoch <= args.epochs; ++epoch) {
     std::iota(order.begin(), order.end(), 0);
     for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);  // Fisher-Yates
 
     const auto start = std::chrono::steady_clock::now();
+    bar.start("epoch " + std::to_string(epoch) + "/" + std::to_string(args.epochs), n_train,
+              n_train * static_cast<size_t>(args.epochs - epoch));
     double loss_sum = 0.0;
     long correct = 0, batches = 0;
     std::vector<int> labels;
@@ -289,7 +279,7 @@ int main(int argc, char** argv) {
       const float loss = nn::softmax_cross_entropy(&dlogits, logits, labels, prec.loss_grad_rescale);
       net.backward(dlogits);
       if (sgd) {
-        sgd->step();
+        sgd->step();  // skips the step if a gradient is not finite
       } else {
         adamw->step();
       }
@@ -297,15 +287,25 @@ int main(int argc, char** argv) {
       loss_sum += loss;
       ++batches;
       for (size_t i = 0; i < n; ++i) correct += argmax_row(logits, static_cast<Eigen::Index>(i)) == labels[i];
-      if (tty && (batches % 20 == 0 || b + n == n_train)) progress(epoch, b + n, n_train, loss_sum / batches);
+      if (bar.enabled()) {
+        char loss_text[32];
+        std::snprintf(loss_text, sizeof loss_text, "loss %.4f", loss_sum / static_cast<double>(batches));
+        bar.update(b + n, loss_text, b + n == n_train);
+      }
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (tty) std::fprintf(stderr, "\r%*s\r", 70, "");
+    const double test_acc = accuracy(net, data.test, bar);  // the bar stays up, with a note
+    bar.clear();
     const EpochResult r{loss_sum / static_cast<double>(batches), static_cast<double>(correct) / static_cast<double>(n_train),
-                        accuracy(net, data.test), seconds, static_cast<double>(n_train) / seconds};
+                        test_acc, seconds, static_cast<double>(n_train) / seconds};
     results.push_back(r);
     std::printf("%5d %8.4f %9.4f %9.4f %8.2f %9.0f\n", epoch, r.loss, r.train_acc, r.test_acc, r.seconds,
                 r.images_per_second);
+    const long skipped = sgd ? sgd->skipped_steps() : adamw->skipped_steps();
+    if (skipped != skipped_reported) {
+      std::printf("# %ld steps skipped so far: a gradient was not finite\n", skipped);
+      skipped_reported = skipped;
+    }
     std::fflush(stdout);
   }
 
@@ -315,12 +315,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "train_fashion_mnist: cannot write '%s'\n", args.json.c_str());
       return 1;
     }
-    f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(prec.state.format)
-      << (prec.state.dynamic_scale ? " scaled" : "")
-      << (prec.state.format != nn::dtype::float32 && !prec.state.stochastic_master ? " nearest" : "")
+    const float lr = sgd ? sgd->config().lr : adamw->config().lr;
+    const float wd = sgd ? sgd->config().weight_decay : adamw->config().weight_decay;
+    f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(st.format)
+      << (st.dynamic_scale ? " scaled" : "")
+      << (st.format != nn::dtype::float32 && !st.stochastic_master ? " nearest" : "")
       << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
-      << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << args.wd << ", \"lr\": " << args.lr << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
-      << ", \"train_images\": " << n_train << ", \"sizes\": [";
+      << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << wd << ", \"lr\": " << lr
+      << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
+      << ", \"train_images\": " << n_train << ", \"skipped_steps\": " << skipped_reported << ", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
     f << "], \"epoch_results\": [";
     for (size_t i = 0; i < results.size(); ++i) {

@@ -7,7 +7,8 @@
 #ifndef SCALIFY_SCALIFY_HPP_
 #define SCALIFY_SCALIFY_HPP_
 
-// Infrastructure: version, configuration, errors, CPU paths.
+// Infrastructure: version, configuration, errors, CPU paths, the activation enum.
+#include "scalify/activation.hpp"
 #include "scalify/config.hpp"
 #include "scalify/cpu.hpp"
 #include "scalify/errors.hpp"

@@ -3,6 +3,7 @@
 // and fp8, deterministically.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -76,7 +77,7 @@ Fit train(const nn::linear_config& lcfg, const nn::state_config& scfg, int epoch
 }  // namespace
 
 TEST_CASE("mlp: make_mlp builds Linear -> act -> ... -> Linear", "[nn][mlp]") {
-  nn::sequential net = nn::make_mlp({.sizes = {8, 16, 16, 3}, .act = nn::activation::gelu, .layernorm = true});
+  nn::sequential net = nn::make_mlp({.sizes = {8, 16, 16, 3}, .act = nn::activation::gelu_tanh, .layernorm = true});
   CHECK(net.size() == 7);  // linear, layernorm, gelu, linear, layernorm, gelu, linear
   CHECK(net.parameters().size() == 10);
   const nn::Tensor y = net.forward(nn::Tensor(nn::Matrix::Random(5, 8), 1.0f));
@@ -120,7 +121,7 @@ TEST_CASE("make_mlp rejects an activation or linear format outside its enum", "[
   cfg.act = static_cast<nn::activation>(5);
   CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
   CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("scalify::nn::make_mlp") && Catch::Contains("activation 5"));
-  cfg.act = nn::activation::gelu;
+  cfg.act = nn::activation::gelu_tanh;
   cfg.linear.forward.lhs = static_cast<nn::dtype>(40);
   CHECK_THROWS_WITH(nn::make_mlp(cfg), Catch::Contains("forward.lhs") && Catch::Contains("dtype 40"));
   cfg.linear = nn::linear_config::fp8();
@@ -140,4 +141,35 @@ TEST_CASE("make_mlp rejects an activation or linear format outside its enum", "[
   CHECK_THROWS_AS(nn::layernorm_layer(-4), std::invalid_argument);
   cfg.sizes = {Eigen::Index{1} << 40, Eigen::Index{1} << 40};
   CHECK_THROWS_AS(nn::make_mlp(cfg), std::invalid_argument);
+}
+
+TEST_CASE("mlp: one NaN pixel skips the optimizer step instead of poisoning every weight", "[nn][mlp][nonfinite]") {
+  // The report: a NaN in one input made the logits gradient's scale inf, and
+  // after one SGD step every weight was NaN. Now the step is skipped.
+  const Toy toy = make_toy(3);
+  nn::sequential net = nn::make_mlp({.sizes = {16, 64, 4}, .linear = nn::linear_config::fp8(), .seed = 11});
+  nn::sgd opt(net.parameters(), {.lr = 0.1f, .momentum = 0.9f});
+  const std::vector<int> labels(toy.y.begin(), toy.y.begin() + 32);
+  auto train_step = [&](const nn::Matrix& x) {
+    net.zero_grad();
+    nn::Tensor dlogits;
+    (void)nn::softmax_cross_entropy(&dlogits, net.forward(nn::Tensor(x, 1.0f)), labels);
+    net.backward(dlogits);
+    return opt.step();
+  };
+  CHECK(train_step(toy.x.topRows(32)));
+  std::vector<nn::Matrix> before;
+  for (const auto& p : net.parameters()) before.push_back(p.value->data() * p.value->scale());
+  nn::Matrix bad = toy.x.topRows(32);
+  bad(5, 7) = std::nanf("");
+  CHECK_FALSE(train_step(bad));
+  CHECK(opt.skipped_steps() == 1);
+  const auto params = net.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].name);
+    CHECK((params[i].value->data() * params[i].value->scale()) == before[i]);  // unchanged, and no NaN
+  }
+  CHECK(train_step(toy.x.topRows(32)));
+  CHECK(opt.step_count() == 2);
+  for (const auto& p : net.parameters()) CHECK(p.value->data().allFinite());
 }

@@ -1,10 +1,18 @@
 // Optimizers (nn/optim.hpp) against a float64 reference over a few steps,
-// and the reason for scaled, stochastically rounded float16 master weights:
-// updates smaller than half an ulp survive.
+// and the reason for scaled, stochastically rounded float16 weights: updates
+// smaller than half an ulp survive. Non-finite gradients skip the step (or
+// throw) and change nothing; weights loaded into the module after the
+// optimizer was built are the ones it updates.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "scalify/nn/optim.hpp"
@@ -212,4 +220,204 @@ TEST_CASE("optimizers reject a state format outside the dtype enum", "[nn][optim
   CHECK_THROWS_AS(nn::sgd(params, {}, state), std::invalid_argument);
   CHECK_THROWS_WITH(nn::adamw(params, {}, state), Catch::Contains("state_config.format") && Catch::Contains("77"));
   CHECK(w.data()(0, 0) == 0.5f);  // untouched
+}
+
+// ----------------------------------------------------------------------------
+// Non-finite gradients: the whole step is skipped (or throws), nothing changes.
+
+namespace {
+
+/// The bits of a tensor: data and scale.
+std::vector<uint32_t> bits(const nn::Tensor& t) {
+  std::vector<uint32_t> b;
+  for (Eigen::Index i = 0; i < t.size(); ++i) b.push_back(std::bit_cast<uint32_t>(t.data().data()[i]));
+  b.push_back(std::bit_cast<uint32_t>(t.scale()));
+  return b;
+}
+
+/// Everything an optimizer step may change: the weights, the state buffers, the step count.
+template <class Opt>
+std::vector<std::vector<uint32_t>> snapshot(const Problem& p, const Opt& opt) {
+  std::vector<std::vector<uint32_t>> s;
+  for (size_t i = 0; i < p.w.size(); ++i) {
+    s.push_back(bits(p.w[i]));
+    if constexpr (std::is_same_v<Opt, nn::sgd>) {
+      s.push_back(bits(opt.velocity(i).load()));
+    } else {
+      s.push_back(bits(opt.first_moment(i).load()));
+      s.push_back(bits(opt.second_moment_sqrt(i).load()));
+    }
+  }
+  s.push_back({static_cast<uint32_t>(opt.step_count())});
+  return s;
+}
+
+/// The ways a gradient can be non-finite: NaN or inf data, an inf or NaN scale,
+/// finite data and scale whose product overflows float.
+const std::vector<std::pair<const char*, std::function<void(Problem&)>>> kInjections = {
+    {"NaN in the weight gradient", [](Problem& p) { p.g[0].data()(3, 2) = std::nanf(""); }},
+    {"inf in the bias gradient", [](Problem& p) { p.g[1].data()(0, 5) = std::numeric_limits<float>::infinity(); }},
+    {"-inf in the weight gradient", [](Problem& p) { p.g[0].data()(0, 0) = -std::numeric_limits<float>::infinity(); }},
+    {"inf scale", [](Problem& p) { p.g[0].set_scale(std::numeric_limits<float>::infinity()); }},
+    {"NaN scale", [](Problem& p) { p.g[1].set_scale(std::nanf("")); }},
+    {"data * scale overflows", [](Problem& p) {
+       p.g[0].data()(1, 1) = 3e30f;
+       p.g[0].set_scale(1e10f);
+     }},
+};
+
+template <class Opt, class Cfg>
+void check_skips(const Cfg& cfg, const nn::state_config& state) {
+  for (const auto& [name, inject] : kInjections) {
+    INFO(name);
+    Problem p, twin;
+    Opt opt(p.params(), cfg, state), twin_opt(twin.params(), cfg, state);
+    for (int t = 1; t <= 2; ++t) {
+      p.set_grads(t);
+      twin.set_grads(t);
+      CHECK(opt.step());
+      CHECK(twin_opt.step());
+    }
+    const auto before = snapshot(p, opt);
+    p.set_grads(3);
+    inject(p);
+    CHECK_FALSE(opt.step());
+    CHECK(opt.skipped_steps() == 1);
+    CHECK(opt.step_count() == 2);
+    CHECK(snapshot(p, opt) == before);  // weights, momentum / moments, step count: bit for bit
+    CHECK_FALSE(opt.step());            // the same bad gradient again: skipped again
+    CHECK(opt.skipped_steps() == 2);
+    CHECK(snapshot(p, opt) == before);
+    // A finite step afterwards is the step the twin (which never saw the bad gradient) takes: same bits.
+    p.set_grads(3);
+    twin.set_grads(3);
+    CHECK(opt.step());
+    CHECK(twin_opt.step());
+    CHECK(opt.step_count() == 3);
+    CHECK(opt.skipped_steps() == 2);
+    CHECK(snapshot(p, opt) == snapshot(twin, twin_opt));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("optimizers skip a step whose gradient is not finite, changing nothing", "[nn][optim][nonfinite]") {
+  for (const auto& f : {kFormats[0], kFormats[1]}) {  // fp32, fp16 scaled stochastic
+    SECTION(std::string("sgd, ") + f.name) {
+      check_skips<nn::sgd>(nn::sgd_config{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f}, f.cfg);
+    }
+    SECTION(std::string("adamw, ") + f.name) {
+      check_skips<nn::adamw>(nn::adamw_config{.lr = 1e-3f, .weight_decay = 0.1f}, f.cfg);
+    }
+  }
+}
+
+TEST_CASE("optimizers with nonfinite_policy::raise throw and change nothing", "[nn][optim][nonfinite]") {
+  Problem p;
+  nn::sgd opt(p.params(), {.lr = 0.1f, .momentum = 0.9f, .on_nonfinite = nn::nonfinite_policy::raise});
+  p.set_grads(1);
+  CHECK(opt.step());
+  const auto before = snapshot(p, opt);
+  p.set_grads(2);
+  p.g[0].data()(3, 2) = std::nanf("");
+  CHECK_THROWS_AS(opt.step(), nn::nonfinite_gradient_error);
+  CHECK_THROWS_WITH(opt.step(), Catch::Contains("scalify::nn::sgd::step") && Catch::Contains("parameter 'w'") &&
+                                    Catch::Contains("(16 x 8)") && Catch::Contains("not finite") &&
+                                    Catch::Contains("at (3, 2)") && Catch::Contains("nan"));
+  CHECK(opt.skipped_steps() == 2);
+  CHECK(snapshot(p, opt) == before);
+  p.set_grads(2);
+  CHECK(opt.step());
+  CHECK(opt.step_count() == 2);
+
+  Problem q;
+  nn::adamw aw(q.params(), {.on_nonfinite = nn::nonfinite_policy::raise});
+  const auto q_before = bits(q.w[1]);  // as the constructor stored it (float16)
+  q.set_grads(1);
+  q.g[1].set_scale(std::numeric_limits<float>::infinity());
+  CHECK_THROWS_WITH(aw.step(), Catch::Contains("scalify::nn::adamw::step") && Catch::Contains("parameter 'b'") &&
+                                   Catch::Contains("scale inf"));
+  CHECK(aw.step_count() == 0);
+  CHECK(bits(q.w[1]) == q_before);
+  // An enum value outside nonfinite_policy is rejected.
+  nn::sgd bad(p.params(), {.on_nonfinite = static_cast<nn::nonfinite_policy>(7)});
+  CHECK_THROWS_WITH(bad.step(), Catch::Contains("nonfinite_policy 7"));
+}
+
+// ----------------------------------------------------------------------------
+// The weights live in the module: weights loaded after the optimizer is built
+// are the ones it updates.
+
+namespace {
+
+nn::linear_layer& first_linear(nn::sequential& net) { return dynamic_cast<nn::linear_layer&>(net[0]); }
+
+/// The bits of the values data * scale (exact: the scales are powers of two). A
+/// store may move a factor 2 between data and scale; the values are what the layer computes with.
+std::vector<uint32_t> value_bits(const nn::Tensor& t) {
+  std::vector<uint32_t> b;
+  for (Eigen::Index i = 0; i < t.size(); ++i) b.push_back(std::bit_cast<uint32_t>(t.data().data()[i] * t.scale()));
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("optimizers update the weights loaded into the module after they were built", "[nn][optim]") {
+  for (const auto& f : {kFormats[0], kFormats[1]}) {  // fp32, fp16 scaled stochastic
+    SECTION(f.name) {
+      nn::sequential net = nn::make_mlp({.sizes = {16, 8, 4}, .seed = 3});
+      nn::sgd opt(net.parameters(), {.lr = 0.0f, .momentum = 0.9f}, f.cfg);
+      nn::linear_layer& lin = first_linear(net);
+
+      // Load 0.5 everywhere (the report: lr 0 and zero gradients moved 0.5 to -0.193).
+      lin.params().w = nn::Tensor(nn::Matrix::Constant(16, 8, 0.5f), 1.0f);
+      const auto loaded = value_bits(lin.params().w);
+      net.zero_grad();
+      CHECK(opt.step());
+      CHECK(value_bits(lin.params().w) == loaded);
+
+      // Arbitrary float32 weights: round_parameters() rounds them to the state
+      // format (nearest even on the pow2 RMS scale), after which an empty step keeps every bit.
+      const MatD w0 = random_matrix(16, 8, 21, 0.3);
+      lin.params().w = nn::Tensor(w0.cast<float>(), 1.0f);
+      opt.round_parameters();
+      if (f.cfg.format == nn::dtype::float32) {
+        CHECK(values(lin.params().w) == w0.cast<float>().cast<double>());
+      } else {
+        // Independent reference: scale 2^floor(log2(RMS)), data rounded to float16 (Eigen::half, nearest even).
+        const double rms = std::sqrt(w0.cast<float>().cast<double>().squaredNorm() / 128.0);
+        const double scale = std::exp2(std::floor(std::log2(rms)));
+        CHECK(lin.params().w.scale() == static_cast<float>(scale));
+        for (Eigen::Index i = 0; i < w0.size(); ++i) {
+          const float want = static_cast<float>(Eigen::half(static_cast<float>(w0.data()[i]) / static_cast<float>(scale)));
+          CHECK(lin.params().w.data().data()[i] == want);
+        }
+      }
+      const auto rounded = value_bits(lin.params().w);
+      net.zero_grad();
+      CHECK(opt.step());
+      CHECK(value_bits(lin.params().w) == rounded);
+
+      // A real step after a load: momentum from an earlier step plus the new gradient, applied to the loaded weights.
+      opt.config().lr = 0.1f;
+      const MatD g1 = random_matrix(16, 8, 31, 1e-2), g2 = random_matrix(16, 8, 32, 1e-2);
+      nn::sgd opt2(net.parameters(), {.lr = 0.1f, .momentum = 0.9f}, f.cfg);
+      lin.grads().dw = nn::Tensor(g1.cast<float>(), 1.0f);
+      CHECK(opt2.step());  // v = g1
+      const MatD w1 = random_matrix(16, 8, 22, 0.3);
+      lin.params().w = nn::Tensor(w1.cast<float>(), 1.0f);  // loaded after opt2 was built and stepped
+      lin.grads().dw = nn::Tensor(g2.cast<float>(), 1.0f);
+      CHECK(opt2.step());
+      const MatD want = w1.cast<float>().cast<double>() - 0.1 * (0.9 * g1.cast<float>().cast<double>() +
+                                                                 g2.cast<float>().cast<double>());
+      const MatD change = values(lin.params().w) - w1.cast<float>().cast<double>();
+      const MatD want_change = want - w1.cast<float>().cast<double>();
+      INFO("relative error of the weights " << rel_error(values(lin.params().w), want) << ", of the update "
+                                            << rel_error(change, want_change));
+      // fp32: float32 roundings; fp16: one stochastic rounding of the weights (2^-11 of their RMS, 0.3)
+      // and of the momentum: normwise below 2^-10 * 0.3 / |update| ~ 0.1 of the update, 1e-3 of the weights.
+      CHECK(rel_error(values(lin.params().w), want) < (f.cfg.format == nn::dtype::float32 ? 1e-6 : 1e-3));
+      CHECK(rel_error(change, want_change) < (f.cfg.format == nn::dtype::float32 ? 1e-4 : 0.15));
+    }
+  }
 }

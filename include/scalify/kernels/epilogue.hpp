@@ -3,7 +3,7 @@
 // For each valid element of a finished MR x NR accumulator tile:
 //
 //   v   = alpha * acc;  v = fma(beta, C_old, v) if beta != 0;  v = v + bias[j] if a bias is given
-//   v   = activation(v)                          none, relu, or gelu_tanh
+//   v   = activation(v)                          none, relu, or gelu_tanh (scalify/activation.hpp)
 //   out = cast<TC>(v)                            round to nearest even, saturating on request
 //   amax = max(amax, |float(out)|)                over non-NaN outputs, so it equals
 //                                                max |C| recomputed from the stored C, except
@@ -17,11 +17,12 @@
 #ifndef SCALIFY_KERNELS_EPILOGUE_HPP_
 #define SCALIFY_KERNELS_EPILOGUE_HPP_
 
-#include <cmath>        // std::tanh, std::fabs, std::fma
+#include <cmath>        // std::fabs, std::fma
 #include <cstddef>      // ptrdiff_t
 #include <limits>       // std::numeric_limits
 #include <type_traits>  // std::is_same_v
 
+#include "scalify/activation.hpp"      // activation, gelu_tanh
 #include "scalify/config.hpp"          // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
 #include "scalify/cpu.hpp"             // cpu_path
 #include "scalify/formats/cast.hpp"     // round_cast
@@ -31,17 +32,6 @@
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, FMA
 #endif
-
-namespace scalify {
-
-/// Activation applied by the GEMM epilogue.
-enum class activation {
-  none,       ///< identity
-  relu,       ///< max(x, 0)
-  gelu_tanh,  ///< 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
-};
-
-}  // namespace scalify
 
 namespace scalify::kernels {
 
@@ -84,10 +74,7 @@ inline float activate(float v, activation act) {
   switch (act) {
     case activation::none: return v;
     case activation::relu: return v > 0.0f ? v : 0.0f;
-    case activation::gelu_tanh: {
-      constexpr float kSqrt2OverPi = 0.7978845608028654f;
-      return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
-    }
+    case activation::gelu_tanh: return gelu_tanh(v);  // the library's one GELU (scalify/activation.hpp)
   }
   return v;
 }

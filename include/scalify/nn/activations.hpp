@@ -8,17 +8,20 @@
 //   gelu_backward(dx, dy, x)        dx = dy * gelu'(x): scale of dy
 //   *_ref                           the same on plain float or double matrices
 //
-// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2 / pi)
-// (Hendrycks & Gimpel 2016). It is computed from the float32 values x = d * s
+// gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2 / pi), the
+// library's one GELU: scalify::gelu_tanh and gelu_tanh_grad (scalify/activation.hpp),
+// which the GEMM epilogue's activation::gelu_tanh uses too (the same float32
+// input gives the same float32 value). It is computed from the values x = d * s
 // and stored on x's scale: gelu(x) ~ x for large x, ~0 for very negative x, so
 // the output data stays of the input data's magnitude.
 #ifndef SCALIFY_NN_ACTIVATIONS_HPP_
 #define SCALIFY_NN_ACTIVATIONS_HPP_
 
 #include <Eigen/Core>  // Eigen::Array
-#include <cmath>       // std::tanh, std::isinf, std::isfinite
+#include <cmath>       // std::isinf, std::isfinite
 #include <string>      // std::string
 
+#include "scalify/activation.hpp"         // gelu_tanh, gelu_tanh_grad
 #include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
 #include "scalify/ops/detail/common.hpp"  // shape_string
 
@@ -27,25 +30,6 @@
 namespace scalify::nn {
 
 namespace detail {
-
-template <class T>
-T gelu(T x) {
-  const T k = T(0.7978845608028654);  // sqrt(2 / pi)
-  const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
-  // Far in the negative tail t is exactly -1 and gelu(x) is -0, also for x = -inf (not -inf * 0 = NaN).
-  if (t == T(-1)) return -T(0);
-  return T(0.5) * x * (T(1) + t);
-}
-
-template <class T>
-T gelu_grad(T x) {
-  const T k = T(0.7978845608028654);
-  const T t = std::tanh(k * (x + T(0.044715) * x * x * x));
-  // Where t is exactly +-1 the second term is 0 (it was 0 * inf = NaN once x^2 overflows, |x| > ~1e19
-  // in float): the derivative is exactly 1 or 0, as the formula gives wherever it is finite.
-  if (t * t == T(1)) return t > T(0) ? T(1) : T(0);
-  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * T(0.044715) * x * x);
-}
 
 template <class T>
 void check_same_ref(const char* where, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
@@ -78,9 +62,9 @@ inline void gelu_forward(Tensor& y, const Tensor& x) {
   const auto op = [s, sx](float d) {
     const float v = d * sx;
     if (std::isinf(v) && std::isfinite(d)) [[unlikely]] {
-      return static_cast<float>(detail::gelu(static_cast<double>(d) * sx) / s);
+      return static_cast<float>(gelu_tanh(static_cast<double>(d) * sx) / s);
     }
-    return detail::gelu(v) / s;
+    return gelu_tanh(v) / s;
   };
   y = Tensor(Matrix(x.data().unaryExpr(op)), s);
 }
@@ -89,7 +73,7 @@ inline void gelu_forward(Tensor& y, const Tensor& x) {
 inline void gelu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_shape("scalify::nn::gelu_backward: dy", dy, x.rows(), x.cols());
   const float sx = x.scale();
-  const Matrix grad = x.data().unaryExpr([sx](float d) { return detail::gelu_grad(d * sx); });
+  const Matrix grad = x.data().unaryExpr([sx](float d) { return gelu_tanh_grad(d * sx); });
   dx = Tensor(Matrix(dy.data().cwiseProduct(grad)), dy.scale());
 }
 
@@ -107,13 +91,13 @@ void relu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix
 /// Reference y = gelu(x).
 template <class T>
 void gelu_forward_ref(RefMatrix<T>& y, const RefMatrix<T>& x) {
-  y = x.unaryExpr([](T v) { return detail::gelu(v); });
+  y = x.unaryExpr([](T v) { return gelu_tanh(v); });
 }
 /// Reference dx = dy * gelu'(x).
 template <class T>
 void gelu_backward_ref(RefMatrix<T>& dx, const RefMatrix<T>& dy, const RefMatrix<T>& x) {
   detail::check_same_ref("scalify::nn::gelu_backward_ref", dy, x);
-  dx = dy.cwiseProduct(x.unaryExpr([](T v) { return detail::gelu_grad(v); }));
+  dx = dy.cwiseProduct(x.unaryExpr([](T v) { return gelu_tanh_grad(v); }));
 }
 
 }  // namespace scalify::nn

@@ -22,6 +22,7 @@
 #include <utility>     // std::move
 #include <vector>      // std::vector
 
+#include "scalify/activation.hpp"      // activation
 #include "scalify/errors.hpp"          // SCALIFY_CHECK
 #include "scalify/nn/activations.hpp"  // relu_*, gelu_*
 #include "scalify/nn/layernorm.hpp"    // layernorm_*
@@ -139,7 +140,7 @@ class relu_layer : public activation_layer<relu_forward, relu_backward> {
   relu_layer() : activation_layer("relu") {}
 };
 
-/// y = gelu(x), tanh approximation.
+/// y = gelu(x), tanh approximation (scalify::gelu_tanh).
 class gelu_layer : public activation_layer<gelu_forward, gelu_backward> {
  public:
   gelu_layer() : activation_layer("gelu") {}
@@ -230,11 +231,15 @@ class sequential : public module {
   std::vector<std::unique_ptr<module>> layers_;
 };
 
-/// Activation between the Linear layers of an MLP.
-enum class activation { relu, gelu };
+/// The library's activation enum (scalify/activation.hpp: none, relu,
+/// gelu_tanh), named here too so that `nn::activation::relu` works; it is the
+/// same entity, so `using namespace scalify; using namespace scalify::nn;`
+/// does not make `activation` ambiguous.
+using scalify::activation;
 
 /// An MLP: sizes {784, 512, 512, 10} gives Linear(784, 512) -> act ->
-/// Linear(512, 512) -> act -> Linear(512, 10) (optionally LayerNorm before each act).
+/// Linear(512, 512) -> act -> Linear(512, 10) (optionally LayerNorm before each
+/// act; activation::none: no activation layer).
 struct mlp_config {
   std::vector<Eigen::Index> sizes;
   activation act = activation::relu;
@@ -256,20 +261,18 @@ inline sequential make_mlp(const mlp_config& cfg) {
   for (auto s : cfg.sizes) {
     SCALIFY_CHECK(s > 0, std::invalid_argument, "scalify::nn::make_mlp: sizes must be > 0, got " + std::to_string(s));
   }
-  SCALIFY_CHECK(cfg.act == activation::relu || cfg.act == activation::gelu, std::invalid_argument,
+  SCALIFY_CHECK(cfg.act == activation::none || cfg.act == activation::relu || cfg.act == activation::gelu_tanh,
+                std::invalid_argument,
                 "scalify::nn::make_mlp: unknown activation " + std::to_string(static_cast<int>(cfg.act)) +
-                    " (expected relu or gelu)");
+                    " (expected none, relu or gelu_tanh)");
   detail::check_linear_config("scalify::nn::make_mlp", cfg.linear);
   sequential net;
   for (size_t i = 0; i + 1 < cfg.sizes.size(); ++i) {
     net.add(std::make_unique<linear_layer>(cfg.sizes[i], cfg.sizes[i + 1], cfg.linear, cfg.seed + i));
     if (i + 2 < cfg.sizes.size()) {
       if (cfg.layernorm) net.add(std::make_unique<layernorm_layer>(cfg.sizes[i + 1]));
-      if (cfg.act == activation::relu) {
-        net.add(std::make_unique<relu_layer>());
-      } else {
-        net.add(std::make_unique<gelu_layer>());
-      }
+      if (cfg.act == activation::relu) net.add(std::make_unique<relu_layer>());
+      if (cfg.act == activation::gelu_tanh) net.add(std::make_unique<gelu_layer>());
     }
   }
   return net;

@@ -1,34 +1,46 @@
-// scalify nn: optimizers with scaled low-precision master weights and state.
+// scalify nn: optimizers that store the weights and their state in scaled low precision.
 //
 //   sgd     v = mu v + g + wd w;  w -= lr v                       (PyTorch's SGD with momentum)
 //   adamw   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //           w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + lr wd w
 //           (Loshchilov & Hutter 2019, decoupled weight decay; PyTorch's AdamW)
 //
-// Every parameter's master copy and each state tensor is a scaled_buffer: a
-// ScaledMatrix stored in float32, float16 or bfloat16 (state_config::format).
-// The update itself is computed in float32 from the widened values; then
-//   - the buffer is rebased (dynamic scale): scale = pow2_round_down(RMS of the
-//     values), so the data's RMS is in [1, 2), far from float16's underflow and
-//     overflow whatever the magnitude of the tensor;
-//   - the data is rounded into the format, stochastically for the master
-//     weights by default, so that updates smaller than half an ulp of a weight
-//     are kept on average instead of being rounded away.
+// The weights live in one place: the module's parameter tensors. The optimizer
+// keeps no copy of them: every step reads the weights from the parameter,
+// computes the update in float32 and writes the result back, stored in the
+// state_config format (float32, float16 or bfloat16 values on a per-tensor
+// power-of-two scale). So weights loaded or edited in the module between
+// steps are the ones the next step updates. Each state tensor (momentum, Adam
+// moments) is a scaled_buffer: a ScaledMatrix stored in state_config::format.
+// Every store
+//   - rebases the values (dynamic scale): scale = pow2_round_down(RMS of the
+//     values), so the data's RMS is in [1, 2), far from float16's underflow
+//     and overflow whatever the magnitude of the tensor;
+//   - rounds the data into the format, stochastically for the weights by
+//     default, so that updates smaller than half an ulp of a weight are kept
+//     on average instead of being rounded away.
+// The parameter then holds the stored values exactly (data widened to float,
+// same scale), so forward passes see precisely the low-precision weights.
 // AdamW keeps r = sqrt(v) instead of v: r spans half the binary orders of
 // magnitude of v, so small second moments do not underflow next to large ones
 // in one per-tensor scale.
 //
-// After each step the layer's parameter (a Tensor, float32 data) is set to the
-// master's exact values (its data widened, its scale), so forward passes see
-// precisely the stored low-precision weights.
+// Non-finite gradients: before changing anything, step() checks every
+// gradient (one pass over its data, data * scale, so an inf or NaN scale or a
+// product that overflows float counts too). If one is not finite the whole
+// step is skipped: no weight, momentum, moment, step count or rounding seed
+// changes, and skipped_steps() goes up by one. With nonfinite_policy::raise
+// it throws nonfinite_gradient_error instead (also with nothing changed).
 #ifndef SCALIFY_NN_OPTIM_HPP_
 #define SCALIFY_NN_OPTIM_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
 #include <cstdint>     // uint64_t
+#include <cstdio>      // std::snprintf
+#include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
-#include <utility>     // std::move
+#include <utility>     // std::move, std::pair
 #include <variant>     // std::visit
 #include <vector>      // std::vector
 
@@ -39,13 +51,13 @@
 
 namespace scalify::nn {
 
-/// How optimizer state and master weights are stored.
+/// How the optimizer stores the weights it writes and its state.
 ///
 /// | field | meaning |
 /// |---|---|
 /// | `format` | float32, float16 or bfloat16 |
 /// | `dynamic_scale` | rebase every store to scale pow2_round_down(RMS) (else scale 1: plain values) |
-/// | `stochastic_master` | round master weights stochastically when stored (else nearest even) |
+/// | `stochastic_master` | round the weights stochastically when a step stores them (else nearest even) |
 /// | `seed` | seed of the stochastic rounding |
 ///
 /// **Example**: `state_config s{.format = dtype::bfloat16};`
@@ -61,7 +73,7 @@ struct state_config {
   static state_config fp16_naive() { return {dtype::float16, false, false, 0}; }
 };
 
-/// One tensor of optimizer state (or master weights) in a state_config format.
+/// One tensor of optimizer state in a state_config format.
 class scaled_buffer {
  public:
   scaled_buffer() = default;
@@ -116,37 +128,124 @@ inline void check_param(const param_ref& p) {
                     " but its gradient is " + scalify::detail::shape_string(*p.grad));
 }
 
-/// Common part of the optimizers: parameters, master copies, step counter.
+}  // namespace detail
+
+/// What an optimizer's step() does when a gradient is not finite.
+///
+/// **Example**: `scalify::nn::sgd opt(net.parameters(), {.lr = 0.05f, .on_nonfinite = nonfinite_policy::raise});`
+enum class nonfinite_policy {
+  skip,   ///< skip the whole step (nothing changes), count it in skipped_steps(), return false
+  raise,  ///< throw nonfinite_gradient_error (nothing changes; also counted)
+};
+
+/// Thrown by step() under nonfinite_policy::raise: names the parameter, the
+/// gradient's scale and its first non-finite value.
+class nonfinite_gradient_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+/// True if every value data * scale of `g` is finite (one pass over the data).
+inline bool all_finite(const Tensor& g) {
+  if (!std::isfinite(g.scale())) return g.size() == 0;
+  return (g.data().array() * g.scale()).isFinite().all();
+}
+
+/// `x` as printf's %g does ("0.5", "3e+30", "inf", "nan").
+inline std::string g_string(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+/// The message of a nonfinite_gradient_error for gradient `g` of parameter `name`.
+inline std::string nonfinite_message(const char* where, const std::string& name, const Tensor& g) {
+  std::string m = std::string(where) + ": the gradient of parameter '" + name + "' " +
+                  scalify::detail::shape_string(g) + " is not finite (scale " + g_string(g.scale());
+  for (Eigen::Index r = 0; r < g.rows(); ++r) {
+    for (Eigen::Index c = 0; c < g.cols(); ++c) {
+      const float d = g.data()(r, c);
+      if (!std::isfinite(d * g.scale())) {
+        m += "; first non-finite value at (" + std::to_string(r) + ", " + std::to_string(c) + "): data " +
+             g_string(d) + ", value " + g_string(d * g.scale());
+        r = g.rows();
+        break;
+      }
+    }
+  }
+  return m + "); nothing was changed (nonfinite_policy::raise)";
+}
+
+/// Common part of the optimizers: parameters, step counters, the finiteness check.
 class optimizer_base {
  public:
   optimizer_base(std::vector<param_ref> params, const state_config& state) : params_(std::move(params)), state_(state) {
     SCALIFY_CHECK(detail::valid_dtype(state.format), std::invalid_argument,
                   "scalify::nn optimizer: state_config.format is an unknown dtype " +
                       std::to_string(static_cast<int>(state.format)));
-    for (auto& p : params_) {
+    for (const auto& p : params_) {
       check_param(p);
-      master_.emplace_back();
-      master_.back().store(values(*p.value), state_, false, 0);
-      *p.value = master_.back().load();
+      shapes_.emplace_back(p.value->rows(), p.value->cols());
+    }
+    round_parameters();
+  }
+  /// Steps applied so far (AdamW's bias correction uses it); skipped steps do not count.
+  long step_count() const { return t_; }
+  /// Steps skipped (or thrown, under nonfinite_policy::raise) because a gradient was not finite.
+  long skipped_steps() const { return skipped_; }
+  const state_config& state() const { return state_; }
+
+  /// Rounds the parameters' current values into state().format (nearest
+  /// even, rebased to pow2_round_down(RMS) if state().dynamic_scale), as the
+  /// constructor does. Optional after loading weights into the module: the
+  /// next step() reads them anyway; this makes them the stored format's values
+  /// at once, so a step that changes nothing (lr = 0, zero gradients) keeps
+  /// them bit for bit.
+  ///
+  /// **Example**: `net_layer.params().w = loaded_w;  opt.round_parameters();`
+  void round_parameters() {
+    check_unchanged_shapes();
+    for (auto& p : params_) {
+      scaled_buffer b;
+      b.store(values(*p.value), state_, false, 0);
+      *p.value = b.load();
     }
   }
-  long step_count() const { return t_; }
-  const state_config& state() const { return state_; }
-  const scaled_buffer& master(size_t i) const { return master_.at(i); }
 
  protected:
   static Matrix values(const Tensor& t) { return t.data() * t.scale(); }
   void check_unchanged_shapes() const {
     for (size_t i = 0; i < params_.size(); ++i) {
       check_param(params_[i]);
-      SCALIFY_CHECK(params_[i].value->rows() == master_[i].rows() && params_[i].value->cols() == master_[i].cols(),
-                    shape_error, "scalify::nn optimizer: parameter '" + params_[i].name + "' changed shape");
+      SCALIFY_CHECK(params_[i].value->rows() == shapes_[i].first && params_[i].value->cols() == shapes_[i].second,
+                    shape_error,
+                    "scalify::nn optimizer: parameter '" + params_[i].name + "' changed shape from " +
+                        scalify::detail::shape_string(shapes_[i].first, shapes_[i].second) + " to " +
+                        scalify::detail::shape_string(*params_[i].value));
     }
   }
-  /// Stores the new weights into the master copy i and the layer's parameter.
+  /// Checks shapes, then every gradient: true if the step may proceed; false
+  /// (skip) or throws (raise) if a gradient is not finite, counting it.
+  bool begin_step(const char* where, nonfinite_policy policy) {
+    check_unchanged_shapes();
+    SCALIFY_CHECK(policy == nonfinite_policy::skip || policy == nonfinite_policy::raise, std::invalid_argument,
+                  std::string(where) + ": unknown nonfinite_policy " + std::to_string(static_cast<int>(policy)));
+    for (const auto& p : params_) {
+      if (all_finite(*p.grad)) continue;
+      ++skipped_;
+      if (policy == nonfinite_policy::raise) throw nonfinite_gradient_error(nonfinite_message(where, p.name, *p.grad));
+      return false;
+    }
+    ++t_;
+    return true;
+  }
+  /// Stores the new weights `w` of parameter i into the state format and the parameter.
   void store_weights(size_t i, const Matrix& w) {
-    master_[i].store(w, state_, state_.stochastic_master, mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i));
-    *params_[i].value = master_[i].load();
+    scaled_buffer b;
+    b.store(w, state_, state_.stochastic_master, mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i));
+    *params_[i].value = b.load();
   }
   uint64_t state_seed(size_t i, int which) const {
     return mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i + 1 + static_cast<uint64_t>(which));
@@ -154,19 +253,22 @@ class optimizer_base {
 
   std::vector<param_ref> params_;
   state_config state_;
-  std::vector<scaled_buffer> master_;
+  std::vector<std::pair<Eigen::Index, Eigen::Index>> shapes_;
   long t_ = 0;
+  long skipped_ = 0;
 };
 
 }  // namespace detail
 
 /// SGD with momentum and (coupled, L2) weight decay, as PyTorch's SGD:
 /// v = momentum v + g + weight_decay w;  w -= lr v. The momentum buffer is
-/// stored (nearest even) in state.format.
+/// stored (nearest even) in state.format. `on_nonfinite`: what step() does
+/// with a NaN or inf gradient (skip the step, or throw).
 struct sgd_config {
   float lr = 0.01f;
   float momentum = 0.9f;
   float weight_decay = 0.0f;
+  nonfinite_policy on_nonfinite = nonfinite_policy::skip;
 };
 
 /// **Example**:
@@ -182,12 +284,12 @@ class sgd : public detail::optimizer_base {
                   std::invalid_argument, "scalify::nn::sgd: need lr >= 0, 0 <= momentum < 1, weight_decay >= 0");
     velocity_.resize(params_.size());
   }
-  /// One update from the gradients in the parameters' grad tensors.
-  void step() {
-    check_unchanged_shapes();
-    ++t_;
+  /// One update of the parameters' values from their grad tensors. Returns
+  /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
+  bool step() {
+    if (!begin_step("scalify::nn::sgd::step", cfg_.on_nonfinite)) return false;
     for (size_t i = 0; i < params_.size(); ++i) {
-      const Matrix w = master_[i].load().data() * master_[i].scale();
+      const Matrix w = values(*params_[i].value);
       Matrix g = values(*params_[i].grad);
       if (cfg_.weight_decay != 0.0f) g += cfg_.weight_decay * w;
       Matrix v = g;
@@ -197,21 +299,27 @@ class sgd : public detail::optimizer_base {
       }
       store_weights(i, w - cfg_.lr * v);
     }
+    return true;
   }
   sgd_config& config() { return cfg_; }
+  const sgd_config& config() const { return cfg_; }
+  /// Parameter i's momentum buffer (empty before the first step or with momentum 0).
+  const scaled_buffer& velocity(size_t i) const { return velocity_.at(i); }
 
  private:
   sgd_config cfg_;
   std::vector<scaled_buffer> velocity_;
 };
 
-/// AdamW hyperparameters (PyTorch's defaults, but weight_decay 0.01).
+/// AdamW hyperparameters (PyTorch's defaults, weight_decay 0.01 as there);
+/// `on_nonfinite` as in sgd_config.
 struct adamw_config {
   float lr = 1e-3f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.01f;
+  nonfinite_policy on_nonfinite = nonfinite_policy::skip;
 };
 
 /// AdamW with bias correction and decoupled weight decay (see the file comment).
@@ -228,13 +336,13 @@ class adamw : public detail::optimizer_base {
     m_.resize(params_.size());
     r_.resize(params_.size());
   }
-  void step() {
-    check_unchanged_shapes();
-    ++t_;
+  /// One update (see sgd::step); t in the bias corrections counts applied steps only.
+  bool step() {
+    if (!begin_step("scalify::nn::adamw::step", cfg_.on_nonfinite)) return false;
     const float bc1 = 1.0f - std::pow(cfg_.beta1, static_cast<float>(t_));
     const float bc2 = 1.0f - std::pow(cfg_.beta2, static_cast<float>(t_));
     for (size_t i = 0; i < params_.size(); ++i) {
-      const Matrix w = master_[i].load().data() * master_[i].scale();
+      const Matrix w = values(*params_[i].value);
       const Matrix g = values(*params_[i].grad);
       Matrix m = (1.0f - cfg_.beta1) * g;
       Matrix v = (1.0f - cfg_.beta2) * g.cwiseAbs2();
@@ -250,8 +358,13 @@ class adamw : public detail::optimizer_base {
       const Matrix update = (ms / bc1).array() / ((rs / std::sqrt(bc2)).array() + cfg_.eps);
       store_weights(i, w - cfg_.lr * (update + cfg_.weight_decay * w));
     }
+    return true;
   }
   adamw_config& config() { return cfg_; }
+  const adamw_config& config() const { return cfg_; }
+  /// Parameter i's first moment m and r = sqrt(second moment) (empty before the first step).
+  const scaled_buffer& first_moment(size_t i) const { return m_.at(i); }
+  const scaled_buffer& second_moment_sqrt(size_t i) const { return r_.at(i); }
 
  private:
   adamw_config cfg_;
