@@ -1,6 +1,7 @@
 // scalify: the umbrella header. Includes every public header, layer by layer
 // (see docs/api.md for one line per header). The fmt glue is opt-in:
-// include scalify/formats/fmt.hpp yourself and link scalify::fmt.
+// include scalify/formats/fmt.hpp (float8 types) or scalify/core/fmt.hpp
+// (also ScaledArray and tensor_stats) yourself and link scalify::fmt.
 #ifndef SCALIFY_SCALIFY_HPP_
 #define SCALIFY_SCALIFY_HPP_
 
@@ -17,10 +18,13 @@
 #include "scalify/formats/float16.hpp"
 #include "scalify/formats/float8.hpp"
 
-// core/: ScaledArray, power-of-two helpers, the configuration scope.
+// core/: ScaledArray, power-of-two helpers, the configuration scope,
+// printing (operator<<, to_string) and statistics (stats, tensor_stats).
 #include "scalify/core/config_scope.hpp"
 #include "scalify/core/pow2.hpp"
+#include "scalify/core/print.hpp"
 #include "scalify/core/scaled_array.hpp"
+#include "scalify/core/stats.hpp"
 
 // kernels/: the GEMM (packing, SIMD micro-kernels, fused epilogue).
 #include "scalify/kernels/gemm.hpp"
