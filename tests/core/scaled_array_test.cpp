@@ -137,6 +137,33 @@ TEST_CASE("cast<T>() changes the data type only, rounding once with the given op
   CHECK(overflowed > 0);  // the two options differ on this input
 }
 
+TEMPLATE_TEST_CASE("cast<T>() works for every data type pair, the same type included (templated code)",
+                   "[core][scaled_array]", float, double, float16, bfloat16, float8_e4m3fn, float8_e5m2) {
+  RowMatrix<TestType> d(1, 4);
+  d << TestType(1.5f), TestType(-0.25f), TestType(0.0f), TestType(3.0f);
+  const ScaledMatrix<TestType> x(d, 0.5f);
+  const auto check = [&](const auto& y) {
+    CHECK(y.scale() == 0.5f);
+    for (int j = 0; j < 4; ++j) CHECK(static_cast<double>(y.data()(0, j)) == static_cast<double>(d(0, j)));
+  };
+  check(ScaledMatrix<float>(x.template cast<float>()));
+  check(ScaledMatrix<double>(x.template cast<double>()));
+  check(ScaledMatrix<TestType>(x.template cast<TestType>()));
+  check(ScaledMatrix<float16>(x.template cast<float16>()));
+  check(ScaledMatrix<float8_e4m3fn>(x.template cast<float8_e4m3fn>()));
+  // double data to a narrow type rounds once, from the double: 1 + 2^-4 + 2^-30 is above the
+  // e4m3fn tie 1 + 2^-4 (which rounds to even 1), so it rounds up to 1.125.
+  RowMatrix<double> e(1, 1);
+  e << 1.0 + 0x1p-4 + 0x1p-30;
+  const ScaledMatrix<float8_e4m3fn> r = ScaledMatrix<double>(e, 1.0f).cast<float8_e4m3fn>();
+  CHECK(static_cast<float>(r.data()(0, 0)) == 1.125f);
+  // Double storage keeps double data: a store evaluates in double there (float elsewhere).
+  const ScaledMatrix<double> kept = ScaledMatrix<double>(e, 1.0f).cast<double>();
+  CHECK(kept.data()(0, 0) == 1.0 + 0x1p-4 + 0x1p-30);
+  const ScaledMatrix<double, double> rebased = ScaledMatrix<double>(e, 1.0f);  // another scale type
+  CHECK(rebased.data()(0, 0) == 1.0 + 0x1p-4 + 0x1p-30);
+}
+
 TEST_CASE("storing into an E8M0 scale rounds the scale and rebases the data", "[core][scaled_array]") {
   const auto x = scalify_test::random_scaled<float>(4, 4, 3.0f, 5);  // 3 is not a power of two
   ScaledArray<RowMatrix<float>, float8_e8m0fnu> y = x;

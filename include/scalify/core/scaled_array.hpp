@@ -382,7 +382,7 @@ class ScaledArray {
   ScaledArray& operator=(ScaledArray&&) = default;
 
   /// Evaluates `other` (usually a lazy op result) into this storage: the data
-  /// once, in float32, rounded once into Scalar with the scope's store options
+  /// once, in float32 (double for double storage), rounded once into Scalar with the scope's store options
   /// (current_config().store: by default finite data beyond Scalar's range
   /// saturates to its largest finite value, see docs/scaled_array.md). If Scale cannot
   /// hold other's scale exactly (an E8M0 scale and a scale that is not a power
@@ -450,8 +450,9 @@ class ScaledArray {
     return static_cast<detail::scale_math_t<Scale>>(static_cast<double>(d) * static_cast<double>(scale_));
   }
 
-  /// The same values with the data cast to T (rounded once with `options`);
-  /// the scale is unchanged. Lazy: evaluated when assigned. Throws
+  /// The same values with the data cast to T (rounded once with `options`;
+  /// float and double: a plain conversion; the same type: the same values); the scale
+  /// is unchanged. Lazy: evaluated when assigned. Throws
   /// std::invalid_argument for a rounding mode outside the enum.
   ///
   /// **Example**: `ScaledMatrix<float8_e5m2> g8 = g.cast<float8_e5m2>({.round = scalify::rounding::stochastic});`
@@ -459,10 +460,10 @@ class ScaledArray {
   auto cast(const convert_options& options = current_config().store) const {
     detail::check_convert_options(options, "scalify::ScaledArray::cast");
     const auto op = [options](const Scalar& v) {
-      if constexpr (std::is_same_v<T, float>) {
-        return static_cast<float>(v);
+      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        return static_cast<T>(detail::cast_source(v));  // exact, or double -> float rounded to nearest
       } else {
-        return round_cast<T>(static_cast<float>(v), options.round, options.saturate);
+        return round_cast<T>(detail::cast_source(v), options.round, options.saturate);  // one rounding
       }
     };
     auto expr = data_.unaryExpr(op);
@@ -489,19 +490,21 @@ class ScaledArray {
     using Math = detail::scale_math_t<Scale, S2>;
     const Math wanted = static_cast<Math>(other.scale());
     const auto& options = current_config().store;
+    // Evaluated in float; in double for double storage, so double data is not rounded to float.
+    using V = std::conditional_t<std::is_same_v<Scalar, double>, double, float>;
     // Scale holds every S2 exactly: no rebasing, and no second evaluate_into to instantiate.
     constexpr bool kExact = std::is_same_v<Scale, S2> || std::is_same_v<Scale, double> ||
                             (std::is_same_v<Scale, float> && std::is_same_v<S2, float8_e8m0fnu>);
     if constexpr (kExact) {
-      detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+      detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       scale_ = static_cast<Scale>(wanted);
     } else {
       // Checked before the data is touched: a failure leaves *this as it was.
       const auto fit = detail::fit_scale<Scale>(wanted, "scalify::ScaledArray");
       if (!fit.rebased) {
-        detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+        detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       } else {
-        detail::evaluate_into(data_, other.data().array().template cast<float>() * fit.factor, options);
+        detail::evaluate_into(data_, other.data().array().template cast<V>() * static_cast<V>(fit.factor), options);
       }
       scale_ = fit.scale;
     }

@@ -38,6 +38,8 @@ namespace scalify {
 /// | `overflow` | finite data beyond T's range: rounded to nearest even it is not finite in T (e4m3fn: >= 464 in magnitude, e5m2: >= 61440, float16: >= 65520). The default (saturating) store turns them into +-max finite, a non-saturating one into inf (NaN in e4m3fn) |
 /// | `underflow` | nonzero finite data that rounds to +-0 in T (e4m3fn: below 2^-10 in magnitude, e5m2: below 2^-17, at 2^-10 or 2^-17 too: ties go to even 0) |
 /// | `subnormal` | data that rounds to a nonzero subnormal of T (below T's smallest normal: fewer significant bits) |
+///
+/// **Example**: `if (scalify::stats<scalify::float8_e4m3fn>(g).overflow > 0) g = scalify::dynamic_rescale_max(g);`
 struct tensor_stats {
   Eigen::Index rows = 0, cols = 0;
   double min = std::numeric_limits<double>::quiet_NaN();
@@ -179,6 +181,8 @@ tensor_stats stats(const ScaledArray<D, S>& x, double scale) {
 /// The text of `s`: "stats (2 x 3): min -1.5, max 3, amax 3, mean 0.25,
 /// rms 1.2; nan 1, inf 0, zeros 2", and for stats<T> "; float8_e4m3fn:
 /// overflow 1, underflow 0, subnormal 2".
+///
+/// **Example**: `std::string line = scalify::to_string(scalify::stats(x));`
 inline std::string to_string(const tensor_stats& s) {
   std::string out = "stats ";
   out += detail::shape_string(s.rows, s.cols);
