@@ -87,7 +87,7 @@ double print_element(const ScaledArray<D, S>& x, Eigen::Index i, Eigen::Index j)
 /// its values (data * scale), one row per line, right-aligned; dimensions
 /// larger than 8 show their first and last 3 entries around "...".
 ///
-/// **Example**: `std::string s = scalify::to_string(x);  // "ScaledArray (2 x 2) float16, scale 0.5 (float)\n  1  -2\n..."`
+/// **Example**: `std::string s = scalify::to_string(x);  // "ScaledArray (2 x 2) float16, ..."`
 template <class D, class S>
 std::string to_string(const ScaledArray<D, S>& x) {
   std::string out = detail::print_header(x);
@@ -98,7 +98,8 @@ std::string to_string(const ScaledArray<D, S>& x) {
   size_t width = 0;
   for (const Eigen::Index i : rows) {
     for (const Eigen::Index j : cols) {
-      cells.push_back(i < 0 || j < 0 ? std::string("...") : detail::print_value(detail::print_element(x, i, j)));
+      cells.push_back(i < 0 || j < 0 ? std::string("...")
+                                     : detail::print_value(detail::print_element(x, i, j)));
       width = std::max(width, cells.back().size());
     }
   }
@@ -117,7 +118,8 @@ std::string to_string(const ScaledArray<D, S>& x) {
 ///
 /// **Example**: `std::cout << x << '\n';`
 template <class Traits, class D, class S>
-std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os, const ScaledArray<D, S>& x) {
+std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os,
+                                             const ScaledArray<D, S>& x) {
   return os << to_string(x);
 }
 

@@ -382,11 +382,12 @@ class ScaledArray {
   ScaledArray& operator=(ScaledArray&&) = default;
 
   /// Evaluates `other` (usually a lazy op result) into this storage: the data
-  /// once, in float32 (double for double storage), rounded once into Scalar with the scope's store options
-  /// (current_config().store: by default finite data beyond Scalar's range
-  /// saturates to its largest finite value, see docs/scaled_array.md). If Scale cannot
-  /// hold other's scale exactly (an E8M0 scale and a scale that is not a power
-  /// of two; a double scale beyond float's range) the scale is rounded or
+  /// once, in float32 (double for double storage), rounded once into Scalar
+  /// with the scope's store options (current_config().store: by default
+  /// finite data beyond Scalar's range saturates to its largest finite value,
+  /// see docs/scaled_array.md). If Scale cannot hold other's scale exactly (an
+  /// E8M0 scale and a scale that is not a power of two; a double scale beyond
+  /// float's range) the scale is rounded or
   /// clamped and the data rebased, so the values are kept (detail::fit_scale);
   /// std::invalid_argument when they cannot be.
   ///
@@ -504,7 +505,8 @@ class ScaledArray {
       if (!fit.rebased) {
         detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       } else {
-        detail::evaluate_into(data_, other.data().array().template cast<V>() * static_cast<V>(fit.factor), options);
+        detail::evaluate_into(data_, other.data().array().template cast<V>() * static_cast<V>(fit.factor),
+                              options);
       }
       scale_ = fit.scale;
     }

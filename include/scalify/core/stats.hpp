@@ -101,8 +101,10 @@ tensor_stats compute_stats(const ScaledArray<D, S>& x, double target_scale) {
     for (Eigen::Index j = 0; j < s.cols; ++j) {
       const double v = value_at(i, j);
       if constexpr (!std::is_void_v<T>) {
-        const double d = target_scale > 0.0 ? v / target_scale
-                                            : static_cast<double>(cast_source(static_cast<typename D::Scalar>(data(i, j))));
+        const double d =
+            target_scale > 0.0
+                ? v / target_scale
+                : static_cast<double>(cast_source(static_cast<typename D::Scalar>(data(i, j))));
         count_store<T>(d, s);
       }
       if (std::isnan(v)) {
@@ -208,7 +210,8 @@ inline std::string to_string(const tensor_stats& s) {
 ///
 /// **Example**: `std::cout << scalify::stats<scalify::float8_e4m3fn>(x) << '\n';`
 template <class Traits>
-std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os, const tensor_stats& s) {
+std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os,
+                                             const tensor_stats& s) {
   return os << to_string(s);
 }
 

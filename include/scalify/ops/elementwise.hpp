@@ -17,8 +17,8 @@
 //   sub(a, b), a - b          as add                               da*(sa/s) - db*(sb/s)
 //   mul(a, b), a * b          sa * sb                              da * db
 //   div(a, b), a / b          sa / sb (inf or NaN if sb == 0)      da / db
-//   a + c, c + a, a - c       add rule with (mc, pc);              da*(sa/s) +- mc*(pc/s)
-//   c - a                     c == 0: sa (a's scale, unrounded)    mc*(pc/s) - da*(sa/s)
+//   a + c, c + a, a - c       add rule with (mc, pc); c == 0: sa   da*(sa/s) +- mc*(pc/s)
+//   c - a                     as a - c                             mc*(pc/s) - da*(sa/s)
 //   c * a, a * c              sa * pc (0 for c == 0)               da * mc
 //   a / c                     sa / pc (inf for c == 0)             da / mc
 //   c / a                     pc / sa (inf or NaN if sa == 0)      mc / da
