@@ -10,19 +10,21 @@ using scalify::pow2_mode;
 
 TEST_CASE("config_scope sets, nests and restores the thread's configuration", "[core][config]") {
   CHECK(scalify::current_config().rounding == pow2_mode::down);
-  CHECK_FALSE(scalify::current_config().store.saturate);
+  CHECK(scalify::current_config().store.saturate);  // the one overflow default: saturating stores
   {
-    scalify::config_scope outer({.rounding = pow2_mode::up, .store = {.saturate = true}});
+    scalify::config_scope outer({.rounding = pow2_mode::up, .store = {.saturate = false}});
     CHECK(scalify::current_config().rounding == pow2_mode::up);
     CHECK(scalify::config_pow2_round(3.0f) == 4.0f);
+    CHECK_FALSE(scalify::current_config().store.saturate);
     {
-      scalify::config_scope inner({.rounding = pow2_mode::none});
+      scalify::config_scope inner({.rounding = pow2_mode::none});  // store: the default again
       CHECK(scalify::config_pow2_round(3.0f) == 3.0f);
-      CHECK_FALSE(scalify::current_config().store.saturate);
+      CHECK(scalify::current_config().store.saturate);
     }
     CHECK(scalify::current_config().rounding == pow2_mode::up);
-    CHECK(scalify::current_config().store.saturate);
+    CHECK_FALSE(scalify::current_config().store.saturate);
   }
+  CHECK(scalify::current_config().store.saturate);
   CHECK(scalify::current_config().rounding == pow2_mode::down);
   CHECK(scalify::config_pow2_round(3.0f) == 2.0f);
 }

@@ -26,6 +26,18 @@ using scalify::ScaledArray;
 using scalify::ScaledMatrix;
 using scalify_test::RowMatrix;
 
+namespace {
+/// x rounded into T as the default store does: nearest even, saturating.
+template <class T>
+T saturated(float x) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    return static_cast<T>(x);
+  } else {
+    return scalify::saturate_cast<T>(x);
+  }
+}
+}  // namespace
+
 TEMPLATE_TEST_CASE("as_scaled(values, scale) stores values / scale, and storing rounds once into T",
                    "[core][scaled_array]", float, double, float16, bfloat16, float8_e4m3fn, float8_e5m2) {
   const Eigen::MatrixXf v = Eigen::MatrixXf::Random(7, 9) * 50.0f;
@@ -41,7 +53,8 @@ TEMPLATE_TEST_CASE("as_scaled(values, scale) stores values / scale, and storing 
       for (Eigen::Index c = 0; c < v.cols(); ++c) {
         CHECK(x.data()(r, c) == v(r, c) / scale);
         const double actual = static_cast<double>(y.data()(r, c));
-        const double expected = static_cast<double>(static_cast<TestType>(v(r, c) / scale));
+        // The default store saturates: data beyond T's range becomes +-max finite.
+        const double expected = static_cast<double>(saturated<TestType>(v(r, c) / scale));
         bad += !(actual == expected || (std::isnan(actual) && std::isnan(expected)));
       }
     }
@@ -111,14 +124,44 @@ TEST_CASE("make_scaled_scalar gives data with 1 <= abs(data) < 2 and a power-of-
 
 TEST_CASE("cast<T>() changes the data type only, rounding once with the given options", "[core][scaled_array]") {
   const auto x = scalify_test::random_scaled<float>(5, 6, 0.375f, 3, 300.0f);
-  ScaledMatrix<float8_e4m3fn> y = x.cast<float8_e4m3fn>();
-  ScaledMatrix<float8_e4m3fn> z = x.cast<float8_e4m3fn>({.saturate = true});
+  ScaledMatrix<float8_e4m3fn> y = x.cast<float8_e4m3fn>({.saturate = false});
+  ScaledMatrix<float8_e4m3fn> z = x.cast<float8_e4m3fn>();  // the scope's store: saturating by default
   CHECK(y.scale() == 0.375f);
+  int overflowed = 0;
   for (Eigen::Index i = 0; i < x.size(); ++i) {
     const float v = x.data().data()[i];
     CHECK(y.data().data()[i].bits() == float8_e4m3fn(v).bits());
     CHECK(z.data().data()[i].bits() == scalify::saturate_cast<float8_e4m3fn>(v).bits());
+    overflowed += std::abs(v) > 464.0f;
   }
+  CHECK(overflowed > 0);  // the two options differ on this input
+}
+
+TEMPLATE_TEST_CASE("cast<T>() works for every data type pair, the same type included (templated code)",
+                   "[core][scaled_array]", float, double, float16, bfloat16, float8_e4m3fn, float8_e5m2) {
+  RowMatrix<TestType> d(1, 4);
+  d << TestType(1.5f), TestType(-0.25f), TestType(0.0f), TestType(3.0f);
+  const ScaledMatrix<TestType> x(d, 0.5f);
+  const auto check = [&](const auto& y) {
+    CHECK(y.scale() == 0.5f);
+    for (int j = 0; j < 4; ++j) CHECK(static_cast<double>(y.data()(0, j)) == static_cast<double>(d(0, j)));
+  };
+  check(ScaledMatrix<float>(x.template cast<float>()));
+  check(ScaledMatrix<double>(x.template cast<double>()));
+  check(ScaledMatrix<TestType>(x.template cast<TestType>()));
+  check(ScaledMatrix<float16>(x.template cast<float16>()));
+  check(ScaledMatrix<float8_e4m3fn>(x.template cast<float8_e4m3fn>()));
+  // double data to a narrow type rounds once, from the double: 1 + 2^-4 + 2^-30 is above the
+  // e4m3fn tie 1 + 2^-4 (which rounds to even 1), so it rounds up to 1.125.
+  RowMatrix<double> e(1, 1);
+  e << 1.0 + 0x1p-4 + 0x1p-30;
+  const ScaledMatrix<float8_e4m3fn> r = ScaledMatrix<double>(e, 1.0f).cast<float8_e4m3fn>();
+  CHECK(static_cast<float>(r.data()(0, 0)) == 1.125f);
+  // Double storage keeps double data: a store evaluates in double there (float elsewhere).
+  const ScaledMatrix<double> kept = ScaledMatrix<double>(e, 1.0f).cast<double>();
+  CHECK(kept.data()(0, 0) == 1.0 + 0x1p-4 + 0x1p-30);
+  const ScaledMatrix<double, double> rebased = ScaledMatrix<double>(e, 1.0f);  // another scale type
+  CHECK(rebased.data()(0, 0) == 1.0 + 0x1p-4 + 0x1p-30);
 }
 
 TEST_CASE("storing into an E8M0 scale rounds the scale and rebases the data", "[core][scaled_array]") {
@@ -131,11 +174,11 @@ TEST_CASE("storing into an E8M0 scale rounds the scale and rebases the data", "[
 
 TEST_CASE("the scope's store options apply when a result is stored", "[core][scaled_array]") {
   const auto x = scalify::make_scaled(Eigen::MatrixXf::Constant(2, 2, 1000.0f), 1.0f);
+  ScaledMatrix<float8_e4m3fn> saturated = x;  // the default store saturates
+  CHECK(static_cast<float>(saturated.data()(0, 0)) == 448.0f);
+  scalify::config_scope scope({.store = {.saturate = false}});
   ScaledMatrix<float8_e4m3fn> plain = x;
   CHECK(scalify::isnan(plain.data()(0, 0)));
-  scalify::config_scope scope({.store = {.saturate = true}});
-  ScaledMatrix<float8_e4m3fn> saturated = x;
-  CHECK(static_cast<float>(saturated.data()(0, 0)) == 448.0f);
 }
 
 TEST_CASE("storage assignment evaluates large tensors in chunks like the element-by-element cast",
@@ -386,7 +429,12 @@ TEST_CASE("storing into an E8M0 scale keeps zero, infinite, tiny and huge scales
   // E8M0 has no zero and no inf: a scale 1 and the data times 0 (or inf), as plain math on values.
   for (float scale : {0.0f, inf}) {
     INFO("scale " << scale);
-    const ScaledMatrix<float> x(d, scale);
+    // An inf scale only comes from an op (a constructor rejects it): d / (1 on scale 0).
+    const ScaledMatrix<float> x =
+        scale == 0.0f ? ScaledMatrix<float>(d, 0.0f)
+                      : ScaledMatrix<float>(scalify::make_scaled(d, 1.0f) /
+                                            scalify::make_scaled(RowMatrix<float>::Ones(1, 4), 0.0f));
+    REQUIRE(x.scale() == scale);
     const E8 y = x;
     CHECK(static_cast<float>(y.scale()) == 1.0f);
     for (int j = 0; j < 4; ++j) {
@@ -422,14 +470,161 @@ TEST_CASE("cast<T>() rejects a rounding mode outside the enum", "[core][scaled_a
       {"scalify::ScaledArray::cast", "rounding 3"}, /*exact_type=*/true);
 }
 
-TEST_CASE("the store rule as documented: x * x into e4m3fn overflows to NaN unless saturating",
+TEST_CASE("the store rule as documented: x * x into e4m3fn saturates by default, NaN without saturation",
           "[core][scaled_array]") {
-  // docs/scaled_array.md, "Overflow when storing": the default store does not saturate (issue 11 decides).
+  // docs/scaled_array.md, "Overflow when storing": one default, saturating, for every store.
   const ScaledMatrix<float8_e4m3fn> x(RowMatrix<float8_e4m3fn>::Constant(1, 1, float8_e4m3fn(30.0f)), 1.0f);
-  const ScaledMatrix<float8_e4m3fn> y = x * x;
+  const ScaledMatrix<float8_e4m3fn> y = x * x;  // 900
   CHECK(y.scale() == 1.0f);
-  CHECK(scalify::isnan(y.data()(0, 0)));
-  scalify::config_scope scope({.store = {.saturate = true}});
+  CHECK(static_cast<float>(y.data()(0, 0)) == 448.0f);
+  scalify::config_scope scope({.store = {.saturate = false}});
   const ScaledMatrix<float8_e4m3fn> z = x * x;
-  CHECK(static_cast<float>(z.data()(0, 0)) == 448.0f);
+  CHECK(scalify::isnan(z.data()(0, 0)));
+}
+
+TEST_CASE("one overflow default: as_scaled of -1e6 into e4m3fn gives -448, NaN with saturate = false",
+          "[core][scaled_array]") {
+  Eigen::MatrixXf v(1, 4);
+  v << -1e6f, 1e6f, 2.0f, std::numeric_limits<float>::quiet_NaN();
+  {
+    const ScaledMatrix<float8_e4m3fn> x = scalify::as_scaled(v, 4.0f);  // data -250000, 250000, 0.5, NaN
+    CHECK(x.scale() == 4.0f);
+    CHECK(static_cast<float>(x.data()(0, 0)) == -448.0f);
+    CHECK(static_cast<float>(x.data()(0, 1)) == 448.0f);
+    CHECK(static_cast<float>(x.data()(0, 2)) == 0.5f);
+    CHECK(scalify::isnan(x.data()(0, 3)));  // NaN stays NaN
+    const ScaledMatrix<float8_e5m2> y = scalify::as_scaled(v, 4.0f);
+    CHECK(static_cast<float>(y.data()(0, 0)) == -57344.0f);
+    const ScaledMatrix<float16> h = scalify::as_scaled(v, 4.0f);
+    CHECK(static_cast<float>(h.data()(0, 0)) == -65504.0f);
+    // x.cast<T>() follows the same default.
+    const ScaledMatrix<float8_e4m3fn> c = scalify::as_scaled(v, 4.0f).cast<float8_e4m3fn>();
+    CHECK(static_cast<float>(c.data()(0, 1)) == 448.0f);
+  }
+  {
+    scalify::config_scope scope({.store = {.saturate = false}});
+    const ScaledMatrix<float8_e4m3fn> x = scalify::as_scaled(v, 4.0f);
+    CHECK(scalify::isnan(x.data()(0, 0)));
+    const ScaledMatrix<float8_e5m2> y = scalify::as_scaled(v, 4.0f);
+    CHECK(static_cast<float>(y.data()(0, 0)) == -std::numeric_limits<float>::infinity());
+  }
+  // Infinite values are not finite overflow: +-inf stays +-inf where the format has it, NaN in e4m3fn.
+  Eigen::MatrixXf w(1, 2);
+  w << std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity();
+  const ScaledMatrix<float8_e5m2> y = scalify::as_scaled(w);
+  CHECK(static_cast<float>(y.data()(0, 0)) == std::numeric_limits<float>::infinity());
+  CHECK(static_cast<float>(y.data()(0, 1)) == -std::numeric_limits<float>::infinity());
+  const ScaledMatrix<float16> h = scalify::as_scaled(w);
+  CHECK(static_cast<float>(h.data()(0, 1)) == -std::numeric_limits<float>::infinity());
+  const ScaledMatrix<float8_e4m3fn> x = scalify::as_scaled(w);
+  CHECK(scalify::isnan(x.data()(0, 0)));
+  CHECK(scalify::isnan(x.data()(0, 1)));
+}
+
+// ------------------------------------------------------------------------------
+// Scale validation: every way a scale enters from outside.
+
+TEST_CASE("constructors and set_scale reject NaN, inf and negative scales in every build type",
+          "[core][scaled_array][errors]") {
+  const RowMatrix<float> d = RowMatrix<float>::Ones(2, 3);
+  const Eigen::MatrixXf col_major = Eigen::MatrixXf::Ones(2, 3);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const float bad : {nan, inf, -inf, -2.0f}) {
+    const std::string text = scalify::detail::number_string(bad);
+    INFO("scale " << text);
+    // ScaledArray(Data, Scale)
+    require_error<std::invalid_argument>([&] { ScaledMatrix<float> x(d, bad); }, {"scalify::ScaledArray", text},
+                                         /*exact_type=*/true);
+    // ScaledArray(other Eigen type, Scale): storage from an expression or another layout
+    require_error<std::invalid_argument>([&] { ScaledMatrix<float> x(col_major, bad); },
+                                         {"scalify::ScaledArray", text}, /*exact_type=*/true);
+    require_error<std::invalid_argument>([&] { scalify::ScaledVector<float> x(col_major.col(0), bad); },
+                                         {"scalify::ScaledArray", text}, /*exact_type=*/true);
+    // a double scale, and data of another type
+    require_error<std::invalid_argument>([&] { ScaledMatrix<float16, double> x(d.cast<float16>(), bad); },
+                                         {"scalify::ScaledArray", text}, /*exact_type=*/true);
+    // a lazy ScaledArray built by hand
+    require_error<std::invalid_argument>([&] { ScaledArray<std::decay_t<decltype(d.array() * 2.0f)>> x(d.array() * 2.0f, bad); },
+                                         {"scalify::ScaledArray", text}, /*exact_type=*/true);
+    // set_scale leaves the scale as it was
+    ScaledMatrix<float8_e4m3fn> x(d.cast<float8_e4m3fn>(), 0.5f);
+    require_error<std::invalid_argument>([&] { x.set_scale(bad); }, {"scalify::ScaledArray::set_scale", text},
+                                         /*exact_type=*/true);
+    CHECK(x.scale() == 0.5f);
+    ScaledMatrix<float, double> xd(d, 0.5);
+    require_error<std::invalid_argument>([&] { xd.set_scale(static_cast<double>(bad)); },
+                                         {"scalify::ScaledArray::set_scale"}, /*exact_type=*/true);
+    CHECK(xd.scale() == 0.5);
+  }
+  // The message names the value.
+  CHECK_THROWS_WITH((ScaledMatrix<float>(d, -2.0f)),
+                    "scalify::ScaledArray: the scale must be finite and >= 0, got -2");
+  // NaN E8M0 (code 0xFF) is rejected too.
+  require_error<std::invalid_argument>(
+      [&] { ScaledArray<RowMatrix<float>, float8_e8m0fnu> e(d, float8_e8m0fnu::from_bits(0xFF)); },
+      {"scalify::ScaledArray", "nan"}, /*exact_type=*/true);
+  // Zero (a zero constant) and tiny and huge finite scales are valid.
+  ScaledMatrix<float> z(d, 0.0f);
+  CHECK(z.scale() == 0.0f);
+  z.set_scale(0x1p-149f);
+  CHECK(z.scale() == 0x1p-149f);
+  z.set_scale(std::numeric_limits<float>::max());
+  CHECK(z.scale() == std::numeric_limits<float>::max());
+  z.set_scale(0.0f);
+  CHECK(z.scale() == 0.0f);
+}
+
+TEST_CASE("ops whose rules give an inf or NaN scale still work, and their results can be stored",
+          "[core][scaled_array]") {
+  RowMatrix<float> d(1, 3);
+  d << 2.0f, -1.0f, 0.0f;
+  const ScaledMatrix<float> a(d, 1.0f);
+  const ScaledMatrix<float> zero_scale(RowMatrix<float>::Ones(1, 3), 0.0f);
+  const ScaledMatrix<float> q = a / zero_scale;  // div by a zero scale: scale inf, values x / 0
+  CHECK(q.scale() == std::numeric_limits<float>::infinity());
+  const Eigen::MatrixXf qv = q.to_dense();
+  CHECK(qv(0, 0) == std::numeric_limits<float>::infinity());
+  CHECK(qv(0, 1) == -std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(qv(0, 2)));  // 0 / 0
+  const ScaledMatrix<float> n = zero_scale / zero_scale;  // 0 / 0: scale NaN
+  CHECK(std::isnan(n.scale()));
+  const ScaledMatrix<float> r = a / 0.0f;  // a / c with c = 0: scale inf
+  CHECK(r.scale() == std::numeric_limits<float>::infinity());
+  const ScaledMatrix<float> big(d, 0x1p100f);
+  const ScaledMatrix<float> m = big * big;  // mul: 2^200 overflows a float scale
+  CHECK(m.scale() == std::numeric_limits<float>::infinity());
+  const ScaledMatrix<float> p = scalify::pow(big, 2);
+  CHECK(p.scale() == std::numeric_limits<float>::infinity());
+  // Copies and moves of such storage keep the scale (no check on copy).
+  ScaledMatrix<float> copy = q;
+  CHECK(copy.scale() == std::numeric_limits<float>::infinity());
+  // Lazy results of them, and casts, also keep it.
+  ScaledMatrix<float16> h = q.cast<float16>();
+  CHECK(h.scale() == std::numeric_limits<float>::infinity());
+}
+
+TEST_CASE("item() returns the value of a (1 x 1) array, double for a double scale", "[core][scaled_array]") {
+  RowMatrix<float16> d(1, 1);
+  d << float16(1.5f);
+  const ScaledMatrix<float16> x(d, 0.25f);
+  STATIC_REQUIRE(std::is_same_v<decltype(x.item()), float>);
+  CHECK(x.item() == 0.375f);
+  const scalify::ScaledScalar<float, double> y(Eigen::Matrix<float, 1, 1>::Constant(3.0f), 1e300);
+  STATIC_REQUIRE(std::is_same_v<decltype(y.item()), double>);
+  CHECK(y.item() == 3e300);
+  const ScaledArray<RowMatrix<float>, float8_e8m0fnu> e(RowMatrix<float>::Constant(1, 1, -3.0f),
+                                                         float8_e8m0fnu(4.0f));
+  STATIC_REQUIRE(std::is_same_v<decltype(e.item()), float>);
+  CHECK(e.item() == -12.0f);
+  // A reduction and a lazy result.
+  const ScaledMatrix<float> v(RowMatrix<float>::Constant(2, 2, 1.5f), 2.0f);
+  CHECK(scalify::sum(v).item() == 12.0f);
+  const ScaledMatrix<float> one(RowMatrix<float>::Constant(1, 1, 3.0f), 0.5f);
+  CHECK((one * one).item() == 2.25f);
+  // A float scale with huge data: the value overflows float to inf, as plain float math.
+  const ScaledMatrix<float> h(RowMatrix<float>::Constant(1, 1, 2.0f), 0x1p127f);
+  CHECK(h.item() == std::numeric_limits<float>::infinity());
+  // Any other shape throws shape_error naming it.
+  require_error<scalify::shape_error>([&] { (void)v.item(); }, {"scalify::ScaledArray::item", "(2 x 2)"});
+  require_error<scalify::shape_error>([&] { (void)ScaledMatrix<float>().item(); }, {"item", "(0 x 0)"});
 }

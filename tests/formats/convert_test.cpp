@@ -5,6 +5,7 @@
 
 #include <array>
 #include <bit>
+#include <cfenv>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -213,4 +214,166 @@ TEMPLATE_TEST_CASE("a rounding mode outside the enum throws std::invalid_argumen
                     Catch::Contains("rounding mode 9"));
   CHECK(code_of(scalify::round_cast<TestType>(1.3f, scalify::rounding::toward_zero, false)) ==
         code_of(scalify::truncate_cast<TestType>(1.3f)));
+}
+
+// ------------------------------------------------------------------------------
+// Every pair of types, and the same type (a copy).
+
+namespace {
+
+template <class T>
+const char* name_of() {
+  if constexpr (std::is_same_v<T, float>) return "float";
+  else if constexpr (std::is_same_v<T, double>) return "double";
+  else if constexpr (std::is_same_v<T, float16>) return "float16";
+  else if constexpr (std::is_same_v<T, bfloat16>) return "bfloat16";
+  else if constexpr (std::is_same_v<T, float8_e4m3fn>) return "float8_e4m3fn";
+  else if constexpr (std::is_same_v<T, float8_e5m2>) return "float8_e5m2";
+  else return "float8_e8m0fnu";
+}
+
+/// Bits of any supported type, for exact comparisons.
+template <class T>
+uint64_t bits_of(T x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return std::bit_cast<uint64_t>(x);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return std::bit_cast<uint32_t>(x);
+  } else {
+    return scalify::detail::to_code(x);
+  }
+}
+
+/// Inputs of type From: every code of a narrow type (twice over, 7 apart, so
+/// the length is not a multiple of a vector or chunk width), or edge inputs.
+template <class From>
+std::vector<From> pair_inputs() {
+  std::vector<From> out;
+  if constexpr (std::is_same_v<From, float> || std::is_same_v<From, double>) {
+    for (const float f : edge_inputs(3001, 11)) out.push_back(static_cast<From>(f));
+    if constexpr (std::is_same_v<From, double>) {  // beyond float's range and between float values
+      for (const double d : {1e300, -1e300, 1e-300, 0x1.000001p0, 0x1.0000018p0, 3.4028235677973366e38}) {
+        out.push_back(d);
+      }
+    }
+  } else {
+    const uint32_t n = sizeof(From) == 1 ? 256u : 65536u;
+    for (uint32_t i = 0; i < n + 13; ++i) {
+      if constexpr (sizeof(From) == 1) {
+        out.push_back(From::from_bits(static_cast<uint8_t>(i * 7)));
+      } else {
+        out.push_back(Eigen::numext::bit_cast<From>(static_cast<uint16_t>(i * 7)));
+      }
+    }
+  }
+  return out;
+}
+
+/// The exact value of x as a double (every supported type widens exactly).
+template <class From>
+double exact_double(From x) {
+  if constexpr (std::is_same_v<From, double>) {
+    return x;
+  } else {
+    return static_cast<double>(static_cast<float>(x));
+  }
+}
+
+/// double -> float rounded with the C library's rounding mode: the reference for convert's
+/// double -> float narrowing (nearest even, or toward zero), saturating on request.
+float reference_double_to_float(double x, const scalify::convert_options& o) {
+  const int saved = std::fegetround();
+  std::fesetround(o.round == scalify::rounding::toward_zero ? FE_TOWARDZERO : FE_TONEAREST);
+  volatile double v = x;
+  float f = static_cast<float>(v);
+  std::fesetround(saved);
+  if (o.saturate && std::isinf(f) && std::isfinite(x)) f = std::copysign(std::numeric_limits<float>::max(), f);
+  return f;
+}
+
+template <class From, class To>
+void check_pair(const scalify::convert_options& o) {
+  const std::vector<From> x = pair_inputs<From>();
+  std::vector<To> y(x.size());
+  scalify::convert(x, y, o);
+  int misses = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = exact_double(x[i]);
+    bool ok;
+    uint64_t expected_bits = 0;
+    if constexpr (std::is_same_v<From, To>) {
+      expected_bits = bits_of(x[i]);  // a copy: the same bits, NaN payloads included
+      ok = bits_of(y[i]) == expected_bits;
+    } else if constexpr (std::is_same_v<To, double> || (std::is_same_v<To, float> && !std::is_same_v<From, double>)) {
+      ok = std::isnan(v) ? std::isnan(static_cast<double>(y[i])) : static_cast<double>(y[i]) == v &&
+                                                                        std::signbit(static_cast<double>(y[i])) ==
+                                                                            std::signbit(v);
+    } else if constexpr (std::is_same_v<To, float>) {
+      const float e = reference_double_to_float(v, o);
+      expected_bits = bits_of(e);
+      ok = std::isnan(e) ? std::isnan(y[i]) : bits_of(y[i]) == expected_bits;
+    } else {
+      const uint32_t random = o.round == scalify::rounding::stochastic ? scalify::stochastic_bits(o.seed, o.offset + i) : 0;
+      expected_bits = bits_of(scalify::round_cast<To>(v, o.round, o.saturate, random));
+      ok = bits_of(y[i]) == expected_bits;
+    }
+    if (!ok && misses++ < 5) {
+      FAIL_CHECK(name_of<From>() << " -> " << name_of<To>() << " input "
+                                                    << v << " index " << i << ": expected bits 0x" << std::hex
+                                                    << expected_bits << ", got 0x" << bits_of(y[i]));
+    }
+  }
+  CHECK(misses == 0);
+}
+
+template <class... T>
+struct type_list {};
+using all_types = type_list<float, double, float16, bfloat16, float8_e4m3fn, float8_e5m2, scalify::float8_e8m0fnu>;
+
+template <class From, class... To>
+void check_from(type_list<To...>, const scalify::convert_options& o) {
+  (check_pair<From, To>(o), ...);
+}
+template <class... From>
+void check_all_pairs(type_list<From...> list, const scalify::convert_options& o) {
+  (check_from<From>(list, o), ...);
+}
+
+}  // namespace
+
+TEST_CASE("convert between every pair of types rounds once like round_cast; the same type copies",
+          "[formats][convert]") {
+  const scalify::convert_options cases[] = {
+      {},
+      {.saturate = true},
+      {.round = scalify::rounding::toward_zero},
+  };
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) continue;
+    scalify::scoped_cpu_path guard(path);
+    for (const auto& o : cases) {
+      INFO("path " << scalify::to_string(path) << ", saturate " << o.saturate << ", round " << int(o.round));
+      check_all_pairs(all_types{}, o);
+    }
+  }
+}
+
+TEST_CASE("convert: stochastic rounding between narrow types and from double; double -> float refuses it",
+          "[formats][convert]") {
+  const scalify::convert_options o{.round = scalify::rounding::stochastic, .seed = 77, .offset = 5};
+  check_pair<float16, float8_e4m3fn>(o);   // SIMD through float chunks: the same bits as one scalar pass
+  check_pair<bfloat16, float8_e5m2>(o);
+  check_pair<double, float8_e4m3fn>(o);
+  check_pair<double, float16>(o);
+  check_pair<float8_e5m2, float8_e5m2>(o);  // a copy ignores the rounding
+  std::vector<double> x(3, 1.0);
+  std::vector<float> y(3);
+  CHECK_THROWS_WITH(scalify::convert(x, y, o), Catch::Contains("stochastic") && Catch::Contains("double -> float"));
+  // Code templated over the data type: float -> float is a copy.
+  std::vector<float> a = {1.5f, -0.0f, NAN}, b(3);
+  scalify::convert(a, b);
+  CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * 3) == 0);
+  // Mismatched sizes throw for the new pairs too.
+  std::vector<float16> h(2);
+  CHECK_THROWS_AS(scalify::convert(x, h), scalify::shape_error);
 }

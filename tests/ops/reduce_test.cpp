@@ -458,11 +458,15 @@ TEST_CASE("argmax and argmin: ties, NaN, inf and unusual scales", "[ops][reduce]
   CHECK(scalify::rowwise_argmax(ScaledMatrix<float>(e, 1.0f)) == Eigen::Matrix<Index, 2, 1>(2, 3));
   CHECK(scalify::colwise_argmin(ScaledMatrix<float>(e, 1.0f)) ==
         Eigen::Matrix<Index, 1, 4>(1, 1, 0, 0));
-  // A NaN scale makes every value NaN.
-  CHECK(scalify::argmax(ScaledMatrix<float>(d, nan)) == 0);
-  // A negative scale (only the raw constructor makes one) reverses the order of the values.
-  CHECK(scalify::argmax(ScaledMatrix<float>(d, -1.0f)) == 2);
-  CHECK(scalify::argmin(ScaledMatrix<float>(d, -1.0f)) == 1);
+  // A NaN scale (only an op makes one, e.g. 0 / 0 scales) makes every value NaN.
+  const ScaledMatrix<float> nan_scaled(scalify::detail::unchecked_scale, d, nan);
+  CHECK(scalify::argmax(nan_scaled) == 0);
+  // A negative scale cannot be constructed (constructors throw); the internal unchecked path still
+  // orders the values, which reverses the order of the data.
+  const ScaledMatrix<float> negative(scalify::detail::unchecked_scale, d, -1.0f);
+  CHECK(scalify::argmax(negative) == 2);
+  CHECK(scalify::argmin(negative) == 1);
+  CHECK_THROWS_AS(ScaledMatrix<float>(d, -1.0f), std::invalid_argument);
   // A huge double scale: the values overflow double, the order is still the data's.
   scalify_test::RowMatrix<float> big(1, 3);
   big << 1e10f, 3e10f, 2e10f;

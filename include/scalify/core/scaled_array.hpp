@@ -106,6 +106,15 @@ void check_scale(S s, const char* where, bool allow_zero) {
                     ", got " + number_string(v));
 }
 
+/// Tag of ScaledArray's unchecked constructor, for ops whose scale rule
+/// legitimately gives an inf or NaN scale (div by a zero scale, an overflowing
+/// mul, pow or prod, dynamic_rescale_* of inf data; docs/scaled_array.md lists
+/// them). Internal: users construct with a checked scale.
+struct unchecked_scale_t {
+  explicit unchecked_scale_t() = default;
+};
+inline constexpr unchecked_scale_t unchecked_scale{};
+
 /// The largest and the smallest positive power of two of a scale type.
 template <class S>
 struct scale_range;
@@ -346,17 +355,26 @@ class ScaledArray {
     requires is_storage
       : data_(), scale_(Scale(1.0f)) {}
 
-  /// Pairs `data` with `scale` as they are (no checks of the scale: see make_scaled()).
-  ScaledArray(Data data, Scale scale) : data_(std::move(data)), scale_(scale) {}
+  /// Pairs `data` with `scale` as they are. Throws std::invalid_argument, in
+  /// every build type, for a NaN, infinite or negative scale (0 is allowed:
+  /// all values are 0).
+  ///
+  /// **Example**: `scalify::ScaledMatrix<float> x(m, 0.25f);  // values m * 0.25`
+  ScaledArray(Data data, Scale scale) : data_(std::move(data)), scale_(checked_scale(scale, kWhere)) {}
+
+  /// Internal: pairs `data` with `scale` without checking the scale (the ops
+  /// whose rules give an inf or NaN scale, see detail::unchecked_scale_t).
+  ScaledArray(detail::unchecked_scale_t, Data data, Scale scale) : data_(std::move(data)), scale_(scale) {}
 
   /// Storage from another Eigen type (e.g. an expression, or a MatrixXf into
   /// a vector): throws shape_error, in every build type, when Data cannot
-  /// take its shape (a fixed-size, vector or bounded Data).
+  /// take its shape (a fixed-size, vector or bounded Data), and
+  /// std::invalid_argument for a NaN, infinite or negative scale.
   ///
   /// **Example**: `scalify::ScaledVector<float> v(m.col(0), 0.5f);  // m.col(0) fits; m itself would throw`
   template <class D2>
     requires is_storage && detail::eigen_dense<D2> && (!std::is_same_v<D2, Data>)
-  ScaledArray(const D2& data, Scale scale) : data_(checked_data(data)), scale_(scale) {}
+  ScaledArray(const D2& data, Scale scale) : data_(checked_data(data)), scale_(checked_scale(scale, kWhere)) {}
 
   ScaledArray(const ScaledArray&) = default;
   ScaledArray(ScaledArray&&) = default;
@@ -364,11 +382,12 @@ class ScaledArray {
   ScaledArray& operator=(ScaledArray&&) = default;
 
   /// Evaluates `other` (usually a lazy op result) into this storage: the data
-  /// once, in float32, rounded once into Scalar with the scope's store options
-  /// (current_config().store: by default data beyond Scalar's range becomes
-  /// inf, or NaN for float8_e4m3fn, see docs/scaled_array.md). If Scale cannot
-  /// hold other's scale exactly (an E8M0 scale and a scale that is not a power
-  /// of two; a double scale beyond float's range) the scale is rounded or
+  /// once, in float32 (double for double storage), rounded once into Scalar
+  /// with the scope's store options (current_config().store: by default
+  /// finite data beyond Scalar's range saturates to its largest finite value,
+  /// see docs/scaled_array.md). If Scale cannot hold other's scale exactly (an
+  /// E8M0 scale and a scale that is not a power of two; a double scale beyond
+  /// float's range) the scale is rounded or
   /// clamped and the data rebased, so the values are kept (detail::fit_scale);
   /// std::invalid_argument when they cannot be.
   ///
@@ -394,11 +413,15 @@ class ScaledArray {
     return data_;
   }
   Scale scale() const { return scale_; }
-  /// Sets the scale without touching the data (the values change).
+  /// Sets the scale without touching the data (the values change). Throws
+  /// std::invalid_argument for a NaN, infinite or negative scale, leaving
+  /// the scale as it was.
+  ///
+  /// **Example**: `w.set_scale(w.scale() * 0.5f);  // halves every value`
   void set_scale(Scale s)
     requires is_storage
   {
-    scale_ = s;
+    scale_ = checked_scale(s, "scalify::ScaledArray::set_scale");
   }
 
   Index rows() const { return data_.rows(); }
@@ -416,26 +439,47 @@ class ScaledArray {
     }
   }
 
-  /// The same values with the data cast to T (rounded once with `options`);
-  /// the scale is unchanged. Lazy: evaluated when assigned. Throws
+  /// The value data * scale of a (1 x 1) array (e.g. a full reduction),
+  /// formed in double and rounded once: a float, or a double for a double
+  /// scale. Throws shape_error for any other shape.
+  ///
+  /// **Example**: `float total = scalify::sum(x).item();`
+  detail::scale_math_t<Scale> item() const {
+    SCALIFY_CHECK(rows() == 1 && cols() == 1, shape_error,
+                  "scalify::ScaledArray::item: needs a (1 x 1) array, got " + detail::shape_string(rows(), cols()));
+    const auto d = detail::cast_source(static_cast<Scalar>(data_(0, 0)));
+    return static_cast<detail::scale_math_t<Scale>>(static_cast<double>(d) * static_cast<double>(scale_));
+  }
+
+  /// The same values with the data cast to T (rounded once with `options`;
+  /// float and double: a plain conversion; the same type: the same values); the scale
+  /// is unchanged. Lazy: evaluated when assigned. Throws
   /// std::invalid_argument for a rounding mode outside the enum.
   ///
-  /// **Example**: `ScaledMatrix<float8_e5m2> g8 = g.cast<float8_e5m2>({.saturate = true});`
+  /// **Example**: `ScaledMatrix<float8_e5m2> g8 = g.cast<float8_e5m2>({.round = scalify::rounding::stochastic});`
   template <class T>
   auto cast(const convert_options& options = current_config().store) const {
     detail::check_convert_options(options, "scalify::ScaledArray::cast");
     const auto op = [options](const Scalar& v) {
-      if constexpr (std::is_same_v<T, float>) {
-        return static_cast<float>(v);
+      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        return static_cast<T>(detail::cast_source(v));  // exact, or double -> float rounded to nearest
       } else {
-        return round_cast<T>(static_cast<float>(v), options.round, options.saturate);
+        return round_cast<T>(detail::cast_source(v), options.round, options.saturate);  // one rounding
       }
     };
     auto expr = data_.unaryExpr(op);
-    return ScaledArray<decltype(expr), Scale>(expr, scale_);
+    return ScaledArray<decltype(expr), Scale>(detail::unchecked_scale, expr, scale_);
   }
 
  private:
+  static constexpr const char* kWhere = "scalify::ScaledArray";
+
+  /// `s`, or std::invalid_argument naming `where` and `s` unless it is
+  /// finite and >= 0. One comparison on the path that succeeds.
+  static Scale checked_scale(Scale s, const char* where) {
+    detail::check_scale(s, where, /*allow_zero=*/true);
+    return s;
+  }
   template <class D2>
   static const D2& checked_data(const D2& data) {
     detail::check_storable<Data>(data.rows(), data.cols());
@@ -447,19 +491,22 @@ class ScaledArray {
     using Math = detail::scale_math_t<Scale, S2>;
     const Math wanted = static_cast<Math>(other.scale());
     const auto& options = current_config().store;
+    // Evaluated in float; in double for double storage, so double data is not rounded to float.
+    using V = std::conditional_t<std::is_same_v<Scalar, double>, double, float>;
     // Scale holds every S2 exactly: no rebasing, and no second evaluate_into to instantiate.
     constexpr bool kExact = std::is_same_v<Scale, S2> || std::is_same_v<Scale, double> ||
                             (std::is_same_v<Scale, float> && std::is_same_v<S2, float8_e8m0fnu>);
     if constexpr (kExact) {
-      detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+      detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       scale_ = static_cast<Scale>(wanted);
     } else {
       // Checked before the data is touched: a failure leaves *this as it was.
       const auto fit = detail::fit_scale<Scale>(wanted, "scalify::ScaledArray");
       if (!fit.rebased) {
-        detail::evaluate_into(data_, other.data().array().template cast<float>(), options);
+        detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       } else {
-        detail::evaluate_into(data_, other.data().array().template cast<float>() * fit.factor, options);
+        detail::evaluate_into(data_, other.data().array().template cast<V>() * static_cast<V>(fit.factor),
+                              options);
       }
       scale_ = fit.scale;
     }
@@ -488,7 +535,7 @@ template <class D, class S = float>
 auto make_scaled(const D& data, S scale = S(1.0f)) {
   detail::check_scale(scale, "scalify::make_scaled", /*allow_zero=*/true);
   using Plain = typename D::PlainObject;
-  return ScaledArray<Plain, S>(Plain(data), scale);
+  return ScaledArray<Plain, S>(detail::unchecked_scale, Plain(data), scale);  // checked above
 }
 
 /// `values` with scale 1 (the data is not normalised).
@@ -560,18 +607,31 @@ auto as_scaled(const D& values, S scale) {
   detail::check_as_scaled_range<T>(amax, divisor, static_cast<double>(scale));
   Plain data(v.rows(), v.cols());
   detail::evaluate_into(data, v.array().template cast<Q>() / divisor, current_config().store);
-  return ScaledArray<Plain, S>(std::move(data), scale);
+  return ScaledArray<Plain, S>(detail::unchecked_scale, std::move(data), scale);  // checked above
 }
 
+namespace detail {
+
+/// A float constant as a scaled scalar (jax-scalify's make_scaled_scalar):
+/// {pow2_round_down(|c|), c / that} with |mantissa| in [1, 2); 0 gives
+/// {0, 0} (a zero constant has scale 0); +-inf and NaN give {1, c}, so the
+/// scale stays finite and the value is c.
+inline pow2_parts<float> scalar_parts(float c) {
+  if (!std::isfinite(c)) return {1.0f, c};
+  return pow2_decompose(c);
+}
+
+}  // namespace detail
+
 /// A scaled scalar: data in [1, 2) (sign included), scale a power of two;
-/// 0 gives (0, 0).
+/// 0 gives (0, 0); +-inf and NaN give data x with scale 1.
 ///
 /// **Example**: `auto c = scalify::make_scaled_scalar(6.0f);  // data 1.5, scale 4`
 inline ScaledScalar<float> make_scaled_scalar(float x) {
-  const auto [scale, mantissa] = pow2_decompose(x);
+  const auto [scale, mantissa] = detail::scalar_parts(x);
   Eigen::Matrix<float, 1, 1> data;
   data(0, 0) = mantissa;
-  return ScaledScalar<float>(data, scale);
+  return ScaledScalar<float>(std::move(data), scale);
 }
 
 }  // namespace scalify

@@ -1,7 +1,8 @@
 // scalify: bulk casts between float32 and the narrow formats.
 //
-//   convert(src, dst[, options])             float -> e4m3fn, e5m2, float16, bfloat16
-//                                            and each of those -> float
+//   convert(src, dst[, options])             between any two of float, double, float16,
+//                                            bfloat16, e4m3fn, e5m2, e8m0fnu; the same
+//                                            type is a copy (SIMD for float <-> narrow)
 //   convert_with_stats(src, dst[, options])  narrowing, plus amax and counts of
 //                                            overflow, underflow and NaN, same pass
 //
@@ -11,9 +12,12 @@
 #ifndef SCALIFY_FORMATS_CONVERT_HPP_
 #define SCALIFY_FORMATS_CONVERT_HPP_
 
+#include <algorithm>    // std::copy, std::min
 #include <bit>          // std::bit_cast
+#include <cmath>        // std::nextafter, std::copysign, std::isfinite (double -> float)
 #include <cstddef>      // size_t
 #include <cstdint>      // uint8_t, uint16_t, uint32_t, uint64_t
+#include <limits>       // std::numeric_limits (saturating double -> float)
 #include <ranges>       // std::ranges::contiguous_range
 #include <span>         // std::span
 #include <stdexcept>    // std::invalid_argument
@@ -166,12 +170,70 @@ void convert_widen(std::span<const From> src, std::span<float> dst) {
   }
 }
 
+template <class T>
+concept convertible_type = std::is_same_v<T, float> || std::is_same_v<T, double> || narrow_float<T>;
+
+/// double -> float with `o`: nearest even or toward zero, saturating or not
+/// (finite values beyond float's range become +-FLT_MAX). Stochastic rounding
+/// has no double -> float form here: std::invalid_argument.
+inline float narrow_double(double x, const convert_options& o) {
+  SCALIFY_CHECK(o.round != rounding::stochastic, std::invalid_argument,
+                "scalify::convert: stochastic rounding of double -> float is not supported");
+  float f = static_cast<float>(x);  // nearest even
+  if (o.round == rounding::toward_zero && std::isfinite(x) && std::abs(static_cast<double>(f)) > std::abs(x)) {
+    f = std::nextafter(f, 0.0f);
+  }
+  if (o.saturate && std::isinf(f) && std::isfinite(x)) f = std::copysign(std::numeric_limits<float>::max(), f);
+  return f;
+}
+
+/// The pairs without a SIMD path: element by element, one rounding each (a
+/// narrow source widens exactly to float first, a double rounds directly).
+template <class From, class To>
+void convert_scalar(std::span<const From> src, std::span<To> dst, const convert_options& o) {
+  const stochastic_keys keys = make_stochastic_keys(o.seed);
+  const bool saturate = o.saturate || o.round == rounding::stochastic;
+  for (std::size_t i = 0; i < src.size(); ++i) {
+    if constexpr (std::is_same_v<To, double>) {
+      dst[i] = static_cast<double>(cast_source(src[i]));  // exact
+    } else if constexpr (std::is_same_v<To, float>) {
+      if constexpr (std::is_same_v<From, double>) {
+        dst[i] = narrow_double(src[i], o);
+      } else {
+        dst[i] = static_cast<float>(src[i]);  // exact
+      }
+    } else {
+      const uint32_t random = o.round == rounding::stochastic ? stochastic_bits(keys, o.offset + i) : 0u;
+      dst[i] = round_cast<To>(src[i], o.round, saturate, random);
+    }
+  }
+}
+
+/// narrow -> narrow with SIMD: chunks widened exactly to float, then narrowed
+/// with the chunk's offset (the same bytes as one scalar pass).
+template <class From, class To>
+void convert_via_float(std::span<const From> src, std::span<To> dst, const convert_options& o) {
+  constexpr std::size_t kChunk = 1024;
+  float buffer[kChunk];
+  convert_options chunk_options = o;
+  for (std::size_t begin = 0; begin < src.size(); begin += kChunk) {
+    const std::size_t n = std::min(kChunk, src.size() - begin);
+    convert_widen<From>(src.subspan(begin, n), std::span<float>(buffer, n));
+    chunk_options.offset = o.offset + begin;
+    convert_narrow<To>(std::span<const float>(buffer, n), dst.subspan(begin, n), chunk_options, nullptr);
+  }
+}
+
 }  // namespace detail
 
-/// Casts every element of `src` into `dst` (same size, else shape_error).
-/// Narrowing (float -> float8_e4m3fn, float8_e5m2, float16, bfloat16) follows
-/// `options` (a rounding mode outside the enum throws std::invalid_argument);
-/// widening (those -> float) is exact and ignores them.
+/// Casts every element of `src` into `dst` (same size, else shape_error),
+/// between any two of float, double, float16, bfloat16, float8_e4m3fn,
+/// float8_e5m2 and float8_e8m0fnu. The same type is a copy; widening is
+/// exact and ignores `options`; narrowing rounds once with `options` (a
+/// rounding mode outside the enum throws std::invalid_argument; stochastic
+/// double -> float throws too). float <-> float8_e4m3fn, float8_e5m2,
+/// float16, bfloat16 (and narrow -> narrow through them) use the SIMD path
+/// of the active CPU; the other pairs go element by element (round_cast).
 ///
 /// **Example**:
 /// ```
@@ -181,14 +243,23 @@ void convert_widen(std::span<const From> src, std::span<float> dst) {
 /// ```
 template <class From, class To>
 void convert(std::span<const From> src, std::span<To> dst, const convert_options& options = {}) {
+  static_assert(detail::convertible_type<From> && detail::convertible_type<To>,
+                "scalify::convert casts between float, double, float16, bfloat16, float8_e4m3fn, "
+                "float8_e5m2 and float8_e8m0fnu");
   if constexpr (std::is_same_v<From, float> && detail::bulk_narrow_type<To>) {
     detail::convert_narrow<To>(src, dst, options, nullptr);
   } else if constexpr (detail::bulk_narrow_type<From> && std::is_same_v<To, float>) {
     detail::convert_widen<From>(src, dst);
   } else {
-    static_assert(sizeof(From) == 0,
-                  "scalify::convert casts float <-> float8_e4m3fn, float8_e5m2, float16 or bfloat16; "
-                  "for other pairs go through float or use round_cast element by element");
+    detail::check_convert_options(options, "scalify::convert");
+    detail::check_sizes(src.size(), dst.size());
+    if constexpr (std::is_same_v<From, To>) {
+      std::copy(src.begin(), src.end(), dst.begin());
+    } else if constexpr (detail::bulk_narrow_type<From> && detail::bulk_narrow_type<To>) {
+      detail::convert_via_float(src, dst, options);
+    } else {
+      detail::convert_scalar(src, dst, options);
+    }
   }
 }
 

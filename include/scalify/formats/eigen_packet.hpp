@@ -8,8 +8,8 @@
 // Include scalify/formats/eigen.hpp, which includes this header.
 //
 // Eigen 3.4 picks its SIMD code at compile time (EIGEN_VECTORIZE_AVX2 follows
-// -mavx2 or -march=...), so, unlike the rest of scalify (run-time dispatch,
-// STYLE.md rule 7), this header is active only when Eigen itself vectorizes with
+// -mavx2 or -march=...), so, unlike the rest of scalify (run-time dispatch
+// from cpuid, one translation unit for every path), this header is active only when Eigen itself vectorizes with
 // AVX2 and the compiler targets F16C: SCALIFY_EIGEN_PACKET_FLOAT8 is then 1.
 // Otherwise it defines nothing else and Eigen converts one element at a time
 // through float8_base, as before. As with Eigen itself, every translation unit
@@ -29,7 +29,8 @@
 //     scalar_cast_op has PacketAccess = false, for half and bfloat16 too; only
 //     the Tensor module uses pcast), so this is the one place where scalify
 //     specializes Eigen internals beyond the documented customisation points
-//     (STYLE.md rule 4); hence the version check (Eigen 3.4.x).
+//     (numeric_limits, NumTraits, numext, ScalarBinaryOpTraits, functors with
+//     functor_traits); hence the version check (Eigen 3.4.x).
 //   - the packet functions that Eigen calls for any Vectorizable scalar even
 //     when arithmetic is off: pset1, pfirst, preverse, pgather/pscatter, the
 //     ptranspose of GEMM's right-hand-side packing, and padd/psub/pmul/pdiv for

@@ -2,32 +2,38 @@
 // and returns a lazy ScaledArray whose data is a float32 Eigen array
 // expression; assigning it into storage (ScaledMatrix<T>) evaluates it once.
 //
-// Rules follow jax-scalify's lax rules (notes/issue3_spec.md §3.1), with the
-// zero-scale fixes of §3.4. Notation: a = (da, sa), b = (db, sb), value = d*s;
-// M = result scale type (float, or double if a double scale is involved);
-// R = config_pow2_round (the scope's pow2 mode, down by default).
+// The rules are jax-scalify's scaled lax rules (graphcore-research/jax-scalify,
+// jax_scalify/lax), with one fix for zero scales: rebasing onto a zero output
+// scale uses safe_div (x/0 := 0), so all-zero operands give 0, not NaN.
+// Notation: a = (da, sa), b = (db, sb), value = d*s; R = the scope's pow2
+// rounding (down by default); lo/hi = min/max of the two scales.
+// A float constant c is a scaled scalar (jax-scalify's make_scaled_scalar):
+// c = mc * pc with pc = pow2_round_down(|c|), |mc| in [1, 2); a zero constant
+// has scale 0 (jax-scalify's broadcasted-zero rule); inf/NaN c is (c, 1).
 //
-//   op                          output scale                        output data (float32)
-//   add(a, b)     a + b         s = R(hi * sqrt(1 + (lo/hi)^2))      da*(sa/s) + db*(sb/s)   (x/0
-//   := 0) sub(a, b)     a - b         same as add                          da*(sa/s) - db*(sb/s)
-//   mul(a, b)     a * b         sa * sb                              da * db
-//   div(a, b)     a / b         sa / sb (plain: sb == 0 gives inf    da / db
-//                               or NaN, see div)
-//   c * a, a * c  (float c)     sa * pow2_round_down(|c|)            da * mantissa(c)
-//   a / c         (float c)     sa / pow2_round_down(|c|)            da / mantissa(c)
-//   neg(a)        -a            sa                                   -da
-//   abs(a)                      sa                                   |da|
-//   sign(a)                     1                                    sign(da * sign(sa))
-//   min(a, b), max(a, b)        max(sa, sb)                          min/max(da*(sa/s), db*(sb/s)),
-//   NaN wins where(c, a, b) (select)     max(sa, sb)                          c ? da*(sa/s) :
-//   db*(sb/s) exp, log, sin, cos          1                                    f(da*sa), value
-//   formed in float
-//                                                                    (double if sa is double)
-//   sqrt(a)                     sqrt(sa) (not re-rounded)            sqrt(da), or sqrt(da*0) if sa
-//   == 0 pow(a, n)     (int n)       sa^n                                 da^n (repeated squaring;
-//   n < 0: 1/da^-n) eq ne lt le gt ge (a, b)    -- (lazy Eigen bool array)           da*sa OP
-//   db*sb, compared in double is_finite(a)                -- (lazy Eigen bool array) isfinite(da)
-//   && isfinite(sa)
+//   op                        output scale                         output data (float32)
+//   ------------------------  -----------------------------------  ---------------------------------
+//   add(a, b), a + b          s = R(hi * sqrt(1 + (lo/hi)^2))      da*(sa/s) + db*(sb/s)
+//   sub(a, b), a - b          as add                               da*(sa/s) - db*(sb/s)
+//   mul(a, b), a * b          sa * sb                              da * db
+//   div(a, b), a / b          sa / sb (inf or NaN if sb == 0)      da / db
+//   a + c, c + a, a - c       add rule with (mc, pc); c == 0: sa   da*(sa/s) +- mc*(pc/s)
+//   c - a                     as a - c                             mc*(pc/s) - da*(sa/s)
+//   c * a, a * c              sa * pc (0 for c == 0)               da * mc
+//   a / c                     sa / pc (inf for c == 0)             da / mc
+//   c / a                     pc / sa (inf or NaN if sa == 0)      mc / da
+//   a += b, -=, *=, /=        as a + b, ... (b ScaledArray or c)   stored back into a (store cast)
+//   neg(a), -a                sa                                   -da
+//   abs(a)                    sa                                   |da|
+//   sign(a)                   1                                    sign(da * sign(sa))
+//   min(a, b), max(a, b)      max(sa, sb)                          min/max(da*(sa/s), db*(sb/s)), NaN wins
+//   where(c, a, b), select    max(sa, sb)                          c ? da*(sa/s) : db*(sb/s)
+//   exp, log, sin, cos        1                                    f(da*sa), the value in float (double
+//                                                                  for a double scale)
+//   sqrt(a)                   sqrt(sa), not re-rounded             sqrt(da); sqrt(da*0) if sa == 0
+//   pow(a, n), int n          sa^n                                 da^n by repeated squaring
+//   eq ne lt le gt ge         -- (lazy Eigen bool array)           da*sa OP db*sb, in double
+//   is_finite(a)              -- (lazy Eigen bool array)           isfinite(da) && isfinite(sa)
 //
 // Binary ops need equal shapes (no broadcasting) and throw shape_error naming
 // the op and both shapes. Like Eigen, a lazy result refers to its operands'
@@ -531,15 +537,77 @@ auto operator-(const ScaledArray<D, S>& x) {
   return neg(x);
 }
 
+// ------------------------------------------------------------------------------
+// Float constants on either side: c is the scaled scalar (mc, pc) of
+// detail::scalar_parts (jax-scalify's make_scaled_scalar; 0 has scale 0), and
+// the op's rule applies as if c were a tensor of that value (a broadcast keeps
+// the scale). A double or int constant converts to float first.
+
+namespace detail::elementwise {
+
+/// c / d for a constant c (the data of c / a).
+struct scalar_div_op {
+  float c;
+  float operator()(float d) const { return c / d; }
+};
+
+/// a + c (sign = +1) or c - a (sign = -1): the add rule with c's scaled
+/// scalar. A zero constant keeps a's scale exactly (the rule gives sa for a
+/// power-of-two sa; here a non-power-of-two sa is not rounded either) and
+/// adds c itself to the data (so -0 + -0 stays -0, as in plain math).
+template <class D, class S>
+auto add_constant(const ScaledArray<D, S>& a, float c, float sign) {
+  using M = result_scale_t<S>;
+  const M sa = scale_as<M>(a.scale());
+  if (c == 0.0f) return make_result(values_f(a) * sign + c, sa);
+  const auto [pc, mc] = scalar_parts(c);
+  const auto k = add_sub_scales(sa, static_cast<M>(pc));
+  return make_result(values_f(a) * (sign * k.factor_a) + mc * k.factor_b, k.scale);
+}
+
+}  // namespace detail::elementwise
+
+/// x + c for a float c (a scaled scalar): add's rule, e.g. scale 1 and 3
+/// give R(3 * sqrt(1 + 1/9)); `x + 0.0f` keeps x's scale and data.
+///
+/// **Example**: `ScaledMatrix<float16> y = x + 1.0f;`
+template <class D, class S>
+auto operator+(const ScaledArray<D, S>& x, float c) {
+  return detail::elementwise::add_constant(x, c, 1.0f);
+}
+/// c + x: the same as x + c.
+///
+/// **Example**: `ScaledMatrix<float16> y = 1.0f + x;`
+template <class D, class S>
+auto operator+(float c, const ScaledArray<D, S>& x) {
+  return detail::elementwise::add_constant(x, c, 1.0f);
+}
+/// x - c for a float c: x + (-c), sub's rule.
+///
+/// **Example**: `ScaledMatrix<float16> y = x - 0.5f;`
+template <class D, class S>
+auto operator-(const ScaledArray<D, S>& x, float c) {
+  return detail::elementwise::add_constant(x, -c, 1.0f);
+}
+/// c - x for a float c: sub's rule, data `mc*(pc/s) - d*(sx/s)`; `0.0f - x`
+/// keeps x's scale (data 0 - d).
+///
+/// **Example**: `ScaledMatrix<float16> y = 1.0f - x;`
+template <class D, class S>
+auto operator-(float c, const ScaledArray<D, S>& x) {
+  return detail::elementwise::add_constant(x, c, -1.0f);
+}
+
 /// c * x for a float c, taken as the scaled scalar (mantissa(c), pow2(c)):
 /// output scale `s * pow2_round_down(|c|)` (exact for power-of-two s), data
-/// `d * mantissa(c)` with |mantissa| in [1, 2). c = 0 gives scale 0.
+/// `d * mantissa(c)` with |mantissa| in [1, 2). c = 0 gives scale 0; an
+/// infinite or NaN c gives scale s and data d * c.
 ///
 /// **Example**: `ScaledMatrix<float8_e4m3fn> y = 6.0f * x;  // scale 4*s, data 1.5*d`
 template <class D, class S>
 auto operator*(float c, const ScaledArray<D, S>& x) {
   using M = detail::result_scale_t<S>;
-  const auto [p, m] = pow2_decompose(c);
+  const auto [p, m] = detail::scalar_parts(c);
   const M s = detail::elementwise::scale_as<M>(x.scale()) * static_cast<M>(p);
   return detail::make_result(detail::values_f(x) * m, s);
 }
@@ -552,15 +620,106 @@ auto operator*(const ScaledArray<D, S>& x, float c) {
 }
 /// x / c for a float c: output scale `s / pow2_round_down(|c|)`, data
 /// `d / mantissa(c)`. c = 0 follows div(): scale inf (NaN if s == 0), values
-/// +-inf or NaN as plain math.
+/// +-inf or NaN as plain math; an infinite or NaN c: scale s, data d / c.
 ///
 /// **Example**: `ScaledMatrix<float16> y = x / 8.0f;  // scale s/8, data unchanged`
 template <class D, class S>
 auto operator/(const ScaledArray<D, S>& x, float c) {
   using M = detail::result_scale_t<S>;
-  const auto [p, m] = pow2_decompose(c);
+  const auto [p, m] = detail::scalar_parts(c);
   const M s = detail::elementwise::scale_as<M>(x.scale()) / static_cast<M>(p);
   return detail::make_result(detail::values_f(x) / m, s);
+}
+/// c / x for a float c: div's rule, output scale `pow2_round_down(|c|) / s`,
+/// data `mantissa(c) / d`. s = 0 gives scale inf (NaN if c == 0 too).
+///
+/// **Example**: `ScaledMatrix<float16> r = 1.0f / x;  // scale 1/s, data 1/d`
+template <class D, class S>
+auto operator/(float c, const ScaledArray<D, S>& x) {
+  using M = detail::result_scale_t<S>;
+  const auto [p, m] = detail::scalar_parts(c);
+  const M s = static_cast<M>(p) / detail::elementwise::scale_as<M>(x.scale());
+  return detail::make_result(detail::values_f(x).unaryExpr(detail::elementwise::scalar_div_op{m}), s);
+}
+
+// ------------------------------------------------------------------------------
+// Compound assignment: x op= y is x = x op y. The scale follows the op's rule
+// and the data is stored back into x's type with the scope's store options
+// (saturating by default), in place (the expression reads x only at the
+// position being written). Only storage can be assigned to.
+
+namespace detail::elementwise {
+template <class D>
+constexpr void check_compound_target() {
+  static_assert(eigen_plain<D>,
+                "scalify: +=, -=, *= and /= store into the left operand, which must be storage "
+                "(ScaledMatrix<T>, ScaledVector<T>, ...), not a lazy op result: assign the result first");
+}
+}  // namespace detail::elementwise
+
+/// x = x + y (add's rule), stored back into x. shape_error (x unchanged) when the shapes differ.
+///
+/// **Example**: `acc += grad;  // ScaledMatrix<float16> acc`
+template <class D1, class S1, class D2, class S2>
+ScaledArray<D1, S1>& operator+=(ScaledArray<D1, S1>& x, const ScaledArray<D2, S2>& y) {
+  detail::elementwise::check_compound_target<D1>();
+  return x = add(x, y);
+}
+/// x = x - y (sub's rule), stored back into x.
+///
+/// **Example**: `w -= update;`
+template <class D1, class S1, class D2, class S2>
+ScaledArray<D1, S1>& operator-=(ScaledArray<D1, S1>& x, const ScaledArray<D2, S2>& y) {
+  detail::elementwise::check_compound_target<D1>();
+  return x = sub(x, y);
+}
+/// x = x * y elementwise (mul's rule), stored back into x.
+///
+/// **Example**: `x *= mask;`
+template <class D1, class S1, class D2, class S2>
+ScaledArray<D1, S1>& operator*=(ScaledArray<D1, S1>& x, const ScaledArray<D2, S2>& y) {
+  detail::elementwise::check_compound_target<D1>();
+  return x = mul(x, y);
+}
+/// x = x / y elementwise (div's rule), stored back into x.
+///
+/// **Example**: `x /= norms;`
+template <class D1, class S1, class D2, class S2>
+ScaledArray<D1, S1>& operator/=(ScaledArray<D1, S1>& x, const ScaledArray<D2, S2>& y) {
+  detail::elementwise::check_compound_target<D1>();
+  return x = div(x, y);
+}
+/// x = x + c for a float c, stored back into x.
+///
+/// **Example**: `x += 1.0f;`
+template <class D, class S>
+ScaledArray<D, S>& operator+=(ScaledArray<D, S>& x, float c) {
+  detail::elementwise::check_compound_target<D>();
+  return x = x + c;
+}
+/// x = x - c for a float c, stored back into x.
+///
+/// **Example**: `x -= 0.5f;`
+template <class D, class S>
+ScaledArray<D, S>& operator-=(ScaledArray<D, S>& x, float c) {
+  detail::elementwise::check_compound_target<D>();
+  return x = x - c;
+}
+/// x = x * c for a float c (scale * pow2(c), data * mantissa(c)), stored back into x.
+///
+/// **Example**: `w *= 0.5f;  // scale halves, data unchanged`
+template <class D, class S>
+ScaledArray<D, S>& operator*=(ScaledArray<D, S>& x, float c) {
+  detail::elementwise::check_compound_target<D>();
+  return x = x * c;
+}
+/// x = x / c for a float c, stored back into x.
+///
+/// **Example**: `g /= 128.0f;  // scale / 128, data unchanged`
+template <class D, class S>
+ScaledArray<D, S>& operator/=(ScaledArray<D, S>& x, float c) {
+  detail::elementwise::check_compound_target<D>();
+  return x = x / c;
 }
 
 }  // namespace scalify

@@ -94,7 +94,7 @@ auto matmul(const ScaledArray<D1, S1>& a, const ScaledArray<D2, S2>& b, trans op
   const detail::scale_with_rest<S> ab = detail::scale_product<S>(static_cast<S>(a.scale()), static_cast<S>(b.scale()));
   const detail::scale_with_rest<S> out = detail::scale_product<S>(ab.scale, factor);
   const float alpha = 1.0f / static_cast<float>(factor) * (ab.rest * out.rest);
-  return ScaledArray<detail::RowMatrixF, S>(detail::gemm_f32(a.data(), b.data(), alpha, op_a, op_b), out.scale);
+  return ScaledArray<detail::RowMatrixF, S>(detail::unchecked_scale, detail::gemm_f32(a.data(), b.data(), alpha, op_a, op_b), out.scale);
 }
 
 /// Matrix product of scaled tensors with the unit-scaling rule (see the file

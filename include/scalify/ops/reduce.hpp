@@ -29,7 +29,7 @@
 //   - prod's scale s^N overflows or underflows the scale type for large N
 //     (float: 2^128 = inf); use a double scale, or sum logs;
 //   - max/min keep s, which is right only for s >= 0 (scalify never makes a
-//     negative scale; make_scaled rejects one);
+//     negative scale: constructors, set_scale and the factories reject one);
 //   - max/min/argmax/argmin of an empty axis throw shape_error (NumPy raises);
 //     sum of nothing is 0, prod 1, mean NaN (scale s).
 // NaN: max/min propagate it (NaN if any element is NaN); argmax/argmin return
@@ -78,7 +78,7 @@ template <class F>
 ScaledScalar<float, F> scalar_result(float data, F scale) {
   Eigen::Matrix<float, 1, 1> d;
   d(0, 0) = data;
-  return ScaledScalar<float, F>(d, scale);
+  return ScaledScalar<float, F>(unchecked_scale, d, scale);  // prod: s^N may overflow
 }
 
 /// max / min that return NaN if either operand is NaN (Eigen's partial

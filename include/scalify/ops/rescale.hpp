@@ -96,7 +96,7 @@ auto dynamic_rescale(const ScaledArray<D, S>& x) {
   const float n = std::max(pow2_round_down(norm), kRescaleEps);
   const R scale = static_cast<R>(x.scale()) * static_cast<R>(n);
   RowMatrixF data = d * (1.0f / n);
-  return ScaledArray<RowMatrixF, R>(std::move(data), scale);
+  return ScaledArray<RowMatrixF, R>(unchecked_scale, std::move(data), scale);  // inf for inf/NaN data
 }
 
 }  // namespace detail

@@ -62,11 +62,13 @@ constexpr F safe_div(F a, F b) {
   return b == F(0) ? F(0) : a / b;
 }
 
-/// Wraps a lazy expression and its scale into a ScaledArray.
+/// Wraps a lazy expression and its scale into a ScaledArray. The scale is not
+/// checked: some rules legitimately give inf or NaN (div by a zero scale, an
+/// overflowing mul, pow or prod; see docs/scaled_array.md, "Valid scales").
 template <class S, class Expr>
 auto make_result(Expr&& expr, S scale) {
   using E = std::decay_t<Expr>;
-  return ScaledArray<E, S>(std::forward<Expr>(expr), scale);
+  return ScaledArray<E, S>(unchecked_scale, std::forward<Expr>(expr), scale);
 }
 
 /// A scale computed by a rule, and the factor left for the data.
