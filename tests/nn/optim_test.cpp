@@ -252,14 +252,21 @@ std::vector<std::vector<uint32_t>> snapshot(const Problem& p, const Opt& opt) {
   return s;
 }
 
+/// `g`'s data with any scale, valid or not (as an op's scale rule can make it).
+nn::Tensor with_scale(const nn::Tensor& g, float scale) {
+  return nn::Tensor(scalify::detail::unchecked_scale, g.data(), scale);
+}
+
 /// The ways a gradient can be non-finite: NaN or inf data, an inf or NaN scale,
 /// finite data and scale whose product overflows float.
 const std::vector<std::pair<const char*, std::function<void(Problem&)>>> kInjections = {
     {"NaN in the weight gradient", [](Problem& p) { p.g[0].data()(3, 2) = std::nanf(""); }},
     {"inf in the bias gradient", [](Problem& p) { p.g[1].data()(0, 5) = std::numeric_limits<float>::infinity(); }},
     {"-inf in the weight gradient", [](Problem& p) { p.g[0].data()(0, 0) = -std::numeric_limits<float>::infinity(); }},
-    {"inf scale", [](Problem& p) { p.g[0].set_scale(std::numeric_limits<float>::infinity()); }},
-    {"NaN scale", [](Problem& p) { p.g[1].set_scale(std::nanf("")); }},
+    // The public set_scale refuses these; the ops and layers make them from
+    // their scale rules (e.g. a dynamic rescale of a NaN amax) through the unchecked path.
+    {"inf scale", [](Problem& p) { p.g[0] = with_scale(p.g[0], std::numeric_limits<float>::infinity()); }},
+    {"NaN scale", [](Problem& p) { p.g[1] = with_scale(p.g[1], std::nanf("")); }},
     {"data * scale overflows", [](Problem& p) {
        p.g[0].data()(1, 1) = 3e30f;
        p.g[0].set_scale(1e10f);
@@ -334,7 +341,7 @@ TEST_CASE("optimizers with nonfinite_policy::raise throw and change nothing", "[
   nn::adamw aw(q.params(), {.on_nonfinite = nn::nonfinite_policy::raise});
   const auto q_before = bits(q.w[1]);  // as the constructor stored it (float16)
   q.set_grads(1);
-  q.g[1].set_scale(std::numeric_limits<float>::infinity());
+  q.g[1] = with_scale(q.g[1], std::numeric_limits<float>::infinity());
   CHECK_THROWS_WITH(aw.step(), Catch::Contains("scalify::nn::adamw::step") && Catch::Contains("parameter 'b'") &&
                                    Catch::Contains("scale inf"));
   CHECK(aw.step_count() == 0);

@@ -43,12 +43,12 @@ void check_same_ref(const char* where, const RefMatrix<T>& dy, const RefMatrix<T
 /// y = max(x, 0). x and y are (B, C); scale unchanged.
 ///
 /// **Example**: `Tensor y; scalify::nn::relu_forward(y, x);`
-inline void relu_forward(Tensor& y, const Tensor& x) { y = Tensor(Matrix(x.data().cwiseMax(0.0f)), x.scale()); }
+inline void relu_forward(Tensor& y, const Tensor& x) { y = detail::propagated(Matrix(x.data().cwiseMax(0.0f)), x.scale()); }
 
 /// dx = dy where x > 0, else 0. dy and x are (B, C); dx gets dy's scale.
 inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_shape("scalify::nn::relu_backward: dy", dy, x.rows(), x.cols());
-  dx = Tensor(Matrix((x.data().array() > 0.0f).select(dy.data().array(), 0.0f)), dy.scale());
+  dx = detail::propagated(Matrix((x.data().array() > 0.0f).select(dy.data().array(), 0.0f)), dy.scale());
 }
 
 /// y = gelu(x) (tanh approximation), on x's scale (scale 1 if x's is 0).
@@ -66,7 +66,7 @@ inline void gelu_forward(Tensor& y, const Tensor& x) {
     }
     return gelu_tanh(v) / s;
   };
-  y = Tensor(Matrix(x.data().unaryExpr(op)), s);
+  y = detail::propagated(Matrix(x.data().unaryExpr(op)), s);
 }
 
 /// dx = dy * gelu'(x); dx gets dy's scale.
@@ -74,7 +74,7 @@ inline void gelu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_shape("scalify::nn::gelu_backward: dy", dy, x.rows(), x.cols());
   const float sx = x.scale();
   const Matrix grad = x.data().unaryExpr([sx](float d) { return gelu_tanh_grad(d * sx); });
-  dx = Tensor(Matrix(dy.data().cwiseProduct(grad)), dy.scale());
+  dx = detail::propagated(Matrix(dy.data().cwiseProduct(grad)), dy.scale());
 }
 
 /// Reference y = max(x, 0).

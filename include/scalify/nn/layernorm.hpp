@@ -107,12 +107,12 @@ inline void layernorm_backward(Tensor& dx, layernorm_grads& g, const Tensor& dy,
     const float m2 = dxhat.cwiseProduct(cache.xhat.row(b)).mean();
     out.row(b) = (dxhat.array() - m1 - cache.xhat.row(b).array() * m2) * (cache.rstd(b) * sx);
   }
-  dx = Tensor(std::move(out), dy.scale() / sx);
+  dx = detail::propagated(std::move(out), dy.scale() / sx);
   const float k = scalify::detail::sqrt_n_factor<float>(B);
   if (g.dgamma.size() == 0) g.dgamma = zeros(1, C);
   if (g.dbeta.size() == 0) g.dbeta = zeros(1, C);
-  accumulate(g.dgamma, Tensor(Matrix(dy.data().cwiseProduct(cache.xhat).colwise().sum() / k), dy.scale() * k));
-  accumulate(g.dbeta, Tensor(Matrix(dy.data().colwise().sum() / k), dy.scale() * k));
+  accumulate(g.dgamma, detail::propagated(Matrix(dy.data().cwiseProduct(cache.xhat).colwise().sum() / k), dy.scale() * k));
+  accumulate(g.dbeta, detail::propagated(Matrix(dy.data().colwise().sum() / k), dy.scale() * k));
 }
 
 /// Reference forward in plain T; returns xhat and rstd through the cache arguments.

@@ -242,7 +242,7 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
 
   // db += sum_b dy, with the sum's unit-scaling rule: scale s * pow2(sqrt(B))
   const float k = scalify::detail::sqrt_n_factor<float>(dys.rows());
-  Tensor db(Matrix(dys.data().colwise().sum() / k), dys.scale() * k);
+  Tensor db = detail::propagated(Matrix(dys.data().colwise().sum() / k), dys.scale() * k);
   if (!cfg.scaled) db = round_to(unscaled(db), cfg.grad_weight.rhs, {});
   if (g.db.size() == 0) g.db = zeros(1, p.b.cols());
   accumulate(g.db, db);

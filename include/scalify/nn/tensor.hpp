@@ -4,10 +4,10 @@
 //   Tensor            ScaledMatrix<float>: activations and gradients between layers
 //   dtype             float32 | float16 | bfloat16 | e4m3fn | e5m2 (run-time choice)
 //   AnyTensor         a ScaledMatrix of any of those data types (std::variant)
-//   cast_to(x, t)     x's data rounded into t (saturating), scale unchanged
+//   cast_to(x, t)     x's data rounded into t (the configured store: saturating
+//                     by default), scale unchanged
 //   matmul_any(a, b)  scalify::matmul on two AnyTensors: the data stays in its
-//                     narrow type, so a faster float8 GEMM behind matmul() is
-//                     used as soon as it lands
+//                     narrow type and goes to the float8 GEMM as it is
 //   rescale(x, mode)  dynamic_rescale_{max,l1,l2} or nothing
 //
 // Layers (nn/linear.hpp, ...) keep activations in float32 data with a scale;
@@ -137,12 +137,13 @@ ScaledMatrix<T> store_as(const ScaledArray<D, S>& x, const convert_options& opti
 
 }  // namespace detail
 
-/// `x` with its data rounded into `t` (saturating by default: the scale, not
-/// the format's range, carries the magnitude); the scale is unchanged. Throws
+/// `x` with its data rounded into `t` with `options` (by default the
+/// configuration's `store` options, which saturate: the scale, not the
+/// format's range, carries the magnitude); the scale is unchanged. Throws
 /// std::invalid_argument for a dtype or rounding mode outside its enum.
 ///
 /// **Example**: `AnyTensor x8 = scalify::nn::cast_to(x, scalify::nn::dtype::e4m3fn);`
-inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
+inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& options = current_config().store) {
   scalify::detail::check_convert_options(options, "scalify::nn::cast_to");
   switch (t) {
     case dtype::float32: return x;
@@ -158,7 +159,7 @@ inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& option
 /// scale): what a tensor stored in `t` holds. Throws as cast_to().
 ///
 /// **Example**: `Tensor x16 = scalify::nn::round_to(x, scalify::nn::dtype::float16);`
-inline Tensor round_to(const Tensor& x, dtype t, const convert_options& options = {.saturate = true}) {
+inline Tensor round_to(const Tensor& x, dtype t, const convert_options& options = current_config().store) {
   if (t == dtype::float32) return x;
   return std::visit([](const auto& v) { return Tensor(v); }, cast_to(x, t, options));
 }
@@ -195,6 +196,15 @@ inline std::string dim_string(Eigen::Index n) {
 }
 }  // namespace detail
 
+namespace detail {
+/// A layer's result: `data` with a scale made by a scale rule from its inputs'
+/// scales. Not checked: as in the ops, an inf or NaN input scale propagates
+/// (a NaN pixel's inf gradient scale), for the optimizers to detect and skip.
+inline Tensor propagated(Matrix data, float scale) {
+  return Tensor(scalify::detail::unchecked_scale, std::move(data), scale);
+}
+}  // namespace detail
+
 /// Throws shape_error with `what` unless `x` is rows x cols (-1: any).
 inline void check_shape(const char* what, const Tensor& x, Eigen::Index rows, Eigen::Index cols) {
   if ((rows < 0 || x.rows() == rows) && (cols < 0 || x.cols() == cols)) return;
@@ -224,7 +234,7 @@ inline void accumulate(Tensor& acc, const Tensor& d) {
   // Rebase both onto the larger scale (a power of two of it keeps the sums exact when scales are).
   const float s = std::max(acc.scale(), d.scale());
   Matrix data = acc.data() * (acc.scale() / s) + d.data() * (d.scale() / s);
-  acc = Tensor(std::move(data), s);
+  acc = detail::propagated(std::move(data), s);
 }
 
 /// The values of `x` on scale 1 (data = values): the input of the unscaled
