@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "scalify/scalify.hpp"
+#include "scalify/nn.hpp"  // and, through it, scalify/scalify.hpp
 
 using namespace scalify;      // NOLINT: the point of the test
 using namespace scalify::nn;  // NOLINT
