@@ -303,4 +303,25 @@ cast_stats convert_with_stats(const Src& src, Dst&& dst, const convert_options& 
 
 }  // namespace scalify
 
+// The optional compiled part (see scalify/kernels/gemm.hpp): the SIMD bulk
+// casts of the four narrow formats, each compiled for every CPU path, are declared
+// here with SCALIFY_COMPILED_LIB and defined once in the scalify::compiled
+// library (src/convert_instances.cpp).
+/// Calls X(T) for the narrow formats of the SIMD bulk casts.
+#define SCALIFY_CONVERT_FOR_EACH_NARROW(X) \
+  X(::scalify::float8_e4m3fn) X(::scalify::float8_e5m2) X(::scalify::float16) X(::scalify::bfloat16)
+/// `prefix template` (extern: a declaration; nothing: a definition) of the
+/// narrowing and widening bulk casts of T.
+#define SCALIFY_CONVERT_INSTANCE_(prefix, T)                                                            \
+  prefix template void ::scalify::detail::convert_narrow<T>(std::span<const float>, std::span<T>,         \
+                                                            const ::scalify::convert_options&,            \
+                                                            ::scalify::detail::narrow_stats*);            \
+  prefix template void ::scalify::detail::convert_widen<T>(std::span<const T>, std::span<float>);
+
+#if defined(SCALIFY_COMPILED_LIB)
+#define SCALIFY_CONVERT_EXTERN_(T) SCALIFY_CONVERT_INSTANCE_(extern, T)
+SCALIFY_CONVERT_FOR_EACH_NARROW(SCALIFY_CONVERT_EXTERN_)
+#undef SCALIFY_CONVERT_EXTERN_
+#endif
+
 #endif  // SCALIFY_FORMATS_CONVERT_HPP_
