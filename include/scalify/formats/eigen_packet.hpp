@@ -37,7 +37,8 @@
 //     the small coefficient-based products, which widen, compute in float and
 //     round once, exactly like the scalar float8 operators.
 //
-// Under AVX-512 (EIGEN_VECTORIZE_AVX512, untested here) Eigen's float packet is
+// Under AVX-512 (EIGEN_VECTORIZE_AVX512; tested by formats/eigen_packet_avx512,
+// the same test built with -mavx512f/bw/dq/vl, on CPUs that have them) Eigen's float packet is
 // Packet16f: a widening cast decodes two Packet8<T> with the AVX2 code below
 // and joins them with one AVX-512F insert; narrowing still goes 8 lanes at a
 // time (the float8 packet has 8 lanes, and Eigen asks the float operand for a
