@@ -8,8 +8,9 @@
 //   B's columns contiguous (weights stored N x K, used transposed): one dot
 //     product per column in 16 lanes (another order: bounded, not bit-exact;
 //     SIMD paths only, the scalar path keeps the k-ordered loop).
-// The axpy form has an AVX2 and an AVX-512 version (32 columns per chunk,
-// same bits); the dot form runs its AVX2 version on the avx512 paths too.
+// The axpy form is written once (kernels/detail/gemv-inl.hpp) and compiled
+// for AVX2 and AVX-512 (same bits); the dot form runs its AVX2 version on the
+// avx512 paths too.
 #ifndef SCALIFY_KERNELS_GEMV_HPP_
 #define SCALIFY_KERNELS_GEMV_HPP_
 
@@ -23,7 +24,7 @@
 #include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
 #include "scalify/kernels/pack.hpp"  // strided, gemm_input, widen_f32_bits
 #include "scalify/simd/widen_avx2.hpp"  // simd::avx2::widen16, kGemvScale
-#include "scalify/simd/widen_avx512.hpp"  // simd::avx512::widen32
+#include "scalify/simd/widen_avx512.hpp"  // simd::avx512::widen32, widen_pair
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, FMA, F16C
@@ -55,106 +56,14 @@ void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_
 
 }  // namespace scalify::kernels
 
+// The axpy loop (B's rows contiguous), once per SIMD path: simd::avx2::gemv_block,
+// simd::avx512::gemv_block.
+#define SCALIFY_PATH_INCLUDE "scalify/kernels/detail/gemv-inl.hpp"
+#include "scalify/simd/foreach_path.hpp"
+
 #if SCALIFY_HAVE_X86_SIMD
 SCALIFY_BEGIN_TARGET_AVX2
 namespace scalify::simd::avx2 {
-
-/// AVX2 version of kernels::gemv_block_scalar (same bits); B's rows contiguous.
-/// Four rows of B (eight for M = 1) per sweep over the accumulators (k still in
-/// order for each element), so the accumulators are loaded and stored once per 4 (8) k.
-/// For e4m3fn B, every |A| must be below 2^119 (A is scaled by 2^8, see widen16).
-template <int M, class TA, class TB>
-void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
-                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  // float8 B: a prefetch of the next sweep's rows, and 8 rows per sweep for
-  // M = 1 (else 4). Wider types: 4 rows (4 streams), no prefetch. Several
-  // column chunks per step (kH below), as each chunk is a chain of dependent FMAs.
-  constexpr bool kNarrow = sizeof(TB) == 1;
-  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
-  for (int i = 0; i < M; ++i) {
-    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
-  }
-  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
-    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
-    const TB* rows[kQ];
-    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
-    float ai[kQ][M];
-    __m256 as[kQ][M];
-    for (int q = 0; q < kQ; ++q) {
-      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
-      rows[q] = b.data + k * b.rs + j0;
-      const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
-      next[q] = b.data + kn * b.rs + j0;
-      for (int i = 0; i < M; ++i) {
-        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
-        as[q][i] = _mm256_set1_ps(ai[q][i] * kGemvScale<TB>);
-      }
-    }
-    std::ptrdiff_t j = 0;
-    // Columns [j, j + 16 * H) for every row of the sweep: each element's k
-    // order stays, but H independent chains of FMAs per row of A hide the FMA
-    // latency (one 16-column chunk is a chain of kQ dependent FMAs).
-    auto step = [&](auto q_count, auto chunks) {  // int or std::integral_constant; chunks: H
-      constexpr int H = decltype(chunks)::value;
-      const std::ptrdiff_t end = n / (16 * H) * (16 * H);
-      for (; j < end; j += 16 * H) {
-        // A sweep reads kQ rows over n columns (short runs for the hardware
-        // prefetchers): fetch the next sweep's rows one cache line at a time.
-        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
-          for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
-        }
-        __m256 c[H][2][M];
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            c[h][0][i] = _mm256_loadu_ps(acc + i * ld + j + 16 * h);
-            c[h][1][i] = _mm256_loadu_ps(acc + i * ld + j + 16 * h + 8);
-          }
-        }
-        for (int q = 0; q < q_count; ++q) {
-#pragma GCC unroll 4
-          for (int h = 0; h < H; ++h) {
-            __m256 w0, w1;
-            widen16(rows[q] + j + 16 * h, w0, w1);
-#pragma GCC unroll 4
-            for (int i = 0; i < M; ++i) {
-              c[h][0][i] = _mm256_fmadd_ps(as[q][i], w0, c[h][0][i]);
-              c[h][1][i] = _mm256_fmadd_ps(as[q][i], w1, c[h][1][i]);
-            }
-          }
-        }
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            _mm256_storeu_ps(acc + i * ld + j + 16 * h, c[h][0][i]);
-            _mm256_storeu_ps(acc + i * ld + j + 16 * h + 8, c[h][1][i]);
-          }
-        }
-      }
-    };
-    // Chunks per step: 4 for M = 1 over float8, else 2 over 8- and 16-bit
-    // types (for M = 4, 16 accumulators: a few spill, still faster). Mx4096x4096
-    // from DRAM, 1 thread, GFLOP/s with 1 chunk -> now: e5m2 M = 1 17.2 -> 23.5
-    // (2 chunks: 21.3), M = 2 22 -> 40, M = 3 23 -> 47, M = 4 23 -> 39; float16
-    // M = 1 17.2 -> 18.7, M = 2..4 19-22 -> 36-46. float32 stays at 1 (bound by memory).
-    constexpr int kH = sizeof(TB) > 2 ? 1 : M == 1 && kNarrow ? 4 : 2;
-    if (kq == kQ) {
-      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, kH>{});  // fully unrolled
-      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, 1>{});
-    } else {
-      step(kq, std::integral_constant<int, kH>{});
-      step(kq, std::integral_constant<int, 1>{});
-    }
-    for (; j < n; ++j) {
-      for (int q = 0; q < kq; ++q) {
-        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
-        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
-      }
-    }
-  }
-}
 
 /// The dot-product form, for a B whose columns are contiguous (b.rs == 1: op(B)
 /// = W^T with W stored N x K row-major, PyTorch's layout): acc[i * ld + j] =
@@ -200,98 +109,6 @@ void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b
 }  // namespace scalify::simd::avx2
 SCALIFY_END_TARGET
 
-SCALIFY_BEGIN_TARGET_AVX512
-namespace scalify::simd::avx512 {
-
-/// AVX-512 version of avx2::gemv_block (same bits: each column's FMAs in k
-/// order), 32 columns per chunk in two zmm accumulators per row of A. The
-/// float8 loops are bound by widening (docs/kernels.md): widen32 does 32
-/// values in about the instructions widen16 needs for 16.
-template <int M, class TA, class TB>
-void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
-                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
-  constexpr bool kNarrow = sizeof(TB) == 1;
-  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
-  for (int i = 0; i < M; ++i) {
-    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
-  }
-  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
-    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
-    const TB* rows[kQ];
-    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
-    float ai[kQ][M];
-    __m512 as[kQ][M];
-    for (int q = 0; q < kQ; ++q) {
-      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
-      rows[q] = b.data + k * b.rs + j0;
-      const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
-      next[q] = b.data + kn * b.rs + j0;
-      for (int i = 0; i < M; ++i) {
-        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
-        as[q][i] = _mm512_set1_ps(ai[q][i] * avx2::kGemvScale<TB>);
-      }
-    }
-    std::ptrdiff_t j = 0;
-    // Columns [j, j + 32 * H): H independent chains of FMAs per row of A.
-    auto step = [&](auto q_count, auto chunks) {
-      constexpr int H = decltype(chunks)::value;
-      const std::ptrdiff_t end = n / (32 * H) * (32 * H);
-      for (; j < end; j += 32 * H) {
-        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
-          for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
-        }
-        __m512 c[H][2][M];
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            c[h][0][i] = _mm512_loadu_ps(acc + i * ld + j + 32 * h);
-            c[h][1][i] = _mm512_loadu_ps(acc + i * ld + j + 32 * h + 16);
-          }
-        }
-        for (int q = 0; q < q_count; ++q) {
-#pragma GCC unroll 4
-          for (int h = 0; h < H; ++h) {
-            __m512 w0, w1;
-            widen32(rows[q] + j + 32 * h, w0, w1);
-#pragma GCC unroll 4
-            for (int i = 0; i < M; ++i) {
-              c[h][0][i] = _mm512_fmadd_ps(as[q][i], w0, c[h][0][i]);
-              c[h][1][i] = _mm512_fmadd_ps(as[q][i], w1, c[h][1][i]);
-            }
-          }
-        }
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            _mm512_storeu_ps(acc + i * ld + j + 32 * h, c[h][0][i]);
-            _mm512_storeu_ps(acc + i * ld + j + 32 * h + 16, c[h][1][i]);
-          }
-        }
-      }
-    };
-    // Chunks per step: 2 for M = 1 over float8 (4 independent zmm chains),
-    // else 1 (2 chains per row of A; M = 4: 8 accumulators).
-    constexpr int kH = M == 1 && kNarrow ? 2 : 1;
-    if (kq == kQ) {
-      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, kH>{});  // fully unrolled
-      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, 1>{});
-    } else {
-      step(kq, std::integral_constant<int, kH>{});
-      step(kq, std::integral_constant<int, 1>{});
-    }
-    for (; j < n; ++j) {
-      for (int q = 0; q < kq; ++q) {
-        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
-        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
-      }
-    }
-  }
-}
-
-}  // namespace scalify::simd::avx512
-SCALIFY_END_TARGET
 #endif
 
 namespace scalify::kernels {

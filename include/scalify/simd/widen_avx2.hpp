@@ -5,6 +5,7 @@
 //   widen8(p)            8 values of T (float8_e4m3fn, float8_e5m2, float16, bfloat16, float) -> __m256
 //   widen16(p, lo, hi)   16 values; float8 in 16-bit lanes. For e4m3fn the result is
 //                        value * 2^-8: multiply the other factor by kGemvScale<T> = 2^8
+//   widen_pair(p, lo, hi) widen16 into two f32x (simd/f32_avx2.hpp)
 #ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX2_HPP_
 
@@ -13,6 +14,7 @@
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+#include "scalify/simd/f32_avx2.hpp"     // f32x
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, F16C
@@ -75,6 +77,13 @@ SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
     lo = widen8(p);
     hi = widen8(p + 8);
   }
+}
+
+/// widen16 into the path's f32x (2 * kF32Lanes values), for code written once
+/// per path (kernels/detail/gemv-inl.hpp).
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
+  widen16(p, lo.v, hi.v);
 }
 
 }  // namespace scalify::simd::avx2

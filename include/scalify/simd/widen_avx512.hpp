@@ -5,7 +5,8 @@
 //
 //   widen32(p, lo, hi)   32 values of T (float8_e4m3fn, float8_e5m2, float16, bfloat16,
 //                        float) -> two __m512. For e4m3fn the result is value * 2^-8:
-//                        multiply the other factor by avx2::kGemvScale<T> = 2^8
+//                        multiply the other factor by kGemvScale<T> = 2^8 (avx2's)
+//   widen_pair(p, lo, hi) widen32 into two f32x (simd/f32_avx512.hpp)
 #ifndef SCALIFY_SIMD_WIDEN_AVX512_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX512_HPP_
 
@@ -14,6 +15,8 @@
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX512
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+#include "scalify/simd/f32_avx512.hpp"   // f32x
+#include "scalify/simd/widen_avx2.hpp"   // avx2::kGemvScale
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX-512 F/BW
@@ -57,6 +60,15 @@ SCALIFY_ALWAYS_INLINE void widen32(const T* p, __m512& lo, __m512& hi) {
     halves_to_f32(_mm512_or_si512(h0, nan), lo, hi);
   }
 }
+
+/// widen32 into the path's f32x (2 * kF32Lanes values), for code written once
+/// per path (kernels/detail/gemv-inl.hpp).
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
+  widen32(p, lo.v, hi.v);
+}
+
+using avx2::kGemvScale;
 
 }  // namespace scalify::simd::avx512
 SCALIFY_END_TARGET

@@ -1,0 +1,121 @@
+// scalify: the streaming small-M GEMM loop (axpy form), written once for
+// every SIMD path.
+//
+// Included once per path by scalify/kernels/gemv.hpp (through
+// scalify/simd/foreach_path.hpp, avx2 and avx512; the avx512bf16 path calls
+// avx512's) with SCALIFY_SIMD_NS naming the path and SCALIFY_SIMD_BEGIN_TARGET /
+// SCALIFY_SIMD_END_TARGET opening and closing its target region. `f32x` and
+// its helpers come from scalify/simd/f32_<path>.hpp, `widen_pair` (2 *
+// kF32Lanes values of B widened to float32) and `kGemvScale` from
+// scalify/simd/widen_<path>.hpp.
+//
+// No include guard on purpose (one inclusion per path).
+#if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
+#error "Include scalify/kernels/gemv.hpp instead of this file."
+#endif
+
+SCALIFY_SIMD_BEGIN_TARGET
+namespace scalify::simd::SCALIFY_SIMD_NS {
+
+/// SIMD version of kernels::gemv_block_scalar (same bits: each column's FMAs
+/// in k order); B's rows contiguous. Four rows of B (eight for M = 1 over
+/// float8) per sweep over the accumulators, so the accumulators are loaded and
+/// stored once per 4 (8) k. For e4m3fn B, every |A| must be below 2^119 (A is
+/// scaled by kGemvScale = 2^8, see widen16).
+template <int M, class TA, class TB>
+void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
+  // float8 B: a prefetch of the next sweep's rows, and 8 rows per sweep for
+  // M = 1 (else 4). Wider types: 4 rows (4 streams), no prefetch.
+  constexpr bool kNarrow = sizeof(TB) == 1;
+  constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
+  constexpr std::ptrdiff_t kChunk = 2 * static_cast<std::ptrdiff_t>(kF32Lanes);  // columns per widen_pair
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
+  }
+  for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
+    const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
+    const TB* rows[kQ];
+    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
+    float ai[kQ][M];
+    f32x as[kQ][M];
+    for (int q = 0; q < kQ; ++q) {
+      const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
+      rows[q] = b.data + k * b.rs + j0;
+      const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
+      next[q] = b.data + kn * b.rs + j0;
+      for (int i = 0; i < M; ++i) {
+        ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
+        as[q][i] = f32_set1(ai[q][i] * kGemvScale<TB>);
+      }
+    }
+    std::ptrdiff_t j = 0;
+    // Columns [j, j + kChunk * H) for every row of the sweep: each element's
+    // k order stays, but H independent chains of FMAs per row of A hide the
+    // FMA latency (one chunk is a chain of kQ dependent FMAs).
+    auto step = [&](auto q_count, auto chunks) {  // int or std::integral_constant; chunks: H
+      constexpr int H = decltype(chunks)::value;
+      const std::ptrdiff_t end = n / (kChunk * H) * (kChunk * H);
+      for (; j < end; j += kChunk * H) {
+        // A sweep reads kQ rows over n columns (short runs for the hardware
+        // prefetchers): fetch the next sweep's rows one cache line at a time.
+        if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
+          for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
+        }
+        f32x c[H][2][M];
+#pragma GCC unroll 4
+        for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            c[h][0][i] = f32_load(acc + i * ld + j + kChunk * h);
+            c[h][1][i] = f32_load(acc + i * ld + j + kChunk * h + kChunk / 2);
+          }
+        }
+        for (int q = 0; q < q_count; ++q) {
+#pragma GCC unroll 4
+          for (int h = 0; h < H; ++h) {
+            f32x w0, w1;
+            widen_pair(rows[q] + j + kChunk * h, w0, w1);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+              c[h][0][i] = f32_fmadd(as[q][i], w0, c[h][0][i]);
+              c[h][1][i] = f32_fmadd(as[q][i], w1, c[h][1][i]);
+            }
+          }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            f32_store(acc + i * ld + j + kChunk * h, c[h][0][i]);
+            f32_store(acc + i * ld + j + kChunk * h + kChunk / 2, c[h][1][i]);
+          }
+        }
+      }
+    };
+    // Columns per step: 64 for M = 1 over float8, 32 over other 8- and 16-bit
+    // types (for M = 4 on AVX2, 16 accumulators: a few spill, still faster),
+    // 16 over float32 (bound by memory); at least one chunk. On AVX2,
+    // Mx4096x4096 from DRAM, 1 thread, GFLOP/s with 16 columns -> these: e5m2
+    // M = 1 17.2 -> 23.5 (32 columns: 21.3), M = 2 22 -> 40, M = 3 23 -> 47,
+    // M = 4 23 -> 39; float16 M = 1 17.2 -> 18.7, M = 2..4 19-22 -> 36-46.
+    constexpr std::ptrdiff_t kColumns = sizeof(TB) > 2 ? 16 : M == 1 && kNarrow ? 64 : 32;
+    constexpr int kH = kColumns / kChunk > 1 ? static_cast<int>(kColumns / kChunk) : 1;
+    if (kq == kQ) {
+      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, kH>{});  // fully unrolled
+      step(std::integral_constant<int, kQ>{}, std::integral_constant<int, 1>{});
+    } else {
+      step(kq, std::integral_constant<int, kH>{});
+      step(kq, std::integral_constant<int, 1>{});
+    }
+    for (; j < n; ++j) {
+      for (int q = 0; q < kq; ++q) {
+        const float w = std::bit_cast<float>(kernels::widen_f32_bits(rows[q][j]));
+        for (int i = 0; i < M; ++i) acc[i * ld + j] = std::fma(ai[q][i], w, acc[i * ld + j]);
+      }
+    }
+  }
+}
+
+}  // namespace scalify::simd::SCALIFY_SIMD_NS
+SCALIFY_SIMD_END_TARGET
