@@ -26,6 +26,7 @@
 //
 // The training step reads top to bottom: zero_grad, forward, loss, backward, step.
 #include <Eigen/Core>  // Eigen::setNbThreads
+#include <algorithm>   // std::max
 #include <chrono>      // std::chrono::steady_clock
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::fprintf, std::printf
@@ -35,6 +36,7 @@
 #include <optional>    // std::optional
 #include <random>      // std::mt19937_64
 #include <string>      // std::string
+#include <thread>      // std::thread::hardware_concurrency
 #include <vector>      // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, num
@@ -59,7 +61,7 @@ struct Args {
   std::optional<float> wd;  // empty: the optimizer's default
   uint64_t seed = 1;
   std::vector<Eigen::Index> hidden = {512, 512};
-  int threads = 1;
+  int threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   std::string json;
   std::string data = nn::kFashionMnistDir;
   long limit = 0;     // 0: the whole training set
@@ -111,7 +113,7 @@ Args parse_args(int argc, char** argv) {
       start = comma + 1;
     }
   }, "512,512");
-  c.option("--threads", "N", "threads of Eigen and of storing large results (the GEMM uses every core)",
+  c.option("--threads", "N", "threads of the GEMM, of storing large results and of Eigen (default: every core)",
            [&](const std::string& v) { a.threads = static_cast<int>(c.to_int(v, 1)); }, std::to_string(a.threads));
   c.option("--limit", "N", "train on the first N images only", [&](const std::string& v) { a.limit = c.to_int(v, 1); },
            "all");

@@ -174,3 +174,28 @@ TEST_CASE("matmul keeps values whose scale sa * sb * R(sqrt K) leaves float's ra
     scalify_test::check_close(scalify_test::values_d(c), expected, 1e-6, 64 * 0x1p-24 * sum_abs, "matmul values");
   }
 }
+
+TEST_CASE("matmul runs its GEMM on the configuration's threads (config_scope)", "[ops][matmul]") {
+  scalify::kernels::thread_pool& pool = scalify::kernels::thread_pool::instance();
+  if (pool.size() < 2) {
+    WARN("one hardware thread: nothing to check");
+    return;
+  }
+  // 256^3: far above the GEMM's 2e6-flop threshold for using threads.
+  const auto a = scalify_test::random_scaled<float8_e4m3fn>(256, 256, 0.5f, 31);
+  const auto b = scalify_test::random_scaled<float8_e4m3fn>(256, 256, 2.0f, 32);
+  auto with_threads = [&](int threads) {
+    scalify::scalify_config config = scalify::current_config();
+    config.threads = threads;
+    const scalify::config_scope scope(config);
+    const uint64_t before = pool.parallel_runs();
+    ScaledMatrix<float> c = scalify::matmul(a, b);
+    return std::pair{c, pool.parallel_runs() - before};
+  };
+  const auto [one, runs_one] = with_threads(1);
+  const auto [all, runs_all] = with_threads(0);
+  CHECK(runs_one == 0);  // the calling thread only
+  CHECK(runs_all > 0);
+  CHECK(one.scale() == all.scale());
+  CHECK((one.data().array() == all.data().array()).all());  // the same bits whatever the threads
+}

@@ -31,7 +31,7 @@ enum class scale_format {
 /// | `seed` | seed of stochastic pow2 rounding: the i-th stochastic rounding on this thread in the scope uses `stochastic_bits(seed, i)` |
 /// | `store` | cast options used when a value is stored into a narrow data type: every ScaledArray store, `as_scaled`, `x.cast<T>()` (default: nearest even, **saturating**: finite data beyond the type's range becomes its largest finite value of that sign; NaN stays NaN; +-inf stays +-inf, or becomes NaN in float8_e4m3fn, which has no infinity). `{.saturate = false}` gives the OCP reference cast (overflow to inf, or NaN in e4m3fn) |
 /// | `scale` | preferred scale format for new scales |
-/// | `threads` | threads that evaluate a large result when it is stored (at least 2^16 elements each): 0 (default) = every hardware thread, 1 = the calling thread only |
+/// | `threads` | threads that evaluate a large result when it is stored (at least 2^16 elements each) and that run the GEMM of a scaled matmul: 0 (default) = every hardware thread, 1 = the calling thread only |
 struct scalify_config {
   pow2_mode rounding = pow2_mode::down;
   uint64_t seed = 0;

@@ -67,6 +67,10 @@ class thread_pool {
   /// Threads a run() can use: the workers plus the caller.
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
+  /// How many run() calls so far handed tasks to the workers (for tests and
+  /// diagnostics: a run on the caller alone does not count).
+  uint64_t parallel_runs() const { return parallel_runs_.load(std::memory_order_relaxed); }
+
   /// Calls f(task) for task in [0, n) on up to `threads` threads (caller
   /// included; <= 0 means all). f must not throw.
   template <class F>
@@ -79,6 +83,7 @@ class thread_pool {
       for (std::ptrdiff_t t = 0; t < n; ++t) f(t);
       return;
     }
+    parallel_runs_.fetch_add(1, std::memory_order_relaxed);
     using Fn = std::remove_reference_t<F>;
     auto call = [](void* ctx, std::ptrdiff_t t) { (*static_cast<Fn*>(ctx))(t); };
     {
@@ -172,6 +177,7 @@ class thread_pool {
   int helpers_ = 0;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> parallel_runs_{0};
 };
 
 }  // namespace scalify::kernels

@@ -18,6 +18,7 @@
 #include <string>      // std::string, std::to_string
 #include <type_traits>  // std::remove_cv_t
 
+#include "scalify/core/config_scope.hpp"  // current_config (threads)
 #include "scalify/core/scaled_array.hpp"  // ScaledArray, ScaledMatrix
 #include "scalify/errors.hpp"             // shape_error, SCALIFY_CHECK, valid_shape
 #include "scalify/kernels/gemm.hpp"       // gemm, kernels::gemm_input
@@ -29,14 +30,15 @@ namespace detail {
 /// C = alpha * op_a(A) * op_b(B) in float32 (op(A): M x K, op(B): K x N), the
 /// data of any ScaledArray widened to float. The single entry point of scaled
 /// matmuls: scalify::gemm() (kernels/gemm.hpp) for float8, float16, bfloat16
-/// and float data, transposes included without a copy; Eigen's product for
-/// other scalar types (double, ...).
+/// and float data, transposes included without a copy, on the configuration's
+/// `threads` (config_scope); Eigen's product for other scalar types (double, ...).
 template <class DA, class DB>
 RowMatrixF gemm_f32(const DA& a, const DB& b, float alpha, trans op_a = trans::no, trans op_b = trans::no) {
   using TA = std::remove_cv_t<typename DA::Scalar>;
   using TB = std::remove_cv_t<typename DB::Scalar>;
   if constexpr (kernels::gemm_input<TA> && kernels::gemm_input<TB>) {
-    return scalify::gemm<float>(a, b, {.trans_a = op_a, .trans_b = op_b, .alpha = alpha});
+    return scalify::gemm<float>(a, b,
+                                {.trans_a = op_a, .trans_b = op_b, .alpha = alpha, .threads = current_config().threads});
   } else {
     const RowMatrixF fa = a.template cast<float>().matrix();
     const RowMatrixF fb = b.template cast<float>().matrix();
