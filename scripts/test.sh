@@ -35,23 +35,15 @@ install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev 
 jobs=$(nproc 2>/dev/null || echo 2)
 # Optimized, but without -DNDEBUG: assert() and eigen_assert stay on.
 config=(-DSCALIFY_BUILD_TESTS=ON -DSCALIFY_BUILD_EXAMPLES=ON)
+targets=()  # empty: everything
 if ((sanitize == 2)); then
   # Only the programs with [threads] test cases, and in them only those cases:
   # the rest is single-threaded and covered by the other two runs.
-  tsan_programs=(cpu_test core_config_scope_test core_evaluation_test kernels_gemm_test)
+  targets=(cpu_test core_config_scope_test core_evaluation_test kernels_gemm_test)
   build=build-tsan
   config+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
            -DSCALIFY_SANITIZE_THREAD=ON -DSCALIFY_BUILD_BENCHMARKS=OFF -DSCALIFY_BUILD_EXAMPLES=OFF)
   export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
-  echo "==> configuring $build"
-  cmake -S . -B "$build" "${config[@]}"
-  echo "==> building ${tsan_programs[*]} with $jobs jobs"
-  cmake --build "$build" --parallel "$jobs" --target "${tsan_programs[@]}"
-  for program in "${tsan_programs[@]}"; do
-    echo "==> $program [threads] under ThreadSanitizer"
-    "$build/tests/$program" "[threads]"
-  done
-  exit 0
 elif ((sanitize)); then
   build=build-asan
   # -O1 -g1: line numbers in reports, and compiles several times faster than -O2 -g
@@ -73,8 +65,15 @@ fi
 
 echo "==> configuring $build"
 cmake -S . -B "$build" "${config[@]}"
-echo "==> building $build with $jobs jobs"
-cmake --build "$build" --parallel "$jobs"
+echo "==> building $build${targets[*]:+ (${targets[*]})} with $jobs jobs"
+cmake --build "$build" --parallel "$jobs" ${targets[@]:+--target "${targets[@]}"}
+if ((sanitize == 2)); then
+  for program in "${targets[@]}"; do
+    echo "==> $program [threads] under ThreadSanitizer"
+    "$build/tests/$program" "[threads]"
+  done
+  exit 0
+fi
 echo "==> testing $build"
 # Tests tagged [exhaustive] use every core and are marked RUN_SERIAL, so
 # running the rest in parallel is safe.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "scalify/nn.hpp"  // and, through it, scalify/scalify.hpp
+#include "support/activation_ref.hpp"
 
 using namespace scalify;      // NOLINT: the point of the test
 using namespace scalify::nn;  // NOLINT
@@ -29,12 +30,6 @@ namespace {
 // Unqualified `activation` with both using-directives in effect.
 constexpr activation kRelu = activation::relu;
 constexpr activation kGelu = activation::gelu_tanh;
-
-/// The GELU formula (tanh approximation) in double, written out independently.
-double gelu_ref(double x) {
-  const double pi = 3.14159265358979323846;
-  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
-}
 
 /// Floats spread over many binades of both signs, plus a dense grid around 0.
 std::vector<float> sample_inputs() {
@@ -102,7 +97,7 @@ TEST_CASE("activation: the epilogue's GELU, nn's GELU and scalify::gelu_tanh agr
       if (++mismatches <= 5) FAIL_CHECK("x = " << v << ": gelu_tanh " << lib << ", epilogue " << epi << ", nn " << layer);
     }
     // float32 evaluation: a few roundings of x-sized terms (tanh, the cubic, the product) -> 8 u |x|.
-    const double want = gelu_ref(v), err = std::abs(static_cast<double>(lib) - want);
+    const double want = scalify_test::gelu_ref(v), err = std::abs(static_cast<double>(lib) - want);
     const double tol = 8 * 0x1p-24 * std::abs(static_cast<double>(v)) + 1e-45;
     worst = std::max(worst, err / tol);
     if (err > tol) FAIL_CHECK("x = " << v << ": got " << lib << ", double " << want);

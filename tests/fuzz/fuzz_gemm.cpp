@@ -48,7 +48,7 @@
 //   - crashes, ASan and UBSan reports.
 #include <algorithm>  // std::min, std::max, std::clamp
 #include <bit>        // std::bit_cast
-#include <cmath>      // std::ldexp, std::fabs, std::isnan, std::isfinite, std::tanh, std::sqrt
+#include <cmath>      // std::ldexp, std::fabs, std::isnan, std::isfinite
 #include <cstdint>    // uint8_t, uint16_t, uint32_t
 #include <cstdio>     // std::fprintf, std::snprintf
 #include <cstdlib>    // std::abort
@@ -60,6 +60,7 @@
 
 #include "scalify/cpu.hpp"              // all_cpu_paths, cpu_supports, scoped_cpu_path
 #include "scalify/kernels/gemm.hpp"     // gemm, packed_matrix, matrix_view, kExactInBf16
+#include "support/activation_ref.hpp"   // activation_ref
 #include "support/narrow_types.hpp"     // ref_format, code_of, from_code
 #include "support/reference.hpp"        // ref::decode
 
@@ -213,15 +214,6 @@ const float kScalars[16] = {1.0f, 0.0f, -1.0f, 0.5f, 2.0f, 0.25f, -3.0f, 1e-3f, 
                             std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                             -0.0f, 1.5f, -0.125f};
 
-double act_d(double v, activation a) {
-  switch (a) {
-    case activation::none: return v;
-    case activation::relu: return v > 0 ? v : 0;
-    case activation::gelu_tanh: return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-  }
-  return v;
-}
-
 /// Where op(B) is read column by column on a SIMD path (M <= 4, unpacked):
 /// another summation order (docs/kernels.md, the streaming path).
 bool uses_dot_form(const gemm_case& g, index_t ld_b) {
@@ -300,7 +292,7 @@ void run_case(const gemm_case& g, value_stream& values) {
       double err = 1.01 * double(g.k + 4) * u * (std::fabs(alpha) * sabs + std::fabs(beta * c_old) + std::fabs(bj)) +
                    double(g.k) * 0x1p-126 * std::fabs(alpha);
       double extra = (double(g.k) * 0x1p-126 + denormal) * std::fabs(alpha);
-      double post = act_d(pre, g.act);
+      double post = scalify_test::activation_ref(pre, g.act);
       if (g.act == activation::gelu_tanh) {
         err = 1.13 * err + 8 * u * std::fabs(pre) + 1e-37;
         extra *= 1.13;

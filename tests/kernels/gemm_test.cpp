@@ -31,6 +31,7 @@
 
 #include "scalify/kernels/gemm.hpp"
 #include "scalify/ops/matmul.hpp"
+#include "support/activation_ref.hpp"
 #include "support/f32_emulated.hpp"
 
 using scalify::activation;
@@ -124,15 +125,6 @@ double unit_roundoff_of() {
   }
 }
 
-double act_d(double v, activation a) {
-  switch (a) {
-    case activation::none: return v;
-    case activation::relu: return v > 0 ? v : 0;
-    case activation::gelu_tanh: return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-  }
-  return v;
-}
-
 /// Runs f(path) under scoped_cpu_path for every path; warns about missing ones.
 template <class F>
 void for_each_path(F&& f) {
@@ -221,7 +213,7 @@ std::vector<uint32_t> run_case(const case_desc& d) {
       const double pre = double(d.alpha) * s + double(d.beta) * c_old + bj;
       double e = 1.01 * double(d.k + 4) * u * (std::abs(double(d.alpha)) * sabs + std::abs(d.beta * c_old) + std::abs(bj)) +
                  double(d.k) * std::ldexp(1.0, -126) * std::abs(double(d.alpha));
-      double post = act_d(pre, d.act);
+      double post = scalify_test::activation_ref(pre, d.act);
       if (d.act == activation::gelu_tanh) e = 1.13 * e + 8 * u * std::abs(pre) + 1e-37;
       if (d.saturate) post = std::clamp(post, -out_max, out_max);
       const double tol = e * (1 + 2 * u_out) + u_out * std::abs(post) + out_denorm;

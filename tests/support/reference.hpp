@@ -5,7 +5,7 @@
 //     (E4M3 "fn": no infinities, S.1111.111 is NaN; E5M2: IEEE-like);
 //   - OCP Microscaling Formats (MX) v1.0 (E8M0: unsigned exponent, 0xFF NaN);
 //   - IEEE 754-2019 (binary16, round to nearest ties to even);
-//   - the overflow and NaN rules of scalify's API contract (docs, notes/api.md).
+//   - the overflow and NaN rules of scalify's API contract (docs/formats.md).
 //
 // Nothing here includes or calls scalify, so that the tests compare the
 // library against a second, independent implementation. Everything is exact:
