@@ -17,7 +17,7 @@
 #ifndef SCALIFY_ACTIVATION_HPP_
 #define SCALIFY_ACTIVATION_HPP_
 
-#include <cmath>     // std::tanh
+#include <cmath>     // std::tanh, std::isinf, std::isfinite
 #include <concepts>  // std::floating_point
 
 namespace scalify {
@@ -56,6 +56,22 @@ T gelu_tanh_grad(T x) {
   // in float): the derivative is exactly 1 or 0, as the formula gives wherever it is finite.
   if (t * t == T(1)) return t > T(0) ? T(1) : T(0);
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * T(0.044715) * x * x);
+}
+
+/// GELU of the value d * s of data d on scale s, returned as data on s (on 1
+/// if s is 0: the values are then 0). Where d * s overflows float, the GELU
+/// is taken of the exact value in double, so the result stays d (gelu(x) = x
+/// far out) instead of inf. The nn GELU layer and the GEMM epilogue's GELU
+/// on a scale (gemm_options::act_scale) both use it.
+///
+/// **Example**: `float y = scalify::gelu_tanh_on_scale(1.0f, 0.5f);  // gelu(0.5) / 0.5`
+inline float gelu_tanh_on_scale(float d, float s) {
+  const float divisor = s > 0.0f ? s : 1.0f;
+  const float v = d * s;
+  if (std::isinf(v) && std::isfinite(d)) [[unlikely]] {
+    return static_cast<float>(gelu_tanh(static_cast<double>(d) * s) / divisor);
+  }
+  return gelu_tanh(v) / divisor;
 }
 
 }  // namespace scalify

@@ -970,21 +970,6 @@ TEST_CASE("gemm: Eigen overload (plain, transposed expressions) equals the view 
   CHECK_THROWS_AS(scalify::gemm(ea, ea), scalify::shape_error);
 }
 
-TEST_CASE("gemm: ops detail::gemm_f32 routes fp8 to gemm and double to Eigen", "[kernels][gemm]") {
-  std::mt19937 rng(4);
-  const auto a = random_mat<float8_e5m2>(10, 20, layout::row_major, 0, rng);
-  const auto b = random_mat<float8_e5m2>(20, 6, layout::row_major, 0, rng);
-  using M5 = Eigen::Matrix<float8_e5m2, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const M5 ea = Eigen::Map<const M5>(a.buf.data(), 10, 20), eb = Eigen::Map<const M5>(b.buf.data(), 20, 6);
-  const auto c = scalify::detail::gemm_f32(ea.array(), eb.array(), 0.25f);
-  std::vector<float> c2(60);
-  scalify::gemm(a.view(), b.view(), scalify::row_major_view(c2.data(), 10, 6), {.alpha = 0.25f});
-  CHECK(std::memcmp(c.data(), c2.data(), c2.size() * sizeof(float)) == 0);
-  const Eigen::MatrixXd da = Eigen::MatrixXd::Ones(3, 4), db = Eigen::MatrixXd::Ones(4, 2);
-  const auto cd = scalify::detail::gemm_f32(da, db, 2.0f);
-  CHECK(cd(2, 1) == 8.0f);
-}
-
 // ------------------------------------------------------------------------------
 // Errors
 

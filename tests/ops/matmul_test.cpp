@@ -31,7 +31,7 @@ TEMPLATE_TEST_CASE("matmul: values equal the double product, scale = sa * sb * p
     for (auto [sa, sb] : {std::pair<float, float>{1.0f, 1.0f}, {2.0f, 4.0f}, {0.375f, 3.0f}, {0x1p-20f, 0x1p19f}}) {
       const auto a = scalify_test::random_scaled<TestType>(m, k, sa, seed++);
       const auto b = scalify_test::random_scaled<TestType>(k, n, sb, seed++);
-      const auto c = scalify::matmul(a, b);
+      const auto c = scalify::matmul(a, b).eval();
       INFO(m << "x" << k << " * " << k << "x" << n << ", scales " << sa << ", " << sb);
       CHECK(c.scale() == static_cast<float>(double(sa) * double(sb) * expected_factor_down(k)));
       const Eigen::MatrixXd expected = scalify_test::values_d(a) * scalify_test::values_d(b);
@@ -53,7 +53,7 @@ TEST_CASE("matmul: unit-variance inputs give unit-variance output data", "[ops][
   const int k = 1024;
   const auto a = scalify_test::random_scaled<float>(64, k, 1.0f, 11);
   const auto b = scalify_test::random_scaled<float>(k, 64, 1.0f, 12);
-  const auto c = scalify::matmul(a, b);
+  const auto c = scalify::matmul(a, b).eval();
   CHECK(c.scale() == 32.0f);  // sqrt(1024) = 32
   const double rms = std::sqrt(c.data().cast<double>().squaredNorm() / c.size());
   CHECK(rms > 0.8);
@@ -70,7 +70,7 @@ TEST_CASE("matmul follows the scope's pow2 rounding mode", "[ops][matmul]") {
   }
   {
     scalify::config_scope none({.rounding = scalify::pow2_mode::none});
-    const auto c = scalify::matmul(a, b);
+    const auto c = scalify::matmul(a, b).eval();
     CHECK(c.scale() == static_cast<float>(std::sqrt(5.0)));
     scalify_test::check_close(scalify_test::values_d(c), scalify_test::values_d(a) * scalify_test::values_d(b), 1e-6,
                               1e-6, "none");
@@ -80,7 +80,7 @@ TEST_CASE("matmul follows the scope's pow2 rounding mode", "[ops][matmul]") {
 TEST_CASE("matmul with a zero scale gives zeros, no NaN", "[ops][matmul]") {
   const auto a = scalify_test::random_scaled<float8_e4m3fn>(4, 6, 0.0f, 1);
   const auto b = scalify_test::random_scaled<float8_e4m3fn>(6, 2, 8.0f, 2);
-  const auto c = scalify::matmul(a, b);
+  const auto c = scalify::matmul(a, b).eval();
   CHECK(c.scale() == 0.0f);
   CHECK(c.to_dense().isZero());
 }
@@ -105,7 +105,7 @@ TEMPLATE_TEST_CASE("matmul(a, b, op_a, op_b): op(a) x op(b) vs the double produc
                                          : scalify_test::random_scaled<TestType>(k, m, 0.5f, seed++);
         const auto b = op_b == trans::no ? scalify_test::random_scaled<TestType>(k, n, 3.0f, seed++)
                                          : scalify_test::random_scaled<TestType>(n, k, 3.0f, seed++);
-        const auto c = scalify::matmul(a, b, op_a, op_b);
+        const auto c = scalify::matmul(a, b, op_a, op_b).eval();
         INFO(m << "x" << k << "x" << n << ", op_a " << (op_a == trans::yes) << ", op_b " << (op_b == trans::yes));
         REQUIRE(c.rows() == m);
         REQUIRE(c.cols() == n);
@@ -122,7 +122,7 @@ TEMPLATE_TEST_CASE("matmul(a, b, op_a, op_b): op(a) x op(b) vs the double produc
           using Stored = ScaledMatrix<TestType>;
           const Stored ca(typename Stored::data_type(op_a == trans::no ? a.data() : a.data().transpose()), a.scale());
           const Stored cb(typename Stored::data_type(op_b == trans::no ? b.data() : b.data().transpose()), b.scale());
-          const auto copied = scalify::matmul(ca, cb);
+          const auto copied = scalify::matmul(ca, cb).eval();
           CHECK(copied.scale() == c.scale());
           CHECK(copied.data() == c.data());
         }
@@ -166,7 +166,7 @@ TEST_CASE("matmul keeps values whose scale sa * sb * R(sqrt K) leaves float's ra
     INFO("scales " << sa << ", " << sb);
     const auto a = scalify_test::random_scaled<float>(5, 16, sa, 21, sigma);
     const auto b = scalify_test::random_scaled<float>(16, 3, sb, 22, sigma);
-    const auto c = scalify::matmul(a, b);
+    const auto c = scalify::matmul(a, b).eval();
     CHECK(std::isfinite(c.scale()));
     CHECK(c.scale() > 0.0f);
     const Eigen::MatrixXd expected = scalify_test::values_d(a) * scalify_test::values_d(b);

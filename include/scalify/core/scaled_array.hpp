@@ -106,6 +106,12 @@ void check_scale(S s, const char* where, bool allow_zero) {
                     ", got " + number_string(v));
 }
 
+/// A result that stores itself into ScaledArray storage instead of being an
+/// Eigen expression: a matmul with its fused epilogue (ops/matmul.hpp).
+/// `e.store_into(out)` sets out's data and scale (rows(), cols() give the shape).
+template <class E>
+concept deferred_result = requires { typename E::deferred_result_tag; };
+
 /// Tag of ScaledArray's unchecked constructor, for ops whose scale rule
 /// legitimately gives an inf or NaN scale (div by a zero scale, an overflowing
 /// mul, pow or prod, dynamic_rescale_* of inf data; docs/scaled_array.md lists
@@ -406,6 +412,21 @@ class ScaledArray {
     return *this;
   }
 
+  /// Stores a deferred result (detail::deferred_result: `matmul(a, b)`,
+  /// `relu(matmul(a, b) + bias)`, ...) into this storage: the GEMM writes the
+  /// data in its epilogue, cast once into Scalar (ops/matmul.hpp).
+  template <class E>
+    requires is_storage && detail::deferred_result<E>
+  ScaledArray(const E& result) {  // NOLINT(google-explicit-constructor): assigning evaluates
+    result.store_into(*this);
+  }
+  template <class E>
+    requires is_storage && detail::deferred_result<E>
+  ScaledArray& operator=(const E& result) {
+    result.store_into(*this);
+    return *this;
+  }
+
   const Data& data() const { return data_; }
   Data& data()
     requires is_storage
@@ -422,6 +443,14 @@ class ScaledArray {
     requires is_storage
   {
     scale_ = checked_scale(s, "scalify::ScaledArray::set_scale");
+  }
+
+  /// Internal: sets the scale unchecked (a deferred result whose rule gives
+  /// an inf or NaN scale, see detail::unchecked_scale_t).
+  void set_scale(detail::unchecked_scale_t, Scale s)
+    requires is_storage
+  {
+    scale_ = s;
   }
 
   Index rows() const { return data_.rows(); }

@@ -3,7 +3,8 @@
 // For each valid element of a finished MR x NR accumulator tile:
 //
 //   v   = alpha * acc;  v = fma(beta, C_old, v) if beta != 0;  v = v + bias[j] if a bias is given
-//   v   = activation(v)                          none, relu, or gelu_tanh (scalify/activation.hpp)
+//   v   = activation(v)                          none, relu, or gelu_tanh (scalify/activation.hpp);
+//                                                GELU on a scale s (act_scale): gelu(v * s) / s
 //   out = cast<TC>(v)                            round to nearest even, saturating on request
 //   amax = max(amax, |float(out)|)                over non-NaN outputs, so it equals
 //                                                max |C| recomputed from the stored C, except
@@ -55,6 +56,7 @@ struct epilogue_params {
   activation act = activation::none;
   bool saturate = false;
   bool amax = true;  ///< whether the caller wants max |C| (false: the fused kernels skip it)
+  float act_scale = 1.0f;  ///< GELU of v * act_scale, divided by it (data on a scale)
 };
 
 /// The epilogue of one full tile with a float32 C of unit column stride and
@@ -69,12 +71,14 @@ struct f32_tile_out {
   float* amax;                  ///< one running max |C| per vector lane (16 floats suffice), or null
 };
 
-/// activation(v) in float32.
-inline float activate(float v, activation act) {
+/// activation(v) in float32; GELU of the value v * act_scale, as data on
+/// act_scale (relu commutes with a positive scale and ignores it).
+inline float activate(float v, activation act, float act_scale = 1.0f) {
   switch (act) {
     case activation::none: return v;
     case activation::relu: return v > 0.0f ? v : 0.0f;
-    case activation::gelu_tanh: return gelu_tanh(v);  // the library's one GELU (scalify/activation.hpp)
+    case activation::gelu_tanh:  // the library's one GELU (scalify/activation.hpp)
+      return act_scale == 1.0f ? gelu_tanh(v) : gelu_tanh_on_scale(v, act_scale);
   }
   return v;
 }
@@ -106,7 +110,7 @@ float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::
       float v = p.alpha * row[j];
       if (p.beta != 0.0f) v = std::fma(p.beta, static_cast<float>(out[j * c.cs]), v);
       if (p.bias != nullptr) v += p.bias[j0 + j];
-      v = activate(v, p.act);
+      v = activate(v, p.act, p.act_scale);
       TC stored;
       if constexpr (std::is_same_v<TC, float>) {
         stored = v;

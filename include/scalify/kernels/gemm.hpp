@@ -27,6 +27,7 @@
 #include <algorithm>    // std::min, std::max
 #include <atomic>       // std::atomic
 #include <bit>          // std::bit_cast
+#include <cmath>        // std::isfinite
 #include <cstddef>      // ptrdiff_t, size_t
 #include <cstdint>      // uint32_t
 #include <new>          // operator new, std::align_val_t
@@ -84,6 +85,7 @@ matrix_view<T> col_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols,
 /// | `alpha`, `beta` | C = alpha * op(A) op(B) + beta * C; beta == 0 does not read C |
 /// | `bias` | empty, or N floats added to each row (one per column of C) |
 /// | `act` | activation::none, relu or gelu_tanh, after the bias |
+/// | `act_scale` | C's data are on this scale (> 0): GELU is taken of v * act_scale and divided by it |
 /// | `saturate` | narrow outputs: finite overflow -> +-max instead of inf/NaN |
 /// | `amax` | if set, receives max over C of |C| (NaN skipped; an e4m3fn overflow to NaN: +inf), same pass |
 /// | `threads` | 0: every thread of the pool (all cores); n: at most n |
@@ -96,6 +98,7 @@ struct gemm_options {
   float beta = 0.0f;
   std::span<const float> bias = {};
   activation act = activation::none;
+  float act_scale = 1.0f;
   bool saturate = false;
   float* amax = nullptr;
   int threads = 0;
@@ -658,6 +661,8 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
   SCALIFY_CHECK(o.act == activation::none || o.act == activation::relu || o.act == activation::gelu_tanh,
                 std::invalid_argument,
                 "scalify::gemm: invalid activation (" + std::to_string(static_cast<int>(o.act)) + ")");
+  SCALIFY_CHECK(std::isfinite(o.act_scale) && o.act_scale > 0.0f, std::invalid_argument,
+                "scalify::gemm: act_scale must be finite and > 0, got " + std::to_string(o.act_scale));
   // Checked whatever the sizes, so that an error does not depend on C being empty.
   SCALIFY_CHECK(packed == nullptr || packed->kernel_ == nullptr ||
                     packed->kernel_->pack == kernels::packing::f32 || kernels::kExactInBf16<TA>,
@@ -676,7 +681,7 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
   std::atomic<uint32_t> amax{0};
   if (m > 0 && n > 0) {
     const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate,
-                                      o.amax != nullptr};
+                                      o.amax != nullptr, o.act_scale};
     const int threads = threads_for(o.threads, m, n, k);
     const typed_ops ops = make_typed_ops(a_in, b_in, c);
     if (packed != nullptr) {

@@ -57,16 +57,9 @@ inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
 ///
 /// **Example**: `Tensor y; scalify::nn::gelu_forward(y, x);`
 inline void gelu_forward(Tensor& y, const Tensor& x) {
-  const float s = x.scale() > 0.0f ? x.scale() : 1.0f;
   const float sx = x.scale();
-  const auto op = [s, sx](float d) {
-    const float v = d * sx;
-    if (std::isinf(v) && std::isfinite(d)) [[unlikely]] {
-      return static_cast<float>(gelu_tanh(static_cast<double>(d) * sx) / s);
-    }
-    return gelu_tanh(v) / s;
-  };
-  y = detail::propagated(Matrix(x.data().unaryExpr(op)), s);
+  y = detail::propagated(Matrix(x.data().unaryExpr([sx](float d) { return gelu_tanh_on_scale(d, sx); })),
+                         sx > 0.0f ? sx : 1.0f);
 }
 
 /// dx = dy * gelu'(x); dx gets dy's scale.

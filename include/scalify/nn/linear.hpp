@@ -173,16 +173,6 @@ inline Tensor naive_result(const Tensor& y, matmul_formats f) {
   return round_to(unscaled(y), t, {});
 }
 
-/// y += b (b broadcast over rows), in y's scale.
-inline void add_bias(Tensor& y, const Tensor& b) {
-  if (y.scale() == 0.0f) {
-    y = Tensor(Matrix(y.data().rowwise() + (b.data() * b.scale()).row(0)), 1.0f);
-    return;
-  }
-  const float f = b.scale() / y.scale();
-  y.data().rowwise() += (b.data() * f).row(0);
-}
-
 }  // namespace detail
 
 /// y = x W + b. x is (B, I), W is (I, O), b is (1, O), y is (B, O). Fills
@@ -199,8 +189,8 @@ inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, cons
   cache.x = cfg.scaled ? rescale(x, cfg.input_rescale) : unscaled(x);
   cache.x_fwd = cast_to(cache.x, cfg.forward.lhs, cast);
   cache.w_fwd = cast_to(cfg.scaled ? p.w : unscaled(p.w), cfg.forward.rhs, cast);
-  y = matmul_any(cache.x_fwd, cache.w_fwd);
-  detail::add_bias(y, p.b);
+  // The bias, rebased onto the product's scale, is added in the GEMM's epilogue (no second pass over y).
+  y = matmul_any(cache.x_fwd, cache.w_fwd, trans::no, trans::no, &p.b);
   if (!cfg.scaled) y = detail::naive_result(y, cfg.forward);
 }
 
@@ -235,10 +225,12 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
       (cfg.grad_weight.lhs == cfg.forward.lhs) ? cache.x_fwd : cast_to(cache.x, cfg.grad_weight.lhs, cast);
   const AnyTensor dy_w =
       (have_dy_q && cfg.grad_weight.rhs == cfg.grad_input.lhs) ? dy_q : cast_to(dys, cfg.grad_weight.rhs, cast);
-  Tensor dw = matmul_any(x_q, dy_w, trans::yes, trans::no);
-  if (!cfg.scaled) dw = detail::naive_result(dw, cfg.grad_weight);
   if (g.dw.size() == 0) g.dw = zeros(p.w.rows(), p.w.cols());
-  accumulate(g.dw, dw);
+  if (cfg.scaled) {
+    accumulate_matmul(g.dw, x_q, dy_w, trans::yes, trans::no);  // in the GEMM's epilogue (beta)
+  } else {
+    accumulate(g.dw, detail::naive_result(matmul_any(x_q, dy_w, trans::yes, trans::no), cfg.grad_weight));
+  }
 
   // db += sum_b dy, with the sum's unit-scaling rule: scale s * pow2(sqrt(B))
   const float k = scalify::detail::sqrt_n_factor<float>(dys.rows());

@@ -6,7 +6,8 @@
 //   AnyTensor         a ScaledMatrix of any of those data types (std::variant)
 //   cast_to(x, t)     x's data rounded into t (the configured store: saturating
 //                     by default), scale unchanged
-//   matmul_any(a, b)  scalify::matmul on two AnyTensors: the data stays in its
+//   matmul_any(a, b)  scalify::matmul on two AnyTensors (op_a, op_b, a bias fused into the
+//                     GEMM's epilogue on request): the data stays in its
 //                     narrow type and goes to the float8 GEMM as it is
 //   rescale(x, mode)  dynamic_rescale_{max,l1,l2} or nothing
 //
@@ -172,21 +173,55 @@ inline Eigen::Index cols_of(const AnyTensor& x) {
   return std::visit([](const auto& v) { return v.cols(); }, x);
 }
 
+namespace detail {
+
+/// The one visit of the 25 pairs of operand types: out = op_a(a) op_b(b) (+ bias
+/// on the product's scale), or out += it (nn::accumulate's rule) if `accumulate`.
+inline void matmul_any_into(Tensor& out, const AnyTensor& a, const AnyTensor& b, trans op_a, trans op_b,
+                            const Tensor* bias, bool accumulate) {
+  std::visit(
+      [&](const auto& x, const auto& y) {
+        const auto product = matmul(x, y, op_a, op_b);
+        if (accumulate) {
+          product.accumulate_into(out);
+        } else if (bias != nullptr) {
+          out = product.with_bias(*bias, bias_scale::product);
+        } else {
+          out = product;
+        }
+      },
+      a, b);
+}
+
+}  // namespace detail
+
+/// matmul_any of op_a(a) and op_b(b) (a transposed operand is read in place by
+/// the GEMM, not copied), plus `bias` (1 x N, or null) rebased onto the
+/// product's scale (bias_scale::product) and added in the GEMM's epilogue.
+/// Throws shape_error if the inner sizes differ or the bias does not fit.
+///
+/// **Example**: `Tensor y = scalify::nn::matmul_any(x8, w8, scalify::trans::no, scalify::trans::no, &b);`
+inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b, trans op_a, trans op_b,
+                         const Tensor* bias = nullptr) {
+  Tensor out;
+  detail::matmul_any_into(out, a, b, op_a, op_b, bias, false);
+  return out;
+}
+
+/// acc += op_a(a) op_b(b), both rebased onto the larger scale (accumulate's
+/// rule), in the GEMM's epilogue: no temporary product. An empty or
+/// zero-scale acc becomes the product. Throws shape_error on mismatched shapes.
+///
+/// **Example**: `scalify::nn::accumulate_matmul(dw, x8, dy8, scalify::trans::yes, scalify::trans::no);`
+inline void accumulate_matmul(Tensor& acc, const AnyTensor& a, const AnyTensor& b, trans op_a, trans op_b) {
+  detail::matmul_any_into(acc, a, b, op_a, op_b, nullptr, true);
+}
+
 /// scalify::matmul(a, b) whatever the data types: scale sa * sb * pow2(sqrt(K)).
 /// Throws shape_error if a.cols() != b.rows().
 ///
 /// **Example**: `Tensor y = scalify::nn::matmul_any(cast_to(x, dtype::e4m3fn), cast_to(w, dtype::e4m3fn));`
-inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b) {
-  return std::visit([](const auto& x, const auto& y) -> Tensor { return matmul(x, y); }, a, b);
-}
-
-/// matmul_any of op_a(a) and op_b(b): a transposed operand is read in place by
-/// the GEMM, not copied. Throws shape_error if the inner sizes differ.
-///
-/// **Example**: `Tensor dx = scalify::nn::matmul_any(dy8, w8, scalify::trans::no, scalify::trans::yes);`
-inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b, trans op_a, trans op_b) {
-  return std::visit([&](const auto& x, const auto& y) -> Tensor { return matmul(x, y, op_a, op_b); }, a, b);
-}
+inline Tensor matmul_any(const AnyTensor& a, const AnyTensor& b) { return matmul_any(a, b, trans::no, trans::no); }
 
 namespace detail {
 /// "3" or "any" (for -1).

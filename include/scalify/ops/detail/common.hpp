@@ -108,4 +108,40 @@ F sqrt_n_factor(Eigen::Index n) {
 
 }  // namespace scalify::detail
 
+namespace scalify::detail::elementwise {
+
+/// The max of two scales, NaN if either is NaN.
+template <class M>
+constexpr M max_scale(M a, M b) {
+  return std::isnan(a) || a > b ? a : b;
+}
+
+/// add/sub: the scale rule and the rebasing factors of both operands.
+template <class M>
+struct add_scales {
+  M scale;
+  float factor_a, factor_b;
+};
+template <class M>
+add_scales<M> add_sub_scales(M sa, M sb) {
+  const M hi = max_scale(sa, sb);
+  const M lo = std::isnan(sa) || std::isnan(sb) ? hi : std::min(sa, sb);
+  const M ratio = safe_div(lo, hi);  // in [0, 1]: no overflow for large scales
+  M s = config_pow2_round(static_cast<M>(hi * std::sqrt(M(1) + ratio * ratio)));
+  // hi * sqrt(2) or rounding up can overflow M although hi is finite: an inf
+  // scale would turn every value into 0 * inf = NaN. M's largest power of two
+  // keeps the rebasing factors below 2, and the values where they fit.
+  if (std::isinf(s) && std::isfinite(hi)) s = pow2_round_down(std::numeric_limits<M>::max());
+  return {s, static_cast<float>(safe_div(sa, s)), static_cast<float>(safe_div(sb, s))};
+}
+
+/// min/max/where: the output scale max(sa, sb) and the rebasing factors.
+template <class M>
+add_scales<M> max_scales(M sa, M sb) {
+  const M s = max_scale(sa, sb);
+  return {s, static_cast<float>(safe_div(sa, s)), static_cast<float>(safe_div(sb, s))};
+}
+
+}  // namespace scalify::detail::elementwise
+
 #endif  // SCALIFY_OPS_DETAIL_COMMON_HPP_
