@@ -5,16 +5,17 @@
 // The limit (thread_limit()): config_scope's `threads` on the calling thread
 // if set (> 0), else the environment variable SCALIFY_NUM_THREADS (read once,
 // at the first parallel region; an integer >= 0, 0 meaning every hardware
-// thread; anything else throws std::invalid_argument), else every hardware
-// thread; never more than the hardware threads. 1 means the calling thread
-// only: no worker runs a task.
+// thread; anything else makes every parallel region throw
+// std::invalid_argument), else every hardware thread; never more than the
+// hardware threads. 1 means the calling thread only: no worker runs a task.
 //
 // One process-wide pool of hardware_concurrency() - 1 workers, started on
 // first use; the calling thread works too. run(n, threads, f) calls f(task)
 // for every task in [0, n) on up to `threads` threads (and at most
-// thread_limit()) and returns when all are done. Tasks are handed out one at a time from an atomic counter. If the pool
-// is busy (another thread's run, or a nested call), the caller runs the tasks
-// itself: never a deadlock, never oversubscription.
+// thread_limit()) and returns when all are done. Tasks are handed out one at
+// a time from an atomic counter. If the pool is busy (another thread's run,
+// or a nested call), the caller runs the tasks itself: never a deadlock,
+// never oversubscription.
 //
 // Hand-off: a worker that has finished a run spins for kSpin before it sleeps
 // on a condition variable, and the caller spins for kSpin on the workers'
