@@ -1,7 +1,8 @@
 # Runs PROGRAM with ARGS (a '|'-separated list) and fails unless it exits with
 # EXPECTED, its stderr matches MATCH (if given) and its stdout matches
 # OUT_MATCH and OUT_MATCH2 (if given), neither output matches NOT_MATCH (if
-# given), and the file CHECK_FILE (if given; removed first) was written. Used by examples/CMakeLists.txt to check
+# given), and the file CHECK_FILE (if given; removed first) was written and
+# matches FILE_MATCH (if given). Used by examples/CMakeLists.txt to check
 # the command line: --help on stdout with exit 0, bad arguments with a message
 # on stderr and exit 2.
 string(REPLACE "|" ";" _args "${ARGS}")
@@ -25,4 +26,10 @@ if(DEFINED NOT_MATCH AND ("${_out}" MATCHES "${NOT_MATCH}" OR "${_err}" MATCHES 
 endif()
 if(DEFINED CHECK_FILE AND NOT EXISTS "${CHECK_FILE}")
   message(FATAL_ERROR "${PROGRAM} ${ARGS}: did not write ${CHECK_FILE}")
+endif()
+if(DEFINED FILE_MATCH)
+  file(READ "${CHECK_FILE}" _file)
+  if(NOT _file MATCHES "${FILE_MATCH}")
+    message(FATAL_ERROR "${PROGRAM} ${ARGS}: ${CHECK_FILE} does not match '${FILE_MATCH}':\n${_file}")
+  endif()
 endif()

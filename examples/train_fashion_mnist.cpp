@@ -17,16 +17,23 @@
 // default to each optimizer's own defaults. --limit N trains on the first N
 // images only. --dry-run prints the settings and exits.
 //
+// --threads N limits every parallel region (scalify's GEMM, the evaluation of
+// stored results, casts; Eigen's own products) through config_scope's
+// `threads`; without it, the library's default applies: SCALIFY_NUM_THREADS
+// if set, else every core. The header and the --json file give the threads in
+// effect, the CPU path and the scalify version.
+//
 // The data comes from the Debian package dataset-fashion-mnist
 // (/usr/share/datasets/fashion-mnist) or --data DIR (IDX files, .gz or not).
 // Same arguments and seed give the same result. The last line of the output is
 // `test_accuracy=<fraction>`. Bad arguments (and a --json path that cannot be
-// written, checked before training): a message on stderr and exit code 2.
+// written, checked before training, and an invalid SCALIFY_NUM_THREADS): a
+// message on stderr and exit code 2.
 // On a terminal a progress bar (rate, ETA) is drawn on stderr.
 //
 // The training step reads top to bottom: zero_grad, forward, loss, backward, step.
 #include <Eigen/Core>  // Eigen::setNbThreads
-#include <algorithm>   // std::max
+#include <algorithm>   // std::min
 #include <chrono>      // std::chrono::steady_clock
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::fprintf, std::printf
@@ -35,16 +42,19 @@
 #include <numeric>     // std::iota
 #include <optional>    // std::optional
 #include <random>      // std::mt19937_64
+#include <stdexcept>   // std::invalid_argument
 #include <string>      // std::string
-#include <thread>      // std::thread::hardware_concurrency
 #include <vector>      // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, num
 #include "scalify/core/config_scope.hpp"  // config_scope (threads)
+#include "scalify/cpu.hpp"                // active_cpu_path, to_string
+#include "scalify/kernels/thread_pool.hpp"  // thread_limit
 #include "scalify/nn/idx.hpp"             // load_fashion_mnist (zlib)
 #include "scalify/nn/loss.hpp"            // softmax_cross_entropy
 #include "scalify/nn/mlp.hpp"             // make_mlp
 #include "scalify/nn/optim.hpp"           // sgd, adamw
+#include "scalify/version.hpp"            // SCALIFY_VERSION
 
 namespace nn = scalify::nn;
 using examples::num;
@@ -61,7 +71,7 @@ struct Args {
   std::optional<float> wd;  // empty: the optimizer's default
   uint64_t seed = 1;
   std::vector<Eigen::Index> hidden = {512, 512};
-  int threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  int threads = 0;  // 0: the library's default (SCALIFY_NUM_THREADS, else every core)
   std::string json;
   std::string data = nn::kFashionMnistDir;
   long limit = 0;     // 0: the whole training set
@@ -113,8 +123,9 @@ Args parse_args(int argc, char** argv) {
       start = comma + 1;
     }
   }, "512,512");
-  c.option("--threads", "N", "threads of the GEMM, of storing large results and of Eigen (default: every core)",
-           [&](const std::string& v) { a.threads = static_cast<int>(c.to_int(v, 1)); }, std::to_string(a.threads));
+  c.option("--threads", "N", "threads of every parallel region: the GEMM, storing large results, casts, Eigen",
+           [&](const std::string& v) { a.threads = static_cast<int>(c.to_int(v, 1)); },
+           "SCALIFY_NUM_THREADS, else every core");
   c.option("--limit", "N", "train on the first N images only", [&](const std::string& v) { a.limit = c.to_int(v, 1); },
            "all");
   c.option("--data", "DIR", "directory of the IDX files (.gz or not)", [&](const std::string& v) { a.data = v; },
@@ -184,10 +195,18 @@ struct EpochResult {
 
 int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv);  // exits 2 on bad arguments or an unwritable --json
-  Eigen::setNbThreads(args.threads);
   scalify::scalify_config config = scalify::current_config();
   config.threads = args.threads;
-  const scalify::config_scope threads_scope(config);
+  const scalify::config_scope threads_scope(config);  // every parallel region of scalify below
+  int threads = 1;                                    // in effect: --threads, SCALIFY_NUM_THREADS or every core
+  try {
+    threads = scalify::thread_limit();
+  } catch (const std::invalid_argument& e) {  // an invalid SCALIFY_NUM_THREADS
+    std::fprintf(stderr, "train_fashion_mnist: %s\n", e.what());
+    return 2;
+  }
+  Eigen::setNbThreads(threads);
+  const std::string cpu_path(scalify::to_string(scalify::active_cpu_path()));
 
   nn::idx_train_test data;
   if (!args.dry_run) {
@@ -248,7 +267,8 @@ int main(int argc, char** argv) {
   std::printf("# precision %s: %s\n", args.precision.c_str(), net.name().c_str());
   std::printf("# optimizer %s; state %s\n", opt_text.c_str(), state_text.c_str());
   std::printf("# epochs %d, batch %d, seed %llu, threads %d, %zu training images%s\n", args.epochs, args.batch,
-              static_cast<unsigned long long>(args.seed), args.threads, n_train, args.dry_run ? " (dry run)" : "");
+              static_cast<unsigned long long>(args.seed), threads, n_train, args.dry_run ? " (dry run)" : "");
+  std::printf("# scalify %s, cpu path %s\n", SCALIFY_VERSION, cpu_path.c_str());
   std::printf("# data %s%s%s\n", args.data.c_str(), args.json.empty() ? "" : ", json ", args.json.c_str());
   if (args.dry_run) return 0;
   std::printf("%5s %8s %9s %9s %8s %9s\n", "epoch", "loss", "train_acc", "test_acc", "seconds", "images/s");
@@ -319,7 +339,8 @@ int main(int argc, char** argv) {
     }
     const float lr = sgd ? sgd->config().lr : adamw->config().lr;
     const float wd = sgd ? sgd->config().weight_decay : adamw->config().weight_decay;
-    f << "{\"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(st.format)
+    f << "{\"version\": \"" << SCALIFY_VERSION << "\", \"cpu_path\": \"" << cpu_path << "\", \"threads\": " << threads
+      << ", \"precision\": \"" << args.precision << "\", \"state\": \"" << nn::dtype_name(st.format)
       << (st.dynamic_scale ? " scaled" : "")
       << (st.format != nn::dtype::float32 && !st.stochastic_master ? " nearest" : "")
       << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch

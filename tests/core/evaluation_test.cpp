@@ -169,9 +169,10 @@ TEST_CASE("parallel_ranges covers 0 <= i < n once, in aligned ranges, and rethro
       for (const auto& h : hits) CHECK(h.load() == 1);
     }
   }
+  // The range that ends the loop throws, however many ranges thread_limit() allows.
   CHECK_THROWS_AS(scalify::detail::parallel_ranges(100, 10, 1, 4,
-                                                   [](int64_t b, int64_t) {
-                                                     if (b > 0) throw std::runtime_error("range failed");
+                                                   [](int64_t, int64_t e) {
+                                                     if (e == 100) throw std::runtime_error("range failed");
                                                    }),
                   std::runtime_error);
 }

@@ -1,8 +1,20 @@
 // scalify: the thread-local configuration scope (jax-scalify's ScalifyConfig).
 //
 // The configuration decides how ops round scales to powers of two and how a
-// result is cast when it is stored into a narrow type. It is thread-local and
-// set for a scope (RAII); scopes nest.
+// result is cast when it is stored into a narrow type, and how many threads
+// the library's parallel regions use. It is thread-local and set for a scope
+// (RAII); scopes nest.
+//
+// Threads: one setting limits every parallel region of the library (the GEMM
+// of matmul and gemm(), the evaluation of large stored results, which is also
+// where ScaledArray casts and stores into narrow types run): `threads` of the
+// scope if > 0, else the environment variable SCALIFY_NUM_THREADS (read once;
+// an integer >= 0, 0: every hardware thread; an invalid value makes the first
+// parallel region throw std::invalid_argument naming it), else every hardware
+// thread. thread_limit() (kernels/thread_pool.hpp) gives the value in force.
+//
+//   SCALIFY_NUM_THREADS=1 ./train                           one thread everywhere
+//   { scalify::config_scope s({.threads = 2}); ... }        two, whatever the variable says
 #ifndef SCALIFY_CORE_CONFIG_SCOPE_HPP_
 #define SCALIFY_CORE_CONFIG_SCOPE_HPP_
 
@@ -10,9 +22,10 @@
 #include <stdexcept>  // std::invalid_argument
 #include <string>     // std::string, std::to_string
 
-#include "scalify/core/pow2.hpp"        // pow2_mode
-#include "scalify/errors.hpp"           // SCALIFY_CHECK
-#include "scalify/formats/convert.hpp"  // convert_options, check_convert_options
+#include "scalify/core/pow2.hpp"            // pow2_mode
+#include "scalify/errors.hpp"               // SCALIFY_CHECK
+#include "scalify/formats/convert.hpp"      // convert_options, check_convert_options
+#include "scalify/kernels/thread_pool.hpp"  // thread_limit, kernels::detail::scoped_threads
 
 namespace scalify {
 
@@ -31,7 +44,7 @@ enum class scale_format {
 /// | `seed` | seed of stochastic pow2 rounding: the i-th stochastic rounding on this thread in the scope uses `stochastic_bits(seed, i)` |
 /// | `store` | cast options used when a value is stored into a narrow data type: every ScaledArray store, `as_scaled`, `x.cast<T>()` (default: nearest even, **saturating**: finite data beyond the type's range becomes its largest finite value of that sign; NaN stays NaN; +-inf stays +-inf, or becomes NaN in float8_e4m3fn, which has no infinity). `{.saturate = false}` gives the OCP reference cast (overflow to inf, or NaN in e4m3fn) |
 /// | `scale` | preferred scale format for new scales |
-/// | `threads` | threads that evaluate a large result when it is stored (at least 2^16 elements each) and that run the GEMM of a scaled matmul: 0 (default) = every hardware thread, 1 = the calling thread only |
+/// | `threads` | the most threads of every parallel region started on this thread (thread_limit()): the GEMM of a scaled matmul or of gemm(), the evaluation of a large stored result (at least 2^16 elements per thread), casts through it. 0 (default) = SCALIFY_NUM_THREADS if set, else every hardware thread; 1 = the calling thread only; never more than the hardware threads |
 struct scalify_config {
   pow2_mode rounding = pow2_mode::down;
   uint64_t seed = 0;
@@ -101,8 +114,12 @@ class config_scope {
   explicit config_scope(const scalify_config& config) : previous_(detail::thread_config_state()) {
     check_config(config);
     detail::thread_config_state() = {config, 0};
+    kernels::detail::scoped_threads() = config.threads;
   }
-  ~config_scope() { detail::thread_config_state() = previous_; }
+  ~config_scope() {
+    detail::thread_config_state() = previous_;
+    kernels::detail::scoped_threads() = previous_.config.threads;
+  }
   config_scope(const config_scope&) = delete;
   config_scope& operator=(const config_scope&) = delete;
 

@@ -88,7 +88,7 @@ matrix_view<T> col_major_view(T* data, std::ptrdiff_t rows, std::ptrdiff_t cols,
 /// | `act_scale` | C's data are on this scale (> 0): GELU is taken of v * act_scale and divided by it |
 /// | `saturate` | narrow outputs: finite overflow -> +-max instead of inf/NaN |
 /// | `amax` | if set, receives max over C of |C| (NaN skipped; an e4m3fn overflow to NaN: +inf), same pass |
-/// | `threads` | 0: every thread of the pool (all cores); n: at most n |
+/// | `threads` | 0: thread_limit() (config_scope's threads, else SCALIFY_NUM_THREADS, else all cores); n: at most n, and never above that limit |
 ///
 /// **Example**: `scalify::gemm(x, w, y, {.bias = b, .act = scalify::activation::relu, .amax = &m});`
 struct gemm_options {
@@ -682,7 +682,7 @@ void gemm_checked(const kernels::strided<TA>& a_view, const kernels::strided<TB>
   if (m > 0 && n > 0) {
     const kernels::epilogue_params ep{o.alpha, o.beta, o.bias.empty() ? nullptr : o.bias.data(), o.act, o.saturate,
                                       o.amax != nullptr, o.act_scale};
-    const int threads = threads_for(o.threads, m, n, k);
+    const int threads = threads_for(thread_limit(o.threads), m, n, k);  // 0: the configured limit
     const typed_ops ops = make_typed_ops(a_in, b_in, c);
     if (packed != nullptr) {
       run_blocked(*packed->kernel_, ops, packed->data_.data(), m, n, k, ep, threads, amax);

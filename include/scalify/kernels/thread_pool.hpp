@@ -1,12 +1,21 @@
 // scalify: a small persistent thread pool (std::thread), shared by the GEMM
-// and by the evaluation of large results (core/detail/parallel.hpp).
+// and by the evaluation of large results (core/detail/parallel.hpp), and the
+// one thread limit that every parallel region of the library obeys.
+//
+// The limit (thread_limit()): config_scope's `threads` on the calling thread
+// if set (> 0), else the environment variable SCALIFY_NUM_THREADS (read once,
+// at the first parallel region; an integer >= 0, 0 meaning every hardware
+// thread; anything else makes every parallel region throw
+// std::invalid_argument), else every hardware thread; never more than the
+// hardware threads. 1 means the calling thread only: no worker runs a task.
 //
 // One process-wide pool of hardware_concurrency() - 1 workers, started on
 // first use; the calling thread works too. run(n, threads, f) calls f(task)
-// for every task in [0, n) on up to `threads` threads and returns when all are
-// done. Tasks are handed out one at a time from an atomic counter. If the pool
-// is busy (another thread's run, or a nested call), the caller runs the tasks
-// itself: never a deadlock, never oversubscription.
+// for every task in [0, n) on up to `threads` threads (and at most
+// thread_limit()) and returns when all are done. Tasks are handed out one at
+// a time from an atomic counter. If the pool is busy (another thread's run,
+// or a nested call), the caller runs the tasks itself: never a deadlock,
+// never oversubscription.
 //
 // Hand-off: a worker that has finished a run spins for kSpin before it sleeps
 // on a condition variable, and the caller spins for kSpin on the workers'
@@ -17,15 +26,92 @@
 #ifndef SCALIFY_KERNELS_THREAD_POOL_HPP_
 #define SCALIFY_KERNELS_THREAD_POOL_HPP_
 
+#include <algorithm>           // std::min
 #include <atomic>              // std::atomic
+#include <charconv>            // std::from_chars
 #include <chrono>              // std::chrono::steady_clock
 #include <condition_variable>  // std::condition_variable
 #include <cstddef>             // ptrdiff_t
 #include <cstdint>             // uint64_t
+#include <cstdlib>             // std::getenv
 #include <mutex>               // std::mutex, std::unique_lock
+#include <stdexcept>           // std::invalid_argument
+#include <string>              // std::string
+#include <string_view>         // std::string_view
+#include <system_error>        // std::errc
 #include <thread>              // std::thread
 #include <type_traits>         // std::remove_reference_t
 #include <vector>              // std::vector
+
+namespace scalify {
+
+/// Parses a value of SCALIFY_NUM_THREADS: a decimal integer >= 0 (0: every
+/// hardware thread). Throws std::invalid_argument naming the variable and the
+/// value for anything else (empty, signs, spaces, other characters, > INT_MAX).
+///
+/// **Example**: `scalify::parse_num_threads("4") == 4`
+inline int parse_num_threads(std::string_view value) {
+  int n = -1;
+  const char* const end = value.data() + value.size();
+  const auto [ptr, ec] = std::from_chars(value.data(), end, n);
+  if (value.empty() || ec != std::errc() || ptr != end || n < 0 || value.front() == '-') {
+    throw std::invalid_argument("scalify: SCALIFY_NUM_THREADS='" + std::string(value) +
+                                "' is not a thread count (expected an integer >= 0; 0 or unset: every hardware "
+                                "thread)");
+  }
+  return n;
+}
+
+namespace kernels::detail {
+
+/// Threads this machine runs at once (hardware_concurrency(), at least 1):
+/// the size of the pool, caller included.
+inline int hardware_threads() {
+  static const int n = [] {
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+  }();
+  return n;
+}
+
+/// SCALIFY_NUM_THREADS, parsed on the first call (0: unset, empty or 0). An
+/// invalid value throws on every call.
+inline int env_num_threads() {
+  static const int n = [] {
+    const char* env = std::getenv("SCALIFY_NUM_THREADS");
+    return env == nullptr || *env == '\0' ? 0 : parse_num_threads(env);
+  }();
+  return n;
+}
+
+/// This thread's config_scope `threads` (0: not set). Written only by
+/// config_scope (core/config_scope.hpp), which keeps it equal to
+/// current_config().threads.
+inline int& scoped_threads() {
+  thread_local int n = 0;
+  return n;
+}
+
+}  // namespace kernels::detail
+
+/// The most threads a parallel region started on this thread may use (the
+/// caller included), at least 1: config_scope's `threads` if > 0, else
+/// SCALIFY_NUM_THREADS if set and > 0, else every hardware thread; never more
+/// than the hardware threads. With `requested` > 0, at most that many too
+/// (an explicit count can lower the limit, not raise it). Throws
+/// std::invalid_argument if SCALIFY_NUM_THREADS is invalid.
+///
+/// **Example**: `{ scalify::config_scope one({.threads = 1}); assert(scalify::thread_limit() == 1); }`
+inline int thread_limit(int requested = 0) {
+  const int hw = kernels::detail::hardware_threads();
+  const int env = kernels::detail::env_num_threads();  // checked even when a scope decides
+  const int scoped = kernels::detail::scoped_threads();
+  int limit = scoped > 0 ? scoped : env;
+  if (limit <= 0 || limit > hw) limit = hw;
+  return requested > 0 && requested < limit ? requested : limit;
+}
+
+}  // namespace scalify
 
 namespace scalify::kernels {
 
@@ -60,7 +146,7 @@ class thread_pool {
 
   /// The process-wide pool.
   static thread_pool& instance() {
-    static thread_pool pool(default_threads());
+    static thread_pool pool(detail::hardware_threads());
     return pool;
   }
 
@@ -71,18 +157,26 @@ class thread_pool {
   /// diagnostics: a run on the caller alone does not count).
   uint64_t parallel_runs() const { return parallel_runs_.load(std::memory_order_relaxed); }
 
+  /// How many tasks the workers (not the callers of run()) have run so far:
+  /// it stays put across anything run with thread_limit() == 1. Read after
+  /// run() returns, it includes that run's tasks.
+  uint64_t worker_tasks() const { return worker_tasks_.load(std::memory_order_relaxed); }
+
   /// Calls f(task) for task in [0, n) on up to `threads` threads (caller
-  /// included; <= 0 means all). f must not throw.
+  /// included; <= 0 means thread_limit()), never more than thread_limit().
+  /// f must not throw. Throws std::invalid_argument, before any task, if
+  /// SCALIFY_NUM_THREADS is invalid.
   template <class F>
   void run(std::ptrdiff_t n, int threads, F&& f) {
     if (n <= 0) return;
-    if (threads <= 0 || threads > size()) threads = size();
+    threads = std::min(thread_limit(threads), size());
     if (threads > n) threads = static_cast<int>(n);
-    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (threads <= 1 || !busy.owns_lock()) {
+    const auto alone = [&] {
       for (std::ptrdiff_t t = 0; t < n; ++t) f(t);
-      return;
-    }
+    };
+    if (threads <= 1) return alone();
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return alone();
     parallel_runs_.fetch_add(1, std::memory_order_relaxed);
     using Fn = std::remove_reference_t<F>;
     auto call = [](void* ctx, std::ptrdiff_t t) { (*static_cast<Fn*>(ctx))(t); };
@@ -119,19 +213,15 @@ class thread_pool {
   }
 
  private:
-  static int default_threads() {
-    const unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 1 : static_cast<int>(n);
-  }
-
   explicit thread_pool(int threads) {
     for (int w = 0; w + 1 < threads; ++w) workers_.emplace_back([this, w] { loop(w); });
   }
 
-  void work() {
-    for (;;) {
+  /// Runs tasks until none is left; returns how many it ran.
+  uint64_t work() {
+    for (uint64_t done = 0;; ++done) {
       const std::ptrdiff_t t = next_.fetch_add(1, std::memory_order_relaxed);
-      if (t >= n_) return;
+      if (t >= n_) return done;
       fn_(ctx_, t);
     }
   }
@@ -155,7 +245,9 @@ class thread_pool {
       const bool needed = id < helpers_;
       lock.unlock();
       if (!needed) continue;
-      work();
+      // Counted before pending_ is released: the caller, once it sees
+      // pending_ == 0, sees this run's tasks in worker_tasks().
+      worker_tasks_.fetch_add(work(), std::memory_order_relaxed);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         // Under the lock, so that a caller between its check and its wait
         // cannot miss the notification.
@@ -178,6 +270,7 @@ class thread_pool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> parallel_runs_{0};
+  std::atomic<uint64_t> worker_tasks_{0};
 };
 
 }  // namespace scalify::kernels
