@@ -18,6 +18,8 @@
 
 #include "scalify/scalify.hpp"
 
+#include "context.hpp"  // scalify_bench::add_scalify_context
+
 namespace {
 
 constexpr std::int64_t kSizes[] = {1 << 16, 1 << 24};
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  scalify_bench::add_scalify_context();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

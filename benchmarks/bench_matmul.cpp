@@ -35,6 +35,8 @@
 
 #include "scalify/kernels/gemm.hpp"
 
+#include "context.hpp"  // scalify_bench::add_scalify_context
+
 #include <unistd.h>  // execv
 
 #ifdef SCALIFY_HAVE_OPENBLAS
@@ -272,7 +274,7 @@ int main(int argc, char** argv) {
   register_all(large);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("scalify_cpu_path", std::string(scalify::to_string(scalify::active_cpu_path())));
+  scalify_bench::add_scalify_context();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

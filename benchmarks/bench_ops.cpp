@@ -40,6 +40,8 @@
 #include "scalify/ops/elementwise.hpp"  // operator*, operator+ on ScaledArray
 #include "scalify/scalify.hpp"
 
+#include "context.hpp"  // scalify_bench::add_scalify_context
+
 namespace {
 
 /// Shapes (rows, cols): 4096 x 4096 (16Mi elements) and 256 x 1024 (256Ki: a
@@ -162,6 +164,7 @@ int main(int argc, char** argv) {
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  scalify_bench::add_scalify_context();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

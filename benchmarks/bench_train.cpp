@@ -26,6 +26,8 @@
 #include "scalify/nn/mlp.hpp"
 #include "scalify/nn/optim.hpp"
 
+#include "context.hpp"  // scalify_bench::add_scalify_context
+
 namespace {
 
 namespace nn = scalify::nn;
@@ -86,4 +88,11 @@ BENCHMARK_CAPTURE(BM_TrainStep, fp8, std::string("fp8"), nn::linear_config::fp8(
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  scalify_bench::add_scalify_context();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

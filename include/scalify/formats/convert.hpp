@@ -111,6 +111,55 @@ void narrow_scalar(const float* src, To* dst, std::size_t begin, std::size_t n, 
   }
 }
 
+/// The bulk casts of one CPU path for format S (the cast part of the kernel
+/// table, kernels/table.hpp). Each returns how many leading elements it did;
+/// the scalar loop does the rest. Null: none (the scalar path).
+template <const format_spec& S>
+struct cast_kernels {
+  using narrow_fn = std::size_t (*)(const float* src, void* dst, std::size_t n, bool saturate, stochastic_keys keys,
+                                    uint64_t offset, narrow_stats& stats);
+  narrow_fn narrow[3][2] = {};  ///< [rounding: nearest_even, toward_zero, stochastic][statistics off, on]
+  std::size_t (*widen)(const void* src, float* dst, std::size_t n) = nullptr;
+};
+
+static_assert(static_cast<int>(rounding::nearest_even) == 0 && static_cast<int>(rounding::toward_zero) == 1 &&
+                  static_cast<int>(rounding::stochastic) == 2,
+              "cast_kernels::narrow is indexed by rounding");
+
+#if SCALIFY_HAVE_X86_SIMD
+#define SCALIFY_CAST_KERNELS_(ns)                                                                           \
+  {{{&simd::ns::narrow_from_float<S, rounding::nearest_even, false>,                                      \
+     &simd::ns::narrow_from_float<S, rounding::nearest_even, true>},                                      \
+    {&simd::ns::narrow_from_float<S, rounding::toward_zero, false>,                                       \
+     &simd::ns::narrow_from_float<S, rounding::toward_zero, true>},                                       \
+    {&simd::ns::narrow_from_float<S, rounding::stochastic, false>,                                        \
+     &simd::ns::narrow_from_float<S, rounding::stochastic, true>}},                                       \
+   &simd::ns::widen_to_float<S>}
+template <const format_spec& S>
+inline constexpr cast_kernels<S> kAvx2CastKernels = SCALIFY_CAST_KERNELS_(avx2);
+template <const format_spec& S>
+inline constexpr cast_kernels<S> kAvx512CastKernels = SCALIFY_CAST_KERNELS_(avx512);
+#undef SCALIFY_CAST_KERNELS_
+#endif
+
+/// The bulk casts of `path` for format S; avx512bf16 has no cast of its own
+/// (the avx512 ones).
+template <const format_spec& S>
+const cast_kernels<S>& cast_kernels_for(cpu_path path) {
+  static constexpr cast_kernels<S> kScalar{};
+#if SCALIFY_HAVE_X86_SIMD
+  switch (path) {
+    case cpu_path::scalar: return kScalar;
+    case cpu_path::avx2: return kAvx2CastKernels<S>;
+    case cpu_path::avx512:
+    case cpu_path::avx512bf16: return kAvx512CastKernels<S>;
+  }
+#else
+  (void)path;
+#endif
+  return kScalar;
+}
+
 template <class To>
 void convert_narrow(std::span<const float> src, std::span<To> dst, const convert_options& o,
                     narrow_stats* stats) {
@@ -121,29 +170,12 @@ void convert_narrow(std::span<const float> src, std::span<To> dst, const convert
   const stochastic_keys keys = make_stochastic_keys(o.seed);
   const std::size_t n = src.size();
   std::size_t done = 0;
-#if SCALIFY_HAVE_X86_SIMD
-  const cpu_path path = active_cpu_path();
-  if (path != cpu_path::scalar && n > 0) {
+  // o.round is one of the three (check_convert_options).
+  const auto simd = cast_kernels_for<S>(active_cpu_path()).narrow[static_cast<int>(o.round)][stats != nullptr];
+  if (simd != nullptr && n > 0) {
     narrow_stats local;
-    narrow_stats& st = stats != nullptr ? *stats : local;
-    // One instantiation per (path, rounding mode, statistics on/off).
-    auto run = [&]<rounding kMode>() {
-      if (path == cpu_path::avx2) {
-        return stats != nullptr
-                   ? simd::avx2::narrow_from_float<S, kMode, true>(src.data(), dst.data(), n, saturate, keys, o.offset, st)
-                   : simd::avx2::narrow_from_float<S, kMode, false>(src.data(), dst.data(), n, saturate, keys, o.offset, st);
-      }
-      return stats != nullptr
-                 ? simd::avx512::narrow_from_float<S, kMode, true>(src.data(), dst.data(), n, saturate, keys, o.offset, st)
-                 : simd::avx512::narrow_from_float<S, kMode, false>(src.data(), dst.data(), n, saturate, keys, o.offset, st);
-    };
-    switch (o.round) {
-      case rounding::nearest_even: done = run.template operator()<rounding::nearest_even>(); break;
-      case rounding::toward_zero: done = run.template operator()<rounding::toward_zero>(); break;
-      case rounding::stochastic: done = run.template operator()<rounding::stochastic>(); break;
-    }
+    done = simd(src.data(), dst.data(), n, saturate, keys, o.offset, stats != nullptr ? *stats : local);
   }
-#endif
   narrow_scalar<S>(src.data(), dst.data(), done, n, o, saturate, keys, stats);
 }
 
@@ -153,14 +185,8 @@ void convert_widen(std::span<const From> src, std::span<float> dst) {
   constexpr const format_spec& S = format_of<From>::value;
   const std::size_t n = src.size();
   std::size_t done = 0;
-#if SCALIFY_HAVE_X86_SIMD
-  switch (active_cpu_path()) {
-    case cpu_path::avx2: done = simd::avx2::widen_to_float<S>(src.data(), dst.data(), n); break;
-    case cpu_path::avx512:
-    case cpu_path::avx512bf16: done = simd::avx512::widen_to_float<S>(src.data(), dst.data(), n); break;
-    case cpu_path::scalar: break;
-  }
-#endif
+  const auto simd = cast_kernels_for<S>(active_cpu_path()).widen;
+  if (simd != nullptr) done = simd(src.data(), dst.data(), n);
   for (std::size_t i = done; i < n; ++i) {
     if constexpr (S.bits == 8) {
       dst[i] = kDecodeTable<S>[to_code(src[i])];  // the same bits, precomputed

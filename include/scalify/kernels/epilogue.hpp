@@ -25,7 +25,6 @@
 
 #include "scalify/activation.hpp"      // activation, gelu_tanh
 #include "scalify/config.hpp"          // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
-#include "scalify/cpu.hpp"             // cpu_path
 #include "scalify/formats/cast.hpp"     // round_cast
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
@@ -184,25 +183,5 @@ inline float epilogue_tile_f32(const float* acc, std::ptrdiff_t ld, std::ptrdiff
 }  // namespace scalify::simd::avx2
 SCALIFY_END_TARGET
 #endif
-
-namespace scalify::kernels {
-
-/// epilogue_tile on `path`: the AVX2 version where it applies (same bits).
-template <gemm_output TC>
-float epilogue_tile_on(cpu_path path, const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n,
-                       std::ptrdiff_t i0, std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c) {
-#if SCALIFY_HAVE_X86_SIMD
-  if constexpr (std::is_same_v<TC, float>) {
-    if (path != cpu_path::scalar && c.cs == 1 && p.act != activation::gelu_tanh) {
-      return simd::avx2::epilogue_tile_f32(acc, ld, m, n, i0, j0, p, c);
-    }
-  }
-#else
-  (void)path;
-#endif
-  return epilogue_tile(acc, ld, m, n, i0, j0, p, c);
-}
-
-}  // namespace scalify::kernels
 
 #endif  // SCALIFY_KERNELS_EPILOGUE_HPP_

@@ -40,9 +40,10 @@
 #include "scalify/cpu.hpp"                   // active_cpu_path, cpu_path
 #include "scalify/errors.hpp"                // shape_error, SCALIFY_CHECK
 #include "scalify/kernels/epilogue.hpp"      // activation, epilogue_tile, gemm_output
-#include "scalify/kernels/gemv.hpp"          // gemv_block, kGemvMaxRows
-#include "scalify/kernels/microkernels.hpp"  // microkernel, select_microkernel
-#include "scalify/kernels/pack.hpp"          // pack_a_panel, pack_b_panel, gemm_input
+#include "scalify/kernels/gemv.hpp"          // kGemvMaxRows
+#include "scalify/kernels/microkernels.hpp"  // microkernel
+#include "scalify/kernels/pack.hpp"          // pack_b_panel, gemm_input
+#include "scalify/kernels/table.hpp"         // kernels_for, operand_kernels_for, select_microkernel, *_with
 #include "scalify/kernels/thread_pool.hpp"   // thread_pool
 
 namespace scalify {
@@ -256,17 +257,15 @@ struct b_packer {
   const kernels::microkernel& mk;
   const void* b;  // const kernels::strided<TB>*
   index b_cs;
-  bool exact_bf16;  // kernels::kExactInBf16<TB>
+  bool has_row_packer;  // operand_kernels<TB>::pack_b_f32 (pack_b_bf16) of mk's path
   void (*run_fn)(const b_packer&, index t);
   index k, n_total, j0, n;
   uint32_t* dst;
 
   index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
-  bool by_rows() const {
-    // Row blocks, each over every panel: the source streams sequentially.
-    return SCALIFY_HAVE_X86_SIMD && (mk.pack == kernels::packing::f32 || exact_bf16) &&
-           mk.path != cpu_path::scalar && b_cs == 1 && mk.block.nr % 8 == 0;
-  }
+  /// Row blocks, each over every panel (the source streams sequentially),
+  /// where the path's table has a row packer (kernels/table.hpp).
+  bool by_rows() const { return has_row_packer && b_cs == 1 && mk.block.nr % 8 == 0; }
   index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
   void run(index t) const { run_fn(*this, t); }
 };
@@ -277,17 +276,15 @@ void b_packer_run(const b_packer& p, index t) {
   const kernels::strided<TB>& b = *static_cast<const kernels::strided<TB>*>(p.b);
   const int nr = p.mk.block.nr;
   const index end = std::min(p.n_total, p.j0 + p.n), k = p.k, kRows = b_packer::kRows;
-#if SCALIFY_HAVE_X86_SIMD
   if (p.by_rows()) {
+    const kernels::operand_kernels<TB>& table = kernels::operand_kernels_for<TB>(p.mk.path);
     if (p.mk.pack == kernels::packing::f32) {
-      simd::avx2::pack_b_rows(b, p.ku(), t * kRows, std::min(k, (t + 1) * kRows), p.j0, end - p.j0, nr, p.dst);
-    } else if constexpr (kernels::kExactInBf16<TB>) {  // kRows k = kRows / 2 units of pairs
-      simd::avx2::pack_b_rows_bf16(b, k, t * kRows / 2, std::min(p.ku(), (t + 1) * kRows / 2), p.j0, end - p.j0, nr,
-                                   p.dst);
+      table.pack_b_f32(b, p.ku(), t * kRows, std::min(k, (t + 1) * kRows), p.j0, end - p.j0, nr, p.dst);
+    } else {  // kRows k = kRows / 2 units of pairs
+      table.pack_b_bf16(b, k, t * kRows / 2, std::min(p.ku(), (t + 1) * kRows / 2), p.j0, end - p.j0, nr, p.dst);
     }
     return;
   }
-#endif
   if (p.mk.pack == kernels::packing::f32) {
     kernels::pack_b_panel<kernels::packing::f32>(b, k, end, p.j0 + t * nr, nr, p.dst + t * p.ku() * nr);
   } else {
@@ -299,7 +296,9 @@ void b_packer_run(const b_packer& p, index t) {
 template <class TB>
 b_packer make_b_packer(const kernels::microkernel& mk, const kernels::strided<TB>& b, index k, index n_total,
                        index j0, index n, uint32_t* dst) {
-  return {mk, &b, b.cs, kernels::kExactInBf16<TB>, &b_packer_run<TB>, k, n_total, j0, n, dst};
+  const kernels::operand_kernels<TB>& table = kernels::operand_kernels_for<TB>(mk.path);
+  const bool rows = (mk.pack == kernels::packing::f32 ? table.pack_b_f32 : table.pack_b_bf16) != nullptr;
+  return {mk, &b, b.cs, rows, &b_packer_run<TB>, k, n_total, j0, n, dst};
 }
 
 /// Runs a b_packer's tasks (in parallel).
@@ -337,10 +336,11 @@ struct typed_ops {
 template <class TA>
 void pack_a_erased(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) {
   const auto& as = *static_cast<const kernels::strided<TA>*>(a);
+  const kernels::operand_kernels<TA>& table = kernels::operand_kernels_for<TA>(mk.path);
   if (mk.pack == kernels::packing::f32) {
-    kernels::pack_a_panel_on<kernels::packing::f32>(mk.path, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+    kernels::pack_a_panel_with<kernels::packing::f32>(table, as, m, k, p * mk.block.mr, mk.block.mr, dst);
   } else {
-    kernels::pack_a_panel_on<kernels::packing::bf16x2>(mk.path, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+    kernels::pack_a_panel_with<kernels::packing::bf16x2>(table, as, m, k, p * mk.block.mr, mk.block.mr, dst);
   }
 }
 
@@ -353,7 +353,8 @@ b_packer b_packer_erased(const kernels::microkernel& mk, const void* b, index k,
 template <class TC>
 float epilogue_erased(cpu_path path, const float* acc, index ld, index m, index n, index i0, index j0,
                       const kernels::epilogue_params& ep, const void* c) {
-  return kernels::epilogue_tile_on(path, acc, ld, m, n, i0, j0, ep, *static_cast<const kernels::strided_out<TC>*>(c));
+  return kernels::epilogue_tile_with(kernels::kernels_for(path), acc, ld, m, n, i0, j0, ep,
+                                     *static_cast<const kernels::strided_out<TC>*>(c));
 }
 
 /// typed_ops for operands a, b, c (which must outlive it).
@@ -564,10 +565,11 @@ void run_gemv(cpu_path path, const kernels::strided<float>& a, const kernels::st
                                            kernels::thread_pool::instance().size()));
   const index kBlock = std::max<index>(256, (n + 16 * t_count - 1) / (16 * t_count) * 16);
   const index tasks = (n + kBlock - 1) / kBlock;
+  const kernels::operand_kernels<TB>& table = kernels::operand_kernels_for<TB>(path);
   kernels::thread_pool::instance().run(tasks, threads, [&](index t) {
     const index j0 = t * kBlock, nj = std::min(kBlock, n - j0);
     float* acc = acc_buffer(static_cast<std::size_t>(kernels::kGemvMaxRows * (kBlock + k)));
-    kernels::gemv_block(path, a, b, m, k, j0, nj, acc, kBlock, acc + kernels::kGemvMaxRows * kBlock);
+    kernels::gemv_block_with(table, a, b, m, k, j0, nj, acc, kBlock, acc + kernels::kGemvMaxRows * kBlock);
     atomic_max(amax, ops.epilogue(path, acc, kBlock, m, nj, 0, j0, ep, ops.c));
   });
 }

@@ -1,4 +1,4 @@
-// scalify: the GEMM micro-kernels of every CPU path and the choice among them.
+// scalify: the GEMM micro-kernels of every CPU path (kernels/table.hpp chooses).
 //
 //   path        kernel                                tile     inputs
 //   scalar      scalar::gemm_tile_f32_ref<4, 8>       4 x 8    every type, widened to float32
@@ -50,33 +50,21 @@ struct microkernel {
   int k_per_unit() const { return pack == packing::bf16x2 ? 2 : 1; }
 };
 
-/// The micro-kernel for `path`; `bf16_exact` says both operands are exact in
-/// bfloat16 (e4m3fn, e5m2, bfloat16), which the avx512bf16 kernel needs.
-inline const microkernel& select_microkernel(cpu_path path, bool bf16_exact) {
-  static constexpr microkernel kScalar{cpu_path::scalar, packing::f32, kBlockingScalar,
-                                       &scalar::gemm_tile_f32_ref<4, 8>, nullptr, "scalar_f32_4x8"};
+/// The micro-kernel of each path (kernels/table.hpp chooses among them).
+inline constexpr microkernel kScalarMicrokernel{cpu_path::scalar, packing::f32, kBlockingScalar,
+                                                &scalar::gemm_tile_f32_ref<4, 8>, nullptr, "scalar_f32_4x8"};
 #if SCALIFY_HAVE_X86_SIMD
-  static constexpr microkernel kAvx2{cpu_path::avx2, packing::f32, kBlockingAvx2,
-                                     &simd::avx2::gemm_tile_f32<6, 2>, &simd::avx2::gemm_tile_f32_out<6, 2>,
-                                     "avx2_f32_6x16"};
-  static constexpr microkernel kAvx512{cpu_path::avx512, packing::f32, kBlockingAvx512,
-                                       &simd::avx512::gemm_tile_f32<12, 2>,
-                                       &simd::avx512::gemm_tile_f32_out<12, 2>, "avx512_f32_12x32"};
-  static constexpr microkernel kAvx512Bf16{cpu_path::avx512bf16, packing::bf16x2, kBlockingAvx512Bf16,
-                                           &simd::avx512bf16::gemm_tile_bf16<12, 2>,
-                                           &simd::avx512bf16::gemm_tile_bf16_out<12, 2>, "avx512bf16_bf16x2_12x32"};
-  switch (path) {
-    case cpu_path::scalar: return kScalar;
-    case cpu_path::avx2: return kAvx2;
-    case cpu_path::avx512: return kAvx512;
-    case cpu_path::avx512bf16: return bf16_exact ? kAvx512Bf16 : kAvx512;
-  }
-#else
-  (void)path;
-  (void)bf16_exact;
+inline constexpr microkernel kAvx2Microkernel{cpu_path::avx2, packing::f32, kBlockingAvx2,
+                                              &simd::avx2::gemm_tile_f32<6, 2>, &simd::avx2::gemm_tile_f32_out<6, 2>,
+                                              "avx2_f32_6x16"};
+inline constexpr microkernel kAvx512Microkernel{cpu_path::avx512, packing::f32, kBlockingAvx512,
+                                                &simd::avx512::gemm_tile_f32<12, 2>,
+                                                &simd::avx512::gemm_tile_f32_out<12, 2>, "avx512_f32_12x32"};
+inline constexpr microkernel kAvx512Bf16Microkernel{cpu_path::avx512bf16, packing::bf16x2, kBlockingAvx512Bf16,
+                                                    &simd::avx512bf16::gemm_tile_bf16<12, 2>,
+                                                    &simd::avx512bf16::gemm_tile_bf16_out<12, 2>,
+                                                    "avx512bf16_bf16x2_12x32"};
 #endif
-  return kScalar;
-}
 
 }  // namespace scalify::kernels
 

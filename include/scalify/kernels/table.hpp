@@ -1,0 +1,217 @@
+// scalify: the kernel table. Every GEMM routine that differs by CPU path is
+// reached through one table per path, chosen once from the path the GEMM runs
+// on (active_cpu_path(), or the path a B was packed for); an entry may point
+// to another path's routine, so each fallback is written once, here.
+//
+//   kernels_for(path)             the micro-kernels and the float32 epilogue
+//   operand_kernels_for<T>(path)  the routines that depend on an operand's element type T:
+//                                 packing of A and B, the streaming GEMV (M <= 4)
+//
+// The bulk casts have their table one layer down, beside them
+// (formats/convert.hpp, detail::cast_kernels_for). A null entry means the
+// portable scalar routine, which every path can run. docs/kernels.md shows
+// the whole table:
+//
+//   entry           scalar         avx2                 avx512               avx512bf16
+//   tile_f32        ref 4x8        avx2 6x16            avx512 12x32         avx512 12x32
+//   tile_bf16       ref 4x8        avx2 6x16            avx512 12x32         avx512bf16 12x32 (bf16 pairs)
+//   epilogue_f32    scalar         avx2                 avx2                 avx2
+//   pack_a, pack_b  scalar         avx2                 avx2                 avx2 (bf16 pairs)
+//   gemv_axpy       scalar         avx2                 avx512               avx512
+//   gemv_dot        scalar         avx2                 avx2                 avx2
+//
+// The packers and the epilogue run about 8 % of a large GEMM's time, and the
+// dot-form GEMV only for a B with contiguous columns: their AVX2 versions
+// serve the AVX-512 paths (docs/kernels.md, "What runs on the avx512 paths").
+#ifndef SCALIFY_KERNELS_TABLE_HPP_
+#define SCALIFY_KERNELS_TABLE_HPP_
+
+#include <cmath>        // std::fabs
+#include <cstddef>      // ptrdiff_t
+#include <cstdint>      // uint32_t
+#include <limits>       // std::numeric_limits
+#include <type_traits>  // std::is_same_v
+
+#include "scalify/config.hpp"             // SCALIFY_HAVE_X86_SIMD
+#include "scalify/cpu.hpp"                // cpu_path
+#include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, simd::avx2::epilogue_tile_f32
+#include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, simd::*::gemv_block, gemv_dot_block
+#include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
+#include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, simd::avx2::pack_*_rows
+
+namespace scalify::kernels {
+
+/// The routines of one CPU path for operands of element type T. Null: the
+/// scalar routine (pack_a_panel, pack_b_panel, gemv_block_scalar).
+template <class T>
+struct operand_kernels {
+  /// Rows [i0, i0 + mr) of an A with contiguous rows (a.cs == 1) into one panel.
+  using pack_a_fn = void (*)(const strided<T>& a, std::ptrdiff_t m, std::ptrdiff_t k, std::ptrdiff_t i0, int mr,
+                             uint32_t* dst);
+  /// Unit rows [u0, u1) of every panel of columns [j0, j0 + n) of a B with
+  /// contiguous rows (b.cs == 1); nr a multiple of 8.
+  using pack_b_fn = void (*)(const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t u0, std::ptrdiff_t u1,
+                             std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst);
+  /// acc (M x n, row stride ld) = A (float, M x k) * B(:, j0 .. j0 + n); M = index + 1.
+  using gemv_fn = void (*)(const strided<float>& a, const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t j0,
+                           std::ptrdiff_t n, float* acc, std::ptrdiff_t ld);
+  using gemv_dot_fn = void (*)(const strided<float>& a, const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t j0,
+                               std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw);
+
+  pack_a_fn pack_a_f32 = nullptr;   ///< packing::f32 panels
+  pack_a_fn pack_a_bf16 = nullptr;  ///< packing::bf16x2 panels (T exact in bfloat16 only)
+  pack_b_fn pack_b_f32 = nullptr;
+  pack_b_fn pack_b_bf16 = nullptr;
+  gemv_fn gemv_axpy[kGemvMaxRows] = {};    ///< B's rows contiguous (b.cs == 1): same bits as the GEMM
+  gemv_dot_fn gemv_dot[kGemvMaxRows] = {};  ///< B's columns contiguous (b.rs == 1): dot products
+};
+
+/// The routines of one CPU path that do not depend on the operand types.
+struct path_kernels {
+  cpu_path path;
+  const microkernel* tile_f32;   ///< every operand type
+  const microkernel* tile_bf16;  ///< both operands exact in bfloat16 (e4m3fn, e5m2, bfloat16)
+  /// The epilogue of a float32 C with unit column stride and no GELU (null: epilogue_tile).
+  float (*epilogue_f32)(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t i0,
+                        std::ptrdiff_t j0, const epilogue_params& p, const strided_out<float>& c);
+};
+
+namespace detail {
+
+template <class T>
+inline constexpr operand_kernels<T> kScalarOperandKernels{};
+
+#if SCALIFY_HAVE_X86_SIMD
+template <class T>
+constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
+  operand_kernels<T> t;
+  t.pack_a_f32 = &simd::avx2::pack_a_panel_rows<T>;
+  t.pack_b_f32 = &simd::avx2::pack_b_rows<T>;
+  if constexpr (kExactInBf16<T>) {
+    t.pack_a_bf16 = &simd::avx2::pack_a_panel_rows_bf16<T>;
+    t.pack_b_bf16 = &simd::avx2::pack_b_rows_bf16<T>;
+  }
+  if (avx512) {
+    t.gemv_axpy[0] = &simd::avx512::gemv_block<1, float, T>;
+    t.gemv_axpy[1] = &simd::avx512::gemv_block<2, float, T>;
+    t.gemv_axpy[2] = &simd::avx512::gemv_block<3, float, T>;
+    t.gemv_axpy[3] = &simd::avx512::gemv_block<4, float, T>;
+  } else {
+    t.gemv_axpy[0] = &simd::avx2::gemv_block<1, float, T>;
+    t.gemv_axpy[1] = &simd::avx2::gemv_block<2, float, T>;
+    t.gemv_axpy[2] = &simd::avx2::gemv_block<3, float, T>;
+    t.gemv_axpy[3] = &simd::avx2::gemv_block<4, float, T>;
+  }
+  t.gemv_dot[0] = &simd::avx2::gemv_dot_block<1, float, T>;
+  t.gemv_dot[1] = &simd::avx2::gemv_dot_block<2, float, T>;
+  t.gemv_dot[2] = &simd::avx2::gemv_dot_block<3, float, T>;
+  t.gemv_dot[3] = &simd::avx2::gemv_dot_block<4, float, T>;
+  return t;
+}
+
+template <class T>
+inline constexpr operand_kernels<T> kAvx2OperandKernels = simd_operand_kernels<T>(false);
+template <class T>
+inline constexpr operand_kernels<T> kAvx512OperandKernels = simd_operand_kernels<T>(true);
+#endif
+
+}  // namespace detail
+
+/// The table of `path`'s GEMM routines.
+inline const path_kernels& kernels_for(cpu_path path) {
+  static constexpr path_kernels kScalar{cpu_path::scalar, &kScalarMicrokernel, &kScalarMicrokernel, nullptr};
+#if SCALIFY_HAVE_X86_SIMD
+  static constexpr path_kernels kAvx2{cpu_path::avx2, &kAvx2Microkernel, &kAvx2Microkernel,
+                                      &simd::avx2::epilogue_tile_f32};
+  static constexpr path_kernels kAvx512{cpu_path::avx512, &kAvx512Microkernel, &kAvx512Microkernel,
+                                        &simd::avx2::epilogue_tile_f32};
+  static constexpr path_kernels kAvx512Bf16{cpu_path::avx512bf16, &kAvx512Microkernel, &kAvx512Bf16Microkernel,
+                                            &simd::avx2::epilogue_tile_f32};
+  switch (path) {
+    case cpu_path::scalar: return kScalar;
+    case cpu_path::avx2: return kAvx2;
+    case cpu_path::avx512: return kAvx512;
+    case cpu_path::avx512bf16: return kAvx512Bf16;
+  }
+#else
+  (void)path;
+#endif
+  return kScalar;
+}
+
+/// The table of `path`'s routines for operands of type T.
+template <class T>
+const operand_kernels<T>& operand_kernels_for(cpu_path path) {
+#if SCALIFY_HAVE_X86_SIMD
+  switch (path) {
+    case cpu_path::scalar: return detail::kScalarOperandKernels<T>;
+    case cpu_path::avx2: return detail::kAvx2OperandKernels<T>;
+    case cpu_path::avx512:
+    case cpu_path::avx512bf16: return detail::kAvx512OperandKernels<T>;
+  }
+#else
+  (void)path;
+#endif
+  return detail::kScalarOperandKernels<T>;
+}
+
+/// The micro-kernel of `path` for operands that are (not) both exact in bfloat16.
+inline const microkernel& select_microkernel(cpu_path path, bool bf16_exact) {
+  const path_kernels& t = kernels_for(path);
+  return bf16_exact ? *t.tile_bf16 : *t.tile_f32;
+}
+
+// ------------------------------------------------------------------------------
+// The callers' side: a table entry where it applies, else the scalar routine.
+
+/// Packs rows [i0, i0 + mr) of A into one panel of packing P.
+template <packing P, gemm_input T>
+void pack_a_panel_with(const operand_kernels<T>& t, const strided<T>& a, std::ptrdiff_t m, std::ptrdiff_t k,
+                       std::ptrdiff_t i0, int mr, uint32_t* dst) {
+  const auto f = P == packing::f32 ? t.pack_a_f32 : t.pack_a_bf16;
+  if (f != nullptr && a.cs == 1) return f(a, m, k, i0, mr, dst);
+  pack_a_panel<P>(a, m, k, i0, mr, dst);
+}
+
+/// The epilogue of an accumulator tile (see epilogue_tile).
+template <gemm_output TC>
+float epilogue_tile_with(const path_kernels& t, const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m,
+                         std::ptrdiff_t n, std::ptrdiff_t i0, std::ptrdiff_t j0, const epilogue_params& p,
+                         const strided_out<TC>& c) {
+  if constexpr (std::is_same_v<TC, float>) {
+    if (t.epilogue_f32 != nullptr && c.cs == 1 && p.act != activation::gelu_tanh) {
+      return t.epilogue_f32(acc, ld, m, n, i0, j0, p, c);
+    }
+  }
+  return epilogue_tile(acc, ld, m, n, i0, j0, p, c);
+}
+
+/// acc (m x n, row stride ld) = A(0..m, :) * B(:, j0 .. j0 + n), m <= kGemvMaxRows,
+/// A widened to float. B's rows contiguous: the axpy form (same bits as the
+/// blocked GEMM); else, B's columns contiguous: the dot form (`aw`: m * k
+/// floats of scratch); else scalar. An e4m3fn B scales A by 2^8 on the SIMD
+/// routines (kGemvScale): an |A| of 2^119 or more (but inf) goes to the scalar one.
+template <gemm_input TB>
+void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, const strided<TB>& b, std::ptrdiff_t m,
+                     std::ptrdiff_t k, std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
+  bool scalable = m >= 1 && m <= kGemvMaxRows;
+  if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
+    for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
+      for (std::ptrdiff_t q = 0; q < k; ++q) {
+        const float v = std::fabs(a.at(i, q));
+        if (v >= 0x1p119f && v != std::numeric_limits<float>::infinity()) scalable = false;
+      }
+    }
+  }
+  if (scalable) {
+    const auto axpy = t.gemv_axpy[m - 1];
+    if (axpy != nullptr && b.cs == 1) return axpy(a, b, k, j0, n, acc, ld);
+    const auto dot = t.gemv_dot[m - 1];
+    if (dot != nullptr && b.rs == 1) return dot(a, b, k, j0, n, acc, ld, aw);
+  }
+  gemv_block_scalar(a, b, m, k, j0, n, acc, ld);
+}
+
+}  // namespace scalify::kernels
+
+#endif  // SCALIFY_KERNELS_TABLE_HPP_

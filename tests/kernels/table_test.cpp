@@ -1,0 +1,280 @@
+// The kernel table (kernels/table.hpp, and the casts' part in
+// formats/convert.hpp): every entry of every CPU path this machine has,
+// called directly, against the portable scalar routine it stands for.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "scalify/core/scaled_array.hpp"  // detail::type_name
+#include "scalify/cpu.hpp"
+#include "scalify/formats/convert.hpp"
+#include "scalify/kernels/table.hpp"
+
+using scalify::bfloat16;
+using scalify::cpu_path;
+using scalify::float16;
+using scalify::float8_e4m3fn;
+using scalify::float8_e5m2;
+namespace k = scalify::kernels;
+
+namespace {
+
+/// Random finite values of T (normal, sigma 4), a few zeros.
+template <class T>
+std::vector<T> random_values(std::size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  std::vector<T> v(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = i % 17 == 3 ? 0.0f : dist(gen);
+    if constexpr (std::is_same_v<T, float>) {
+      v[i] = x;
+    } else {
+      v[i] = scalify::saturate_cast<T>(x);
+    }
+  }
+  return v;
+}
+
+bool same_bits(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(uint32_t)) == 0;
+}
+
+std::vector<cpu_path> machine_paths() {
+  std::vector<cpu_path> paths;
+  for (cpu_path p : scalify::all_cpu_paths) {
+    if (scalify::cpu_supports(p)) paths.push_back(p);
+  }
+  return paths;
+}
+
+template <class T>
+void check_operand_entries(cpu_path path) {
+  const k::operand_kernels<T>& t = k::operand_kernels_for<T>(path);
+  const k::path_kernels& pk = k::kernels_for(path);
+  INFO("path " << scalify::to_string(path) << ", type " << scalify::detail::type_name<T>());
+  if (path == cpu_path::scalar) {
+    CHECK(t.pack_a_f32 == nullptr);
+    CHECK(t.pack_b_f32 == nullptr);
+    CHECK(t.gemv_axpy[0] == nullptr);
+    CHECK(t.gemv_dot[0] == nullptr);
+  }
+  CHECK((t.pack_a_bf16 == nullptr || k::kExactInBf16<T>));
+  const int mr = pk.tile_f32->block.mr, nr = 16;  // nr: any multiple of 8
+  for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}}) {
+    INFO(m << " x " << kk);
+    // A, row-major (a.cs == 1).
+    const std::vector<T> a = random_values<T>(static_cast<std::size_t>(m * kk), 7);
+    const k::strided<T> as{a.data(), kk, 1};
+    for (int i0 = 0; i0 < m; i0 += mr) {
+      if (t.pack_a_f32 != nullptr) {
+        std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr), 0xDEADBEEFu), want(got);
+        t.pack_a_f32(as, m, kk, i0, mr, got.data());
+        k::pack_a_panel<k::packing::f32>(as, m, kk, i0, mr, want.data());
+        CHECK(same_bits(got, want));
+      }
+      if (t.pack_a_bf16 != nullptr) {
+        const std::ptrdiff_t ku = (kk + 1) / 2;
+        std::vector<uint32_t> got(static_cast<std::size_t>(ku * mr), 0xDEADBEEFu), want(got);
+        t.pack_a_bf16(as, m, kk, i0, mr, got.data());
+        k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
+        CHECK(same_bits(got, want));
+      }
+    }
+    // B (kk x n), rows contiguous, every panel of columns [j0, n).
+    const int n = 3 * nr + 5, j0 = 2;
+    const std::vector<T> b = random_values<T>(static_cast<std::size_t>(kk * n), 8);
+    const k::strided<T> bs{b.data(), n, 1};
+    const int panels = (n - j0 + nr - 1) / nr;
+    for (const bool pairs : {false, true}) {
+      const auto f = pairs ? t.pack_b_bf16 : t.pack_b_f32;
+      if (f == nullptr) continue;
+      const std::ptrdiff_t ku = pairs ? (kk + 1) / 2 : kk;
+      std::vector<uint32_t> got(static_cast<std::size_t>(panels * ku * nr), 0xDEADBEEFu), want(got);
+      f(bs, kk, 0, ku, j0, n - j0, nr, got.data());
+      for (int p = 0; p < panels; ++p) {
+        uint32_t* dst = want.data() + p * ku * nr;
+        if (pairs) {
+          k::pack_b_panel<k::packing::bf16x2>(bs, kk, n, j0 + p * nr, nr, dst);
+        } else {
+          k::pack_b_panel<k::packing::f32>(bs, kk, n, j0 + p * nr, nr, dst);
+        }
+      }
+      INFO("pack_b, pairs " << pairs);
+      CHECK(same_bits(got, want));
+    }
+    // The streaming GEMV: A widened to float (m rows), B rows or columns contiguous.
+    const std::vector<float> af = random_values<float>(static_cast<std::size_t>(4 * kk), 9);
+    const k::strided<float> a_rows{af.data(), kk, 1};
+    const std::vector<T> bt = random_values<T>(static_cast<std::size_t>(kk * n), 10);  // column-major: b.rs == 1
+    const k::strided<T> b_cols{bt.data(), 1, kk};
+    for (int rows = 1; rows <= k::kGemvMaxRows; ++rows) {
+      INFO("gemv with " << rows << " rows");
+      const std::ptrdiff_t ld = n + 3;
+      std::vector<float> want(static_cast<std::size_t>(rows * ld), 0.0f);
+      if (t.gemv_axpy[rows - 1] != nullptr) {
+        std::vector<float> got(want.size(), 0.0f);
+        t.gemv_axpy[rows - 1](a_rows, bs, kk, j0, n - j0, got.data(), ld);
+        k::gemv_block_scalar(a_rows, bs, rows, kk, j0, n - j0, want.data(), ld);
+        for (int i = 0; i < rows; ++i) {
+          CHECK(std::memcmp(got.data() + i * ld, want.data() + i * ld, (n - j0) * sizeof(float)) == 0);
+        }
+      }
+      if (t.gemv_dot[rows - 1] != nullptr) {
+        std::vector<float> got(want.size(), 0.0f), aw(static_cast<std::size_t>(rows * kk));
+        t.gemv_dot[rows - 1](a_rows, b_cols, kk, j0, n - j0, got.data(), ld, aw.data());
+        k::gemv_block_scalar(a_rows, b_cols, rows, kk, j0, n - j0, want.data(), ld);
+        // Dot products sum in another order: bounded by k * u * sum |a b|.
+        for (int i = 0; i < rows; ++i) {
+          for (int j = 0; j < n - j0; ++j) {
+            double bound = 0.0;
+            for (int q = 0; q < kk; ++q) {
+              bound += std::fabs(af[static_cast<std::size_t>(i * kk + q)] *
+                                 static_cast<double>(static_cast<float>(bt[static_cast<std::size_t>((j0 + j) * kk + q)])));
+            }
+            CHECK(std::fabs(got[i * ld + j] - want[i * ld + j]) <= kk * 0x1p-23 * bound + 1e-30);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <const scalify::detail::format_spec& S, class T>
+void check_cast_entries(cpu_path path) {
+  const auto& t = scalify::detail::cast_kernels_for<S>(path);
+  INFO("path " << scalify::to_string(path) << ", type " << scalify::detail::type_name<T>());
+  if (path == cpu_path::scalar) {
+    CHECK(t.widen == nullptr);
+    CHECK(t.narrow[0][0] == nullptr);
+    return;
+  }
+  // Inputs: normal(0, sigma) over many scales, plus specials, subnormals and boundaries.
+  std::mt19937 gen(11);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> src;
+  for (int i = 0; i < 3000; ++i) src.push_back(dist(gen) * std::ldexp(1.0f, static_cast<int>(gen() % 60) - 30));
+  for (float v : {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
+                  std::numeric_limits<float>::max(), 448.0f, 464.0f, 57344.0f, 65504.0f, 65520.0f}) {
+    src.push_back(v);
+    src.push_back(-v);
+  }
+  const std::size_t n = src.size();
+  for (int r = 0; r < 3; ++r) {
+    for (int with_stats = 0; with_stats < 2; ++with_stats) {
+      for (const bool saturate : {false, true}) {
+        INFO("rounding " << r << ", stats " << with_stats << ", saturate " << saturate);
+        REQUIRE(t.narrow[r][with_stats] != nullptr);
+        const scalify::convert_options o{.saturate = saturate, .round = static_cast<scalify::rounding>(r),
+                                         .seed = 5, .offset = 100};
+        const bool sat = o.saturate || o.round == scalify::rounding::stochastic;
+        const auto keys = scalify::detail::make_stochastic_keys(o.seed);
+        std::vector<T> got(n), want(n);
+        scalify::detail::narrow_stats st_got, st_want;
+        const std::size_t done = t.narrow[r][with_stats](src.data(), got.data(), n, sat, keys, o.offset, st_got);
+        CHECK(done <= n);
+        CHECK(done + 16 >= n);  // the scalar loop only finishes a tail
+        scalify::detail::narrow_scalar<S>(src.data(), want.data(), 0, done, o, sat, keys,
+                                          with_stats ? &st_want : nullptr);
+        CHECK(std::memcmp(got.data(), want.data(), done * sizeof(T)) == 0);
+        if (with_stats) {
+          CHECK(st_got.amax_bits == st_want.amax_bits);
+          CHECK(st_got.overflow == st_want.overflow);
+          CHECK(st_got.underflow == st_want.underflow);
+          CHECK(st_got.nan == st_want.nan);
+        }
+      }
+    }
+  }
+  // Widening: every code (all 256, or every 16-bit code), exact bits; NaN to NaN.
+  const std::size_t codes = sizeof(T) == 1 ? 256 : 65536;
+  std::vector<T> in(codes);
+  for (std::size_t c = 0; c < codes; ++c) {
+    in[c] = std::bit_cast<T>(static_cast<std::conditional_t<sizeof(T) == 1, uint8_t, uint16_t>>(c));
+  }
+  std::vector<float> out(codes);
+  const std::size_t done = t.widen(in.data(), out.data(), codes);
+  CHECK(done + 16 >= codes);
+  int misses = 0;
+  for (std::size_t c = 0; c < done; ++c) {
+    const float want = static_cast<float>(in[c]);
+    const bool ok = std::isnan(want) ? std::isnan(out[c]) && std::signbit(out[c]) == std::signbit(want)
+                                     : std::bit_cast<uint32_t>(out[c]) == std::bit_cast<uint32_t>(want);
+    if (!ok && misses++ < 5) FAIL_CHECK("code " << c << ": " << out[c] << " vs " << want);
+  }
+  CHECK(misses == 0);
+}
+
+}  // namespace
+
+TEST_CASE("kernel table: each path's table names its path and its micro-kernels", "[kernels][table]") {
+  for (cpu_path p : scalify::all_cpu_paths) {
+    const k::path_kernels& t = k::kernels_for(p);
+    INFO(scalify::to_string(p));
+    CHECK(t.path == p);
+    CHECK(t.tile_f32->pack == k::packing::f32);
+    CHECK(&k::select_microkernel(p, false) == t.tile_f32);
+    CHECK(&k::select_microkernel(p, true) == t.tile_bf16);
+    // Only the BF16 path has its own bfloat16-pair kernel; the others use their float32 one.
+    CHECK((t.tile_bf16->pack == k::packing::bf16x2) == (p == cpu_path::avx512bf16));
+    if (p == cpu_path::scalar) {
+      CHECK(t.tile_f32->path == cpu_path::scalar);
+      CHECK(t.epilogue_f32 == nullptr);
+    } else {
+      CHECK(t.tile_f32->path == (p == cpu_path::avx512bf16 ? cpu_path::avx512 : p));
+      CHECK(t.epilogue_f32 != nullptr);
+    }
+  }
+}
+
+TEST_CASE("kernel table: the float32 epilogue entry equals epilogue_tile", "[kernels][table]") {
+  std::mt19937 gen(3);
+  std::normal_distribution<float> dist(0.0f, 10.0f);
+  const std::ptrdiff_t ld = 40, m = 7, n = 37;
+  std::vector<float> acc(static_cast<std::size_t>(m * ld));
+  for (float& v : acc) v = dist(gen);
+  acc[5] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> bias(64);
+  for (float& v : bias) v = dist(gen);
+  for (cpu_path p : machine_paths()) {
+    const k::path_kernels& t = k::kernels_for(p);
+    if (t.epilogue_f32 == nullptr) continue;
+    for (const float beta : {0.0f, 0.5f}) {
+      for (const bool with_bias : {false, true}) {
+        for (const auto act : {scalify::activation::none, scalify::activation::relu}) {
+          INFO(scalify::to_string(p) << ", beta " << beta << ", bias " << with_bias << ", act " << int(act));
+          const k::epilogue_params ep{0.75f, beta, with_bias ? bias.data() : nullptr, act, false, true};
+          std::vector<float> c_got(static_cast<std::size_t>(20 * 50)), c_want;
+          for (float& v : c_got) v = dist(gen);
+          c_want = c_got;
+          const float a_got = t.epilogue_f32(acc.data(), ld, m, n, 3, 5, ep, k::strided_out<float>{c_got.data(), 50, 1});
+          const float a_want = k::epilogue_tile(acc.data(), ld, m, n, 3, 5, ep, k::strided_out<float>{c_want.data(), 50, 1});
+          CHECK(std::memcmp(c_got.data(), c_want.data(), c_got.size() * sizeof(float)) == 0);
+          CHECK(a_got == a_want);
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("kernel table: packing and GEMV entries equal the scalar routines", "[kernels][table]", float,
+                   float16, bfloat16, float8_e4m3fn, float8_e5m2) {
+  for (cpu_path p : machine_paths()) check_operand_entries<TestType>(p);
+}
+
+TEST_CASE("kernel table: the bulk cast entries equal the scalar casts", "[kernels][table][formats]") {
+  namespace d = scalify::detail;
+  for (cpu_path p : machine_paths()) {
+    check_cast_entries<d::kE4M3FN, float8_e4m3fn>(p);
+    check_cast_entries<d::kE5M2, float8_e5m2>(p);
+    check_cast_entries<d::kFloat16, float16>(p);
+    check_cast_entries<d::kBFloat16, bfloat16>(p);
+  }
+}
