@@ -526,6 +526,12 @@ class ScaledArray {
     constexpr bool kExact = std::is_same_v<Scale, S2> || std::is_same_v<Scale, double> ||
                             (std::is_same_v<Scale, float> && std::is_same_v<S2, float8_e8m0fnu>);
     if constexpr (kExact) {
+      if constexpr (kWidensStorage<D2>) {
+        if (widen_from(other.data())) {
+          scale_ = static_cast<Scale>(wanted);
+          return;
+        }
+      }
       detail::evaluate_into(data_, other.data().array().template cast<V>(), options);
       scale_ = static_cast<Scale>(wanted);
     } else {
@@ -539,6 +545,27 @@ class ScaledArray {
       }
       scale_ = fit.scale;
     }
+  }
+
+  /// Float storage from narrow storage (float8, float16, bfloat16) laid out
+  /// in the same order: an exact widening, done by the bulk cast (SIMD).
+  template <class D2>
+  static constexpr bool kWidensStorage =
+      std::is_same_v<Scalar, float> && detail::eigen_plain<D2> && detail::bulk_storable<typename D2::Scalar>;
+
+  /// Widens `src` into data_ with the bulk cast if the two store their
+  /// elements in the same order (same storage order, or a vector); false
+  /// (nothing written) otherwise.
+  template <class D2>
+  bool widen_from(const D2& src) {
+    const bool same_order = (int(Data::Flags) & Eigen::RowMajorBit) == (int(D2::Flags) & Eigen::RowMajorBit) ||
+                            src.rows() == 1 || src.cols() == 1;
+    if (!same_order) return false;
+    detail::check_storable<Data>(src.rows(), src.cols());
+    data_.resize(src.rows(), src.cols());
+    const auto n = static_cast<std::size_t>(src.size());
+    convert(std::span<const typename D2::Scalar>(src.data(), n), std::span<float>(data_.data(), n));
+    return true;
   }
 
   Data data_;

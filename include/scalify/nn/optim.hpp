@@ -92,10 +92,12 @@ class scaled_buffer {
   /// Stores `values` (plain float32 values) with `cfg`: rebased to
   /// pow2_round_down(RMS) if cfg.dynamic_scale, rounded into cfg.format
   /// (stochastically with seed `seed` if `stochastic`, saturating).
-  void store(const Matrix& values, const state_config& cfg, bool stochastic, uint64_t seed) {
+  /// `values`: a Matrix or any float Eigen expression of the same shape (read twice, not copied).
+  template <class Values>
+  void store(const Values& values, const state_config& cfg, bool stochastic, uint64_t seed) {
     float scale = 1.0f;
     if (cfg.dynamic_scale && values.size() > 0) {
-      const float rms = std::sqrt(values.squaredNorm() / static_cast<float>(values.size()));
+      const float rms = std::sqrt(values.matrix().squaredNorm() / static_cast<float>(values.size()));
       if (std::isfinite(rms) && rms > 0.0f) scale = pow2_round_down(rms);
     }
     convert_options o{.saturate = cfg.dynamic_scale};
@@ -103,7 +105,16 @@ class scaled_buffer {
       o.round = rounding::stochastic;
       o.seed = seed;
     }
-    data_ = cast_to(Tensor(Matrix(values / scale), scale), cfg.format, o);
+    // values / scale (exact: a power of two) rounded into the format in one pass, no float copy.
+    const auto rebased = scalify::detail::make_result((values.array() * (1.0f / scale)).matrix(), scale);
+    switch (cfg.format) {
+      case dtype::float32: data_ = Tensor(rebased); return;
+      case dtype::float16: data_ = detail::store_as<float16>(rebased, o); return;
+      case dtype::bfloat16: data_ = detail::store_as<bfloat16>(rebased, o); return;
+      case dtype::e4m3fn: data_ = detail::store_as<float8_e4m3fn>(rebased, o); return;
+      case dtype::e5m2: data_ = detail::store_as<float8_e5m2>(rebased, o); return;
+    }
+    throw detail::bad_dtype("scalify::nn::scaled_buffer::store", cfg.format);
   }
 
  private:
@@ -147,10 +158,13 @@ class nonfinite_gradient_error : public std::runtime_error {
 
 namespace detail {
 
-/// True if every value data * scale of `g` is finite (one pass over the data).
+/// True if every value data * scale of `g` is finite, in one vectorized pass:
+/// (d * s) * 0 is 0 where d * s is finite and NaN where it is not (inf * 0,
+/// NaN), so the sum is NaN exactly when some value is not finite. (Eigen's
+/// isFinite().all() runs element by element, about 10x slower.)
 inline bool all_finite(const Tensor& g) {
   if (!std::isfinite(g.scale())) return g.size() == 0;
-  return (g.data().array() * g.scale()).isFinite().all();
+  return !std::isnan((g.data().array() * g.scale() * 0.0f).sum());
 }
 
 /// `x` as printf's %g does ("0.5", "3e+30", "inf", "nan").
@@ -242,7 +256,8 @@ class optimizer_base {
     return true;
   }
   /// Stores the new weights `w` of parameter i into the state format and the parameter.
-  void store_weights(size_t i, const Matrix& w) {
+  template <class Values>
+  void store_weights(size_t i, const Values& w) {
     scaled_buffer b;
     b.store(w, state_, state_.stochastic_master, mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i));
     *params_[i].value = b.load();
@@ -289,15 +304,19 @@ class sgd : public detail::optimizer_base {
   bool step() {
     if (!begin_step("scalify::nn::sgd::step", cfg_.on_nonfinite)) return false;
     for (size_t i = 0; i < params_.size(); ++i) {
-      const Matrix w = values(*params_[i].value);
-      Matrix g = values(*params_[i].grad);
-      if (cfg_.weight_decay != 0.0f) g += cfg_.weight_decay * w;
-      Matrix v = g;
+      const Tensor& wt = *params_[i].value;
+      const Tensor& gt = *params_[i].grad;
+      const auto w = wt.data().array() * wt.scale();  // values, lazily (each pass below reads the data once)
+      Matrix v = gt.data() * gt.scale();
+      if (cfg_.weight_decay != 0.0f) v.array() += cfg_.weight_decay * w;
       if (cfg_.momentum != 0.0f) {
-        if (t_ > 1) v = cfg_.momentum * values(velocity_[i].load()) + g;
+        if (t_ > 1) {
+          const Tensor previous = velocity_[i].load();
+          v.array() += cfg_.momentum * (previous.data().array() * previous.scale());
+        }
         velocity_[i].store(v, state_, false, state_seed(i, 0));
       }
-      store_weights(i, w - cfg_.lr * v);
+      store_weights(i, w - cfg_.lr * v.array());
     }
     return true;
   }
