@@ -738,6 +738,56 @@ TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   check_all(bfloat16{}, 65536);
 }
 
+TEST_CASE("gemm: streaming path, e4m3fn NaN codes anywhere (blocks checked, then redone) give the scalar bits",
+          "[kernels][gemm]") {
+  // The SIMD streaming loops widen e4m3fn blocks without the NaN step and
+  // check each block for the NaN code; a block with one is computed again
+  // from its stored accumulators. NaN codes are placed in full blocks (first,
+  // middle, last row of a sweep), in the one-chunk blocks, in the scalar
+  // column tail and in a partial last sweep; every other element of C must
+  // keep the scalar path's bits, and NaN stay NaN.
+  std::mt19937 rng(1212);
+  int cases = 0;
+  for (const index_t m : {1, 2, 3, 4}) {
+    for (const index_t k : {1, 3, 8, 9, 20}) {
+      for (const index_t n : {16, 37, 64, 100, 200, 300}) {
+        auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
+        for (int nans = 0; nans < 3; ++nans) {
+          auto b = random_mat<float8_e4m3fn>(k, n, layout::row_major, 0, rng, 64.0f);
+          for (int q = 0; q < nans; ++q) {
+            const index_t r = q == 0 ? 0 : q == 1 ? k - 1 : index_t(rng() % uint32_t(k));
+            const index_t c = q == 0 ? n - 1 : index_t(rng() % uint32_t(n));
+            b.at(r, c) = scalify::detail::from_code<float8_e4m3fn>(rng() % 2 ? 0x7Fu : 0xFFu);
+          }
+          std::vector<uint32_t> ref;
+          for_each_path([&](cpu_path p) {
+            std::vector<float> c(static_cast<std::size_t>(m * n));
+            scalify::gemm(a.view(), b.view(), scalify::row_major_view(c.data(), m, n));
+            std::vector<uint32_t> bits;
+            for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
+            if (p == cpu_path::scalar) {
+              ref = bits;
+              return;
+            }
+            REQUIRE(ref.size() == bits.size());
+            int bad = 0;
+            for (std::size_t q = 0; q < bits.size(); ++q) {
+              if (bits[q] != ref[q] && bad++ < 3) {
+                FAIL_CHECK("path " << scalify::to_string(p) << " m " << m << " k " << k << " n " << n << " nans "
+                                   << nans << " index " << q << ": " << std::bit_cast<float>(bits[q])
+                                   << " != " << std::bit_cast<float>(ref[q]));
+              }
+            }
+            CHECK(bad == 0);
+            ++cases;
+          });
+        }
+      }
+    }
+  }
+  CHECK(cases > 0);
+}
+
 TEST_CASE("gemm: streaming path with e4m3fn B and huge A (no overflow from its internal 2^8 scaling)",
           "[kernels][gemm]") {
   std::mt19937 rng(21);

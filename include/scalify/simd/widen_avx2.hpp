@@ -6,9 +6,18 @@
 //   widen16(p, lo, hi)   16 values; float8 in 16-bit lanes. For e4m3fn the result is
 //                        value * 2^-8: multiply the other factor by kGemvScale<T> = 2^8
 //   widen_pair(p, lo, hi) widen16 into two f32x (simd/f32_avx2.hpp)
+//
+// e4m3fn without the NaN code (streaming GEMV and packers, after a check per
+// block of codes; see docs/kernels.md, "Decoding e4m3fn"):
+//   has_nan_code(p, n)            whether any of n codes at p is NaN (false for other types)
+//   nan_screen                    the same, accumulated from the registers the *_no_nan widenings load
+//   widen8_no_nan(p)              widen8 for codes that are not NaN
+//   widen_pair_no_nan(p, lo, hi)  widen16's value * 2^-8, codes that are not NaN
+//   widen_quad_no_nan(p, w)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
 #ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX2_HPP_
 
+#include <cstddef>      // ptrdiff_t
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
@@ -84,6 +93,102 @@ SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
 template <class T>
 SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
   widen16(p, lo.v, hi.v);
+}
+
+// ---------------------------------------------------------------------------
+// e4m3fn without the NaN code. A code is NaN iff its 7 magnitude bits are all
+// set (s.1111.111): code | 0x80 is then 0xFF, the largest byte, so the
+// unsigned byte maximum of (code | 0x80) over a block is 0xFF iff the block
+// has a NaN code (2 operations per 32 codes). The callers widen a block with
+// the cheaper decode below and check it at the same time; a block that had
+// a NaN code is widened again with widen8 / widen16 (NaN kept).
+
+/// The running maximum of (code | 0x80) over 32 codes at p.
+SCALIFY_ALWAYS_INLINE __m256i nan_code_max32(__m256i m, const float8_e4m3fn* p) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
+}
+
+/// A running check for the e4m3fn NaN code over the codes widened by
+/// widen_pair_no_nan / widen_quad_no_nan (which update it from the registers
+/// they load): `hit()` after a block tells whether it had one.
+struct nan_screen {
+  __m256i m;
+  SCALIFY_ALWAYS_INLINE nan_screen() : m(_mm256_setzero_si256()) {}
+  SCALIFY_ALWAYS_INLINE void add(__m256i x) {
+    m = _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
+  }
+  SCALIFY_ALWAYS_INLINE void add(__m128i x) { add(_mm256_zextsi128_si256(x)); }
+  SCALIFY_ALWAYS_INLINE bool hit() const {
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0;
+  }
+};
+
+/// Whether any of the n values at p is an e4m3fn NaN code; false for other
+/// types (their widenings have no separate NaN step).
+template <class T>
+SCALIFY_ALWAYS_INLINE bool has_nan_code(const T* p, std::ptrdiff_t n) {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    const std::ptrdiff_t n32 = n / 32 * 32;
+    __m256i m = _mm256_setzero_si256();
+    for (std::ptrdiff_t j = 0; j < n32; j += 32) m = nan_code_max32(m, p + j);
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0) return true;
+    for (std::ptrdiff_t j = n32; j < n; ++j) {
+      if ((p[j].bits() & 0x7F) == 0x7F) return true;
+    }
+  }
+  (void)p;
+  (void)n;
+  return false;
+}
+
+/// Bytes b (in the upper half of 16-bit lanes, low half zero) -> float16 bits
+/// of the e4m3fn value * 2^-8: s.eeee.mmm.00000000 shifted right by 1
+/// (arithmetic) is s.s.eeee.mmm.0000000, masked with 0xBF80 s.0.eeee.mmm.0000000
+/// (subnormals land on float16 subnormals with the same mantissa). In-lane
+/// unpacks instead of the lane-crossing sign extension of widen16, and no
+/// NaN step: the NaN code gives 0x3F80 (+-1.875).
+SCALIFY_ALWAYS_INLINE __m256i e4m3fn_halves(__m256i upper) {
+  return _mm256_and_si256(_mm256_srai_epi16(upper, 1), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+}
+SCALIFY_ALWAYS_INLINE __m128i e4m3fn_halves(__m128i upper) {
+  return _mm_and_si128(_mm_srai_epi16(upper, 1), _mm_set1_epi16(static_cast<short>(0xBF80)));
+}
+
+/// 32 e4m3fn codes, none NaN -> value * 2^-8 (as widen16): w[0] codes 0-7,
+/// w[1] 8-15, w[2] 16-23, w[3] 24-31. Per 16 codes: one unpack, one shift, one
+/// and, one extract and two vcvtph2ps (widen16's NaN-keeping form: 3 more).
+SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const float8_e4m3fn* p, f32x* w, nan_screen& screen) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i z = _mm256_setzero_si256();
+  const __m256i a = e4m3fn_halves(_mm256_unpacklo_epi8(z, x));  // codes 0-7 | 16-23
+  const __m256i b = e4m3fn_halves(_mm256_unpackhi_epi8(z, x));  // codes 8-15 | 24-31
+  screen.add(x);
+  w[0].v = _mm256_cvtph_ps(_mm256_castsi256_si128(a));
+  w[1].v = _mm256_cvtph_ps(_mm256_castsi256_si128(b));
+  w[2].v = _mm256_cvtph_ps(_mm256_extracti128_si256(a, 1));
+  w[3].v = _mm256_cvtph_ps(_mm256_extracti128_si256(b, 1));
+}
+
+/// 16 e4m3fn codes, none NaN -> value * 2^-8 (as widen16).
+SCALIFY_ALWAYS_INLINE void widen_pair_no_nan(const float8_e4m3fn* p, f32x& lo, f32x& hi, nan_screen& screen) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  screen.add(x);
+  const __m128i z = _mm_setzero_si128();
+  lo.v = _mm256_cvtph_ps(e4m3fn_halves(_mm_unpacklo_epi8(z, x)));
+  hi.v = _mm256_cvtph_ps(e4m3fn_halves(_mm_unpackhi_epi8(z, x)));
+}
+
+/// widen8 for codes that are not e4m3fn NaN (the same for other types).
+template <class T>
+SCALIFY_ALWAYS_INLINE __m256 widen8_no_nan(const T* p) {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    const __m128i h = e4m3fn_halves(_mm_unpacklo_epi8(_mm_setzero_si128(), x));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+  } else {
+    return widen8(p);
+  }
 }
 
 }  // namespace scalify::simd::avx2
