@@ -99,11 +99,10 @@ SCALIFY_ALWAYS_INLINE void widen_pair_no_nan(const float8_e4m3fn* p, f32x& lo, f
 
 /// 64 e4m3fn codes, none NaN -> w[0..3] (16 codes each, in order).
 SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const float8_e4m3fn* p, f32x* w, nan_screen& screen) {
-  const __m512i x = _mm512_loadu_si512(p);
-  screen.add(x);
+  screen.add(_mm512_loadu_si512(p));
   const __m512i k = _mm512_set1_epi16(static_cast<short>(0xBF80));
-  const __m512i v0 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(x));
-  const __m512i v1 = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(x, 1));
+  const __m512i v0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i v1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
   halves_to_f32(_mm512_and_si512(_mm512_slli_epi16(v0, 7), k), w[0].v, w[1].v);
   halves_to_f32(_mm512_and_si512(_mm512_slli_epi16(v1, 7), k), w[2].v, w[3].v);
 }
