@@ -85,7 +85,7 @@ void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b
     __m256 s0[M], s1[M];
     // e4m3fn: the column is widened without the NaN step and checked for the
     // NaN code (see gemv_block); a column with one is summed again with widen16.
-    auto sum = [&](auto exact) {
+    auto sum = [&](auto exact) __attribute__((always_inline)) {
       [[maybe_unused]] nan_screen screen;
       for (int i = 0; i < M; ++i) s0[i] = s1[i] = _mm256_setzero_ps();
       for (std::ptrdiff_t k = 0; k < k16; k += 16) {

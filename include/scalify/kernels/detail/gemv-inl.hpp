@@ -67,7 +67,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         // for the NaN code; a block that had one (if any: none in finite
         // data) is computed again from the stored accumulators with
         // widen_pair, which keeps the NaN. Same bits either way.
-        auto block = [&](auto exact) {
+        auto block = [&](auto exact) __attribute__((always_inline)) {  // one call per block: inlined
           constexpr bool kFast = std::is_same_v<TB, float8_e4m3fn> && !decltype(exact)::value;
           constexpr int kStep = kFast && H % 2 == 0 ? 2 : 1;  // chunks per widening
           f32x c[H][2][M];
@@ -114,7 +114,11 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
           }
           return true;
         };
-        if (!block(std::false_type{})) block(std::true_type{});
+        if constexpr (std::is_same_v<TB, float8_e4m3fn> && M <= kNoNanMaxRows) {
+          if (!block(std::false_type{})) block(std::true_type{});
+        } else {
+          block(std::true_type{});
+        }
       }
     };
     // Columns per step: 64 for M = 1 over float8, 32 over other 8- and 16-bit
