@@ -7,13 +7,14 @@
 //                        value * 2^-8: multiply the other factor by kGemvScale<T> = 2^8
 //   widen_pair(p, lo, hi) widen16 into two f32x (simd/f32_avx2.hpp)
 //
-// e4m3fn without the NaN code (streaming GEMV and packers, after a check per
-// block of codes; see docs/kernels.md, "Decoding e4m3fn"):
+// e4m3fn without the NaN step, for blocks of codes checked for the NaN code
+// (streaming GEMV, packers; docs/kernels.md, "Decoding e4m3fn"):
 //   has_nan_code(p, n)            whether any of n codes at p is NaN (false for other types)
 //   nan_screen                    the same, accumulated from the registers the *_no_nan widenings load
 //   widen8_no_nan(p)              widen8 for codes that are not NaN
-//   widen_pair_no_nan(p, lo, hi)  widen16's value * 2^-8, codes that are not NaN
-//   widen_quad_no_nan(p, w)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
+//   widen_pair_no_nan(p, lo, hi, screen)  widen16's value * 2^-8, codes that are not NaN
+//   widen_quad_no_nan(p, w, screen)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
+//   kNoNanMaxRows                 the largest M for which the streaming GEMV uses them
 #ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX2_HPP_
 
@@ -100,9 +101,10 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
 // e4m3fn without the NaN code. A code is NaN iff its 7 magnitude bits are all
 // set (s.1111.111): code | 0x80 is then 0xFF, the largest byte, so the
 // unsigned byte maximum of (code | 0x80) over a block is 0xFF iff the block
-// has a NaN code (2 operations per 32 codes). The callers widen a block with
-// the cheaper decode below and check it at the same time; a block that had
-// a NaN code is widened again with widen8 / widen16 (NaN kept).
+// has a NaN code (2 operations per 32 codes). The streaming GEMV widens a
+// block with the cheaper decode below and checks it in the same pass
+// (nan_screen), then computes a block that had a NaN code again with widen16
+// (NaN kept); the packers check a row's run first (has_nan_code).
 
 /// The running maximum of (code | 0x80) over 32 codes at p.
 SCALIFY_ALWAYS_INLINE __m256i nan_code_max32(__m256i m, const float8_e4m3fn* p) {

@@ -8,10 +8,11 @@
 //                        multiply the other factor by kGemvScale<T> = 2^8 (avx2's)
 //   widen_pair(p, lo, hi) widen32 into two f32x (simd/f32_avx512.hpp)
 //
-// e4m3fn without the NaN code, as in widen_avx2.hpp, at twice the width:
+// e4m3fn without the NaN step, as in widen_avx2.hpp, at twice the width:
 //   nan_screen                      whether the codes widened since it was made had the NaN code
-//   widen_pair_no_nan(p, lo, hi)    widen32's value * 2^-8 for codes that are not NaN
-//   widen_quad_no_nan(p, w)         64 codes -> w[0..3] (codes 0-15, 16-31, 32-47, 48-63)
+//   widen_pair_no_nan(p, lo, hi, screen)  widen32's value * 2^-8 for codes that are not NaN
+//   widen_quad_no_nan(p, w, screen)       64 codes -> w[0..3] (codes 0-15, 16-31, 32-47, 48-63)
+//   kNoNanMaxRows                   the largest M for which the streaming GEMV uses them
 #ifndef SCALIFY_SIMD_WIDEN_AVX512_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX512_HPP_
 
