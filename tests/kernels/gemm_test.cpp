@@ -108,11 +108,16 @@ uint32_t bits_of(T x) {
   }
 }
 
-/// `size` values whose codes run 0, 1, ..., codes - 1, 0, 1, ... (every code of T).
+/// `size` values whose codes run 0, 1, ..., codes - 1, 0, 1, ... (every code of T);
+/// with skip_nan, e4m3fn's NaN codes 0x7F and 0xFF are left out of the cycle.
 template <class T>
-std::vector<T> cycled_codes(index_t size, int codes) {
+std::vector<T> cycled_codes(index_t size, int codes, bool skip_nan = false) {
+  std::vector<uint32_t> cycle;
+  for (uint32_t c = 0; c < uint32_t(codes); ++c) {
+    if (!(skip_nan && (c & 0x7Fu) == 0x7Fu)) cycle.push_back(c);
+  }
   std::vector<T> v(static_cast<std::size_t>(size));
-  for (std::size_t q = 0; q < v.size(); ++q) v[q] = scalify::detail::from_code<T>(uint32_t(q % std::size_t(codes)));
+  for (std::size_t q = 0; q < v.size(); ++q) v[q] = scalify::detail::from_code<T>(cycle[q % cycle.size()]);
   return v;
 }
 
@@ -605,14 +610,14 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
     if (std::isnan(e)) return std::isnan(g) && std::signbit(g) == std::signbit(e);
     return got == expected;
   };
-  auto check_all = [&](auto tag, int codes) {
+  auto check_all = [&](auto tag, int codes, bool skip_nan = false) {
     using T = decltype(tag);
     for_each_path([&](cpu_path p) {
       const auto& mk = scalify::kernels::select_microkernel(p, false);
       const int mr = mk.block.mr, nr = mk.block.nr;
       // A: 6 rows x ka, code (i * ka + u) % codes at (i, u); rows 6.. of the panel are zero.
       const index_t ka = (codes + 5) / 6 + 3;
-      const auto a = cycled_codes<T>(6 * ka, codes);
+      const auto a = cycled_codes<T>(6 * ka, codes, skip_nan);
       std::vector<uint32_t> ap(static_cast<std::size_t>(ka * mr), 0xDEADBEEFu);
       const scalify::kernels::strided<T> as{a.data(), ka, 1};
       scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, as, 6, ka, 0, mr, ap.data());
@@ -627,7 +632,7 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       }
       // B: 8 rows x nb, code (r * nb + j) % codes at (r, j); columns nb.. of the last panel are zero.
       const index_t nb = (codes + 7) / 8 + 5, kb = 8;
-      const auto b = cycled_codes<T>(kb * nb, codes);
+      const auto b = cycled_codes<T>(kb * nb, codes, skip_nan);
       const index_t panels = (nb + nr - 1) / nr;
       std::vector<uint32_t> bp(static_cast<std::size_t>(panels * nr * kb), 0xDEADBEEFu);
       const scalify::kernels::strided<T> bs{b.data(), nb, 1};
@@ -647,6 +652,7 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
     });
   };
   check_all(float8_e4m3fn{}, 256);
+  check_all(float8_e4m3fn{}, 256, true);  // no NaN code: the packers' decode without the NaN step
   check_all(float8_e5m2{}, 256);
   check_all(float16{}, 65536);
   check_all(bfloat16{}, 65536);
@@ -674,13 +680,13 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
   };
   const auto& mk = scalify::kernels::select_microkernel(cpu_path::avx512bf16, true);
   REQUIRE(mk.pack == packing::bf16x2);
-  auto check_all = [&](auto tag, int codes) {
+  auto check_all = [&](auto tag, int codes, bool skip_nan = false) {
     using T = decltype(tag);
     int bad = 0;
     for (const index_t extra : {0, 1, 16}) {
       // A: 7 rows (a partial 12-row panel) x ka, code (i * ka + u) % codes at (i, u).
       const index_t ka = (codes + 6) / 7 + extra;
-      const auto a = cycled_codes<T>(7 * ka, codes);
+      const auto a = cycled_codes<T>(7 * ka, codes, skip_nan);
       const strided<T> as{a.data(), ka, 1};
       const index_t kua = (ka + 1) / 2;
       std::vector<uint32_t> got(static_cast<std::size_t>(kua * mk.block.mr), 0xDEADBEEFu), expected(got.size());
@@ -691,7 +697,7 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
       }
       // B: kb x nb, code (r * nb + j) % codes at (r, j); a partial last panel.
       const index_t kb = 7 + extra, nb = (codes + kb - 1) / kb + 5;
-      const auto b = cycled_codes<T>(kb * nb, codes);
+      const auto b = cycled_codes<T>(kb * nb, codes, skip_nan);
       const strided<T> bs{b.data(), nb, 1};
       const index_t kub = (kb + 1) / 2, nr = mk.block.nr, panels = (nb + nr - 1) / nr;
       std::vector<uint32_t> gotb(static_cast<std::size_t>(panels * nr * kub), 0xDEADBEEFu), expb(gotb.size());
@@ -706,6 +712,7 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
     CHECK(bad == 0);
   };
   check_all(float8_e4m3fn{}, 256);
+  check_all(float8_e4m3fn{}, 256, true);
   check_all(float8_e5m2{}, 256);
   check_all(bfloat16{}, 65536);
 }
@@ -736,6 +743,95 @@ TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   check_all(float8_e5m2{}, 256);
   check_all(float16{}, 65536);
   check_all(bfloat16{}, 65536);
+}
+
+TEST_CASE("gemm: streaming path, e4m3fn NaN codes anywhere (blocks checked, then redone) give the scalar bits",
+          "[kernels][gemm]") {
+  // The SIMD streaming loops widen e4m3fn blocks without the NaN step and
+  // check each block for the NaN code; a block with one is computed again
+  // from its stored accumulators. NaN codes are placed in full blocks (first,
+  // middle, last row of a sweep), in the one-chunk blocks, in the scalar
+  // column tail and in a partial last sweep; every other element of C must
+  // keep the scalar path's bits, and NaN stay NaN.
+  std::mt19937 rng(1212);
+  int cases = 0;
+  for (const index_t m : {1, 2, 3, 4}) {
+    for (const index_t k : {1, 3, 8, 9, 20}) {
+      for (const index_t n : {16, 37, 64, 100, 200, 300}) {
+        auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
+        for (int nans = 0; nans < 3; ++nans) {
+          auto b = random_mat<float8_e4m3fn>(k, n, layout::row_major, 0, rng, 64.0f);
+          for (int q = 0; q < nans; ++q) {
+            const index_t r = q == 0 ? 0 : q == 1 ? k - 1 : index_t(rng() % uint32_t(k));
+            const index_t c = q == 0 ? n - 1 : index_t(rng() % uint32_t(n));
+            b.at(r, c) = scalify::detail::from_code<float8_e4m3fn>(rng() % 2 ? 0x7Fu : 0xFFu);
+          }
+          std::vector<uint32_t> ref;
+          for_each_path([&](cpu_path p) {
+            std::vector<float> c(static_cast<std::size_t>(m * n));
+            scalify::gemm(a.view(), b.view(), scalify::row_major_view(c.data(), m, n));
+            std::vector<uint32_t> bits;
+            for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
+            if (p == cpu_path::scalar) {
+              ref = bits;
+              return;
+            }
+            REQUIRE(ref.size() == bits.size());
+            int bad = 0;
+            for (std::size_t q = 0; q < bits.size(); ++q) {
+              if (bits[q] != ref[q] && bad++ < 3) {
+                FAIL_CHECK("path " << scalify::to_string(p) << " m " << m << " k " << k << " n " << n << " nans "
+                                   << nans << " index " << q << ": " << std::bit_cast<float>(bits[q])
+                                   << " != " << std::bit_cast<float>(ref[q]));
+              }
+            }
+            CHECK(bad == 0);
+            ++cases;
+          });
+        }
+      }
+    }
+  }
+  CHECK(cases > 0);
+}
+
+TEST_CASE("gemm: streaming dot form, e4m3fn NaN codes make exactly their columns NaN", "[kernels][gemm]") {
+  // Weights W (N x K) used transposed: each column is widened without the
+  // NaN step and checked; a column with a NaN code is summed again. Columns
+  // without one keep the bits of the same path on W with those codes zeroed.
+  std::mt19937 rng(1313);
+  for (const index_t m : {1, 2, 4}) {
+    for (const index_t k : {16, 17, 40, 50, 100}) {  // 32-code decodes, then 16, then the scalar tail
+      const index_t n = 23;
+      auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
+      auto w = random_mat<float8_e4m3fn>(n, k, layout::row_major, 0, rng, 64.0f);
+      auto clean = w;
+      std::vector<bool> nan_col(static_cast<std::size_t>(n), false);
+      for (const index_t j : {index_t(0), index_t(7), n - 1}) {
+        const index_t u = index_t(rng() % uint32_t(k));
+        w.at(j, u) = scalify::detail::from_code<float8_e4m3fn>(rng() % 2 ? 0x7Fu : 0xFFu);
+        clean.at(j, u) = from_float<float8_e4m3fn>(0.0f);
+        nan_col[std::size_t(j)] = true;
+      }
+      for_each_path([&](cpu_path p) {
+        std::vector<float> c(static_cast<std::size_t>(m * n)), c0(c.size());
+        scalify::gemm(a.view(), w.view(), scalify::row_major_view(c.data(), m, n), {.trans_b = trans::yes});
+        scalify::gemm(a.view(), clean.view(), scalify::row_major_view(c0.data(), m, n), {.trans_b = trans::yes});
+        int bad = 0;
+        for (index_t i = 0; i < m; ++i) {
+          for (index_t j = 0; j < n; ++j) {
+            const float g = c[std::size_t(i * n + j)], e = c0[std::size_t(i * n + j)];
+            const bool ok = nan_col[std::size_t(j)] ? std::isnan(g) : std::bit_cast<uint32_t>(g) == std::bit_cast<uint32_t>(e);
+            if (!ok && bad++ < 3) {
+              FAIL_CHECK("path " << scalify::to_string(p) << " m " << m << " k " << k << " (" << i << ", " << j
+                                 << "): " << g << " vs " << e);
+            }
+          }
+        }
+        CHECK(bad == 0);
+      });
+    }
+  }
 }
 
 TEST_CASE("gemm: streaming path with e4m3fn B and huge A (no overflow from its internal 2^8 scaling)",

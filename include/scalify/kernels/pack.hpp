@@ -21,7 +21,7 @@
 #include "scalify/formats/float16.hpp"      // float16, bfloat16
 #include "scalify/formats/float8.hpp"       // float8_e4m3fn, float8_e5m2
 #include "scalify/kernels/microkernels.hpp"  // packing
-#include "scalify/simd/widen_avx2.hpp"       // simd::avx2::widen8
+#include "scalify/simd/widen_avx2.hpp"       // simd::avx2::widen8, widen8_no_nan, has_nan_code
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2
@@ -130,6 +130,31 @@ void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_s
 SCALIFY_BEGIN_TARGET_AVX2
 namespace scalify::simd::avx2 {
 
+/// Calls f(widen), widen(p) being 8 values of T at p widened to float32:
+/// widen8_no_nan when `nan` is false (no e4m3fn NaN code among the values f
+/// widens; has_nan_code), else widen8. One instantiation for types other
+/// than e4m3fn (their widen8 has no NaN step).
+struct widen8_fn {
+  template <class T>
+  SCALIFY_ALWAYS_INLINE __m256 operator()(const T* p) const {
+    return widen8(p);
+  }
+};
+struct widen8_no_nan_fn {
+  template <class T>
+  SCALIFY_ALWAYS_INLINE __m256 operator()(const T* p) const {
+    return widen8_no_nan(p);
+  }
+};
+template <class T, class F>
+SCALIFY_ALWAYS_INLINE void with_widen8(bool nan, F&& f) {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    if (!nan) return f(widen8_no_nan_fn{});
+  }
+  (void)nan;
+  f(widen8_fn{});
+}
+
 /// Rows [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
 /// contiguous rows (b.cs == 1), panel p at dst + p * k_size * nr: the source is
 /// read row by row, sequentially (a panel at a time would read 16-64 bytes per
@@ -150,10 +175,12 @@ void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdi
       const char* ahead = reinterpret_cast<const char*>(row + kAhead * b.rs);
       for (std::ptrdiff_t off = 0; off < run_bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T1);
     }
-    for (std::ptrdiff_t p = 0; p < full; ++p) {
-      float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
-      for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen8(row + p * nr + j));
-    }
+    with_widen8<T>(has_nan_code(row, full * nr), [&](auto widen) {
+      for (std::ptrdiff_t p = 0; p < full; ++p) {
+        float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
+        for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen(row + p * nr + j));
+      }
+    });
     if (rest > 0) {
       uint32_t* out = dst + (full * k_size + u) * nr;
       for (std::ptrdiff_t j = 0; j < rest; ++j) out[j] = kernels::widen_f32_bits(row[full * nr + j]);
@@ -194,41 +221,51 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
     // spills 2 lanes into the next unit, which the next store overwrites; the
     // last unit is stored as 4 + 2 floats (never past the panel).
     const T* r[6];
-    for (int i = 0; i < 6; ++i) r[i] = a.data + (i0 + i) * a.rs;
+    bool nan = false;
+    for (int i = 0; i < 6; ++i) {
+      r[i] = a.data + (i0 + i) * a.rs;
+      nan = nan || has_nan_code(r[i], k8);
+    }
     float* out = reinterpret_cast<float*>(dst);
     const __m256 z = _mm256_setzero_ps();
-    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
-      const __m256 r0 = widen8(r[0] + u), r1 = widen8(r[1] + u), r2 = widen8(r[2] + u);
-      const __m256 r3 = widen8(r[3] + u), r4 = widen8(r[4] + u), r5 = widen8(r[5] + u);
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
-      const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
-      float* o = out + u * 6;
-      _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(s0, s4, 0x20));   // k = u:     rows 0..5 (+ 2 zeros)
-      _mm256_storeu_ps(o + 6, _mm256_permute2f128_ps(s1, s5, 0x20));   // k = u + 1
-      _mm256_storeu_ps(o + 12, _mm256_permute2f128_ps(s2, s6, 0x20));  // k = u + 2
-      _mm256_storeu_ps(o + 18, _mm256_permute2f128_ps(s3, s7, 0x20));  // k = u + 3
-      _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(s0, s4, 0x31));  // k = u + 4
-      _mm256_storeu_ps(o + 30, _mm256_permute2f128_ps(s1, s5, 0x31));  // k = u + 5
-      _mm256_storeu_ps(o + 36, _mm256_permute2f128_ps(s2, s6, 0x31));  // k = u + 6
-      const __m256 last = _mm256_permute2f128_ps(s3, s7, 0x31);        // k = u + 7
-      _mm_storeu_ps(o + 42, _mm256_castps256_ps128(last));
-      _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(last, 1));
-    }
+    with_widen8<T>(nan, [&](auto widen8) {
+      for (std::ptrdiff_t u = 0; u < k8; u += 8) {
+        const __m256 r0 = widen8(r[0] + u), r1 = widen8(r[1] + u), r2 = widen8(r[2] + u);
+        const __m256 r3 = widen8(r[3] + u), r4 = widen8(r[4] + u), r5 = widen8(r[5] + u);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
+        const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        float* o = out + u * 6;
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(s0, s4, 0x20));   // k = u:     rows 0..5 (+ 2 zeros)
+        _mm256_storeu_ps(o + 6, _mm256_permute2f128_ps(s1, s5, 0x20));   // k = u + 1
+        _mm256_storeu_ps(o + 12, _mm256_permute2f128_ps(s2, s6, 0x20));  // k = u + 2
+        _mm256_storeu_ps(o + 18, _mm256_permute2f128_ps(s3, s7, 0x20));  // k = u + 3
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(s0, s4, 0x31));  // k = u + 4
+        _mm256_storeu_ps(o + 30, _mm256_permute2f128_ps(s1, s5, 0x31));  // k = u + 5
+        _mm256_storeu_ps(o + 36, _mm256_permute2f128_ps(s2, s6, 0x31));  // k = u + 6
+        const __m256 last = _mm256_permute2f128_ps(s3, s7, 0x31);        // k = u + 7
+        _mm_storeu_ps(o + 42, _mm256_castps256_ps128(last));
+        _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(last, 1));
+      }
+    });
     for (std::ptrdiff_t i = 0; i < 6; ++i) {
       for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(r[i][u]);
     }
     return;
   }
   auto row = [&](std::ptrdiff_t i) { return a.data + (i0 + i) * a.rs; };
-  scatter_panel_rows(
-      rows, k_size, k8, mr, dst,
-      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return _mm256_castps_si256(widen8(row(i) + u)); },
-      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return kernels::widen_f32_bits(row(i)[u]); });
+  bool nan = false;
+  for (std::ptrdiff_t i = 0; i < rows && !nan; ++i) nan = has_nan_code(row(i), k8);
+  with_widen8<T>(nan, [&](auto widen) {
+    scatter_panel_rows(
+        rows, k_size, k8, mr, dst,
+        [&](std::ptrdiff_t i, std::ptrdiff_t u) { return _mm256_castps_si256(widen(row(i) + u)); },
+        [&](std::ptrdiff_t i, std::ptrdiff_t u) { return kernels::widen_f32_bits(row(i)[u]); });
+  });
 }
 
 /// 8 bfloat16-pair units from two float32 vectors of values exact in
@@ -241,8 +278,8 @@ SCALIFY_ALWAYS_INLINE __m256i bf16_pairs(__m256 even, __m256 odd) {
 
 /// 8 bfloat16-pair units (k, k + 1), (k + 2, k + 3), ... from 16 consecutive
 /// values of a row (exact in bfloat16), in order.
-template <class T>
-SCALIFY_ALWAYS_INLINE __m256i bf16_pairs_along(const T* p) {
+template <class T, class Widen>
+SCALIFY_ALWAYS_INLINE __m256i bf16_pairs_along(const T* p, Widen widen8) {
   // Bytes 2, 3 (high half of value 2q) and 6, 7 (of value 2q + 1) of each
   // pair of floats make unit q: 2 units per 128-bit lane, in its low 8 bytes.
   const __m256i pick = _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1,  //
@@ -263,14 +300,17 @@ void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::
     const T* even = b.data + 2 * u * b.rs + j0;
     const bool has_odd = 2 * u + 1 < k_size;
     const T* odd = has_odd ? even + b.rs : even;
-    for (std::ptrdiff_t p = 0; p < full; ++p) {
-      uint32_t* out = dst + (p * ku + u) * nr;
-      for (int j = 0; j < nr; j += 8) {
-        const __m256 e = widen8(even + p * nr + j);
-        const __m256 o = has_odd ? widen8(odd + p * nr + j) : _mm256_setzero_ps();
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bf16_pairs(e, o));
+    const bool nan = has_nan_code(even, full * nr) || (has_odd && has_nan_code(odd, full * nr));
+    with_widen8<T>(nan, [&](auto widen8) {
+      for (std::ptrdiff_t p = 0; p < full; ++p) {
+        uint32_t* out = dst + (p * ku + u) * nr;
+        for (int j = 0; j < nr; j += 8) {
+          const __m256 e = widen8(even + p * nr + j);
+          const __m256 o = has_odd ? widen8(odd + p * nr + j) : _mm256_setzero_ps();
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bf16_pairs(e, o));
+        }
       }
-    }
+    });
     if (rest > 0) {
       uint32_t* out = dst + (full * ku + u) * nr;
       for (std::ptrdiff_t j = 0; j < rest; ++j) {
@@ -289,12 +329,16 @@ void pack_a_panel_rows_bf16(const kernels::strided<T>& a, std::ptrdiff_t m_size,
                             std::ptrdiff_t i0, int mr, uint32_t* dst) {
   const std::ptrdiff_t ku = (k_size + 1) / 2, ku8 = k_size / 16 * 8;  // units of whole 16-value runs
   const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
-  scatter_panel_rows(
-      rows, ku, ku8, mr, dst,
-      [&](std::ptrdiff_t i, std::ptrdiff_t u) { return bf16_pairs_along(a.data + (i0 + i) * a.rs + 2 * u); },
-      [&](std::ptrdiff_t i, std::ptrdiff_t u) {
-        return kernels::pack_unit<kernels::packing::bf16x2>(a, i0 + i, u, k_size, true);
-      });
+  bool nan = false;
+  for (std::ptrdiff_t i = 0; i < rows && !nan; ++i) nan = has_nan_code(a.data + (i0 + i) * a.rs, 2 * ku8);
+  with_widen8<T>(nan, [&](auto widen) {
+    scatter_panel_rows(
+        rows, ku, ku8, mr, dst,
+        [&](std::ptrdiff_t i, std::ptrdiff_t u) { return bf16_pairs_along(a.data + (i0 + i) * a.rs + 2 * u, widen); },
+        [&](std::ptrdiff_t i, std::ptrdiff_t u) {
+          return kernels::pack_unit<kernels::packing::bf16x2>(a, i0 + i, u, k_size, true);
+        });
+  });
 }
 
 }  // namespace scalify::simd::avx2

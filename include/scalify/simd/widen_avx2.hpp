@@ -6,9 +6,20 @@
 //   widen16(p, lo, hi)   16 values; float8 in 16-bit lanes. For e4m3fn the result is
 //                        value * 2^-8: multiply the other factor by kGemvScale<T> = 2^8
 //   widen_pair(p, lo, hi) widen16 into two f32x (simd/f32_avx2.hpp)
+//
+// e4m3fn without the NaN step, for blocks of codes checked for the NaN code
+// (streaming GEMV, packers; docs/kernels.md, "Decoding e4m3fn"):
+//   has_nan_code(p, n)            whether any of n codes at p is NaN (false for other types)
+//   nan_screen                    the same, accumulated from the registers the *_no_nan widenings load
+//   widen8_no_nan(p)              widen8 for codes that are not NaN
+//   widen_pair_no_nan(p, lo, hi, screen)  widen16's value * 2^-8, codes that are not NaN
+//   widen_quad_no_nan(p, w, screen)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
+//   kNoNanMaxRows                 the largest M for which the streaming GEMV uses them
 #ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
 #define SCALIFY_SIMD_WIDEN_AVX2_HPP_
 
+#include <cstddef>      // ptrdiff_t
+#include <cstdint>      // uint16_t
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
@@ -84,6 +95,134 @@ SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
 template <class T>
 SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
   widen16(p, lo.v, hi.v);
+}
+
+// ---------------------------------------------------------------------------
+// e4m3fn without the NaN code. A code is NaN iff its 7 magnitude bits are all
+// set (s.1111.111): code | 0x80 is then 0xFF, the largest byte, so the
+// unsigned byte maximum of (code | 0x80) over a block is 0xFF iff the block
+// has a NaN code (2 operations per 32 codes). The streaming GEMV widens a
+// block with the cheaper decode below and checks it in the same pass
+// (nan_screen), then computes a block that had a NaN code again with widen16
+// (NaN kept); the packers check a row's run first (has_nan_code).
+
+/// The running maximum of (code | 0x80) over 32 codes at p.
+SCALIFY_ALWAYS_INLINE __m256i nan_code_max32(__m256i m, const float8_e4m3fn* p) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
+}
+
+/// A running check for the e4m3fn NaN code over the codes widened by
+/// widen_pair_no_nan / widen_quad_no_nan (which update it from the registers
+/// they load): `hit()` after a block tells whether it had one.
+struct nan_screen {
+  __m256i m;
+  SCALIFY_ALWAYS_INLINE nan_screen() : m(_mm256_setzero_si256()) {}
+  SCALIFY_ALWAYS_INLINE void add(__m256i x) {
+    m = _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
+  }
+  SCALIFY_ALWAYS_INLINE void add(__m128i x) { add(_mm256_zextsi128_si256(x)); }
+  SCALIFY_ALWAYS_INLINE bool hit() const {
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0;
+  }
+};
+
+/// The streaming GEMV (kernels/detail/gemv-inl.hpp) uses the decode without
+/// the NaN step for M <= 3 rows of A. At M = 4 the loop is bound by its 16
+/// accumulators (some spill) and the extra registers of the check made it
+/// slower (1x1024x512 in L2 on the Xeon, ns per 16 products, widen16 -> no
+/// NaN step: M = 1 1.24 -> 0.92, M = 2 0.76 -> 0.65, M = 3 0.65 -> 0.64,
+/// M = 4 0.62 -> 0.68).
+inline constexpr int kNoNanMaxRows = 3;
+
+/// Whether any of the n values at p is an e4m3fn NaN code; false for other
+/// types (their widenings have no separate NaN step).
+template <class T>
+SCALIFY_ALWAYS_INLINE bool has_nan_code(const T* p, std::ptrdiff_t n) {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    const std::ptrdiff_t n32 = n / 32 * 32;
+    __m256i m = _mm256_setzero_si256();
+    for (std::ptrdiff_t j = 0; j < n32; j += 32) m = nan_code_max32(m, p + j);
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0) return true;
+    for (std::ptrdiff_t j = n32; j < n; ++j) {
+      if ((p[j].bits() & 0x7F) == 0x7F) return true;
+    }
+  }
+  (void)p;
+  (void)n;
+  return false;
+}
+
+/// Bytes b (in the upper half of 16-bit lanes, low half zero) -> float16 bits
+/// of the e4m3fn value * 2^-8: s.eeee.mmm.00000000 shifted right by 1
+/// (arithmetic) is s.s.eeee.mmm.0000000, masked with 0xBF80 s.0.eeee.mmm.0000000
+/// (subnormals land on float16 subnormals with the same mantissa). In-lane
+/// unpacks instead of the lane-crossing sign extension of widen16, and no
+/// NaN step: the NaN code gives 0x3F80 (+-1.875).
+SCALIFY_ALWAYS_INLINE __m256i e4m3fn_halves(__m256i upper) {
+  return _mm256_and_si256(_mm256_srai_epi16(upper, 1), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+}
+SCALIFY_ALWAYS_INLINE __m128i e4m3fn_halves(__m128i upper) {
+  return _mm_and_si128(_mm_srai_epi16(upper, 1), _mm_set1_epi16(static_cast<short>(0xBF80)));
+}
+
+/// 8 float16 at p -> float32: vcvtph2ps with a memory operand. Inline
+/// assembly, because compilers turn a store and a reload of the register form
+/// into vextracti128: one shuffle uop (the port vcvtph2ps also needs) for
+/// each 8 values, where the memory form adds only a load (of a line just
+/// stored, forwarded) and the store of the 16 halves beforehand.
+SCALIFY_ALWAYS_INLINE __m256 cvtph_ps_from(const uint16_t* p) {
+  __m256 r;
+  __asm__("vcvtph2ps {%1, %0|%0, %1}" : "=x"(r) : "m"(*reinterpret_cast<const __m128i*>(p)));
+  return r;
+}
+
+/// 32 e4m3fn codes, none NaN -> value * 2^-8 (as widen16): w[0] codes 0-7,
+/// w[1] 8-15, w[2] 16-23, w[3] 24-31. Each code x and t = x & 0x80 make one
+/// 16-bit lane (in-lane unpacks), and vpmaddubsw with weights 128, 128 gives
+/// 128 x + 128 t as signed bytes, i.e. 128 |x| - 32768 s = s.0.eeee.mmm.0000000,
+/// widen16's float16 bits (no saturation: the extremes are 16256 and -32768).
+/// The float16 halves go through memory to vcvtph2ps (cvtph_ps_from). Per 32
+/// codes, vector uops on this Xeon (vcvtph2ps: 2 in either form): 1 and,
+/// 2 unpacks, 2 vpmaddubsw, 8 vcvtph2ps, plus 2 for the NaN screen: 15,
+/// against 12 for e5m2's widen16 twice and 20 for widen16 (e4m3fn) twice.
+template <class T>  // float8_e4m3fn (a template so that discarded calls for other types compile)
+SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const T* p, f32x* w, nan_screen& screen) {
+  static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_quad_no_nan: e4m3fn codes only");
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i c = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i t = _mm256_and_si256(x, c);
+  alignas(32) uint16_t h[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(h), _mm256_maddubs_epi16(c, _mm256_unpacklo_epi8(x, t)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(h + 16), _mm256_maddubs_epi16(c, _mm256_unpackhi_epi8(x, t)));
+  screen.add(x);
+  w[0].v = cvtph_ps_from(h);       // codes 0-7   (lane 0 of the low unpack)
+  w[1].v = cvtph_ps_from(h + 16);  // codes 8-15  (lane 0 of the high unpack)
+  w[2].v = cvtph_ps_from(h + 8);   // codes 16-23
+  w[3].v = cvtph_ps_from(h + 24);  // codes 24-31
+}
+
+/// 16 e4m3fn codes, none NaN -> value * 2^-8 (as widen16).
+template <class T>  // float8_e4m3fn (a template so that discarded calls for other types compile)
+SCALIFY_ALWAYS_INLINE void widen_pair_no_nan(const T* p, f32x& lo, f32x& hi, nan_screen& screen) {
+  static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_pair_no_nan: e4m3fn codes only");
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  screen.add(x);
+  const __m128i z = _mm_setzero_si128();
+  lo.v = _mm256_cvtph_ps(e4m3fn_halves(_mm_unpacklo_epi8(z, x)));
+  hi.v = _mm256_cvtph_ps(e4m3fn_halves(_mm_unpackhi_epi8(z, x)));
+}
+
+/// widen8 for codes that are not e4m3fn NaN (the same for other types).
+template <class T>
+SCALIFY_ALWAYS_INLINE __m256 widen8_no_nan(const T* p) {
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    const __m128i h = e4m3fn_halves(_mm_unpacklo_epi8(_mm_setzero_si128(), x));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+  } else {
+    return widen8(p);
+  }
 }
 
 }  // namespace scalify::simd::avx2

@@ -62,34 +62,62 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         if (kNarrow && (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0) {
           for (int q = 0; q < kQ; ++q) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
         }
-        f32x c[H][2][M];
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            c[h][0][i] = f32_load(acc + i * ld + j + kChunk * h);
-            c[h][1][i] = f32_load(acc + i * ld + j + kChunk * h + kChunk / 2);
-          }
-        }
-        for (int q = 0; q < q_count; ++q) {
+        // e4m3fn: each block is first computed with the cheaper decode
+        // (widen_quad_no_nan, widen_pair_no_nan), which also checks the codes
+        // for the NaN code; a block that had one (if any: none in finite
+        // data) is computed again from the stored accumulators with
+        // widen_pair, which keeps the NaN. Same bits either way.
+        auto block = [&](auto exact) __attribute__((always_inline)) {  // one call per block: inlined
+          constexpr bool kFast = std::is_same_v<TB, float8_e4m3fn> && !decltype(exact)::value;
+          constexpr int kStep = kFast && H % 2 == 0 ? 2 : 1;  // chunks per widening
+          f32x c[H][2][M];
 #pragma GCC unroll 4
           for (int h = 0; h < H; ++h) {
-            f32x w0, w1;
-            widen_pair(rows[q] + j + kChunk * h, w0, w1);
 #pragma GCC unroll 4
             for (int i = 0; i < M; ++i) {
-              c[h][0][i] = f32_fmadd(as[q][i], w0, c[h][0][i]);
-              c[h][1][i] = f32_fmadd(as[q][i], w1, c[h][1][i]);
+              c[h][0][i] = f32_load(acc + i * ld + j + kChunk * h);
+              c[h][1][i] = f32_load(acc + i * ld + j + kChunk * h + kChunk / 2);
             }
           }
-        }
+          [[maybe_unused]] nan_screen screen;
+          for (int q = 0; q < q_count; ++q) {
 #pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
+            for (int h = 0; h < H; h += kStep) {
+              f32x w[4];
+              if constexpr (kStep == 2) {
+                widen_quad_no_nan(rows[q] + j + kChunk * h, w, screen);
+              } else if constexpr (kFast) {
+                widen_pair_no_nan(rows[q] + j + kChunk * h, w[0], w[1], screen);
+              } else {
+                widen_pair(rows[q] + j + kChunk * h, w[0], w[1]);
+              }
+#pragma GCC unroll 2
+              for (int g = 0; g < kStep; ++g) {
 #pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            f32_store(acc + i * ld + j + kChunk * h, c[h][0][i]);
-            f32_store(acc + i * ld + j + kChunk * h + kChunk / 2, c[h][1][i]);
+                for (int i = 0; i < M; ++i) {
+                  c[h + g][0][i] = f32_fmadd(as[q][i], w[2 * g], c[h + g][0][i]);
+                  c[h + g][1][i] = f32_fmadd(as[q][i], w[2 * g + 1], c[h + g][1][i]);
+                }
+              }
+            }
           }
+          if constexpr (kFast) {
+            if (screen.hit()) return false;  // acc untouched: the caller redoes the block
+          }
+#pragma GCC unroll 4
+          for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+              f32_store(acc + i * ld + j + kChunk * h, c[h][0][i]);
+              f32_store(acc + i * ld + j + kChunk * h + kChunk / 2, c[h][1][i]);
+            }
+          }
+          return true;
+        };
+        if constexpr (std::is_same_v<TB, float8_e4m3fn> && M <= kNoNanMaxRows) {
+          if (!block(std::false_type{})) block(std::true_type{});
+        } else {
+          block(std::true_type{});
         }
       }
     };
