@@ -30,7 +30,7 @@ void check_narrow(const std::vector<float>& x, bool saturate) {
   const auto keys = scalify::detail::make_stochastic_keys(seed);
   std::vector<T> got(x.size());
   scalify::detail::narrow_stats stats;
-  const std::size_t done = scalify::simd::emulated16::narrow_from_float<spec, kMode, kStats>(
+  const std::size_t done = scalify::detail::emulated16::narrow_from_float<spec, kMode, kStats>(
       x.data(), got.data(), x.size(), saturate || kMode == rounding::stochastic, keys, offset, stats);
   REQUIRE(done == x.size() / 16 * 16);
 
@@ -93,7 +93,7 @@ TEMPLATE_TEST_CASE("SIMD widening kernels at 16 lanes match the scalar decode on
   std::vector<TestType> x(codes);
   for (std::size_t c = 0; c < codes; ++c) x[c] = scalify::detail::from_code<TestType>(static_cast<uint32_t>(c));
   std::vector<float> got(codes);
-  REQUIRE(scalify::simd::emulated16::widen_to_float<spec>(x.data(), got.data(), codes) == codes);
+  REQUIRE(scalify::detail::emulated16::widen_to_float<spec>(x.data(), got.data(), codes) == codes);
   for (std::size_t c = 0; c < codes; ++c) {
     const uint32_t expected = scalify::detail::decode_float_bits<spec>(static_cast<uint32_t>(c));
     if (std::bit_cast<uint32_t>(got[c]) != expected) {

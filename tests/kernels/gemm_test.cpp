@@ -620,7 +620,8 @@ TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and 
       const auto a = cycled_codes<T>(6 * ka, codes, skip_nan);
       std::vector<uint32_t> ap(static_cast<std::size_t>(ka * mr), 0xDEADBEEFu);
       const scalify::kernels::strided<T> as{a.data(), ka, 1};
-      scalify::kernels::pack_a_panel_on<scalify::kernels::packing::f32>(p, as, 6, ka, 0, mr, ap.data());
+      scalify::kernels::pack_a_panel_with<scalify::kernels::packing::f32>(scalify::kernels::operand_kernels_for<T>(p), as, 6, ka, 0, mr,
+                                                                           ap.data());
       int bad = 0;
       for (index_t u = 0; u < ka; ++u) {
         for (index_t i = 0; i < mr; ++i) {
@@ -690,7 +691,8 @@ TEST_CASE("gemm: bfloat16-pair packing (the avx512bf16 kernel's) through the AVX
       const strided<T> as{a.data(), ka, 1};
       const index_t kua = (ka + 1) / 2;
       std::vector<uint32_t> got(static_cast<std::size_t>(kua * mk.block.mr), 0xDEADBEEFu), expected(got.size());
-      scalify::kernels::pack_a_panel_on<packing::bf16x2>(cpu_path::avx2, as, 7, ka, 0, mk.block.mr, got.data());
+      scalify::kernels::pack_a_panel_with<packing::bf16x2>(scalify::kernels::operand_kernels_for<T>(cpu_path::avx2), as, 7,
+                                                           ka, 0, mk.block.mr, got.data());
       scalify::kernels::pack_a_panel<packing::bf16x2>(as, 7, ka, 0, mk.block.mr, expected.data());
       for (std::size_t q = 0; q < got.size(); ++q) {
         if (!same(got[q], expected[q]) && bad++ < 5) FAIL_CHECK(type_name<T>() << " A unit " << q << " ka " << ka);
@@ -897,7 +899,7 @@ TEST_CASE("gemm: AVX-512F f32 micro-kernel logic (emulated 16 lanes) equals the 
       std::vector<float> c0(12 * 32);
       for (auto& x : c0) x = std::normal_distribution<float>()(rng);
       auto got = c0, expected = c0;
-      scalify::simd::emulated16_f32::gemm_tile_f32<12, 2>(ku, a.data(), b.data(), got.data(), accumulate);
+      scalify::kernels::emulated16_f32::gemm_tile_f32<12, 2>(ku, a.data(), b.data(), got.data(), accumulate);
       scalify::kernels::scalar::gemm_tile_f32_ref<12, 32>(ku, a.data(), b.data(), expected.data(), accumulate);
       INFO("ku " << ku << " accumulate " << accumulate);
       CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
@@ -959,10 +961,10 @@ TEST_CASE("gemm: fused-epilogue micro-kernels (emulated 16 lanes) equal tile + e
                                                        use_bias ? bias.data() : nullptr, relu,
                                                        want_amax ? lanes.data() : nullptr};
               if (bf16) {
-                scalify::simd::emulated16_f32::gemm_tile_bf16_out<kMR, 2>(ku, a.data(), b.data(),
+                scalify::kernels::emulated16_f32::gemm_tile_bf16_out<kMR, 2>(ku, a.data(), b.data(),
                                                                           from_acc ? acc.data() : nullptr, out);
               } else {
-                scalify::simd::emulated16_f32::gemm_tile_f32_out<kMR, 2>(ku, a.data(), b.data(),
+                scalify::kernels::emulated16_f32::gemm_tile_f32_out<kMR, 2>(ku, a.data(), b.data(),
                                                                          from_acc ? acc.data() : nullptr, out);
               }
               INFO("bf16 " << bf16 << " ku " << ku << " from_acc " << from_acc << " beta " << beta << " bias "
@@ -1017,7 +1019,7 @@ TEMPLATE_TEST_CASE("gemm: AVX-512 BF16 micro-kernel logic (emulated) with bf16-p
     scalify::kernels::pack_a_panel<packing::bf16x2>(strided<TA>{a.buf.data(), a.ld, 1}, a.rows, k, 0, kMR, ap.data());
     scalify::kernels::pack_b_panel<packing::bf16x2>(strided<TB>{b.buf.data(), 1, b.ld}, k, b.cols, 0, kNR, bp.data());
     std::vector<float> got(kMR * kNR), expected(kMR * kNR);
-    scalify::simd::emulated16_f32::gemm_tile_bf16<kMR, 2>(ku, ap.data(), bp.data(), got.data(), false);
+    scalify::kernels::emulated16_f32::gemm_tile_bf16<kMR, 2>(ku, ap.data(), bp.data(), got.data(), false);
     scalify::kernels::scalar::gemm_tile_bf16_ref<kMR, kNR>(ku, ap.data(), bp.data(), expected.data(), false);
     INFO("k " << k);
     CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);

@@ -128,13 +128,13 @@ static_assert(static_cast<int>(rounding::nearest_even) == 0 && static_cast<int>(
 
 #if SCALIFY_HAVE_X86_SIMD
 #define SCALIFY_CAST_KERNELS_(ns)                                                                           \
-  {{{&simd::ns::narrow_from_float<S, rounding::nearest_even, false>,                                      \
-     &simd::ns::narrow_from_float<S, rounding::nearest_even, true>},                                      \
-    {&simd::ns::narrow_from_float<S, rounding::toward_zero, false>,                                       \
-     &simd::ns::narrow_from_float<S, rounding::toward_zero, true>},                                       \
-    {&simd::ns::narrow_from_float<S, rounding::stochastic, false>,                                        \
-     &simd::ns::narrow_from_float<S, rounding::stochastic, true>}},                                       \
-   &simd::ns::widen_to_float<S>}
+  {{{&ns::narrow_from_float<S, rounding::nearest_even, false>,                                      \
+     &ns::narrow_from_float<S, rounding::nearest_even, true>},                                      \
+    {&ns::narrow_from_float<S, rounding::toward_zero, false>,                                       \
+     &ns::narrow_from_float<S, rounding::toward_zero, true>},                                       \
+    {&ns::narrow_from_float<S, rounding::stochastic, false>,                                        \
+     &ns::narrow_from_float<S, rounding::stochastic, true>}},                                       \
+   &ns::widen_to_float<S>}
 template <const format_spec& S>
 inline constexpr cast_kernels<S> kAvx2CastKernels = SCALIFY_CAST_KERNELS_(avx2);
 template <const format_spec& S>

@@ -131,7 +131,7 @@ float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::
 
 #if SCALIFY_HAVE_X86_SIMD
 SCALIFY_BEGIN_TARGET_AVX2
-namespace scalify::simd::avx2 {
+namespace scalify::kernels::avx2 {
 
 /// kernels::epilogue_tile for a float32 C with c.cs == 1 and act != gelu_tanh,
 /// 8 columns at a time (the same operations, so the same bits).
@@ -180,7 +180,7 @@ inline float epilogue_tile_f32(const float* acc, std::ptrdiff_t ld, std::ptrdiff
   return r;
 }
 
-}  // namespace scalify::simd::avx2
+}  // namespace scalify::kernels::avx2
 SCALIFY_END_TARGET
 #endif
 

@@ -23,8 +23,8 @@
 
 #include "scalify/config.hpp"       // SCALIFY_HAVE_X86_SIMD
 #include "scalify/kernels/pack.hpp"  // strided, gemm_input, widen_f32_bits
-#include "scalify/simd/widen_avx2.hpp"  // simd::avx2::widen16, kGemvScale
-#include "scalify/simd/widen_avx512.hpp"  // simd::avx512::widen32, widen_pair
+#include "scalify/kernels/detail/widen_avx2.hpp"  // kernels::avx2::widen16, kGemvScale
+#include "scalify/kernels/detail/widen_avx512.hpp"  // kernels::avx512::widen32, widen_pair
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, FMA, F16C
@@ -56,14 +56,16 @@ void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_
 
 }  // namespace scalify::kernels
 
-// The axpy loop (B's rows contiguous), once per SIMD path: simd::avx2::gemv_block,
-// simd::avx512::gemv_block.
+// The axpy loop (B's rows contiguous), once per SIMD path: kernels::avx2::gemv_block,
+// kernels::avx512::gemv_block.
 #define SCALIFY_PATH_INCLUDE "scalify/kernels/detail/gemv-inl.hpp"
 #include "scalify/simd/foreach_path.hpp"
 
 #if SCALIFY_HAVE_X86_SIMD
 SCALIFY_BEGIN_TARGET_AVX2
-namespace scalify::simd::avx2 {
+namespace scalify::kernels::avx2 {
+
+using namespace ::scalify::simd::avx2;  // the path's vector types (simd/)
 
 /// The dot-product form, for a B whose columns are contiguous (b.rs == 1: op(B)
 /// = W^T with W stored N x K row-major, PyTorch's layout): acc[i * ld + j] =
@@ -133,64 +135,9 @@ void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b
   }
 }
 
-}  // namespace scalify::simd::avx2
+}  // namespace scalify::kernels::avx2
 SCALIFY_END_TARGET
 
 #endif
-
-namespace scalify::kernels {
-
-/// acc (m x n, row stride ld) = A(0..m, :) * B(:, j0 .. j0 + n) on `path`;
-/// m <= kGemvMaxRows. B's rows contiguous (b.cs == 1): the axpy form, same
-/// bits as the blocked GEMM. Else, on a SIMD path with B's columns contiguous
-/// (b.rs == 1): the dot form (`aw`: m * k floats of scratch). Else scalar.
-template <gemm_input TA, gemm_input TB>
-void gemv_block(cpu_path path, const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
-                std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
-#if SCALIFY_HAVE_X86_SIMD
-  bool scalable = true;  // e4m3fn: A is scaled by 2^8 on the AVX2 path
-  if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
-    for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
-      for (std::ptrdiff_t k = 0; k < k_size; ++k) {
-        const float v = std::bit_cast<float>(widen_f32_bits(a.at(i, k)));
-        if (std::fabs(v) >= 0x1p119f && std::fabs(v) != std::numeric_limits<float>::infinity()) scalable = false;
-      }
-    }
-  }
-  if ((path == cpu_path::avx512 || path == cpu_path::avx512bf16) && scalable && b.cs == 1) {
-    switch (m) {
-      case 1: return simd::avx512::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
-      case 2: return simd::avx512::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
-      case 3: return simd::avx512::gemv_block<3>(a, b, k_size, j0, n, acc, ld);
-      case 4: return simd::avx512::gemv_block<4>(a, b, k_size, j0, n, acc, ld);
-      default: break;
-    }
-  }
-  if (path != cpu_path::scalar && scalable && b.cs == 1) {
-    switch (m) {
-      case 1: return simd::avx2::gemv_block<1>(a, b, k_size, j0, n, acc, ld);
-      case 2: return simd::avx2::gemv_block<2>(a, b, k_size, j0, n, acc, ld);
-      case 3: return simd::avx2::gemv_block<3>(a, b, k_size, j0, n, acc, ld);
-      case 4: return simd::avx2::gemv_block<4>(a, b, k_size, j0, n, acc, ld);
-      default: break;
-    }
-  }
-  if (path != cpu_path::scalar && scalable && b.rs == 1) {
-    switch (m) {
-      case 1: return simd::avx2::gemv_dot_block<1>(a, b, k_size, j0, n, acc, ld, aw);
-      case 2: return simd::avx2::gemv_dot_block<2>(a, b, k_size, j0, n, acc, ld, aw);
-      case 3: return simd::avx2::gemv_dot_block<3>(a, b, k_size, j0, n, acc, ld, aw);
-      case 4: return simd::avx2::gemv_dot_block<4>(a, b, k_size, j0, n, acc, ld, aw);
-      default: break;
-    }
-  }
-#else
-  (void)path;
-  (void)aw;
-#endif
-  gemv_block_scalar(a, b, m, k_size, j0, n, acc, ld);
-}
-
-}  // namespace scalify::kernels
 
 #endif  // SCALIFY_KERNELS_GEMV_HPP_

@@ -2,9 +2,9 @@
 //
 //   path        kernel                                tile     inputs
 //   scalar      scalar::gemm_tile_f32_ref<4, 8>       4 x 8    every type, widened to float32
-//   avx2        simd::avx2::gemm_tile_f32<6, 2>       6 x 16   every type, widened to float32
-//   avx512      simd::avx512::gemm_tile_f32<12, 2>    12 x 32  every type, widened to float32
-//   avx512bf16  simd::avx512bf16::gemm_tile_bf16<12,2> 12 x 32 e4m3fn, e5m2, bfloat16 (exact in
+//   avx2        kernels::avx2::gemm_tile_f32<6, 2>       6 x 16   every type, widened to float32
+//   avx512      kernels::avx512::gemm_tile_f32<12, 2>    12 x 32  every type, widened to float32
+//   avx512bf16  kernels::avx512bf16::gemm_tile_bf16<12,2> 12 x 32 e4m3fn, e5m2, bfloat16 (exact in
 //               bfloat16); float16 and float32 operands use the avx512 float32 kernel
 //
 // float16 has an 11-bit significand and does not fit bfloat16's 8 bits, so on
@@ -55,14 +55,14 @@ inline constexpr microkernel kScalarMicrokernel{cpu_path::scalar, packing::f32, 
                                                 &scalar::gemm_tile_f32_ref<4, 8>, nullptr, "scalar_f32_4x8"};
 #if SCALIFY_HAVE_X86_SIMD
 inline constexpr microkernel kAvx2Microkernel{cpu_path::avx2, packing::f32, kBlockingAvx2,
-                                              &simd::avx2::gemm_tile_f32<6, 2>, &simd::avx2::gemm_tile_f32_out<6, 2>,
+                                              &kernels::avx2::gemm_tile_f32<6, 2>, &kernels::avx2::gemm_tile_f32_out<6, 2>,
                                               "avx2_f32_6x16"};
 inline constexpr microkernel kAvx512Microkernel{cpu_path::avx512, packing::f32, kBlockingAvx512,
-                                                &simd::avx512::gemm_tile_f32<12, 2>,
-                                                &simd::avx512::gemm_tile_f32_out<12, 2>, "avx512_f32_12x32"};
+                                                &kernels::avx512::gemm_tile_f32<12, 2>,
+                                                &kernels::avx512::gemm_tile_f32_out<12, 2>, "avx512_f32_12x32"};
 inline constexpr microkernel kAvx512Bf16Microkernel{cpu_path::avx512bf16, packing::bf16x2, kBlockingAvx512Bf16,
-                                                    &simd::avx512bf16::gemm_tile_bf16<12, 2>,
-                                                    &simd::avx512bf16::gemm_tile_bf16_out<12, 2>,
+                                                    &kernels::avx512bf16::gemm_tile_bf16<12, 2>,
+                                                    &kernels::avx512bf16::gemm_tile_bf16_out<12, 2>,
                                                     "avx512bf16_bf16x2_12x32"};
 #endif
 

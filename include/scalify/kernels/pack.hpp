@@ -21,7 +21,7 @@
 #include "scalify/formats/float16.hpp"      // float16, bfloat16
 #include "scalify/formats/float8.hpp"       // float8_e4m3fn, float8_e5m2
 #include "scalify/kernels/microkernels.hpp"  // packing
-#include "scalify/simd/widen_avx2.hpp"       // simd::avx2::widen8, widen8_no_nan, has_nan_code
+#include "scalify/kernels/detail/widen_avx2.hpp"       // kernels::avx2::widen8, widen8_no_nan, has_nan_code
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2
@@ -128,7 +128,7 @@ void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_s
 
 #if SCALIFY_HAVE_X86_SIMD
 SCALIFY_BEGIN_TARGET_AVX2
-namespace scalify::simd::avx2 {
+namespace scalify::kernels::avx2 {
 
 /// Calls f(widen), widen(p) being 8 values of T at p widened to float32:
 /// widen8_no_nan when `nan` is false (no e4m3fn NaN code among the values f
@@ -341,30 +341,8 @@ void pack_a_panel_rows_bf16(const kernels::strided<T>& a, std::ptrdiff_t m_size,
   });
 }
 
-}  // namespace scalify::simd::avx2
+}  // namespace scalify::kernels::avx2
 SCALIFY_END_TARGET
 #endif
-
-namespace scalify::kernels {
-
-/// Packs one A panel on `path` (SIMD widening when it can; same bits).
-template <packing P, gemm_input T>
-void pack_a_panel_on(cpu_path path, const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
-                     std::ptrdiff_t i0, int mr, uint32_t* dst) {
-#if SCALIFY_HAVE_X86_SIMD
-  if (path != cpu_path::scalar && a.cs == 1) {
-    if constexpr (P == packing::f32) {
-      return simd::avx2::pack_a_panel_rows(a, m_size, k_size, i0, mr, dst);
-    } else if constexpr (kExactInBf16<T>) {
-      return simd::avx2::pack_a_panel_rows_bf16(a, m_size, k_size, i0, mr, dst);
-    }
-  }
-#else
-  (void)path;
-#endif
-  pack_a_panel<P>(a, m_size, k_size, i0, mr, dst);
-}
-
-}  // namespace scalify::kernels
 
 #endif  // SCALIFY_KERNELS_PACK_HPP_

@@ -34,10 +34,10 @@
 
 #include "scalify/config.hpp"             // SCALIFY_HAVE_X86_SIMD
 #include "scalify/cpu.hpp"                // cpu_path
-#include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, simd::avx2::epilogue_tile_f32
-#include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, simd::*::gemv_block, gemv_dot_block
+#include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, kernels::avx2::epilogue_tile_f32
+#include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, kernels::*::gemv_block, gemv_dot_block
 #include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
-#include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, simd::avx2::pack_*_rows
+#include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows
 
 namespace scalify::kernels {
 
@@ -85,27 +85,27 @@ inline constexpr operand_kernels<T> kScalarOperandKernels{};
 template <class T>
 constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
   operand_kernels<T> t;
-  t.pack_a_f32 = &simd::avx2::pack_a_panel_rows<T>;
-  t.pack_b_f32 = &simd::avx2::pack_b_rows<T>;
+  t.pack_a_f32 = &kernels::avx2::pack_a_panel_rows<T>;
+  t.pack_b_f32 = &kernels::avx2::pack_b_rows<T>;
   if constexpr (kExactInBf16<T>) {
-    t.pack_a_bf16 = &simd::avx2::pack_a_panel_rows_bf16<T>;
-    t.pack_b_bf16 = &simd::avx2::pack_b_rows_bf16<T>;
+    t.pack_a_bf16 = &kernels::avx2::pack_a_panel_rows_bf16<T>;
+    t.pack_b_bf16 = &kernels::avx2::pack_b_rows_bf16<T>;
   }
   if (avx512) {
-    t.gemv_axpy[0] = &simd::avx512::gemv_block<1, float, T>;
-    t.gemv_axpy[1] = &simd::avx512::gemv_block<2, float, T>;
-    t.gemv_axpy[2] = &simd::avx512::gemv_block<3, float, T>;
-    t.gemv_axpy[3] = &simd::avx512::gemv_block<4, float, T>;
+    t.gemv_axpy[0] = &kernels::avx512::gemv_block<1, float, T>;
+    t.gemv_axpy[1] = &kernels::avx512::gemv_block<2, float, T>;
+    t.gemv_axpy[2] = &kernels::avx512::gemv_block<3, float, T>;
+    t.gemv_axpy[3] = &kernels::avx512::gemv_block<4, float, T>;
   } else {
-    t.gemv_axpy[0] = &simd::avx2::gemv_block<1, float, T>;
-    t.gemv_axpy[1] = &simd::avx2::gemv_block<2, float, T>;
-    t.gemv_axpy[2] = &simd::avx2::gemv_block<3, float, T>;
-    t.gemv_axpy[3] = &simd::avx2::gemv_block<4, float, T>;
+    t.gemv_axpy[0] = &kernels::avx2::gemv_block<1, float, T>;
+    t.gemv_axpy[1] = &kernels::avx2::gemv_block<2, float, T>;
+    t.gemv_axpy[2] = &kernels::avx2::gemv_block<3, float, T>;
+    t.gemv_axpy[3] = &kernels::avx2::gemv_block<4, float, T>;
   }
-  t.gemv_dot[0] = &simd::avx2::gemv_dot_block<1, float, T>;
-  t.gemv_dot[1] = &simd::avx2::gemv_dot_block<2, float, T>;
-  t.gemv_dot[2] = &simd::avx2::gemv_dot_block<3, float, T>;
-  t.gemv_dot[3] = &simd::avx2::gemv_dot_block<4, float, T>;
+  t.gemv_dot[0] = &kernels::avx2::gemv_dot_block<1, float, T>;
+  t.gemv_dot[1] = &kernels::avx2::gemv_dot_block<2, float, T>;
+  t.gemv_dot[2] = &kernels::avx2::gemv_dot_block<3, float, T>;
+  t.gemv_dot[3] = &kernels::avx2::gemv_dot_block<4, float, T>;
   return t;
 }
 
@@ -122,11 +122,11 @@ inline const path_kernels& kernels_for(cpu_path path) {
   static constexpr path_kernels kScalar{cpu_path::scalar, &kScalarMicrokernel, &kScalarMicrokernel, nullptr};
 #if SCALIFY_HAVE_X86_SIMD
   static constexpr path_kernels kAvx2{cpu_path::avx2, &kAvx2Microkernel, &kAvx2Microkernel,
-                                      &simd::avx2::epilogue_tile_f32};
+                                      &kernels::avx2::epilogue_tile_f32};
   static constexpr path_kernels kAvx512{cpu_path::avx512, &kAvx512Microkernel, &kAvx512Microkernel,
-                                        &simd::avx2::epilogue_tile_f32};
+                                        &kernels::avx2::epilogue_tile_f32};
   static constexpr path_kernels kAvx512Bf16{cpu_path::avx512bf16, &kAvx512Microkernel, &kAvx512Bf16Microkernel,
-                                            &simd::avx2::epilogue_tile_f32};
+                                            &kernels::avx2::epilogue_tile_f32};
   switch (path) {
     case cpu_path::scalar: return kScalar;
     case cpu_path::avx2: return kAvx2;

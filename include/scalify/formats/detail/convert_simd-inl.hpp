@@ -18,7 +18,9 @@
 #endif
 
 SCALIFY_SIMD_BEGIN_TARGET
-namespace scalify::simd::SCALIFY_SIMD_NS {
+namespace scalify::detail::SCALIFY_SIMD_NS {
+
+using namespace ::scalify::simd::SCALIFY_SIMD_NS;  // the path's vector types (simd/)
 
 /// hash32() of formats/cast.hpp, lane by lane.
 SCALIFY_ALWAYS_INLINE u32x hash32_x(u32x x) {
@@ -231,5 +233,5 @@ std::size_t widen_to_float(const void* src, float* dst, std::size_t n) {
   return i;
 }
 
-}  // namespace scalify::simd::SCALIFY_SIMD_NS
+}  // namespace scalify::detail::SCALIFY_SIMD_NS
 SCALIFY_SIMD_END_TARGET

@@ -7,7 +7,7 @@
 // SCALIFY_SIMD_END_TARGET opening and closing its target region. `f32x` and
 // its helpers come from scalify/simd/f32_<path>.hpp, `widen_pair` (2 *
 // kF32Lanes values of B widened to float32) and `kGemvScale` from
-// scalify/simd/widen_<path>.hpp.
+// scalify/kernels/detail/widen_<path>.hpp.
 //
 // No include guard on purpose (one inclusion per path).
 #if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
@@ -15,7 +15,9 @@
 #endif
 
 SCALIFY_SIMD_BEGIN_TARGET
-namespace scalify::simd::SCALIFY_SIMD_NS {
+namespace scalify::kernels::SCALIFY_SIMD_NS {
+
+using namespace ::scalify::simd::SCALIFY_SIMD_NS;  // the path's vector types (simd/)
 
 /// SIMD version of kernels::gemv_block_scalar (same bits: each column's FMAs
 /// in k order); B's rows contiguous. Four rows of B (eight for M = 1 over
@@ -145,5 +147,5 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
   }
 }
 
-}  // namespace scalify::simd::SCALIFY_SIMD_NS
+}  // namespace scalify::kernels::SCALIFY_SIMD_NS
 SCALIFY_SIMD_END_TARGET

@@ -29,7 +29,9 @@
 #endif
 
 SCALIFY_SIMD_BEGIN_TARGET
-namespace scalify::simd::SCALIFY_SIMD_NS {
+namespace scalify::kernels::SCALIFY_SIMD_NS {
+
+using namespace ::scalify::simd::SCALIFY_SIMD_NS;  // the path's vector types (simd/)
 
 /// The accumulators of one tile: loaded from `c_in` (Accumulate) or zero,
 /// then ku units added (see the file comment), then handed to finish(acc).
@@ -190,5 +192,5 @@ void gemm_tile_bf16_out(std::ptrdiff_t ku, const uint32_t* a, const uint32_t* b,
 }
 #endif
 
-}  // namespace scalify::simd::SCALIFY_SIMD_NS
+}  // namespace scalify::kernels::SCALIFY_SIMD_NS
 SCALIFY_SIMD_END_TARGET

@@ -15,8 +15,8 @@
 //   widen_pair_no_nan(p, lo, hi, screen)  widen16's value * 2^-8, codes that are not NaN
 //   widen_quad_no_nan(p, w, screen)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
 //   kNoNanMaxRows                 the largest M for which the streaming GEMV uses them
-#ifndef SCALIFY_SIMD_WIDEN_AVX2_HPP_
-#define SCALIFY_SIMD_WIDEN_AVX2_HPP_
+#ifndef SCALIFY_KERNELS_DETAIL_WIDEN_AVX2_HPP_
+#define SCALIFY_KERNELS_DETAIL_WIDEN_AVX2_HPP_
 
 #include <cstddef>      // ptrdiff_t
 #include <cstdint>      // uint16_t
@@ -31,7 +31,9 @@
 #include <immintrin.h>  // AVX2, F16C
 
 SCALIFY_BEGIN_TARGET_AVX2
-namespace scalify::simd::avx2 {
+namespace scalify::kernels::avx2 {
+
+using namespace ::scalify::simd::avx2;  // the path's vector types (simd/)
 
 /// 8 elements of T at p, widened exactly to float32 (a NaN to a quiet NaN of
 /// the same sign; its payload may differ from the scalar cast's).
@@ -225,8 +227,8 @@ SCALIFY_ALWAYS_INLINE __m256 widen8_no_nan(const T* p) {
   }
 }
 
-}  // namespace scalify::simd::avx2
+}  // namespace scalify::kernels::avx2
 SCALIFY_END_TARGET
 
 #endif  // SCALIFY_HAVE_X86_SIMD
-#endif  // SCALIFY_SIMD_WIDEN_AVX2_HPP_
+#endif  // SCALIFY_KERNELS_DETAIL_WIDEN_AVX2_HPP_

@@ -13,8 +13,8 @@
 //   widen_pair_no_nan(p, lo, hi, screen)  widen32's value * 2^-8 for codes that are not NaN
 //   widen_quad_no_nan(p, w, screen)       64 codes -> w[0..3] (codes 0-15, 16-31, 32-47, 48-63)
 //   kNoNanMaxRows                   the largest M for which the streaming GEMV uses them
-#ifndef SCALIFY_SIMD_WIDEN_AVX512_HPP_
-#define SCALIFY_SIMD_WIDEN_AVX512_HPP_
+#ifndef SCALIFY_KERNELS_DETAIL_WIDEN_AVX512_HPP_
+#define SCALIFY_KERNELS_DETAIL_WIDEN_AVX512_HPP_
 
 #include <cstddef>      // ptrdiff_t
 #include <cstdint>      // uint16_t
@@ -24,13 +24,15 @@
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
 #include "scalify/simd/f32_avx512.hpp"   // f32x
-#include "scalify/simd/widen_avx2.hpp"   // avx2::kGemvScale
+#include "scalify/kernels/detail/widen_avx2.hpp"   // avx2::kGemvScale
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX-512 F/BW
 
 SCALIFY_BEGIN_TARGET_AVX512
-namespace scalify::simd::avx512 {
+namespace scalify::kernels::avx512 {
+
+using namespace ::scalify::simd::avx512;  // the path's vector types (simd/)
 
 /// The 32 16-bit lanes of h as float16 -> two __m512 (lanes 0-15, 16-31).
 SCALIFY_ALWAYS_INLINE void halves_to_f32(__m512i h, __m512& lo, __m512& hi) {
@@ -134,8 +136,8 @@ SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const T* p, f32x* w, nan_screen& sc
   for (int q = 0; q < 4; ++q) w[q].v = cvtph_ps_from(h + 16 * q);
 }
 
-}  // namespace scalify::simd::avx512
+}  // namespace scalify::kernels::avx512
 SCALIFY_END_TARGET
 
 #endif  // SCALIFY_HAVE_X86_SIMD
-#endif  // SCALIFY_SIMD_WIDEN_AVX512_HPP_
+#endif  // SCALIFY_KERNELS_DETAIL_WIDEN_AVX512_HPP_
