@@ -563,8 +563,13 @@ class ScaledArray {
     if (!same_order) return false;
     detail::check_storable<Data>(src.rows(), src.cols());
     data_.resize(src.rows(), src.cols());
-    const auto n = static_cast<std::size_t>(src.size());
-    convert(std::span<const typename D2::Scalar>(src.data(), n), std::span<float>(data_.data(), n));
+    // Split across the scope's threads as the other stores are (the bytes do not depend on the split).
+    const auto* from = src.data();
+    float* to = data_.data();
+    detail::parallel_ranges(src.size(), int64_t{1} << 16, 64, current_config().threads, [&](int64_t begin, int64_t end) {
+      const auto n = static_cast<std::size_t>(end - begin);
+      convert(std::span<const typename D2::Scalar>(from + begin, n), std::span<float>(to + begin, n));
+    });
     return true;
   }
 

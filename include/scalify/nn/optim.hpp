@@ -35,7 +35,9 @@
 #define SCALIFY_NN_OPTIM_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
+#include <algorithm>   // std::max, std::min
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
+#include <span>        // std::span
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::snprintf
 #include <stdexcept>   // std::runtime_error
@@ -89,22 +91,51 @@ class scaled_buffer {
   Eigen::Index cols() const { return cols_of(data_); }
   const AnyTensor& stored() const { return data_; }
 
+  /// The scale a store of `values` with `cfg` uses: pow2_round_down(RMS) if
+  /// cfg.dynamic_scale (and the RMS is finite and > 0), else 1.
+  template <class Values>
+  static float store_scale(const Values& values, const state_config& cfg) {
+    if (!cfg.dynamic_scale || values.size() == 0) return 1.0f;
+    const float rms = std::sqrt(sum_of_squares(values) / static_cast<float>(values.size()));
+    return std::isfinite(rms) && rms > 0.0f ? pow2_round_down(rms) : 1.0f;
+  }
+  /// The sum of the squares of `values`, by blocks of rows split across the
+  /// scope's threads; the blocks' sums are added in order, so the result does
+  /// not depend on the thread count.
+  template <class Values>
+  static float sum_of_squares(const Values& values) {
+    const Eigen::Index rows = values.rows(), cols = std::max<Eigen::Index>(values.cols(), 1);
+    const Eigen::Index block = std::max<Eigen::Index>(1, (Eigen::Index{1} << 15) / cols);
+    const Eigen::Index blocks = (rows + block - 1) / block;
+    std::vector<float> partial(static_cast<size_t>(blocks), 0.0f);
+    scalify::detail::parallel_ranges(blocks, 2, 1, current_config().threads, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const Eigen::Index r = b * block, count = std::min(block, rows - r);
+        partial[static_cast<size_t>(b)] = values.middleRows(r, count).matrix().squaredNorm();
+      }
+    });
+    float sum = 0.0f;
+    for (float p : partial) sum += p;
+    return sum;
+  }
+  /// The cast options of a store: saturating with a dynamic scale, stochastic on request.
+  static convert_options store_options(const state_config& cfg, bool stochastic, uint64_t seed) {
+    convert_options o{.saturate = cfg.dynamic_scale};
+    if (stochastic && cfg.format != dtype::float32) {
+      o.round = rounding::stochastic;
+      o.seed = seed;
+    }
+    return o;
+  }
+
   /// Stores `values` (plain float32 values) with `cfg`: rebased to
   /// pow2_round_down(RMS) if cfg.dynamic_scale, rounded into cfg.format
   /// (stochastically with seed `seed` if `stochastic`, saturating).
   /// `values`: a Matrix or any float Eigen expression of the same shape (read twice, not copied).
   template <class Values>
   void store(const Values& values, const state_config& cfg, bool stochastic, uint64_t seed) {
-    float scale = 1.0f;
-    if (cfg.dynamic_scale && values.size() > 0) {
-      const float rms = std::sqrt(values.matrix().squaredNorm() / static_cast<float>(values.size()));
-      if (std::isfinite(rms) && rms > 0.0f) scale = pow2_round_down(rms);
-    }
-    convert_options o{.saturate = cfg.dynamic_scale};
-    if (stochastic && cfg.format != dtype::float32) {
-      o.round = rounding::stochastic;
-      o.seed = seed;
-    }
+    const float scale = store_scale(values, cfg);
+    const convert_options o = store_options(cfg, stochastic, seed);
     // values / scale (exact: a power of two) rounded into the format in one pass, no float copy.
     const auto rebased = scalify::detail::make_result((values.array() * (1.0f / scale)).matrix(), scale);
     switch (cfg.format) {
@@ -258,9 +289,46 @@ class optimizer_base {
   /// Stores the new weights `w` of parameter i into the state format and the parameter.
   template <class Values>
   void store_weights(size_t i, const Values& w) {
-    scaled_buffer b;
-    b.store(w, state_, state_.stochastic_master, mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i));
-    *params_[i].value = b.load();
+    const uint64_t seed = mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
+    if (state_.format == dtype::float32) {
+      scaled_buffer b;
+      b.store(w, state_, state_.stochastic_master, seed);
+      *params_[i].value = b.load();
+      return;
+    }
+    // What scaled_buffer::store then load() give, without the narrow tensor:
+    // rows of w / scale rounded into the format in a cache-sized buffer and
+    // widened straight back into the parameter (the rows read are the rows
+    // written, so w may read the parameter).
+    Tensor& param = *params_[i].value;
+    const float scale = scaled_buffer::store_scale(w, state_);
+    const convert_options o = scaled_buffer::store_options(state_, state_.stochastic_master, seed);
+    const auto round_rows = [&]<class T>() {
+      const Eigen::Index rows = w.rows(), cols = std::max<Eigen::Index>(w.cols(), 1);
+      const Eigen::Index step = std::max<Eigen::Index>(1, 8192 / cols);             // 32 KiB of float
+      const Eigen::Index grain = std::max<Eigen::Index>(1, (Eigen::Index{1} << 16) / cols);  // per thread
+      scalify::detail::parallel_ranges(rows, grain, step, current_config().threads, [&](int64_t begin, int64_t end) {
+        Matrix values(std::min<Eigen::Index>(step, end - begin), w.cols());
+        std::vector<T> codes(static_cast<size_t>(values.size()));
+        convert_options chunk = o;
+        for (Eigen::Index r = begin; r < end; r += step) {
+          const Eigen::Index count = std::min<Eigen::Index>(step, end - r);
+          const auto n = static_cast<size_t>(count * w.cols());
+          values.topRows(count) = (w.middleRows(r, count) * (1.0f / scale)).matrix();
+          chunk.offset = o.offset + static_cast<uint64_t>(r * w.cols());
+          convert(std::span<const float>(values.data(), n), std::span<T>(codes.data(), n), chunk);
+          convert(std::span<const T>(codes.data(), n), std::span<float>(param.data().data() + r * w.cols(), n));
+        }
+      });
+    };
+    switch (state_.format) {
+      case dtype::float16: round_rows.template operator()<float16>(); break;
+      case dtype::bfloat16: round_rows.template operator()<bfloat16>(); break;
+      case dtype::e4m3fn: round_rows.template operator()<float8_e4m3fn>(); break;
+      case dtype::e5m2: round_rows.template operator()<float8_e5m2>(); break;
+      case dtype::float32: break;
+    }
+    param.set_scale(scale);
   }
   uint64_t state_seed(size_t i, int which) const {
     return mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i + 1 + static_cast<uint64_t>(which));
@@ -307,15 +375,25 @@ class sgd : public detail::optimizer_base {
       const Tensor& wt = *params_[i].value;
       const Tensor& gt = *params_[i].grad;
       const auto w = wt.data().array() * wt.scale();  // values, lazily (each pass below reads the data once)
-      Matrix v = gt.data() * gt.scale();
-      if (cfg_.weight_decay != 0.0f) v.array() += cfg_.weight_decay * w;
-      if (cfg_.momentum != 0.0f) {
-        if (t_ > 1) {
-          const Tensor previous = velocity_[i].load();
-          v.array() += cfg_.momentum * (previous.data().array() * previous.scale());
+      const auto g = gt.data().array() * gt.scale();
+      // v = (g + wd w) + momentum v_prev, in one pass split across the scope's threads.
+      Matrix v;
+      const auto evaluate = [&v](const auto& e) { scalify::detail::evaluate_into(v, e, convert_options{}); };
+      const bool decay = cfg_.weight_decay != 0.0f;
+      if (cfg_.momentum != 0.0f && t_ > 1) {
+        const Tensor previous = velocity_[i].load();
+        const auto p = previous.data().array() * previous.scale();
+        if (decay) {
+          evaluate((g + cfg_.weight_decay * w) + cfg_.momentum * p);
+        } else {
+          evaluate(g + cfg_.momentum * p);
         }
-        velocity_[i].store(v, state_, false, state_seed(i, 0));
+      } else if (decay) {
+        evaluate(g + cfg_.weight_decay * w);
+      } else {
+        evaluate(g);
       }
+      if (cfg_.momentum != 0.0f) velocity_[i].store(v, state_, false, state_seed(i, 0));
       store_weights(i, w - cfg_.lr * v.array());
     }
     return true;
