@@ -574,6 +574,22 @@ TEST_CASE("gemm: called from several user threads at once (one shared pool) give
   CHECK(mismatches == 0);
 }
 
+TEST_CASE("gemm: B in chunks with the columns of each chunk split between threads gives the 1-thread bits",
+          "[kernels][gemm][threads]") {
+  // K = 2100: one B chunk is one NC block, so 600 columns make three chunks
+  // (the last partial), and 30 rows one block of C per chunk: each thread
+  // packs and multiplies its own columns of every chunk.
+  for_each_path([&](cpu_path) {
+    for (const index_t m : {7, 30}) {
+      case_desc d{.m = m, .n = 600, .k = 2100, .bias = true, .act = activation::relu, .threads = 1,
+                  .seed = uint32_t(40 + m)};
+      const auto one = run_case<float8_e4m3fn, float8_e5m2, float>(d);
+      d.threads = 2;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == one);
+    }
+  });
+}
+
 TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked B) gives the 1-thread bits",
           "[kernels][gemm][threads]") {
   // Tall (rows split), wide (columns split), a long K (several KC passes), one

@@ -512,6 +512,25 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     const uint32_t* bp = b_packed;
     const index a_tasks = jc == 0 ? m_panels : 0;
     auto pack_a_task = [&](index p) { pack_a(p, ap + p * ku * mr); };
+    const index chunk_panels = (nb + nr - 1) / nr;
+    if (bp == nullptr && team > 1 && ib_count * ((nb + nc - 1) / nc) <= team && chunk_panels >= team) {
+      // Few blocks of C per chunk (small M, a B too long to be one chunk):
+      // each thread packs the B columns it multiplies, then all of op(A)
+      // against them. Packed by one core and read by another, the chunk
+      // (megabytes at large K) would cross between the cores at every chunk.
+      if (a_tasks > 0) pool.run(a_tasks, threads, pack_a_task);
+      uint32_t* dst = buffer(1, static_cast<std::size_t>(chunk_panels * nr * ku));
+      pool.run(team, threads, [&](index t) {
+        const index p0 = t * chunk_panels / team, p1 = (t + 1) * chunk_panels / team;
+        const index j0 = jc + p0 * nr, j1 = std::min<index>(jc + nb, jc + p1 * nr);
+        if (j0 >= j1) return;
+        uint32_t* slice = dst + p0 * ku * nr;
+        const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j0, j1 - j0, slice);
+        for (index q = 0; q < packer.count(); ++q) packer.run(q);
+        compute(0, m, j0, j1, ap, slice);
+      });
+      continue;
+    }
     if (bp == nullptr) {
       // 2. The chunk of B.
       uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
