@@ -37,9 +37,9 @@
 #include <Eigen/Core>  // Eigen::Index
 #include <algorithm>   // std::max, std::min
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
-#include <span>        // std::span
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::snprintf
+#include <span>        // std::span
 #include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
 #include <utility>     // std::move, std::pair
