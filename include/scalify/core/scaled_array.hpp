@@ -562,6 +562,8 @@ class ScaledArray {
                             src.rows() == 1 || src.cols() == 1;
     if (!same_order) return false;
     detail::check_storable<Data>(src.rows(), src.cols());
+    // Exact, so the store options do not matter; still rejected when invalid, as every store does.
+    detail::check_convert_options(current_config().store, "scalify::ScaledArray (the scope's store options)");
     data_.resize(src.rows(), src.cols());
     // Split across the scope's threads as the other stores are (the bytes do not depend on the split).
     const auto* from = src.data();
