@@ -18,7 +18,7 @@
 
 #include "scalify/scalify.hpp"
 
-#include "context.hpp"  // scalify_bench::add_scalify_context
+#include "context.hpp"  // scalify_bench::run
 
 namespace {
 
@@ -121,10 +121,5 @@ int main(int argc, char** argv) {
     register_type<scalify::float16>("f16", path);
     register_type<scalify::bfloat16>("bf16", path);
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  scalify_bench::add_scalify_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return scalify_bench::run(argc, argv);
 }

@@ -35,7 +35,7 @@
 
 #include "scalify/kernels/gemm.hpp"
 
-#include "context.hpp"  // scalify_bench::add_scalify_context
+#include "context.hpp"  // scalify_bench::run
 
 #include <unistd.h>  // execv
 
@@ -272,10 +272,5 @@ int main(int argc, char** argv) {
   }
   const bool large = want_large(argc, argv);
   register_all(large);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  scalify_bench::add_scalify_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return scalify_bench::run(argc, argv);
 }

@@ -40,7 +40,7 @@
 #include "scalify/ops/elementwise.hpp"  // operator*, operator+ on ScaledArray
 #include "scalify/scalify.hpp"
 
-#include "context.hpp"  // scalify_bench::add_scalify_context
+#include "context.hpp"  // scalify_bench::run
 
 namespace {
 
@@ -162,10 +162,5 @@ void register_all() {
 
 int main(int argc, char** argv) {
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  scalify_bench::add_scalify_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return scalify_bench::run(argc, argv);
 }

@@ -27,7 +27,7 @@
 #include "scalify/nn/mlp.hpp"
 #include "scalify/nn/optim.hpp"
 
-#include "context.hpp"  // scalify_bench::add_scalify_context
+#include "context.hpp"  // scalify_bench::run
 
 namespace {
 
@@ -94,10 +94,5 @@ BENCHMARK_CAPTURE(BM_TrainStep, fp8_state32, std::string("fp8_state32"), nn::lin
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  scalify_bench::add_scalify_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return scalify_bench::run(argc, argv);
 }

@@ -138,14 +138,7 @@ class scaled_buffer {
     const convert_options o = store_options(cfg, stochastic, seed);
     // values / scale (exact: a power of two) rounded into the format in one pass, no float copy.
     const auto rebased = scalify::detail::make_result((values.array() * (1.0f / scale)).matrix(), scale);
-    switch (cfg.format) {
-      case dtype::float32: data_ = Tensor(rebased); return;
-      case dtype::float16: data_ = detail::store_as<float16>(rebased, o); return;
-      case dtype::bfloat16: data_ = detail::store_as<bfloat16>(rebased, o); return;
-      case dtype::e4m3fn: data_ = detail::store_as<float8_e4m3fn>(rebased, o); return;
-      case dtype::e5m2: data_ = detail::store_as<float8_e5m2>(rebased, o); return;
-    }
-    throw detail::bad_dtype("scalify::nn::scaled_buffer::store", cfg.format);
+    data_ = detail::store_any(rebased, cfg.format, o, "scalify::nn::scaled_buffer::store");
   }
 
  private:

@@ -136,6 +136,21 @@ ScaledMatrix<T> store_as(const ScaledArray<D, S>& x, const convert_options& opti
   return out;
 }
 
+/// `x` (any ScaledArray: storage or a lazy result) stored into `t` with
+/// `options` (float32: evaluated as it is); std::invalid_argument naming
+/// `where` for a dtype outside the enum.
+template <class D, class S>
+AnyTensor store_any(const ScaledArray<D, S>& x, dtype t, const convert_options& options, const char* where) {
+  switch (t) {
+    case dtype::float32: return Tensor(x);
+    case dtype::float16: return store_as<float16>(x, options);
+    case dtype::bfloat16: return store_as<bfloat16>(x, options);
+    case dtype::e4m3fn: return store_as<float8_e4m3fn>(x, options);
+    case dtype::e5m2: return store_as<float8_e5m2>(x, options);
+  }
+  throw bad_dtype(where, t);
+}
+
 }  // namespace detail
 
 /// `x` with its data rounded into `t` with `options` (by default the
@@ -146,14 +161,7 @@ ScaledMatrix<T> store_as(const ScaledArray<D, S>& x, const convert_options& opti
 /// **Example**: `AnyTensor x8 = scalify::nn::cast_to(x, scalify::nn::dtype::e4m3fn);`
 inline AnyTensor cast_to(const Tensor& x, dtype t, const convert_options& options = current_config().store) {
   scalify::detail::check_convert_options(options, "scalify::nn::cast_to");
-  switch (t) {
-    case dtype::float32: return x;
-    case dtype::float16: return detail::store_as<float16>(x, options);
-    case dtype::bfloat16: return detail::store_as<bfloat16>(x, options);
-    case dtype::e4m3fn: return detail::store_as<float8_e4m3fn>(x, options);
-    case dtype::e5m2: return detail::store_as<float8_e5m2>(x, options);
-  }
-  throw detail::bad_dtype("scalify::nn::cast_to", t);
+  return detail::store_any(x, t, options, "scalify::nn::cast_to");
 }
 
 /// The values of `x` rounded into `t` and widened back to float data (same

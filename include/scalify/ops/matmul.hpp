@@ -237,24 +237,14 @@ class scaled_matmul {
     SCALIFY_CHECK(acc.rows() == m_ && acc.cols() == n_, shape_error,
                   "scalify::matmul: cannot accumulate a " + detail::shape_string(m_, n_) + " product into a " +
                       detail::shape_string(acc) + " tensor");
-    const auto target = detail::alias_target_of(acc.data());
-    SCALIFY_CHECK(detail::alias_of(a_, target) == detail::alias_kind::none &&
-                      detail::alias_of(b_, target) == detail::alias_kind::none,
-                  std::invalid_argument, "scalify::matmul: the accumulator is an operand of the product");
+    SCALIFY_CHECK(!reads(acc.data()), std::invalid_argument,
+                  "scalify::matmul: the accumulator is an operand of the product");
     const float sa = acc.scale(), sp = static_cast<float>(scale_);
     const float s = std::isnan(sp) || sp > sa ? sp : sa;
     const float beta = sa / s, factor = s == sp ? 1.0f : sp / s;  // an inf or NaN sp: as nn::accumulate
-    std::vector<float> bias = bias_;
-    for (float& v : bias) v *= factor;
-    const gemm_options o{.trans_a = op_a_, .trans_b = op_b_, .alpha = alpha_ * factor, .beta = beta, .bias = bias,
-                         .amax = amax_, .threads = current_config().threads};
     if constexpr (kFusable) {
-      constexpr layout kOrder = (int(D::Flags) & Eigen::RowMajorBit) != 0 ? layout::row_major : layout::col_major;
-      detail::gemm_impl::with_view(a_, [&](auto va) {
-        detail::gemm_impl::with_view(b_, [&](auto vb) {
-          scalify::gemm(va, vb, matrix_view<float>{acc.data().data(), m_, n_, 0, kOrder}, o);
-        });
-      });
+      const std::vector<float> bias = scaled_bias(factor);
+      gemm_into(acc.data(), {.alpha = alpha_ * factor, .beta = beta, .bias = bias});
     } else {
       const ScaledArray<detail::RowMatrixF, scale_type> p = eval();
       acc.data() = acc.data() * beta + p.data() * factor;
@@ -277,9 +267,7 @@ class scaled_matmul {
       const convert_options& store = current_config().store;
       if ((std::is_same_v<T, float> || store.round == rounding::nearest_even) &&
           (act_ != activation::gelu_tanh || act_scale > 0.0f)) {
-        const auto target = detail::alias_target_of(out.data());
-        if (detail::alias_of(a_, target) != detail::alias_kind::none ||
-            detail::alias_of(b_, target) != detail::alias_kind::none) {
+        if (reads(out.data())) {
           D result;  // the destination is an operand: write elsewhere first
           result.resize(m_, n_);
           run(result, fit.factor, act_, act_scale, store.saturate);
@@ -308,24 +296,46 @@ class scaled_matmul {
     return std::isfinite(f) && f >= std::numeric_limits<float>::min() ? f : 0.0f;
   }
 
+  /// True if `data` (a destination) is read by either operand.
+  template <class D>
+  bool reads(const D& data) const {
+    const auto target = detail::alias_target_of(data);
+    return detail::alias_of(a_, target) != detail::alias_kind::none ||
+           detail::alias_of(b_, target) != detail::alias_kind::none;
+  }
+
+  /// The bias times `factor` (empty if there is none).
+  std::vector<float> scaled_bias(float factor) const {
+    std::vector<float> bias = bias_;
+    for (float& v : bias) v *= factor;
+    return bias;
+  }
+
+  /// scalify::gemm of the operands into plain storage `c` (m x n) with the
+  /// epilogue `o`; the transposes, the amax and the scope's threads filled in.
+  template <class C>
+  void gemm_into(C& c, gemm_options o) const {
+    o.trans_a = op_a_;
+    o.trans_b = op_b_;
+    o.amax = amax_;
+    o.threads = current_config().threads;
+    constexpr layout kOrder = (int(C::Flags) & Eigen::RowMajorBit) != 0 ? layout::row_major : layout::col_major;
+    detail::gemm_impl::with_view(a_, [&](auto va) {
+      detail::gemm_impl::with_view(b_, [&](auto vb) {
+        scalify::gemm(va, vb, matrix_view<typename C::Scalar>{c.data(), m_, n_, 0, kOrder}, o);
+      });
+    });
+  }
+
   /// C = act(factor * (alpha * (a x b) + bias)), GELU on act_scale (> 0 if act is GELU).
   template <class C>
   void run(C& c, float factor, activation act, float act_scale, bool saturate) const {
     using TC = typename C::Scalar;
-    std::vector<float> bias = bias_;
-    for (float& v : bias) v *= factor;
+    const std::vector<float> bias = scaled_bias(factor);
     const float alpha = alpha_ * factor;
     const float gelu_scale = act == activation::gelu_tanh ? act_scale : 1.0f;
     if constexpr (kFusable) {
-      const gemm_options o{.trans_a = op_a_, .trans_b = op_b_, .alpha = alpha, .bias = bias, .act = act,
-                           .act_scale = gelu_scale, .saturate = saturate, .amax = amax_,
-                           .threads = current_config().threads};
-      constexpr layout kOrder = (int(C::Flags) & Eigen::RowMajorBit) != 0 ? layout::row_major : layout::col_major;
-      detail::gemm_impl::with_view(a_, [&](auto va) {
-        detail::gemm_impl::with_view(b_, [&](auto vb) {
-          scalify::gemm(va, vb, matrix_view<TC>{c.data(), m_, n_, 0, kOrder}, o);
-        });
-      });
+      gemm_into(c, {.alpha = alpha, .bias = bias, .act = act, .act_scale = gelu_scale, .saturate = saturate});
     } else {
       // Other scalar types (double, ...): Eigen's product, then the epilogue's operations here.
       static_assert(std::is_same_v<TC, float>, "scalify::matmul: only float results leave the GEMM's types");
