@@ -35,13 +35,14 @@
 #define SCALIFY_NN_OPTIM_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
-#include <algorithm>   // std::max, std::min
+#include <algorithm>   // std::max, std::min, std::copy_n
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::snprintf
 #include <span>        // std::span
 #include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
+#include <type_traits> // std::is_base_of_v, std::is_same_v
 #include <utility>     // std::move, std::pair
 #include <variant>     // std::visit
 #include <vector>      // std::vector
@@ -75,6 +76,88 @@ struct state_config {
   static state_config fp16_naive() { return {dtype::float16, false, false, 0}; }
 };
 
+namespace detail {
+
+/// A float matrix or matrix/array expression, read by blocks of rows:
+/// fill(r, count, factor, out) writes factor * rows [r, r + count) into `out`
+/// (row-major, count x cols()). The optimizers' stores read their values
+/// through one, so that their code is compiled once whatever the update
+/// expression (each expression adds only its fill). Refers to the expression:
+/// use it while that lives.
+class row_source {
+ public:
+  template <class E>
+    requires std::is_base_of_v<Eigen::DenseBase<E>, E>
+  row_source(const E& e)  // NOLINT(google-explicit-constructor): stands for the expression
+      : rows_(e.rows()), cols_(e.cols()), expr_(&e), fill_(&fill_from<E>) {}
+
+  Eigen::Index rows() const { return rows_; }
+  Eigen::Index cols() const { return cols_; }
+  Eigen::Index size() const { return rows_ * cols_; }
+  void fill(Eigen::Index r, Eigen::Index count, float factor, float* out) const {
+    fill_(expr_, r, count, factor, out);
+  }
+
+ private:
+  template <class E>
+  static void fill_from(const void* e, Eigen::Index r, Eigen::Index count, float factor, float* out) {
+    const E& x = *static_cast<const E*>(e);
+    Eigen::Map<Matrix>(out, count, x.cols()) = (x.middleRows(r, count) * factor).matrix();
+  }
+
+  Eigen::Index rows_, cols_;
+  const void* expr_;
+  void (*fill_)(const void*, Eigen::Index, Eigen::Index, float, float*);
+};
+
+/// Rounds factor * w into T (with `o`) by blocks of rows split across the
+/// scope's threads: the codes into `codes` (row-major, w's shape) if not
+/// null, and widened back into float `widened` if not null (the rows read
+/// are the rows written, so w may read `widened`). The elements' stochastic
+/// rounding offsets are their positions: the result does not depend on the
+/// thread count.
+template <class T>
+void round_rows(const row_source& w, float factor, const convert_options& o, T* codes, float* widened) {
+  const Eigen::Index rows = w.rows(), cols = std::max<Eigen::Index>(w.cols(), 1);
+  const Eigen::Index step = std::max<Eigen::Index>(1, 8192 / cols);                    // 32 KiB of float
+  const Eigen::Index grain = std::max<Eigen::Index>(1, (Eigen::Index{1} << 16) / cols);  // per thread
+  scalify::detail::parallel_ranges(rows, grain, step, current_config().threads, [&](int64_t begin, int64_t end) {
+    Matrix values(std::min<Eigen::Index>(step, end - begin), w.cols());
+    std::vector<T> buffer(std::is_same_v<T, float> || codes != nullptr ? 0 : static_cast<size_t>(values.size()));
+    convert_options chunk = o;
+    for (Eigen::Index r = begin; r < end; r += step) {
+      const Eigen::Index count = std::min<Eigen::Index>(step, end - r);
+      const auto n = static_cast<size_t>(count * w.cols());
+      const auto at = static_cast<size_t>(r * w.cols());
+      w.fill(r, count, factor, values.data());
+      if constexpr (std::is_same_v<T, float>) {
+        if (codes != nullptr) std::copy_n(values.data(), n, codes + at);
+        if (widened != nullptr) std::copy_n(values.data(), n, widened + at);
+      } else {
+        T* out = codes != nullptr ? codes + at : buffer.data();
+        chunk.offset = o.offset + at;
+        convert(std::span<const float>(values.data(), n), std::span<T>(out, n), chunk);
+        if (widened != nullptr) convert(std::span<const T>(out, n), std::span<float>(widened + at, n));
+      }
+    }
+  });
+}
+
+/// Calls f.template operator()<T>() for the scalar type T of `t`.
+template <class F>
+void with_dtype(dtype t, F&& f) {
+  switch (t) {
+    case dtype::float32: f.template operator()<float>(); return;
+    case dtype::float16: f.template operator()<float16>(); return;
+    case dtype::bfloat16: f.template operator()<bfloat16>(); return;
+    case dtype::e4m3fn: f.template operator()<float8_e4m3fn>(); return;
+    case dtype::e5m2: f.template operator()<float8_e5m2>(); return;
+  }
+  throw bad_dtype("scalify::nn optimizer", t);
+}
+
+}  // namespace detail
+
 /// One tensor of optimizer state in a state_config format.
 class scaled_buffer {
  public:
@@ -91,10 +174,10 @@ class scaled_buffer {
   Eigen::Index cols() const { return cols_of(data_); }
   const AnyTensor& stored() const { return data_; }
 
-  /// The scale a store of `values` with `cfg` uses: pow2_round_down(RMS) if
-  /// cfg.dynamic_scale (and the RMS is finite and > 0), else 1.
-  template <class Values>
-  static float store_scale(const Values& values, const state_config& cfg) {
+  /// The scale a store of `values` (a float matrix or expression) with
+  /// `cfg` uses: pow2_round_down(RMS) if cfg.dynamic_scale (and the RMS is
+  /// finite and > 0), else 1.
+  static float store_scale(const detail::row_source& values, const state_config& cfg) {
     if (!cfg.dynamic_scale || values.size() == 0) return 1.0f;
     const float rms = std::sqrt(sum_of_squares(values) / static_cast<float>(values.size()));
     return std::isfinite(rms) && rms > 0.0f ? pow2_round_down(rms) : 1.0f;
@@ -102,16 +185,17 @@ class scaled_buffer {
   /// The sum of the squares of `values`, by blocks of rows split across the
   /// scope's threads; the blocks' sums are added in order, so the result does
   /// not depend on the thread count.
-  template <class Values>
-  static float sum_of_squares(const Values& values) {
+  static float sum_of_squares(const detail::row_source& values) {
     const Eigen::Index rows = values.rows(), cols = std::max<Eigen::Index>(values.cols(), 1);
     const Eigen::Index block = std::max<Eigen::Index>(1, (Eigen::Index{1} << 15) / cols);
     const Eigen::Index blocks = (rows + block - 1) / block;
     std::vector<float> partial(static_cast<size_t>(blocks), 0.0f);
     scalify::detail::parallel_ranges(blocks, 2, 1, current_config().threads, [&](int64_t begin, int64_t end) {
+      Matrix buffer(std::min(block, rows), values.cols());
       for (int64_t b = begin; b < end; ++b) {
         const Eigen::Index r = b * block, count = std::min(block, rows - r);
-        partial[static_cast<size_t>(b)] = values.middleRows(r, count).matrix().squaredNorm();
+        values.fill(r, count, 1.0f, buffer.data());
+        partial[static_cast<size_t>(b)] = buffer.topRows(count).squaredNorm();
       }
     });
     float sum = 0.0f;
@@ -128,17 +212,21 @@ class scaled_buffer {
     return o;
   }
 
-  /// Stores `values` (plain float32 values) with `cfg`: rebased to
+  /// Stores `values` (plain float32 values: a float matrix or expression of
+  /// the same shape, read twice, not copied) with `cfg`: rebased to
   /// pow2_round_down(RMS) if cfg.dynamic_scale, rounded into cfg.format
   /// (stochastically with seed `seed` if `stochastic`, saturating).
-  /// `values`: a Matrix or any float Eigen expression of the same shape (read twice, not copied).
-  template <class Values>
-  void store(const Values& values, const state_config& cfg, bool stochastic, uint64_t seed) {
+  void store(const detail::row_source& values, const state_config& cfg, bool stochastic, uint64_t seed) {
     const float scale = store_scale(values, cfg);
     const convert_options o = store_options(cfg, stochastic, seed);
     // values / scale (exact: a power of two) rounded into the format in one pass, no float copy.
-    const auto rebased = scalify::detail::make_result((values.array() * (1.0f / scale)).matrix(), scale);
-    data_ = detail::store_any(rebased, cfg.format, o, "scalify::nn::scaled_buffer::store");
+    detail::with_dtype(cfg.format, [&]<class T>() {
+      ScaledMatrix<T> stored(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(values.rows(),
+                                                                                              values.cols()),
+                             scale);
+      detail::round_rows<T>(values, 1.0f / scale, o, stored.data().data(), nullptr);
+      data_ = std::move(stored);
+    });
   }
 
  private:
@@ -279,48 +367,18 @@ class optimizer_base {
     ++t_;
     return true;
   }
-  /// Stores the new weights `w` of parameter i into the state format and the parameter.
-  template <class Values>
-  void store_weights(size_t i, const Values& w) {
+  /// Stores the new weights `w` of parameter i into the state format and the
+  /// parameter: what scaled_buffer::store then load() give, without the
+  /// narrow tensor. Rows of w / scale are rounded into the format in a
+  /// cache-sized buffer and widened straight back into the parameter (the
+  /// rows read are the rows written, so w may read the parameter).
+  void store_weights(size_t i, const detail::row_source& w) {
     const uint64_t seed = mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
-    if (state_.format == dtype::float32) {
-      scaled_buffer b;
-      b.store(w, state_, state_.stochastic_master, seed);
-      *params_[i].value = b.load();
-      return;
-    }
-    // What scaled_buffer::store then load() give, without the narrow tensor:
-    // rows of w / scale rounded into the format in a cache-sized buffer and
-    // widened straight back into the parameter (the rows read are the rows
-    // written, so w may read the parameter).
     Tensor& param = *params_[i].value;
     const float scale = scaled_buffer::store_scale(w, state_);
     const convert_options o = scaled_buffer::store_options(state_, state_.stochastic_master, seed);
-    const auto round_rows = [&]<class T>() {
-      const Eigen::Index rows = w.rows(), cols = std::max<Eigen::Index>(w.cols(), 1);
-      const Eigen::Index step = std::max<Eigen::Index>(1, 8192 / cols);             // 32 KiB of float
-      const Eigen::Index grain = std::max<Eigen::Index>(1, (Eigen::Index{1} << 16) / cols);  // per thread
-      scalify::detail::parallel_ranges(rows, grain, step, current_config().threads, [&](int64_t begin, int64_t end) {
-        Matrix values(std::min<Eigen::Index>(step, end - begin), w.cols());
-        std::vector<T> codes(static_cast<size_t>(values.size()));
-        convert_options chunk = o;
-        for (Eigen::Index r = begin; r < end; r += step) {
-          const Eigen::Index count = std::min<Eigen::Index>(step, end - r);
-          const auto n = static_cast<size_t>(count * w.cols());
-          values.topRows(count) = (w.middleRows(r, count) * (1.0f / scale)).matrix();
-          chunk.offset = o.offset + static_cast<uint64_t>(r * w.cols());
-          convert(std::span<const float>(values.data(), n), std::span<T>(codes.data(), n), chunk);
-          convert(std::span<const T>(codes.data(), n), std::span<float>(param.data().data() + r * w.cols(), n));
-        }
-      });
-    };
-    switch (state_.format) {
-      case dtype::float16: round_rows.template operator()<float16>(); break;
-      case dtype::bfloat16: round_rows.template operator()<bfloat16>(); break;
-      case dtype::e4m3fn: round_rows.template operator()<float8_e4m3fn>(); break;
-      case dtype::e5m2: round_rows.template operator()<float8_e5m2>(); break;
-      case dtype::float32: break;
-    }
+    with_dtype(state_.format,
+               [&]<class T>() { round_rows<T>(w, 1.0f / scale, o, nullptr, param.data().data()); });
     param.set_scale(scale);
   }
   uint64_t state_seed(size_t i, int which) const {
@@ -370,8 +428,10 @@ class sgd : public detail::optimizer_base {
       const auto w = wt.data().array() * wt.scale();  // values, lazily (each pass below reads the data once)
       const auto g = gt.data().array() * gt.scale();
       // v = (g + wd w) + momentum v_prev, in one pass split across the scope's threads.
-      Matrix v;
-      const auto evaluate = [&v](const auto& e) { scalify::detail::evaluate_into(v, e, convert_options{}); };
+      Matrix v(wt.rows(), wt.cols());
+      const auto evaluate = [&v](const detail::row_source& e) {
+        detail::round_rows<float>(e, 1.0f, convert_options{}, v.data(), nullptr);
+      };
       const bool decay = cfg_.weight_decay != 0.0f;
       if (cfg_.momentum != 0.0f && t_ > 1) {
         const Tensor previous = velocity_[i].load();

@@ -71,6 +71,256 @@ enum class bias_scale {
   product,   ///< the product's scale (1 if it is 0), the bias rebased onto it (what nn::linear_forward does)
 };
 
+namespace detail {
+
+/// The epilogue's operations for the scalar types gemm() does not take
+/// (double, ...): C = act(p + beta * C + bias) with p = alpha * op(A) op(B)
+/// already computed (Eigen's product), and the amax, as gemm()'s epilogue
+/// with the options `o`.
+inline void scalar_epilogue(const RowMatrixF& p, const matrix_view<float>& c, const gemm_options& o) {
+  const Eigen::Index ld = c.ld != 0 ? c.ld : (c.order == layout::row_major ? c.cols : c.rows);
+  float amax = 0.0f;
+  for (Eigen::Index i = 0; i < c.rows; ++i) {
+    for (Eigen::Index j = 0; j < c.cols; ++j) {
+      float& out = c.order == layout::row_major ? c.data[i * ld + j] : c.data[i + j * ld];
+      float v = p(i, j);
+      if (o.beta != 0.0f) v += o.beta * out;
+      if (!o.bias.empty()) v += o.bias[static_cast<size_t>(j)];
+      v = kernels::activate(v, o.act, o.act_scale);
+      out = v;
+      amax = std::fabs(v) > amax ? std::fabs(v) : amax;  // NaN compares false: skipped
+    }
+  }
+  if (o.amax != nullptr) *o.amax = amax;
+}
+
+/// What a scaled_matmul is and does apart from its operands' types: its
+/// sizes, scale and epilogue (alpha, bias, activation, amax) and the logic of
+/// its stores. S is the result's scale type (float or double). Its code is
+/// compiled once per S, whatever operand pairs a program multiplies (nn's
+/// run-time formats make 25); the operands are reached through a gemm_fn,
+/// one small function per operand pair and output type
+/// (scaled_matmul::gemm_with).
+template <class S>
+class matmul_epilogue {
+ public:
+  using scale_type = S;
+
+  Eigen::Index rows() const { return m_; }
+  Eigen::Index cols() const { return n_; }
+  /// The scale of the result (before a storage with an E8M0 scale rounds it).
+  S scale() const { return scale_; }
+
+ protected:
+  /// C = epilogue(alpha * op_a(A) op_b(B) + beta * C) of the operands of
+  /// `self` into `c`, with the options `o` (all fields set).
+  template <class TC>
+  using gemm_fn = void (*)(const matmul_epilogue& self, const matrix_view<TC>& c, const gemm_options& o);
+
+  /// op_a(A) (a_rows x a_cols as stored) times op_b(B); their scales sa and sb.
+  matmul_epilogue(Eigen::Index a_rows, Eigen::Index a_cols, Eigen::Index b_rows, Eigen::Index b_cols, trans op_a,
+                  trans op_b, S sa, S sb)
+      : op_a_(op_a), op_b_(op_b) {
+    SCALIFY_CHECK((op_a == trans::no || op_a == trans::yes) && (op_b == trans::no || op_b == trans::yes),
+                  std::invalid_argument,
+                  "scalify::matmul: unknown trans values " + std::to_string(static_cast<int>(op_a)) + ", " +
+                      std::to_string(static_cast<int>(op_b)) + " (expected trans::no or trans::yes)");
+    const Eigen::Index k = op_a == trans::no ? a_cols : a_rows;
+    const Eigen::Index k_b = op_b == trans::no ? b_rows : b_cols;
+    SCALIFY_CHECK(k == k_b, shape_error,
+                  std::string("scalify::matmul: cannot multiply ") + (op_a == trans::no ? "" : "transpose ") +
+                      shape_string(a_rows, a_cols) + " by " + (op_b == trans::no ? "" : "transpose ") +
+                      shape_string(b_rows, b_cols) + " (inner sizes " + std::to_string(k) + " and " +
+                      std::to_string(k_b) + " differ)");
+    m_ = op_a == trans::no ? a_rows : a_cols;
+    n_ = op_b == trans::no ? b_cols : b_rows;
+    SCALIFY_CHECK(valid_shape(m_, n_), shape_error,
+                  "scalify::matmul: the product of " + shape_string(a_rows, a_cols) + " and " +
+                      shape_string(b_rows, b_cols) + " would be " + shape_string(m_, n_) +
+                      ", more elements than Eigen::Index holds");
+    const S factor = sqrt_n_factor<S>(k);
+    // sa * sb, then * factor; where either product leaves S's range, the data carries the rest (scale_product).
+    const auto ab = scale_product<S>(sa, sb);
+    const auto out = scale_product<S>(ab.scale, factor);
+    alpha_ = 1.0f / static_cast<float>(factor) * (ab.rest * out.rest);
+    scale_ = out.scale;
+  }
+
+  /// See scaled_matmul::with_bias.
+  template <class DC, class SC>
+  void add_bias(const ScaledArray<DC, SC>& bias, bias_scale rule) {
+    SCALIFY_CHECK(bias.rows() == 1 && bias.cols() == n_, shape_error,
+                  "scalify::matmul: the bias must be (1 x " + std::to_string(n_) + "), one per column of the " +
+                      shape_string(m_, n_) + " product, got " + shape_string(bias));
+    SCALIFY_CHECK(act_ == activation::none && bias_.empty(), std::invalid_argument,
+                  "scalify::matmul: one bias, added before the activation (relu(matmul(a, b) + bias))");
+    SCALIFY_CHECK(rule == bias_scale::add_rule || rule == bias_scale::product, std::invalid_argument,
+                  "scalify::matmul: unknown bias_scale " + std::to_string(static_cast<int>(rule)));
+    using M = scale_math_t<S, SC>;
+    const M sp = static_cast<M>(scale_), sb = static_cast<M>(scale_value(bias.scale()));
+    M s;
+    float factor_p, factor_b;
+    if (rule == bias_scale::add_rule) {
+      const auto k = elementwise::add_sub_scales(sp, sb);
+      s = k.scale;
+      factor_p = k.factor_a;
+      factor_b = k.factor_b;
+    } else {
+      s = sp > M(0) ? sp : M(1);
+      factor_p = s == sp ? 1.0f : static_cast<float>(safe_div(sp, s));  // an inf or NaN sp stays as it is
+      factor_b = static_cast<float>(safe_div(sb, s));
+    }
+    scale_ = static_cast<S>(s);
+    alpha_ *= factor_p;
+    bias_.resize(static_cast<size_t>(n_));
+    for (Eigen::Index j = 0; j < n_; ++j) {
+      bias_[static_cast<size_t>(j)] = static_cast<float>(cast_source(bias.data()(0, j))) * factor_b;
+    }
+  }
+
+  /// See scaled_matmul::with_activation.
+  void set_activation(activation act) {
+    SCALIFY_CHECK(act_ == activation::none, std::invalid_argument,
+                  "scalify::matmul: one activation per product (this one already has one)");
+    SCALIFY_CHECK(act == activation::none || act == activation::relu || act == activation::gelu_tanh,
+                  std::invalid_argument,
+                  "scalify::matmul: unknown activation " + std::to_string(static_cast<int>(act)));
+    act_ = act;
+    if (act == activation::gelu_tanh && scale_ == S(0)) {
+      // The values are 0, and so are GELU's: data 0 on scale 1, as nn::gelu_forward.
+      alpha_ = 0.0f;
+      for (float& v : bias_) v = 0.0f;
+      scale_ = S(1);
+    }
+  }
+
+  void set_amax(float* amax) { amax_ = amax; }
+
+  /// See scaled_matmul::eval.
+  ScaledArray<RowMatrixF, S> eval(gemm_fn<float> gemm) const {
+    RowMatrixF c;
+    c.resize(m_, n_);
+    const float act_scale = float_scale(scale_);
+    const bool gelu_in_double = act_ == activation::gelu_tanh && act_scale == 0.0f;
+    run(view_of(c), 1.0f, gelu_in_double ? activation::none : act_, act_scale, false, gemm);
+    if (gelu_in_double) {
+      // A scale that is not a positive float (a double beyond float's range, inf, NaN): GELU of the values in double.
+      const double sv = static_cast<double>(scale_), divisor = sv > 0.0 ? sv : 1.0;
+      c = c.unaryExpr([sv, divisor](float d) { return static_cast<float>(gelu_tanh(d * sv) / divisor); });
+      if (amax_ != nullptr) *amax_ = c.array().isNaN().select(0.0f, c.array().abs()).maxCoeff();
+    }
+    return ScaledArray<RowMatrixF, S>(unchecked_scale, std::move(c), scale_);
+  }
+
+  /// See scaled_matmul::accumulate_into; `aliased`: acc is an operand.
+  template <class D>
+  void accumulate(ScaledArray<D, float>& acc, bool aliased, gemm_fn<float> gemm) const {
+    SCALIFY_CHECK(act_ == activation::none, std::invalid_argument,
+                  "scalify::matmul: accumulate_into cannot apply an activation (it would see acc + product)");
+    if (acc.size() == 0 || acc.scale() == 0.0f) {
+      store(acc, aliased, gemm, gemm);
+      return;
+    }
+    SCALIFY_CHECK(acc.rows() == m_ && acc.cols() == n_, shape_error,
+                  "scalify::matmul: cannot accumulate a " + shape_string(m_, n_) + " product into a " +
+                      shape_string(acc) + " tensor");
+    SCALIFY_CHECK(!aliased, std::invalid_argument, "scalify::matmul: the accumulator is an operand of the product");
+    const float sa = acc.scale(), sp = static_cast<float>(scale_);
+    const float s = std::isnan(sp) || sp > sa ? sp : sa;
+    const float factor = s == sp ? 1.0f : sp / s;  // an inf or NaN sp: as nn::accumulate
+    const std::vector<float> bias = scaled_bias(factor);
+    gemm_options o = options();
+    o.alpha = alpha_ * factor;
+    o.beta = sa / s;
+    o.bias = bias;
+    gemm(*this, view_of(acc.data()), o);
+    acc.set_scale(unchecked_scale, s);
+  }
+
+  /// See scaled_matmul::store_into; `aliased`: out is an operand. `gemm`
+  /// writes out's scalar type, `gemm_f32` float (the two-pass stores).
+  template <class D, class S2>
+  void store(ScaledArray<D, S2>& out, bool aliased, gemm_fn<typename D::Scalar> gemm, gemm_fn<float> gemm_f32) const {
+    using T = typename D::Scalar;
+    check_storable<D>(m_, n_);
+    using Math = scale_math_t<S2, S>;
+    const auto fit = fit_scale<S2>(static_cast<Math>(scale_), "scalify::ScaledArray");
+    const float act_scale = float_scale(static_cast<Math>(fit.scale));
+    const convert_options& to_store = current_config().store;
+    if ((std::is_same_v<T, float> || to_store.round == rounding::nearest_even) &&
+        (act_ != activation::gelu_tanh || act_scale > 0.0f)) {
+      if (aliased) {
+        D result;  // the destination is an operand: write elsewhere first
+        result.resize(m_, n_);
+        run(view_of(result), fit.factor, act_, act_scale, to_store.saturate, gemm);
+        out.data() = std::move(result);
+      } else {
+        out.data().resize(m_, n_);
+        run(view_of(out.data()), fit.factor, act_, act_scale, to_store.saturate, gemm);
+      }
+      out.set_scale(unchecked_scale, fit.scale);
+      return;
+    }
+    out = eval(gemm_f32);  // two passes: float32 data, then ScaledArray's store cast
+  }
+
+ private:
+  /// `s` as the epilogue's act_scale: a positive normal float, else 0.
+  template <class F>
+  static float float_scale(F s) {
+    const float f = static_cast<float>(s);
+    return std::isfinite(f) && f >= std::numeric_limits<float>::min() ? f : 0.0f;
+  }
+
+  /// A view of plain storage `c`, m x n.
+  template <class C>
+  matrix_view<typename C::Scalar> view_of(C& c) const {
+    constexpr layout kOrder = (int(C::Flags) & Eigen::RowMajorBit) != 0 ? layout::row_major : layout::col_major;
+    return {c.data(), m_, n_, 0, kOrder};
+  }
+
+  /// The bias times `factor` (empty if there is none).
+  std::vector<float> scaled_bias(float factor) const {
+    std::vector<float> bias = bias_;
+    for (float& v : bias) v *= factor;
+    return bias;
+  }
+
+  /// gemm_options with the transposes, the amax and the scope's threads.
+  gemm_options options() const {
+    gemm_options o;
+    o.trans_a = op_a_;
+    o.trans_b = op_b_;
+    o.amax = amax_;
+    o.threads = current_config().threads;
+    return o;
+  }
+
+  /// C = act(factor * (alpha * (a x b) + bias)), GELU on act_scale (> 0 if act is GELU).
+  template <class TC>
+  void run(const matrix_view<TC>& c, float factor, activation act, float act_scale, bool saturate,
+           gemm_fn<TC> gemm) const {
+    const std::vector<float> bias = scaled_bias(factor);
+    gemm_options o = options();
+    o.alpha = alpha_ * factor;
+    o.bias = bias;
+    o.act = act;
+    o.act_scale = act == activation::gelu_tanh ? act_scale : 1.0f;
+    o.saturate = saturate;
+    gemm(*this, c, o);
+  }
+
+  trans op_a_, op_b_;
+  Eigen::Index m_ = 0, n_ = 0;
+  S scale_{};
+  float alpha_ = 1.0f;
+  std::vector<float> bias_;  ///< on scale_ (empty: no bias)
+  activation act_ = activation::none;
+  float* amax_ = nullptr;
+};
+
+}  // namespace detail
+
 /// A scaled matrix product and its epilogue, not yet computed: what matmul()
 /// returns. Assigning it into a ScaledArray of any storage type computes it
 /// once, through scalify::gemm, whose epilogue applies the bias, the
@@ -98,76 +348,26 @@ enum class bias_scale {
 /// ScaledMatrix<float16> y = scalify::matmul(h, w2).with_amax(&amax);
 /// ```
 template <class DA, class SA, class DB, class SB>
-class scaled_matmul {
+class scaled_matmul : public detail::matmul_epilogue<detail::result_scale_t<SA, SB>> {
+  using base = detail::matmul_epilogue<detail::result_scale_t<SA, SB>>;
+
  public:
-  using scale_type = detail::result_scale_t<SA, SB>;
+  using scale_type = typename base::scale_type;
   using deferred_result_tag = void;  // stores itself into ScaledArray (detail::deferred_result)
 
   scaled_matmul(const ScaledArray<DA, SA>& a, const ScaledArray<DB, SB>& b, trans op_a, trans op_b)
-      : a_(a.data()), b_(b.data()), op_a_(op_a), op_b_(op_b) {
-    SCALIFY_CHECK((op_a == trans::no || op_a == trans::yes) && (op_b == trans::no || op_b == trans::yes),
-                  std::invalid_argument,
-                  "scalify::matmul: unknown trans values " + std::to_string(static_cast<int>(op_a)) + ", " +
-                      std::to_string(static_cast<int>(op_b)) + " (expected trans::no or trans::yes)");
-    const Eigen::Index k = op_a == trans::no ? a.cols() : a.rows();
-    const Eigen::Index k_b = op_b == trans::no ? b.rows() : b.cols();
-    SCALIFY_CHECK(k == k_b, shape_error,
-                  std::string("scalify::matmul: cannot multiply ") + (op_a == trans::no ? "" : "transpose ") +
-                      detail::shape_string(a) + " by " + (op_b == trans::no ? "" : "transpose ") +
-                      detail::shape_string(b) + " (inner sizes " + std::to_string(k) + " and " +
-                      std::to_string(k_b) + " differ)");
-    m_ = op_a == trans::no ? a.rows() : a.cols();
-    n_ = op_b == trans::no ? b.cols() : b.rows();
-    SCALIFY_CHECK(detail::valid_shape(m_, n_), shape_error,
-                  "scalify::matmul: the product of " + detail::shape_string(a) + " and " + detail::shape_string(b) +
-                      " would be " + detail::shape_string(m_, n_) + ", more elements than Eigen::Index holds");
-    using S = scale_type;
-    const S factor = detail::sqrt_n_factor<S>(k);
-    // sa * sb, then * factor; where either product leaves S's range, the data carries the rest (scale_product).
-    const auto ab = detail::scale_product<S>(static_cast<S>(a.scale()), static_cast<S>(b.scale()));
-    const auto out = detail::scale_product<S>(ab.scale, factor);
-    alpha_ = 1.0f / static_cast<float>(factor) * (ab.rest * out.rest);
-    scale_ = out.scale;
-  }
-
-  Eigen::Index rows() const { return m_; }
-  Eigen::Index cols() const { return n_; }
-  /// The scale of the result (before a storage with an E8M0 scale rounds it).
-  scale_type scale() const { return scale_; }
+      : base(a.rows(), a.cols(), b.rows(), b.cols(), op_a, op_b, static_cast<scale_type>(a.scale()),
+             static_cast<scale_type>(b.scale())),
+        a_(a.data()),
+        b_(b.data()) {}
 
   /// The product plus `bias` (1 x N, added to every row), the scale set by
   /// `rule`. Throws shape_error for another bias shape, and
   /// std::invalid_argument after an activation or a first bias.
   template <class DC, class SC>
   scaled_matmul with_bias(const ScaledArray<DC, SC>& bias, bias_scale rule = bias_scale::add_rule) const {
-    SCALIFY_CHECK(bias.rows() == 1 && bias.cols() == n_, shape_error,
-                  "scalify::matmul: the bias must be (1 x " + std::to_string(n_) + "), one per column of the " +
-                      detail::shape_string(m_, n_) + " product, got " + detail::shape_string(bias));
-    SCALIFY_CHECK(act_ == activation::none && bias_.empty(), std::invalid_argument,
-                  "scalify::matmul: one bias, added before the activation (relu(matmul(a, b) + bias))");
-    SCALIFY_CHECK(rule == bias_scale::add_rule || rule == bias_scale::product, std::invalid_argument,
-                  "scalify::matmul: unknown bias_scale " + std::to_string(static_cast<int>(rule)));
-    using M = detail::scale_math_t<scale_type, SC>;
-    const M sp = static_cast<M>(scale_), sb = static_cast<M>(detail::scale_value(bias.scale()));
-    M s;
-    float factor_p, factor_b;
-    if (rule == bias_scale::add_rule) {
-      const auto k = detail::elementwise::add_sub_scales(sp, sb);
-      s = k.scale;
-      factor_p = k.factor_a;
-      factor_b = k.factor_b;
-    } else {
-      s = sp > M(0) ? sp : M(1);
-      factor_p = s == sp ? 1.0f : static_cast<float>(detail::safe_div(sp, s));  // an inf or NaN sp stays as it is
-      factor_b = static_cast<float>(detail::safe_div(sb, s));
-    }
     scaled_matmul r = *this;
-    r.scale_ = static_cast<scale_type>(s);
-    r.alpha_ = alpha_ * factor_p;
-    r.bias_.resize(static_cast<size_t>(n_));
-    for (Eigen::Index j = 0; j < n_; ++j) {
-      r.bias_[static_cast<size_t>(j)] = static_cast<float>(detail::cast_source(bias.data()(0, j))) * factor_b;
-    }
+    r.add_bias(bias, rule);
     return r;
   }
 
@@ -175,19 +375,8 @@ class scaled_matmul {
   /// the scale; GELU is taken of the values, the scale kept (1 if it is 0),
   /// as nn::gelu_forward. Throws std::invalid_argument after another activation.
   scaled_matmul with_activation(activation act) const {
-    SCALIFY_CHECK(act_ == activation::none, std::invalid_argument,
-                  "scalify::matmul: one activation per product (this one already has one)");
-    SCALIFY_CHECK(act == activation::none || act == activation::relu || act == activation::gelu_tanh,
-                  std::invalid_argument,
-                  "scalify::matmul: unknown activation " + std::to_string(static_cast<int>(act)));
     scaled_matmul r = *this;
-    r.act_ = act;
-    if (act == activation::gelu_tanh && scale_ == scale_type(0)) {
-      // The values are 0, and so are GELU's: data 0 on scale 1, as nn::gelu_forward.
-      r.alpha_ = 0.0f;
-      for (float& v : r.bias_) v = 0.0f;
-      r.scale_ = scale_type(1);
-    }
+    r.set_activation(act);
     return r;
   }
 
@@ -196,25 +385,12 @@ class scaled_matmul {
   /// values' amax is *amax times the stored scale. For dynamic rescaling.
   scaled_matmul with_amax(float* amax) const {
     scaled_matmul r = *this;
-    r.amax_ = amax;
+    r.set_amax(amax);
     return r;
   }
 
   /// Computes the result now, as float32 data with scale().
-  ScaledArray<detail::RowMatrixF, scale_type> eval() const {
-    detail::RowMatrixF c;
-    c.resize(m_, n_);
-    const float act_scale = float_scale(scale_);
-    const bool gelu_in_double = act_ == activation::gelu_tanh && act_scale == 0.0f;
-    run(c, 1.0f, gelu_in_double ? activation::none : act_, act_scale, false);
-    if (gelu_in_double) {
-      // A scale that is not a positive float (a double beyond float's range, inf, NaN): GELU of the values in double.
-      const double sv = static_cast<double>(scale_), divisor = sv > 0.0 ? sv : 1.0;
-      c = c.unaryExpr([sv, divisor](float d) { return static_cast<float>(gelu_tanh(d * sv) / divisor); });
-      if (amax_ != nullptr) *amax_ = c.array().isNaN().select(0.0f, c.array().abs()).maxCoeff();
-    }
-    return ScaledArray<detail::RowMatrixF, scale_type>(detail::unchecked_scale, std::move(c), scale_);
-  }
+  ScaledArray<detail::RowMatrixF, scale_type> eval() const { return base::eval(&gemm_with<float>); }
 
   /// acc += the result, both rebased onto the larger of the two scales (the
   /// rule of nn::accumulate), in the GEMM's epilogue: C = beta * C + alpha *
@@ -228,28 +404,7 @@ class scaled_matmul {
   void accumulate_into(ScaledArray<D, float>& acc) const
     requires std::is_same_v<typename D::Scalar, float>
   {
-    SCALIFY_CHECK(act_ == activation::none, std::invalid_argument,
-                  "scalify::matmul: accumulate_into cannot apply an activation (it would see acc + product)");
-    if (acc.size() == 0 || acc.scale() == 0.0f) {
-      acc = *this;
-      return;
-    }
-    SCALIFY_CHECK(acc.rows() == m_ && acc.cols() == n_, shape_error,
-                  "scalify::matmul: cannot accumulate a " + detail::shape_string(m_, n_) + " product into a " +
-                      detail::shape_string(acc) + " tensor");
-    SCALIFY_CHECK(!reads(acc.data()), std::invalid_argument,
-                  "scalify::matmul: the accumulator is an operand of the product");
-    const float sa = acc.scale(), sp = static_cast<float>(scale_);
-    const float s = std::isnan(sp) || sp > sa ? sp : sa;
-    const float beta = sa / s, factor = s == sp ? 1.0f : sp / s;  // an inf or NaN sp: as nn::accumulate
-    if constexpr (kFusable) {
-      const std::vector<float> bias = scaled_bias(factor);
-      gemm_into(acc.data(), {.alpha = alpha_ * factor, .beta = beta, .bias = bias});
-    } else {
-      const ScaledArray<detail::RowMatrixF, scale_type> p = eval();
-      acc.data() = acc.data() * beta + p.data() * factor;
-    }
-    acc.set_scale(detail::unchecked_scale, s);
+    base::accumulate(acc, reads(acc.data()), &gemm_with<float>);
   }
 
   /// Internal (ScaledArray's deferred assignment): computes the result into
@@ -260,27 +415,10 @@ class scaled_matmul {
   void store_into(ScaledArray<D, S>& out) const {
     using T = typename D::Scalar;
     if constexpr (std::is_same_v<T, float> || (kFusable && kernels::gemm_output<T>)) {
-      detail::check_storable<D>(m_, n_);
-      using Math = detail::scale_math_t<S, scale_type>;
-      const auto fit = detail::fit_scale<S>(static_cast<Math>(scale_), "scalify::ScaledArray");
-      const float act_scale = float_scale(static_cast<Math>(fit.scale));
-      const convert_options& store = current_config().store;
-      if ((std::is_same_v<T, float> || store.round == rounding::nearest_even) &&
-          (act_ != activation::gelu_tanh || act_scale > 0.0f)) {
-        if (reads(out.data())) {
-          D result;  // the destination is an operand: write elsewhere first
-          result.resize(m_, n_);
-          run(result, fit.factor, act_, act_scale, store.saturate);
-          out.data() = std::move(result);
-        } else {
-          out.data().resize(m_, n_);
-          run(out.data(), fit.factor, act_, act_scale, store.saturate);
-        }
-        out.set_scale(detail::unchecked_scale, fit.scale);
-        return;
-      }
+      base::store(out, reads(out.data()), &gemm_with<T>, &gemm_with<float>);
+    } else {
+      out = eval();  // two passes: float32 data, then ScaledArray's store cast
     }
-    out = eval();  // two passes: float32 data, then ScaledArray's store cast
   }
 
  private:
@@ -288,13 +426,6 @@ class scaled_matmul {
   using operand = std::conditional_t<detail::eigen_plain<X>, const X&, const X>;
   static constexpr bool kFusable = kernels::gemm_input<std::remove_cv_t<typename DA::Scalar>> &&
                                    kernels::gemm_input<std::remove_cv_t<typename DB::Scalar>>;
-
-  /// `s` as the epilogue's act_scale: a positive normal float, else 0.
-  template <class F>
-  static float float_scale(F s) {
-    const float f = static_cast<float>(s);
-    return std::isfinite(f) && f >= std::numeric_limits<float>::min() ? f : 0.0f;
-  }
 
   /// True if `data` (a destination) is read by either operand.
   template <class D>
@@ -304,65 +435,23 @@ class scaled_matmul {
            detail::alias_of(b_, target) != detail::alias_kind::none;
   }
 
-  /// The bias times `factor` (empty if there is none).
-  std::vector<float> scaled_bias(float factor) const {
-    std::vector<float> bias = bias_;
-    for (float& v : bias) v *= factor;
-    return bias;
-  }
-
-  /// scalify::gemm of the operands into plain storage `c` (m x n) with the
-  /// epilogue `o`; the transposes, the amax and the scope's threads filled in.
-  template <class C>
-  void gemm_into(C& c, gemm_options o) const {
-    o.trans_a = op_a_;
-    o.trans_b = op_b_;
-    o.amax = amax_;
-    o.threads = current_config().threads;
-    constexpr layout kOrder = (int(C::Flags) & Eigen::RowMajorBit) != 0 ? layout::row_major : layout::col_major;
-    detail::gemm_impl::with_view(a_, [&](auto va) {
-      detail::gemm_impl::with_view(b_, [&](auto vb) {
-        scalify::gemm(va, vb, matrix_view<typename C::Scalar>{c.data(), m_, n_, 0, kOrder}, o);
-      });
-    });
-  }
-
-  /// C = act(factor * (alpha * (a x b) + bias)), GELU on act_scale (> 0 if act is GELU).
-  template <class C>
-  void run(C& c, float factor, activation act, float act_scale, bool saturate) const {
-    using TC = typename C::Scalar;
-    const std::vector<float> bias = scaled_bias(factor);
-    const float alpha = alpha_ * factor;
-    const float gelu_scale = act == activation::gelu_tanh ? act_scale : 1.0f;
+  /// The base's gemm_fn for this pair of operands: scalify::gemm, or for
+  /// other scalar types Eigen's product and the epilogue after it.
+  template <class TC>
+  static void gemm_with(const base& self, const matrix_view<TC>& c, const gemm_options& o) {
+    const auto& p = static_cast<const scaled_matmul&>(self);
     if constexpr (kFusable) {
-      gemm_into(c, {.alpha = alpha, .bias = bias, .act = act, .act_scale = gelu_scale, .saturate = saturate});
+      detail::gemm_impl::with_view(p.a_, [&](auto va) {
+        detail::gemm_impl::with_view(p.b_, [&](auto vb) { scalify::gemm(va, vb, c, o); });
+      });
     } else {
-      // Other scalar types (double, ...): Eigen's product, then the epilogue's operations here.
       static_assert(std::is_same_v<TC, float>, "scalify::matmul: only float results leave the GEMM's types");
-      c = detail::eigen_product_f32(a_, b_, alpha, op_a_, op_b_);
-      float amax = 0.0f;
-      for (Eigen::Index i = 0; i < m_; ++i) {
-        for (Eigen::Index j = 0; j < n_; ++j) {
-          float v = c(i, j);
-          if (!bias.empty()) v += bias[static_cast<size_t>(j)];
-          v = kernels::activate(v, act, gelu_scale);
-          c(i, j) = v;
-          amax = std::fabs(v) > amax ? std::fabs(v) : amax;  // NaN compares false: skipped
-        }
-      }
-      if (amax_ != nullptr) *amax_ = amax;
+      detail::scalar_epilogue(detail::eigen_product_f32(p.a_, p.b_, o.alpha, o.trans_a, o.trans_b), c, o);
     }
   }
 
   operand<DA> a_;
   operand<DB> b_;
-  trans op_a_, op_b_;
-  Eigen::Index m_ = 0, n_ = 0;
-  scale_type scale_{};
-  float alpha_ = 1.0f;
-  std::vector<float> bias_;  ///< on scale_ (empty: no bias)
-  activation act_ = activation::none;
-  float* amax_ = nullptr;
 };
 
 /// Matrix product of scaled tensors with the unit-scaling rule (see the file
