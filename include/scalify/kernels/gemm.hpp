@@ -30,6 +30,8 @@
 #include <cmath>        // std::isfinite
 #include <cstddef>      // ptrdiff_t, size_t
 #include <cstdint>      // uint32_t
+#include <exception>    // std::exception_ptr, std::current_exception, std::rethrow_exception
+#include <mutex>        // std::mutex, std::lock_guard
 #include <new>          // operator new, std::align_val_t
 #include <span>         // std::span
 #include <string>       // std::string, std::to_string
@@ -727,6 +729,57 @@ kernels::strided_out<TC> checked_out(const matrix_view<TC>& c, index m, index n)
   SCALIFY_CHECK(rows == m && cols == n, shape_error,
                 "scalify::gemm: C is " + dims(rows, cols) + " but op(A) op(B) is " + dims(m, n));
   return {const_cast<TC*>(s.data), s.rs, s.cs};
+}
+
+/// Where one product of a batch reads A and B and writes C: element offsets
+/// from the batch's base pointers.
+struct batch_item {
+  index a = 0, b = 0, c = 0;
+};
+
+/// A batch of products of one shape, C_t = epilogue(op(A_t) op(B_t)) with
+/// A_t = a offset by items[t].a (a: the strides of op(A), m x k), and so on:
+/// one pool dispatch for the whole batch. With at least as many products as
+/// threads, each product runs on one thread; with fewer, they run one after
+/// the other, each on all of them. o.amax receives the max over the batch.
+/// The caller checks the offsets (ops/batched.hpp); an exception of one
+/// product (e.g. gemm's overlap check) is rethrown here, the first one.
+template <class TA, class TB, class TC>
+void gemm_batched(const kernels::strided<TA>& a, const kernels::strided<TB>& b, index m, index n, index k,
+                  const kernels::strided_out<TC>& c, std::span<const batch_item> items, const gemm_options& o) {
+  const auto count = static_cast<index>(items.size());
+  const int threads = thread_limit(o.threads);
+  const bool across = threads > 1 && count >= threads;
+  std::atomic<uint32_t> amax{0};
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  const auto one = [&](index t) {
+    const batch_item& it = items[static_cast<std::size_t>(t)];
+    gemm_options ot = o;
+    float item_amax = 0.0f;
+    ot.amax = o.amax != nullptr ? &item_amax : nullptr;
+    ot.threads = across ? 1 : o.threads;
+    gemm_checked<TA, TB, TC>({a.data + it.a, a.rs, a.cs}, {b.data + it.b, b.rs, b.cs}, nullptr, m, n, k,
+                             {c.data + it.c, c.rs, c.cs}, ot);
+    if (o.amax != nullptr) atomic_max(amax, item_amax);
+  };
+  if (across) {
+    std::mutex error_mutex;
+    kernels::thread_pool::instance().run(count, threads, [&](std::ptrdiff_t t) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      try {
+        one(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+      }
+    });
+    if (error) std::rethrow_exception(error);
+  } else {
+    for (index t = 0; t < count; ++t) one(t);
+  }
+  if (o.amax != nullptr) *o.amax = std::bit_cast<float>(amax.load());
 }
 
 }  // namespace detail::gemm_impl
