@@ -8,6 +8,7 @@
 #include "scalify/scalify.hpp"
 
 #include "scalify/nn/activations.hpp"
+#include "scalify/nn/attention.hpp"
 #include "scalify/nn/layernorm.hpp"
 #include "scalify/nn/linear.hpp"
 #include "scalify/nn/loss.hpp"

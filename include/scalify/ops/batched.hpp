@@ -184,6 +184,65 @@ bool shares_memory(const DX& x, const DY& y) {
   return xb < ye && yb < xe;
 }
 
+/// The sizes of a batched_matmul: each product op_a(A_t) (m x k) op_b(B_t)
+/// (k x n), and the output's extent. All of batched_matmul's shape and
+/// argument checks, compiled once whatever the operand types.
+struct batched_dims {
+  Eigen::Index m = 0, n = 0, k = 0;
+  grid_extent out;
+};
+inline batched_dims check_batched(const block_grid& grid_out, Eigen::Index a_rows, Eigen::Index a_cols,
+                                  const block_grid& grid_a, trans op_a, Eigen::Index b_rows, Eigen::Index b_cols,
+                                  const block_grid& grid_b, trans op_b, double scale_factor) {
+  SCALIFY_CHECK((op_a == trans::no || op_a == trans::yes) && (op_b == trans::no || op_b == trans::yes),
+                std::invalid_argument,
+                "scalify::batched_matmul: unknown trans values " + std::to_string(static_cast<int>(op_a)) + ", " +
+                    std::to_string(static_cast<int>(op_b)) + " (expected trans::no or trans::yes)");
+  SCALIFY_CHECK(std::isfinite(scale_factor) && scale_factor > 0.0, std::invalid_argument,
+                "scalify::batched_matmul: scale_factor must be finite and > 0, got " +
+                    number_string(scale_factor));
+  SCALIFY_CHECK(grid_a.outer == grid_out.outer && grid_a.inner == grid_out.inner &&
+                    grid_b.outer == grid_out.outer && grid_b.inner == grid_out.inner,
+                shape_error,
+                "scalify::batched_matmul: the grids must have the same counts: out " + grid_string(grid_out) +
+                    ", a " + grid_string(grid_a) + ", b " + grid_string(grid_b));
+  const auto ea = extent_of("a", grid_a);
+  const auto eb = extent_of("b", grid_b);
+  const auto ec = extent_of("out", grid_out);
+  SCALIFY_CHECK(ea.rows <= a_rows && ea.cols <= a_cols, shape_error,
+                "scalify::batched_matmul: a's " + grid_string(grid_a) + " does not fit in a " +
+                    shape_string(a_rows, a_cols));
+  SCALIFY_CHECK(eb.rows <= b_rows && eb.cols <= b_cols, shape_error,
+                "scalify::batched_matmul: b's " + grid_string(grid_b) + " does not fit in b " +
+                    shape_string(b_rows, b_cols));
+  check_exact_cover(grid_out, ec);
+  const Eigen::Index m = op_a == trans::no ? grid_a.rows : grid_a.cols;
+  const Eigen::Index k = op_a == trans::no ? grid_a.cols : grid_a.rows;
+  const Eigen::Index kb = op_b == trans::no ? grid_b.rows : grid_b.cols;
+  const Eigen::Index n = op_b == trans::no ? grid_b.cols : grid_b.rows;
+  SCALIFY_CHECK(k == kb && grid_out.rows == m && grid_out.cols == n, shape_error,
+                "scalify::batched_matmul: blocks " + std::string(op_a == trans::no ? "" : "transpose ") +
+                    shape_string(grid_a.rows, grid_a.cols) + " x " +
+                    (op_b == trans::no ? "" : "transpose ") + shape_string(grid_b.rows, grid_b.cols) +
+                    " into " + shape_string(grid_out.rows, grid_out.cols) +
+                    (k != kb ? ": inner sizes differ" : ": the output blocks must be " + shape_string(m, n)));
+  return {m, n, k, ec};
+}
+
+/// Where each product of the batch reads and writes: element offsets of the
+/// blocks in storage with strides (rs, cs) for a, b and out.
+inline std::vector<gemm_impl::batch_item> batch_items(const block_grid& grid_out, Eigen::Index c_rs,
+                                                      Eigen::Index c_cs, const block_grid& grid_a, Eigen::Index a_rs,
+                                                      Eigen::Index a_cs, const block_grid& grid_b, Eigen::Index b_rs,
+                                                      Eigen::Index b_cs) {
+  std::vector<gemm_impl::batch_item> items(static_cast<std::size_t>(grid_out.count()));
+  for (Eigen::Index t = 0; t < grid_out.count(); ++t) {
+    items[static_cast<std::size_t>(t)] = {block_offset(grid_a, t, a_rs, a_cs), block_offset(grid_b, t, b_rs, b_cs),
+                                          block_offset(grid_out, t, c_rs, c_cs)};
+  }
+  return items;
+}
+
 }  // namespace detail
 
 /// out's block t = op_a(a's block t) x op_b(b's block t) for every block of
@@ -225,38 +284,10 @@ void batched_matmul(ScaledArray<DC, SC>& out, const block_grid& grid_out, const 
                 "float");
   static_assert(std::is_same_v<TC, float> || kernels::gemm_output<TC>,
                 "scalify::batched_matmul: the output must be float, float16, bfloat16, float8_e4m3fn or float8_e5m2");
-  SCALIFY_CHECK((op_a == trans::no || op_a == trans::yes) && (op_b == trans::no || op_b == trans::yes),
-                std::invalid_argument,
-                "scalify::batched_matmul: unknown trans values " + std::to_string(static_cast<int>(op_a)) + ", " +
-                    std::to_string(static_cast<int>(op_b)) + " (expected trans::no or trans::yes)");
-  SCALIFY_CHECK(std::isfinite(options.scale_factor) && options.scale_factor > 0.0, std::invalid_argument,
-                "scalify::batched_matmul: scale_factor must be finite and > 0, got " +
-                    detail::number_string(options.scale_factor));
-  SCALIFY_CHECK(grid_a.outer == grid_out.outer && grid_a.inner == grid_out.inner &&
-                    grid_b.outer == grid_out.outer && grid_b.inner == grid_out.inner,
-                shape_error,
-                "scalify::batched_matmul: the grids must have the same counts: out " + detail::grid_string(grid_out) +
-                    ", a " + detail::grid_string(grid_a) + ", b " + detail::grid_string(grid_b));
-  const auto ea = detail::extent_of("a", grid_a);
-  const auto eb = detail::extent_of("b", grid_b);
-  const auto ec = detail::extent_of("out", grid_out);
-  SCALIFY_CHECK(ea.rows <= a.rows() && ea.cols <= a.cols(), shape_error,
-                "scalify::batched_matmul: a's " + detail::grid_string(grid_a) + " does not fit in a " +
-                    detail::shape_string(a));
-  SCALIFY_CHECK(eb.rows <= b.rows() && eb.cols <= b.cols(), shape_error,
-                "scalify::batched_matmul: b's " + detail::grid_string(grid_b) + " does not fit in b " +
-                    detail::shape_string(b));
-  detail::check_exact_cover(grid_out, ec);
-  const Eigen::Index m = op_a == trans::no ? grid_a.rows : grid_a.cols;
-  const Eigen::Index k = op_a == trans::no ? grid_a.cols : grid_a.rows;
-  const Eigen::Index kb = op_b == trans::no ? grid_b.rows : grid_b.cols;
-  const Eigen::Index n = op_b == trans::no ? grid_b.cols : grid_b.rows;
-  SCALIFY_CHECK(k == kb && grid_out.rows == m && grid_out.cols == n, shape_error,
-                "scalify::batched_matmul: blocks " + std::string(op_a == trans::no ? "" : "transpose ") +
-                    detail::shape_string(grid_a.rows, grid_a.cols) + " x " +
-                    (op_b == trans::no ? "" : "transpose ") + detail::shape_string(grid_b.rows, grid_b.cols) +
-                    " into " + detail::shape_string(grid_out.rows, grid_out.cols) +
-                    (k != kb ? ": inner sizes differ" : ": the output blocks must be " + detail::shape_string(m, n)));
+  const auto dims = detail::check_batched(grid_out, a.rows(), a.cols(), grid_a, op_a, b.rows(), b.cols(), grid_b,
+                                         op_b, options.scale_factor);
+  const Eigen::Index m = dims.m, n = dims.n, k = dims.k;
+  const auto ec = dims.out;
   SCALIFY_CHECK(!detail::shares_memory(out.data(), a.data()) && !detail::shares_memory(out.data(), b.data()),
                 std::invalid_argument, "scalify::batched_matmul: the output shares memory with an operand");
 
@@ -284,12 +315,7 @@ void batched_matmul(ScaledArray<DC, SC>& out, const block_grid& grid_out, const 
     const auto [a_rs, a_cs] = detail::strides_of(a.data());
     const auto [b_rs, b_cs] = detail::strides_of(b.data());
     const auto [c_rs, c_cs] = detail::strides_of(out.data());
-    std::vector<detail::gemm_impl::batch_item> items(static_cast<std::size_t>(count));
-    for (Eigen::Index t = 0; t < count; ++t) {
-      items[static_cast<std::size_t>(t)] = {detail::block_offset(grid_a, t, a_rs, a_cs),
-                                            detail::block_offset(grid_b, t, b_rs, b_cs),
-                                            detail::block_offset(grid_out, t, c_rs, c_cs)};
-    }
+    const auto items = detail::batch_items(grid_out, c_rs, c_cs, grid_a, a_rs, a_cs, grid_b, b_rs, b_cs);
     // The strides of op(A) and op(B): a transpose swaps them.
     const kernels::strided<TA> sa{a.data().data(), op_a == trans::no ? a_rs : a_cs, op_a == trans::no ? a_cs : a_rs};
     const kernels::strided<TB> sb{b.data().data(), op_b == trans::no ? b_rs : b_cs, op_b == trans::no ? b_cs : b_rs};
