@@ -9,6 +9,8 @@
 
 #include "scalify/nn/activations.hpp"
 #include "scalify/nn/attention.hpp"
+#include "scalify/nn/embedding.hpp"
+#include "scalify/nn/gpt.hpp"
 #include "scalify/nn/layernorm.hpp"
 #include "scalify/nn/linear.hpp"
 #include "scalify/nn/loss.hpp"

@@ -521,6 +521,64 @@ class adamw : public detail::optimizer_base {
   std::vector<scaled_buffer> m_, r_;
 };
 
+/// Learning rate with linear warmup and cosine decay: from 0 up to `peak`
+/// over steps [0, warmup), then down to `min_lr` along half a cosine until
+/// step `total`, `min_lr` after it.
+///
+/// **Example**: `opt.config().lr = scalify::nn::warmup_cosine{.peak = 3e-3f, .warmup = 100, .total = 2000}.at(step);`
+struct warmup_cosine {
+  float peak = 1e-3f;
+  float min_lr = 0.0f;
+  long warmup = 0;
+  long total = 1;
+
+  /// The learning rate of step `step` (0-based). Throws std::invalid_argument
+  /// unless 0 <= min_lr <= peak, 0 <= warmup <= total, total > 0 and step >= 0.
+  float at(long step) const {
+    SCALIFY_CHECK(min_lr >= 0.0f && min_lr <= peak && warmup >= 0 && warmup <= total && total > 0 && step >= 0,
+                  std::invalid_argument,
+                  "scalify::nn::warmup_cosine: need 0 <= min_lr <= peak, 0 <= warmup <= total, total > 0 and "
+                  "step >= 0, got peak " + detail::g_string(peak) + ", min_lr " + detail::g_string(min_lr) +
+                      ", warmup " + std::to_string(warmup) + ", total " + std::to_string(total) + ", step " +
+                      std::to_string(step));
+    if (step < warmup) return peak * static_cast<float>(step + 1) / static_cast<float>(warmup);
+    if (step >= total) return min_lr;
+    const double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<long>(1, total - warmup));
+    const double cosine = 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress));
+    return min_lr + static_cast<float>((peak - min_lr) * cosine);
+  }
+};
+
+/// The global norm of the gradients, sqrt(sum over tensors of s^2 sum d^2),
+/// in double with each tensor's scale applied after its data's sum of squares
+/// (no overflow or underflow for scales far from 1); if it is above
+/// `max_norm`, every gradient's scale is multiplied by max_norm / norm (the
+/// data unchanged). Returns the norm before clipping; a non-finite norm
+/// (a non-finite gradient) changes nothing, for the optimizer's step to skip.
+/// Throws std::invalid_argument unless max_norm > 0, or for a null gradient.
+///
+/// **Example**: `double norm = scalify::nn::clip_grad_norm(model.parameters(), 1.0);`
+inline double clip_grad_norm(const std::vector<param_ref>& params, double max_norm) {
+  SCALIFY_CHECK(max_norm > 0.0, std::invalid_argument,
+                "scalify::nn::clip_grad_norm: max_norm must be > 0, got " + detail::g_string(max_norm));
+  double sum = 0.0;
+  for (const auto& p : params) {
+    SCALIFY_CHECK(p.grad != nullptr, std::invalid_argument,
+                  "scalify::nn::clip_grad_norm: parameter '" + p.name + "' has a null gradient");
+    if (p.grad->size() == 0) continue;
+    const double s = static_cast<double>(p.grad->scale());
+    sum += s * s * p.grad->data().cast<double>().squaredNorm();
+  }
+  const double norm = std::sqrt(sum);
+  if (std::isfinite(norm) && norm > max_norm) {
+    const double factor = max_norm / norm;
+    for (const auto& p : params) {
+      p.grad->set_scale(scalify::detail::unchecked_scale, static_cast<float>(p.grad->scale() * factor));
+    }
+  }
+  return norm;
+}
+
 }  // namespace scalify::nn
 
 #endif  // SCALIFY_NN_OPTIM_HPP_

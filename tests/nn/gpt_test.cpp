@@ -1,0 +1,236 @@
+// The GPT pieces (nn/embedding.hpp, nn/gpt.hpp, nn/text.hpp, the schedule
+// and clipping of nn/optim.hpp):
+//   - embeddings against a scatter-add reference, ids checked;
+//   - the transformer block's float32 backward against central finite
+//     differences of its float32 forward (input and weights);
+//   - the model is causal in fp32 and fp8;
+//   - a tiny model overfits a short string in fp32, fp16 and fp8;
+//   - warmup + cosine, gradient-norm clipping with scales far from 1;
+//   - the character corpus: splits, vocabulary, files, errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>  // getpid
+
+#include "scalify/nn/embedding.hpp"
+#include "scalify/nn/gpt.hpp"
+#include "scalify/nn/loss.hpp"
+#include "scalify/nn/optim.hpp"
+#include "scalify/nn/text.hpp"
+
+namespace nn = scalify::nn;
+using MatD = nn::RefMatrix<double>;
+
+namespace {
+
+nn::Matrix random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  nn::Matrix m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+  return m;
+}
+
+MatD values(const nn::Tensor& t) { return t.data().cast<double>() * static_cast<double>(t.scale()); }
+
+}  // namespace
+
+TEST_CASE("embedding: lookups copy rows, the backward scatter-adds, ids are checked", "[nn][gpt][embedding]") {
+  nn::embedding_params p;
+  nn::embedding_init(p, 7, 5, 3, 0.5f);
+  const std::vector<int> ids = {3, 0, 3, 6, 3};
+  nn::Tensor y;
+  nn::embedding_forward(y, p, ids);
+  CHECK(y.scale() == 0.5f);
+  for (size_t i = 0; i < ids.size(); ++i) CHECK(y.data().row(static_cast<Eigen::Index>(i)) == p.table.data().row(ids[i]));
+
+  nn::embedding_grads g;
+  nn::embedding_zero_grad(g, p);
+  const nn::Tensor dy(random_matrix(5, 5, 4), 0.25f);
+  MatD want = MatD::Zero(7, 5);
+  for (int pass = 0; pass < 2; ++pass) {
+    nn::embedding_backward(g, dy, ids, p);
+    nn::embedding_backward_ref<double>(want, values(dy), ids);
+    CHECK((values(g.dtable) - want).norm() <= 1e-6 * want.norm());
+  }
+  CHECK(values(g.dtable).row(1).isZero());  // never looked up
+
+  CHECK_THROWS_AS(nn::embedding_forward(y, p, std::vector<int>{7}), std::out_of_range);
+  CHECK_THROWS_AS(nn::embedding_forward(y, p, std::vector<int>{-1}), std::out_of_range);
+  CHECK_THROWS_AS(nn::embedding_backward(g, dy, std::vector<int>{1, 2}, p), scalify::shape_error);
+  CHECK_THROWS_AS(nn::embedding_init(p, 0, 5, 1), std::invalid_argument);
+}
+
+TEST_CASE("transformer block: float32 backward matches finite differences of the forward", "[nn][gpt]") {
+  const Eigen::Index B = 2, T = 4, C = 8, H = 2;
+  nn::transformer_block block(C, H, nn::linear_config::fp32(), nn::attention_config::fp32(), 5);
+  block.set_time(T);
+  const nn::Matrix x0 = random_matrix(B * T, C, 6);
+  const nn::Matrix r = random_matrix(B * T, C, 7);
+  const auto loss = [&](const nn::Matrix& x) {
+    const nn::Tensor y = block.forward(nn::Tensor(x, 1.0f));
+    return (y.data().cast<double>() * static_cast<double>(y.scale())).cwiseProduct(r.cast<double>()).sum();
+  };
+  loss(x0);
+  block.zero_grad();
+  const nn::Tensor dx = block.backward(nn::Tensor(r, 1.0f), true);
+  const MatD dx_v = values(dx);
+  // Central differences in float32 (h = 1e-2): truncation ~h^2, rounding ~1e-7 |L| / h.
+  const float h = 1e-2f;
+  double worst = 0.0;
+  nn::Matrix xp = x0;
+  for (Eigen::Index i = 0; i < x0.size(); i += 3) {
+    const float keep = xp.data()[i];
+    xp.data()[i] = keep + h;
+    const double lp = loss(xp);
+    xp.data()[i] = keep - h;
+    const double lm = loss(xp);
+    xp.data()[i] = keep;
+    const double numeric = (lp - lm) / (2.0 * h);
+    worst = std::max(worst, std::abs(dx_v.data()[i] - numeric) / (std::abs(numeric) + 0.05));
+  }
+  CHECK(worst < 5e-3);
+  // Weights: a few entries of each matrix, perturbed through their data.
+  loss(x0);
+  for (const auto& p : block.parameters()) {
+    if (p.name.find(".w") == std::string::npos && p.name.find("gamma") == std::string::npos) continue;
+    const MatD grad = values(*p.grad);
+    double worst_p = 0.0;
+    for (Eigen::Index i = 0; i < p.value->size(); i += p.value->size() / 5 + 1) {
+      float& d = p.value->data().data()[i];
+      const float keep = d;
+      d = keep + h / p.value->scale();
+      const double lp = loss(x0);
+      d = keep - h / p.value->scale();
+      const double lm = loss(x0);
+      d = keep;
+      const double numeric = (lp - lm) / (2.0 * h);
+      worst_p = std::max(worst_p, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 0.05));
+    }
+    INFO(p.name);
+    CHECK(worst_p < 5e-3);
+  }
+}
+
+TEST_CASE("gpt: a later token changes no earlier logit, in fp32 and fp8", "[nn][gpt]") {
+  for (const auto prec : {nn::precision::fp32, nn::precision::fp8}) {
+    nn::gpt model({.vocab = 11, .context = 8, .layers = 2, .heads = 2, .dim = 16,
+                   .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec), .seed = 1});
+    std::vector<int> tokens = {1, 5, 2, 9, 3, 3, 7, 0, 4, 4, 10, 2, 6, 1, 8, 5};
+    const nn::Tensor a = model.forward(tokens, 2);
+    for (int b = 0; b < 2; ++b) tokens[static_cast<size_t>(b * 8 + 5)] = 10 - tokens[static_cast<size_t>(b * 8 + 5)];
+    const nn::Tensor c = model.forward(tokens, 2);
+    INFO(nn::precision_name(prec));
+    for (int b = 0; b < 2; ++b) {
+      CHECK(values(a).middleRows(b * 8, 5) == values(c).middleRows(b * 8, 5));
+      CHECK(values(a).middleRows(b * 8 + 5, 3) != values(c).middleRows(b * 8 + 5, 3));
+    }
+  }
+}
+
+TEST_CASE("gpt: a tiny model overfits a short string in fp32, fp16 and fp8", "[nn][gpt]") {
+  const std::string text = "scalify trains in fp8. ";
+  const nn::char_corpus corpus = nn::make_char_corpus(text + text, 0.0);
+  const std::vector<int> ids = corpus.train;
+  const Eigen::Index T = 16, B = 4;
+  for (const auto prec : {nn::precision::fp32, nn::precision::fp16, nn::precision::fp8}) {
+    nn::gpt model({.vocab = corpus.vocab_size(), .context = T, .layers = 1, .heads = 2, .dim = 32,
+                   .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec), .seed = 2});
+    nn::adamw opt(model.parameters(), {.lr = 3e-3f, .weight_decay = 0.0f},
+                  prec == nn::precision::fp32 ? nn::state_config::fp32() : nn::state_config{});
+    float loss = 0.0f;
+    for (int step = 0; step < 150; ++step) {
+      std::vector<int> x, y;
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const size_t start = static_cast<size_t>((step * 3 + b * 5) % static_cast<int>(text.size()));
+        for (Eigen::Index t = 0; t < T; ++t) {
+          x.push_back(ids[start + static_cast<size_t>(t)]);
+          y.push_back(ids[start + static_cast<size_t>(t) + 1]);
+        }
+      }
+      model.zero_grad();
+      const nn::Tensor logits = model.forward(x, B);
+      nn::Tensor dlogits;
+      loss = nn::softmax_cross_entropy(&dlogits, logits, y);
+      model.backward(dlogits);
+      opt.step();
+    }
+    INFO(nn::precision_name(prec) << ": final loss " << loss);
+    // Unigram entropy of the string is ~2.6 nats; memorized, the loss goes near 0.
+    CHECK(loss < 0.25f);
+  }
+}
+
+TEST_CASE("warmup_cosine and clip_grad_norm", "[nn][gpt][optim]") {
+  const nn::warmup_cosine s{.peak = 1e-3f, .min_lr = 1e-4f, .warmup = 10, .total = 110};
+  CHECK(s.at(0) == Approx(1e-4));
+  CHECK(s.at(9) == Approx(1e-3));
+  CHECK(s.at(10) == Approx(1e-3));
+  CHECK(s.at(60) == Approx(1e-4 + 0.9e-3 * 0.5));
+  CHECK(s.at(110) == Approx(1e-4));
+  CHECK(s.at(500) == Approx(1e-4));
+  CHECK_THROWS_AS((nn::warmup_cosine{.peak = 1e-3f, .min_lr = 1e-2f}.at(0)), std::invalid_argument);
+  CHECK_THROWS_AS(s.at(-1), std::invalid_argument);
+
+  // Two gradients on scales 2^100 and 2^-100: the norm in double, then clipped through the scales.
+  nn::Tensor g1(random_matrix(3, 4, 8), 0x1p100f), g2(random_matrix(2, 2, 9), 0x1p-100f), v1, v2;
+  const nn::Matrix d1 = g1.data(), d2 = g2.data();
+  const std::vector<nn::param_ref> params = {{"a", &v1, &g1}, {"b", &v2, &g2}};
+  const double want = std::sqrt(std::ldexp(d1.cast<double>().squaredNorm(), 200) +
+                                std::ldexp(d2.cast<double>().squaredNorm(), -200));
+  const double norm = nn::clip_grad_norm(params, 1.0);
+  CHECK(norm == Approx(want).epsilon(1e-12));
+  CHECK(g1.data() == d1);
+  const double after = std::sqrt(values(g1).squaredNorm() + values(g2).squaredNorm());
+  CHECK(after == Approx(1.0).epsilon(1e-6));
+  CHECK(nn::clip_grad_norm(params, 2.0) == Approx(1.0).epsilon(1e-6));  // below max: unchanged
+  CHECK(values(g1).norm() == Approx(after).epsilon(1e-6));
+  g2.data()(0, 0) = std::numeric_limits<float>::infinity();
+  const float s1 = g1.scale();
+  CHECK(!std::isfinite(nn::clip_grad_norm(params, 1e-3)));
+  CHECK(g1.scale() == s1);
+  CHECK_THROWS_AS(nn::clip_grad_norm(params, 0.0), std::invalid_argument);
+}
+
+TEST_CASE("char corpus: splits, vocabulary, encoding, files and errors", "[nn][gpt][text]") {
+  const nn::char_corpus c = nn::make_char_corpus("abcab" "xaz", 0.375);  // 3 of 8 bytes for validation
+  CHECK(c.vocab == "abc");
+  CHECK(c.vocab_size() == 4);
+  CHECK(c.train == std::vector<int>{1, 2, 3, 1, 2});
+  CHECK(c.val == std::vector<int>{0, 1, 0});  // x and z are not in the training split
+  CHECK(c.decode(c.val) == "?a?");
+  CHECK_THROWS_AS(c.decode({4}), std::out_of_range);
+  CHECK_THROWS_AS(nn::make_char_corpus("ab", 1.0), std::invalid_argument);
+
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("scalify_text_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto write = [&](const char* name, const std::string& s) { std::ofstream(dir / name) << s; };
+  write("b", "second\n%\nthird\n");
+  write("a", "first\n%\n");
+  write("a.dat", "binary index");
+  write("a.u8", "link");
+  const nn::char_corpus f = nn::load_char_corpus(dir.string(), 0.0);
+  CHECK(f.files == std::vector<std::string>{"a", "b"});
+  CHECK(f.decode(f.train) == "first\nsecond\nthird\n");
+  fs::remove_all(dir);
+  try {
+    nn::load_char_corpus((dir / "missing").string());
+    FAIL("no exception");
+  } catch (const std::runtime_error& e) {
+    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("missing"));
+  }
+  if (!fs::is_directory(nn::kFortunesDir)) {
+    CHECK_THROWS_WITH(nn::load_char_corpus(), Catch::Matchers::Contains("apt-get install fortunes"));
+  }
+}
