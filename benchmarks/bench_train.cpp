@@ -6,6 +6,11 @@
 //   BM_TrainStep/fp8    e4m3fn forward, e5m2 gradients, scaled float16 optimizer state
 //   BM_TrainStep/fp8_state32  fp8's matmuls with fp32's optimizer (separates the two costs)
 //
+// and one step of train_char_gpt's default GPT (3 blocks, dim 128, 4 heads,
+// batch 16 x 64 characters, vocabulary 114, AdamW, gradient clipping) on
+// random tokens: BM_GptStep/fp32, fp16, fp8, fp8_naive, with `tokens/s` and
+// `vs_fp32` as above.
+//
 // The fp16 and fp8 rows report `vs_fp32`: their step time over fp32's, both
 // measured in this process in wall time (best step of the run: the GEMM's
 // worker threads count too). The matmuls go through scalify::matmul, i.e.
@@ -23,6 +28,7 @@
 #include <string>  // std::string
 #include <vector>  // std::vector
 
+#include "scalify/nn/gpt.hpp"
 #include "scalify/nn/loss.hpp"
 #include "scalify/nn/mlp.hpp"
 #include "scalify/nn/optim.hpp"
@@ -88,6 +94,54 @@ BENCHMARK_CAPTURE(BM_TrainStep, fp8, std::string("fp8"), nn::linear_config::fp8(
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_TrainStep, fp8_state32, std::string("fp8_state32"), nn::linear_config::fp8(),
                   nn::state_config::fp32())
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_GptStep(benchmark::State& state, const std::string& name, nn::precision prec) {
+  constexpr Eigen::Index kB = 16, kT = 64, kVocab = 114;
+  nn::gpt model({.vocab = kVocab, .context = kT, .layers = 3, .heads = 4, .dim = 128,
+                 .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec), .seed = 1});
+  const nn::state_config scfg = prec == nn::precision::fp32        ? nn::state_config::fp32()
+                                : prec == nn::precision::fp8_naive ? nn::state_config::fp16_naive()
+                                                                   : nn::state_config{};
+  nn::adamw opt(model.parameters(), {.lr = 1e-3f, .weight_decay = 0.0f}, scfg);
+  std::mt19937 gen(5);
+  std::uniform_int_distribution<int> token(0, static_cast<int>(kVocab) - 1);
+  std::vector<int> x(static_cast<size_t>(kB * kT)), y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = token(gen);
+    y[i] = token(gen);
+  }
+  double best = 1e30;
+  for (auto _ : state) {
+    const double t0 = wall_seconds();
+    model.zero_grad();
+    const nn::Tensor logits = model.forward(x, kB);
+    nn::Tensor dlogits;
+    const float loss = nn::softmax_cross_entropy(&dlogits, logits, y);
+    model.backward(dlogits);
+    nn::clip_grad_norm(model.parameters(), 1.0);
+    opt.step();
+    benchmark::DoNotOptimize(loss);
+    best = std::min(best, wall_seconds() - t0);
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(kB * kT), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["best_ms"] = best * 1e3;
+  const std::string key = "gpt_" + name;
+  best_step()[key] = best;
+  if (name != "fp32" && best_step().count("gpt_fp32") != 0) state.counters["vs_fp32"] = best / best_step()["gpt_fp32"];
+}
+
+BENCHMARK_CAPTURE(BM_GptStep, fp32, std::string("fp32"), nn::precision::fp32)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_GptStep, fp16, std::string("fp16"), nn::precision::fp16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_GptStep, fp8, std::string("fp8"), nn::precision::fp8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_GptStep, fp8_naive, std::string("fp8_naive"), nn::precision::fp8_naive)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

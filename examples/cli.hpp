@@ -194,9 +194,11 @@ class progress_bar {
   bool enabled() const { return enabled_; }
 
   /// Starts timing a phase of `total` items (an epoch); `later` items follow
-  /// in later phases (the other epochs), for the ETA of the whole run.
-  void start(std::string label, size_t total, size_t later = 0) {
+  /// in later phases (the other epochs), for the ETA of the whole run. The
+  /// rate is shown as items per second with `unit` ("img/s").
+  void start(std::string label, size_t total, size_t later = 0, std::string unit = "img/s") {
     label_ = std::move(label);
+    unit_ = std::move(unit);
     total_ = total;
     later_ = later;
     start_ = std::chrono::steady_clock::now();
@@ -218,7 +220,7 @@ class progress_bar {
     const std::string bar = std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.');
     std::string line = label_ + " [" + bar + "] " + std::to_string(done) + "/" + std::to_string(total_) + "  " + extra;
     if (rate > 0) {
-      line += "  " + std::to_string(static_cast<long>(rate)) + " img/s";
+      line += "  " + std::to_string(static_cast<long>(rate)) + " " + unit_;
       line += done < total_ ? "  ETA " + clock_time(static_cast<double>(total_ - done) / rate)
                             : "  took " + clock_time(elapsed);
       if (later_ > 0) line += ", run " + clock_time(static_cast<double>(total_ - done + later_) / rate);
@@ -245,7 +247,7 @@ class progress_bar {
   }
 
   bool enabled_ = false;
-  std::string label_, status_;
+  std::string label_, status_, unit_ = "img/s";
   size_t total_ = 0, later_ = 0;
   std::chrono::steady_clock::time_point start_, last_;
 };

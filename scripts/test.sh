@@ -29,7 +29,7 @@ done
 
 # --- Debian packages ----------------------------------------------------------
 source scripts/install_missing.sh  # install_missing
-install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev zlib1g-dev
+install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev zlib1g-dev fortunes
 
 # --- configure, build, test -----------------------------------------------------
 jobs=$(nproc 2>/dev/null || echo 2)
