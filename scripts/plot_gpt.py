@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Tables and a plot of train_char_gpt runs (their --json files).
+
+    build/examples/train_char_gpt --precision fp8 --seed 1 --json runs/fp8_1.json
+    ...
+    python3 scripts/plot_gpt.py runs/*.json --png docs/gpt_val_loss.png
+
+Prints Markdown: the final validation loss per precision and seed with the
+mean over seeds and its gap to fp32, tokens per second and the time ratio to
+fp32. With --png, plots the validation loss against the step, one line per
+precision (the mean over its seeds). The PNG needs matplotlib (Debian:
+python3-matplotlib); the tables do not.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+ORDER = ["fp32", "fp16", "fp8", "fp8-naive"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="JSON files written by train_char_gpt --json")
+    parser.add_argument("--png", help="write the plot of validation loss vs step here")
+    args = parser.parse_args()
+
+    runs = {}
+    for path in args.runs:
+        with open(path) as f:
+            r = json.load(f)
+        runs.setdefault(r["precision"], []).append(r)
+    precisions = [p for p in ORDER if p in runs] + sorted(p for p in runs if p not in ORDER)
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+
+    def mean(p, key):
+        return statistics.mean(r[key] for r in runs[p])
+
+    base_loss = mean("fp32", "val_loss") if "fp32" in runs else None
+    base_time = mean("fp32", "seconds") if "fp32" in runs else None
+    head = "| precision | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs fp32 | tokens/s | time vs fp32 |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for p in precisions:
+        by_seed = {r["seed"]: r for r in runs[p]}
+        cells = [f"{by_seed[s]['val_loss']:.4f}" if s in by_seed else "" for s in seeds]
+        loss = mean(p, "val_loss")
+        gap = f"{100 * (loss / base_loss - 1):+.2f} %" if base_loss else ""
+        ratio = f"{mean(p, 'seconds') / base_time:.2f}x" if base_time else ""
+        print(f"| {p} | " + " | ".join(cells) + f" | {loss:.4f} | {gap} | {mean(p, 'tokens_per_second'):.0f} | {ratio} |")
+
+    if args.png:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            sys.exit("plot_gpt.py: --png needs matplotlib (Debian: python3-matplotlib)")
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for p in precisions:
+            steps = [e["step"] for e in runs[p][0]["evals"]]
+            losses = [statistics.mean(r["evals"][i]["val_loss"] for r in runs[p]) for i in range(len(steps))]
+            ax.plot(steps, losses, marker="o", markersize=3, label=f"{p} (mean of {len(runs[p])} seeds)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss (nats / character)")
+        r0 = runs[precisions[0]][0]
+        ax.set_title(f"train_char_gpt: {r0['layers']} layers, dim {r0['dim']}, batch {r0['batch']} x {r0['seq']}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
