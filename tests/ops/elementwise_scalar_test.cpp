@@ -348,3 +348,58 @@ TEST_CASE("compound assignment: E8M0 and double scales, overflow saturates, shap
   (c += 1.0f) *= 2.0f;
   CHECK(c.item() == 4.0f);
 }
+
+TEMPLATE_TEST_CASE("max, min and where with a constant: max's scale rule with c's scaled scalar; 0 keeps x",
+                   "[ops][elementwise][scalar]", SCALIFY_STORAGE_FORMATS) {
+  uint32_t seed = 90;
+  for (const float sa : {1.0f, 0.375f, 3.0f, 0x1p-20f, 0x1p19f, 0.0f}) {
+    const auto a = scalify_test::random_scaled<TestType>(5, 4, sa, seed++);
+    const Eigen::MatrixXd va = values_d(a);
+    Eigen::Array<bool, -1, -1, Eigen::RowMajor> mask(5, 4);
+    for (Eigen::Index i = 0; i < mask.size(); ++i) mask.data()[i] = (i * 7) % 3 == 0;
+    for (const float c : {0.0f, 1.5f, -6.0f, 0x1p-30f, 1e30f}) {
+      INFO("scale " << sa << ", constant " << c);
+      const double s = std::max(static_cast<double>(sa), pow2_part(c));  // max's rule, c = (c / pc, pc)
+      const Eigen::MatrixXd vc = Eigen::MatrixXd::Constant(5, 4, c);
+      const auto check = [&](const auto& r, const Eigen::MatrixXd& want, const char* what) {
+        INFO(what);
+        CHECK(static_cast<double>(r.scale()) == s);
+        scalify_test::check_close(lazy_values(r), want, 4 * 0x1p-24, 0.0, what);
+      };
+      check(scalify::max(a, c), va.cwiseMax(vc), "max(a, c)");
+      check(scalify::max(c, a), va.cwiseMax(vc), "max(c, a)");
+      check(scalify::min(a, c), va.cwiseMin(vc), "min(a, c)");
+      check(scalify::min(c, a), va.cwiseMin(vc), "min(c, a)");
+      const Eigen::MatrixXd m = mask.cast<double>().matrix();
+      check(scalify::where(mask, a, c), m.cwiseProduct(va) + (1.0 - m.array()).matrix().cwiseProduct(vc),
+            "where(mask, a, c)");
+      check(scalify::where(mask, c, a), m.cwiseProduct(vc) + (1.0 - m.array()).matrix().cwiseProduct(va),
+            "where(mask, c, a)");
+      if (c == 0.0f && sa != 0.0f) {
+        // A zero constant: x's scale, and x's data where x is kept, bit for bit
+        // (with sa == 0 too every value is 0, and max's rule zeroes the data).
+        const auto relu = scalify::max(a, 0);
+        const auto masked = scalify::where(mask, a, 0.0);
+        CHECK(relu.scale() == a.scale());
+        CHECK(masked.scale() == a.scale());
+        for (Eigen::Index i = 0; i < a.size(); ++i) {
+          const float d = static_cast<float>(a.data().data()[i]);
+          CHECK(relu.data()(i / 4, i % 4) == std::max(d, 0.0f));
+          CHECK(masked.data()(i / 4, i % 4) == (mask.data()[i] ? d : 0.0f));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("max and where with a constant: NaN wins, inf constants, shapes checked", "[ops][elementwise][scalar]") {
+  auto a = scalify_test::random_scaled<float>(3, 2, 2.0f, 3);
+  a.data()(0, 0) = std::nanf("");
+  CHECK(std::isnan(lazy_values(scalify::max(a, 1.0f))(0, 0)));
+  CHECK(std::isnan(lazy_values(scalify::min(1.0f, a))(0, 0)));
+  CHECK(lazy_values(scalify::max(a, std::numeric_limits<float>::infinity()))(1, 1) == kInf);
+  CHECK(std::isnan(lazy_values(scalify::max(a, std::nanf("")))(1, 1)));
+  const Eigen::Array<bool, -1, -1> wrong = Eigen::Array<bool, -1, -1>::Constant(2, 3, true);
+  scalify_test::require_shape_error([&] { (void)scalify::where(wrong, a, 0.0f); }, {"where", "(2 x 3)", "(3 x 2)"});
+  scalify_test::require_shape_error([&] { (void)scalify::where(wrong, 0.0f, a); }, {"where"});
+}

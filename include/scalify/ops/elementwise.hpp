@@ -28,6 +28,7 @@
 //   sign(a)                   1                                    sign(da * sign(sa))
 //   min(a, b), max(a, b)      max(sa, sb)                          min/max(da*(sa/s), db*(sb/s)), NaN wins
 //   where(c, a, b), select    max(sa, sb)                          c ? da*(sa/s) : db*(sb/s)
+//   max/min(a, c), where(m, a, c), and with c first: the rules above with (mc, pc); c == 0: sa, data as is
 //   exp, log, sin, cos        1                                    f(da*sa), the value in float (double
 //                                                                  for a double scale)
 //   sqrt(a)                   sqrt(sa), not re-rounded             sqrt(da); sqrt(da*0) if sa == 0
@@ -608,6 +609,93 @@ auto operator/(float c, const ScaledArray<D, S>& x) {
   const auto [p, m] = detail::scalar_parts(c);
   const M s = static_cast<M>(p) / detail::elementwise::scale_as<M>(x.scale());
   return detail::make_result(detail::values_f(x).unaryExpr(detail::elementwise::scalar_div_op{m}), s);
+}
+
+// ------------------------------------------------------------------------------
+// Constants in max, min and where: c is the scaled scalar (mc, pc) as above,
+// and the rule of the two-tensor op applies: scale max(sa, pc), so a zero
+// constant (scale 0) keeps a's scale and data exactly: max(x, 0) is ReLU on
+// x's scale, where(mask, x, 0) a mask on it.
+
+namespace detail::elementwise {
+
+/// op(d, c) or op(c, d) for a constant c (the data of max/min against a constant).
+template <class Op>
+struct with_constant_op {
+  Op op;
+  float c;
+  bool c_first;
+  float operator()(float d) const { return c_first ? op(c, d) : op(d, c); }
+};
+
+/// max/min of a and the constant c: scale max(sa, pc), data op(da*(sa/s), mc*(pc/s)).
+template <class Op, class D, class S>
+auto extreme_with_constant(const ScaledArray<D, S>& a, float c, bool c_first) {
+  using M = result_scale_t<S>;
+  const auto [pc, mc] = scalar_parts(c);
+  const auto k = max_scales(scale_as<M>(a.scale()), static_cast<M>(pc));
+  return make_result((values_f(a) * k.factor_a).unaryExpr(with_constant_op<Op>{Op{}, mc * k.factor_b, c_first}),
+                     k.scale);
+}
+
+/// cond ? a : c, or cond ? c : a if CFirst: scale max(sa, pc).
+template <bool CFirst, class C, class D, class S>
+auto where_constant(const Eigen::DenseBase<C>& cond, const ScaledArray<D, S>& a, float c) {
+  static_assert(std::is_same_v<typename C::Scalar, bool>,
+                "scalify::where(cond, a, c): cond must hold bool, e.g. (m.array() > 0) or scalify::lt(a, b)");
+  check_condition_shape(cond, a);
+  using M = result_scale_t<S>;
+  const auto [pc, mc] = scalar_parts(c);
+  const auto k = max_scales(scale_as<M>(a.scale()), static_cast<M>(pc));
+  const auto data = values_f(a) * k.factor_a;
+  using Data = std::remove_cv_t<decltype(data)>;
+  const auto constant = Data::PlainObject::Constant(a.rows(), a.cols(), mc * k.factor_b);
+  if constexpr (CFirst) {
+    return make_result(cond.derived().select(constant, data), k.scale);
+  } else {
+    return make_result(cond.derived().select(data, constant), k.scale);
+  }
+}
+
+}  // namespace detail::elementwise
+
+/// max(x, c) for a float c (a scaled scalar): scale max(sx, pc), data
+/// max(dx*(sx/s), mc*(pc/s)); NaN wins. `max(x, 0.0f)` is ReLU on x's scale.
+///
+/// **Example**: `ScaledMatrix<float8_e4m3fn> h = scalify::max(x, 0.0f);`
+template <class D, class S>
+auto max(const ScaledArray<D, S>& x, float c) {
+  return detail::elementwise::extreme_with_constant<detail::elementwise::max_op>(x, c, false);
+}
+/// max(c, x): as max(x, c).
+template <class D, class S>
+auto max(float c, const ScaledArray<D, S>& x) {
+  return detail::elementwise::extreme_with_constant<detail::elementwise::max_op>(x, c, true);
+}
+/// min(x, c) for a float c, with max's scale rule.
+///
+/// **Example**: `ScaledMatrix<float> y = scalify::min(x, 6.0f);  // clip at 6`
+template <class D, class S>
+auto min(const ScaledArray<D, S>& x, float c) {
+  return detail::elementwise::extreme_with_constant<detail::elementwise::min_op>(x, c, false);
+}
+/// min(c, x): as min(x, c).
+template <class D, class S>
+auto min(float c, const ScaledArray<D, S>& x) {
+  return detail::elementwise::extreme_with_constant<detail::elementwise::min_op>(x, c, true);
+}
+/// `cond ? x : c` for a float c: scale max(sx, pc); `where(mask, x, 0.0f)`
+/// keeps x's scale and data where mask is true, 0 elsewhere.
+///
+/// **Example**: `ScaledMatrix<float> masked = scalify::where(keep, scores, 0.0f);`
+template <class C, class D, class S>
+auto where(const Eigen::DenseBase<C>& cond, const ScaledArray<D, S>& x, float c) {
+  return detail::elementwise::where_constant<false>(cond, x, c);
+}
+/// `cond ? c : x` for a float c.
+template <class C, class D, class S>
+auto where(const Eigen::DenseBase<C>& cond, float c, const ScaledArray<D, S>& x) {
+  return detail::elementwise::where_constant<true>(cond, x, c);
 }
 
 // ------------------------------------------------------------------------------
