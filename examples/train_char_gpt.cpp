@@ -63,6 +63,7 @@ struct Args {
   long sample = 0;
   std::string data = nn::kFortunesDir;
   std::string json;
+  bool tied = false;
   bool dry_run = false;
 };
 
@@ -100,6 +101,7 @@ Args parse_args(int argc, char** argv) {
   c.option("--data", "DIR", "the text files", [&](const std::string& v) { a.data = v; }, a.data);
   c.option("--json", "FILE", "write the settings and the losses as JSON (checked before training)",
            [&](const std::string& v) { a.json = v; }, "none");
+  c.flag("--tied", "the head is the token table (tied embeddings)", &a.tied);
   c.flag("--dry-run", "print the settings and exit", &a.dry_run);
   c.parse(argc, argv);
   if (a.dim % a.heads != 0) c.fail("--dim " + num(a.dim) + " is not a multiple of --heads " + num(a.heads));
@@ -197,7 +199,7 @@ int main(int argc, char** argv) {
 
   nn::gpt model({.vocab = corpus.vocab_size(), .context = args.seq, .layers = args.layers, .heads = args.heads,
                  .dim = args.dim, .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec),
-                 .seed = args.seed});
+                 .tie_head = args.tied, .seed = args.seed});
   const nn::state_config state = state_for(prec);
   nn::adamw opt(model.parameters(), {.lr = static_cast<float>(args.lr), .weight_decay = 0.0f}, state);
   const nn::warmup_cosine schedule{.peak = static_cast<float>(args.lr), .min_lr = static_cast<float>(args.lr / 10),
@@ -282,7 +284,8 @@ int main(int argc, char** argv) {
     f << "{\"version\": \"" << SCALIFY_VERSION << "\", \"cpu_path\": \"" << cpu_path << "\", \"threads\": " << threads
       << ", \"precision\": \"" << nn::precision_name(prec) << "\", \"steps\": " << args.steps
       << ", \"batch\": " << args.batch << ", \"seq\": " << args.seq << ", \"layers\": " << args.layers
-      << ", \"heads\": " << args.heads << ", \"dim\": " << args.dim << ", \"lr\": " << args.lr
+      << ", \"heads\": " << args.heads << ", \"dim\": " << args.dim
+      << ", \"tied\": " << (args.tied ? "true" : "false") << ", \"lr\": " << args.lr
       << ", \"warmup\": " << args.warmup << ", \"seed\": " << args.seed << ", \"parameters\": " << n_params
       << ", \"skipped_steps\": " << opt.skipped_steps() << ", \"seconds\": " << seconds
       << ", \"tokens_per_second\": " << tokens_per_second << ", \"evals\": [";

@@ -122,6 +122,45 @@ TEST_CASE("transformer block: float32 backward matches finite differences of the
   }
 }
 
+TEST_CASE("gpt: float32 gradients of the tables and the head match finite differences, tied or not",
+          "[nn][gpt]") {
+  for (const bool tied : {false, true}) {
+    nn::gpt model({.vocab = 7, .context = 5, .layers = 1, .heads = 2, .dim = 8, .tie_head = tied, .seed = 3});
+    const std::vector<int> tokens = {1, 5, 2, 2, 6, 0, 3, 4, 1, 6};  // 2 sequences of 5
+    const nn::Matrix r = random_matrix(10, 7, 12);
+    const auto loss = [&] {
+      const nn::Tensor y = model.forward(tokens, 2);
+      return (y.data().cast<double>() * static_cast<double>(y.scale())).cwiseProduct(r.cast<double>()).sum();
+    };
+    loss();
+    model.zero_grad();
+    model.backward(nn::Tensor(r, 1.0f));
+    const float h = 1e-2f;
+    for (const auto& p : model.parameters()) {
+      const bool wanted = p.name == "tok" || p.name == "pos" || p.name == "head.w" || p.name == "ln_f.gamma";
+      if (!wanted) continue;
+      const MatD grad = values(*p.grad);
+      double worst = 0.0;
+      for (Eigen::Index i = 0; i < p.value->size(); i += 3) {
+        float& d = p.value->data().data()[i];
+        const float keep = d;
+        d = keep + h / p.value->scale();
+        const double lp = loss();
+        d = keep - h / p.value->scale();
+        const double lm = loss();
+        d = keep;
+        const double numeric = (lp - lm) / (2.0 * h);
+        worst = std::max(worst, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 0.05));
+      }
+      INFO((tied ? "tied: " : "untied: ") << p.name);
+      CHECK(worst < 5e-3);
+    }
+    size_t heads = 0;
+    for (const auto& p : model.parameters()) heads += p.name.rfind("head.", 0) == 0;
+    CHECK(heads == (tied ? 0u : 2u));
+  }
+}
+
 TEST_CASE("gpt: a later token changes no earlier logit, in fp32 and fp8", "[nn][gpt]") {
   for (const auto prec : {nn::precision::fp32, nn::precision::fp8}) {
     nn::gpt model({.vocab = 11, .context = 8, .layers = 2, .heads = 2, .dim = 16,
@@ -138,14 +177,20 @@ TEST_CASE("gpt: a later token changes no earlier logit, in fp32 and fp8", "[nn][
   }
 }
 
-TEST_CASE("gpt: a tiny model overfits a short string in fp32, fp16 and fp8", "[nn][gpt]") {
+TEST_CASE("gpt: a tiny model overfits a short string in fp32, fp16 and fp8 (and fp8 with a tied head)", "[nn][gpt]") {
   const std::string text = "scalify trains in fp8. ";
   const nn::char_corpus corpus = nn::make_char_corpus(text + text, 0.0);
   const std::vector<int> ids = corpus.train;
   const Eigen::Index T = 16, B = 4;
-  for (const auto prec : {nn::precision::fp32, nn::precision::fp16, nn::precision::fp8}) {
+  struct Case {
+    nn::precision prec;
+    bool tied;
+  };
+  for (const auto [prec, tied] : {Case{nn::precision::fp32, false}, Case{nn::precision::fp16, false},
+                                  Case{nn::precision::fp8, false}, Case{nn::precision::fp8, true}}) {
     nn::gpt model({.vocab = corpus.vocab_size(), .context = T, .layers = 1, .heads = 2, .dim = 32,
-                   .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec), .seed = 2});
+                   .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec),
+                   .tie_head = tied, .seed = 2});
     nn::adamw opt(model.parameters(), {.lr = 3e-3f, .weight_decay = 0.0f},
                   prec == nn::precision::fp32 ? nn::state_config::fp32() : nn::state_config{});
     float loss = 0.0f;
@@ -165,7 +210,7 @@ TEST_CASE("gpt: a tiny model overfits a short string in fp32, fp16 and fp8", "[n
       model.backward(dlogits);
       opt.step();
     }
-    INFO(nn::precision_name(prec) << ": final loss " << loss);
+    INFO(nn::precision_name(prec) << (tied ? " tied" : "") << ": final loss " << loss);
     // Unigram entropy of the string is ~2.6 nats; memorized, the loss goes near 0.
     CHECK(loss < 0.25f);
   }

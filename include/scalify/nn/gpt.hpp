@@ -19,6 +19,7 @@
 #define SCALIFY_NN_GPT_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
+#include <cmath>       // std::sqrt
 #include <cstdint>     // uint64_t
 #include <memory>      // std::unique_ptr
 #include <span>        // std::span
@@ -103,6 +104,7 @@ inline attention_config attention_config_for(precision p) {
 /// | `context` | the largest T (rows of the position table) |
 /// | `layers`, `heads`, `dim` | blocks, attention heads, C (a multiple of heads) |
 /// | `linear`, `attention` | formats of every Linear and of the attention core |
+/// | `tie_head` | logits = ln_f(x) tok^T / sqrt(C): the head is the token table (no bias), as GPT-2's; the 1/sqrt(C) (unit scaling's fan-in factor, in the scale) keeps the logits unit-sized with a unit-variance table |
 /// | `seed` | initialization |
 struct gpt_config {
   Eigen::Index vocab = 0;
@@ -112,6 +114,7 @@ struct gpt_config {
   Eigen::Index dim = 128;
   linear_config linear = linear_config::fp32();
   attention_config attention = attention_config::fp32();
+  bool tie_head = false;
   uint64_t seed = 0;
 };
 
@@ -237,7 +240,7 @@ class gpt {
                                                             cfg.seed * 1000 + 10 + static_cast<uint64_t>(l)));
     }
     layernorm_init(lnf_, cfg.dim);
-    linear_init(head_, cfg.dim, cfg.vocab, cfg.seed * 1000 + 3);
+    if (!cfg.tie_head) linear_init(head_, cfg.dim, cfg.vocab, cfg.seed * 1000 + 3);
     zero_grad();
   }
 
@@ -272,7 +275,11 @@ class gpt {
     }
     Tensor xf, logits;
     layernorm_forward(xf, lnfc_, x, lnf_);
-    linear_forward(logits, headc_, xf, head_, cfg_.linear);
+    if (cfg_.tie_head) {
+      tied_head_forward(logits, xf);
+    } else {
+      linear_forward(logits, headc_, xf, head_, cfg_.linear);
+    }
     return logits;
   }
 
@@ -280,7 +287,11 @@ class gpt {
   /// parameter's gradient.
   void backward(const Tensor& dlogits) {
     Tensor dxf, dx;
-    linear_backward(&dxf, headg_, dlogits, headc_, head_, cfg_.linear);
+    if (cfg_.tie_head) {
+      tied_head_backward(dxf, dlogits);
+    } else {
+      linear_backward(&dxf, headg_, dlogits, headc_, head_, cfg_.linear);
+    }
     layernorm_backward(dx, lnfg_, dxf, lnfc_, lnf_);
     for (size_t l = blocks_.size(); l-- > 0;) dx = blocks_[l]->backward(dx, true);
     // x = tok + pos: both get dx.
@@ -299,8 +310,10 @@ class gpt {
     }
     all.push_back({"ln_f.gamma", &lnf_.gamma, &lnfg_.dgamma});
     all.push_back({"ln_f.beta", &lnf_.beta, &lnfg_.dbeta});
-    all.push_back({"head.w", &head_.w, &headg_.dw});
-    all.push_back({"head.b", &head_.b, &headg_.db});
+    if (!cfg_.tie_head) {
+      all.push_back({"head.w", &head_.w, &headg_.dw});
+      all.push_back({"head.b", &head_.b, &headg_.db});
+    }
     return all;
   }
 
@@ -310,10 +323,47 @@ class gpt {
     for (auto& b : blocks_) b->zero_grad();
     lnfg_.dgamma = zeros(1, cfg_.dim);
     lnfg_.dbeta = zeros(1, cfg_.dim);
-    linear_zero_grad(headg_, head_);
+    if (!cfg_.tie_head) linear_zero_grad(headg_, head_);
   }
 
  private:
+  /// logits = xf tok^T / sqrt(C) with the Linear formats (forward: x and
+  /// the table as the weight), the table read transposed in place, the
+  /// 1/sqrt(C) in the scale.
+  void tied_head_forward(Tensor& logits, const Tensor& xf) {
+    const linear_config& c = cfg_.linear;
+    const convert_options cast = c.scaled ? convert_options{.saturate = true} : convert_options{};
+    headc_.x = c.scaled ? rescale(xf, c.input_rescale) : unscaled(xf);
+    headc_.x_fwd = cast_to(headc_.x, c.forward.lhs, cast);
+    headc_.w_fwd = cast_to(c.scaled ? tok_.table : unscaled(tok_.table), c.forward.rhs, cast);
+    logits = matmul_any(headc_.x_fwd, headc_.w_fwd, trans::no, trans::yes);
+    logits.set_scale(scalify::detail::unchecked_scale, logits.scale() * tied_factor());
+    if (!c.scaled) logits = detail::naive_result(logits, c.forward);
+  }
+  float tied_factor() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.dim)); }
+  /// With dz = dlogits / sqrt(C): dxf = dz tok (grad_input's formats), tok's
+  /// gradient += dz^T xf (grad_weight's: x in .lhs, the output gradient in .rhs).
+  void tied_head_backward(Tensor& dxf, const Tensor& dlogits) {
+    const linear_config& c = cfg_.linear;
+    const convert_options cast = c.scaled ? convert_options{.saturate = true} : convert_options{};
+    Tensor dys = c.scaled ? rescale(dlogits, c.grad_rescale) : unscaled(dlogits);
+    dys.set_scale(scalify::detail::unchecked_scale, dys.scale() * tied_factor());  // d/dz of z / sqrt(C)
+    if (!c.scaled) dys = unscaled(dys);
+    const AnyTensor w_q = c.grad_input.rhs == c.forward.rhs
+                              ? headc_.w_fwd
+                              : cast_to(c.scaled ? tok_.table : unscaled(tok_.table), c.grad_input.rhs, cast);
+    dxf = matmul_any(cast_to(dys, c.grad_input.lhs, cast), w_q, trans::no, trans::no);
+    if (!c.scaled) dxf = detail::naive_result(dxf, c.grad_input);
+    const AnyTensor x_q =
+        c.grad_weight.lhs == c.forward.lhs ? headc_.x_fwd : cast_to(headc_.x, c.grad_weight.lhs, cast);
+    const AnyTensor dy_w = cast_to(dys, c.grad_weight.rhs, cast);
+    if (c.scaled) {
+      accumulate_matmul(tokg_.dtable, dy_w, x_q, trans::yes, trans::no);
+    } else {
+      accumulate(tokg_.dtable, detail::naive_result(matmul_any(dy_w, x_q, trans::yes, trans::no), c.grad_weight));
+    }
+  }
+
   gpt_config cfg_;
   embedding_params tok_, pos_;
   embedding_grads tokg_, posg_;
