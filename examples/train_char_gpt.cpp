@@ -162,6 +162,14 @@ std::string sample(nn::gpt& model, const nn::char_corpus& corpus, long n, long s
   return out;
 }
 
+/// x for a JSON file: null if it is not finite (a diverged run's loss).
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  return buf;
+}
+
 struct Eval {
   long step;
   double train_loss, val_loss, seconds;
@@ -290,10 +298,11 @@ int main(int argc, char** argv) {
       << ", \"skipped_steps\": " << opt.skipped_steps() << ", \"seconds\": " << seconds
       << ", \"tokens_per_second\": " << tokens_per_second << ", \"evals\": [";
     for (size_t i = 0; i < evals.size(); ++i) {
-      f << (i ? ", " : "") << "{\"step\": " << evals[i].step << ", \"train_loss\": " << evals[i].train_loss
-        << ", \"val_loss\": " << evals[i].val_loss << ", \"seconds\": " << evals[i].seconds << "}";
+      f << (i ? ", " : "") << "{\"step\": " << evals[i].step
+        << ", \"train_loss\": " << json_number(evals[i].train_loss)
+        << ", \"val_loss\": " << json_number(evals[i].val_loss) << ", \"seconds\": " << evals[i].seconds << "}";
     }
-    f << "], \"val_loss\": " << evals.back().val_loss << "}\n";
+    f << "], \"val_loss\": " << json_number(evals.back().val_loss) << "}\n";
   }
   std::printf("val_loss=%.4f\n", evals.back().val_loss);
   return 0;

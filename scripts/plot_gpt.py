@@ -33,8 +33,13 @@ def main():
     precisions = [p for p in ORDER if p in runs] + sorted(p for p in runs if p not in ORDER)
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
 
+    def finite(x):
+        return x is not None and x == x and abs(x) != float("inf")
+
     def mean(p, key):
-        return statistics.mean(r[key] for r in runs[p])
+        """Mean over the seeds of precision p; None if a run diverged (non-finite or null)."""
+        xs = [r[key] for r in runs[p]]
+        return statistics.mean(xs) if all(finite(x) for x in xs) else None
 
     base_loss = mean("fp32", "val_loss") if "fp32" in runs else None
     base_time = mean("fp32", "seconds") if "fp32" in runs else None
@@ -43,11 +48,18 @@ def main():
     print("|" + "---|" * (head.count("|") - 1))
     for p in precisions:
         by_seed = {r["seed"]: r for r in runs[p]}
-        cells = [f"{by_seed[s]['val_loss']:.4f}" if s in by_seed else "" for s in seeds]
+        def cell(s):
+            if s not in by_seed:
+                return ""
+            v = by_seed[s]["val_loss"]
+            return f"{v:.4f}" if finite(v) else "diverged"
+
+        cells = [cell(s) for s in seeds]
         loss = mean(p, "val_loss")
-        gap = f"{100 * (loss / base_loss - 1):+.2f} %" if base_loss else ""
+        gap = f"{100 * (loss / base_loss - 1):+.2f} %" if base_loss and loss is not None else ""
         ratio = f"{mean(p, 'seconds') / base_time:.2f}x" if base_time else ""
-        print(f"| {p} | " + " | ".join(cells) + f" | {loss:.4f} | {gap} | {mean(p, 'tokens_per_second'):.0f} | {ratio} |")
+        loss_text = f"{loss:.4f}" if loss is not None else "diverged"
+        print(f"| {p} | " + " | ".join(cells) + f" | {loss_text} | {gap} | {mean(p, 'tokens_per_second'):.0f} | {ratio} |")
 
     if args.png:
         try:
@@ -60,7 +72,10 @@ def main():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for p in precisions:
             steps = [e["step"] for e in runs[p][0]["evals"]]
-            losses = [statistics.mean(r["evals"][i]["val_loss"] for r in runs[p]) for i in range(len(steps))]
+            losses = []
+            for i in range(len(steps)):
+                xs = [r["evals"][i]["val_loss"] for r in runs[p]]
+                losses.append(statistics.mean(xs) if all(finite(x) for x in xs) else float("nan"))
             ax.plot(steps, losses, marker="o", markersize=3, label=f"{p} (mean of {len(runs[p])} seeds)")
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (nats / character)")
