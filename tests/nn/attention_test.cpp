@@ -195,6 +195,30 @@ TEST_CASE("attention: causal softmax and its backward, shapes and configs checke
     }
   }
 
+  // And the float32 pair against central differences of L = sum(R .* softmax(S)).
+  {
+    const MatD rr = random_matrix(2 * T, T, 13);
+    const nn::Tensor p32 = nn::causal_softmax(to_tensor(s, 1.0f), T);
+    const MatD ds32 = values(nn::causal_softmax_backward(to_tensor(rr, 1.0f), p32));
+    const auto loss = [&](const MatD& x) {
+      return values(nn::causal_softmax(to_tensor(x, 1.0f), T)).cwiseProduct(rr).sum();
+    };
+    const float h = 1e-2f;
+    double worst = 0.0;
+    MatD xp = s;
+    for (Eigen::Index i = 0; i < s.size(); ++i) {
+      const double keep = xp.data()[i];
+      xp.data()[i] = keep + h;
+      const double lp = loss(xp);
+      xp.data()[i] = keep - h;
+      const double lm = loss(xp);
+      xp.data()[i] = keep;
+      const double numeric = (lp - lm) / (2.0 * h);
+      worst = std::max(worst, std::abs(ds32.data()[i] - numeric) / (std::abs(numeric) + 0.05));
+    }
+    CHECK(worst < 5e-3);
+  }
+
   const auto shape_error = [](auto f, const std::string& part) {
     try {
       f();
