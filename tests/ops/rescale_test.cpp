@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "scalify/ops/rescale.hpp"
 #include "support/scaled.hpp"
@@ -72,10 +73,30 @@ TEST_CASE("dynamic_rescale of zeros and of non-finite data", "[ops][rescale]") {
   const auto z = scalify::dynamic_rescale_l2(zeros);
   CHECK(z.scale() == 4.0f * 0x1p-14f);
   CHECK(z.data().isZero());
-  Eigen::MatrixXf v = Eigen::MatrixXf::Ones(2, 2);
-  v(1, 1) = std::nanf("");
-  const auto n = scalify::dynamic_rescale_max(scalify::make_scaled(v, 1.0f));
-  CHECK(std::isinf(n.scale()));
+  // An inf or a NaN anywhere (first, last or middle element, column-major storage): an infinite scale, every norm.
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    for (const Eigen::Index at : {0, 5, 19}) {
+      Eigen::MatrixXf v = Eigen::MatrixXf::Ones(4, 5);
+      v.data()[at] = bad;
+      const auto x = scalify::make_scaled(v, 1.0f);
+      INFO("value " << bad << " at " << at);
+      CHECK(std::isinf(scalify::dynamic_rescale_max(x).scale()));
+      CHECK(std::isinf(scalify::dynamic_rescale_l1(x).scale()));
+      CHECK(std::isinf(scalify::dynamic_rescale_l2(x).scale()));
+    }
+  }
+}
+
+TEST_CASE("dynamic_rescale reads float Array and column-major storage in place, same result", "[ops][rescale]") {
+  const auto x = scalify_test::random_scaled<float>(6, 7, 0.5f, 21, 30.0f);
+  const scalify::ScaledArray<Eigen::ArrayXXf> a(x.data().array(), 0.5f);   // column-major Array
+  const auto rx = scalify::dynamic_rescale_l2(x), ra = scalify::dynamic_rescale_l2(a);
+  CHECK(rx.scale() == ra.scale());
+  CHECK(rx.data() == ra.data());
+  const auto mx = scalify::dynamic_rescale_max(x), ma = scalify::dynamic_rescale_max(a);
+  CHECK(mx.scale() == ma.scale());
+  CHECK(mx.data() == ma.data());
 }
 
 TEST_CASE("set_scaling rejects rebasing factors beyond float and keeps extreme ones that fit", "[ops][rescale]") {

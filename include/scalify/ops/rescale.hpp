@@ -19,6 +19,7 @@
 #include <cmath>       // std::sqrt, std::isfinite
 #include <limits>      // std::numeric_limits
 #include <stdexcept>   // std::invalid_argument
+#include <type_traits> // std::is_same_v
 #include <utility>     // std::pair, std::move
 
 #include "scalify/core/pow2.hpp"          // pow2_round_down
@@ -77,26 +78,40 @@ namespace detail {
 
 enum class rescale_norm { max, l1, l2 };
 
+/// The norm of `d` (float data) that dynamic_rescale rebases by: max |d|,
+/// mean |d| or sqrt(mean d^2); +inf if any element is inf or NaN.
+template <rescale_norm kNorm, class M>
+float rescale_norm_of(const M& d) {
+  if (d.size() == 0) return 0.0f;
+  float norm;
+  if constexpr (kNorm == rescale_norm::max) {
+    norm = d.cwiseAbs().maxCoeff();
+    // Eigen's maxCoeff skips NaN on some paths: (d * 0) sums to NaN exactly
+    // when an element is inf or NaN (one vectorized pass, not allFinite's scalar one).
+    if (std::isnan((d.array() * 0.0f).sum())) norm = std::numeric_limits<float>::infinity();
+  } else if constexpr (kNorm == rescale_norm::l1) {
+    norm = d.cwiseAbs().sum() / static_cast<float>(d.size());
+  } else {
+    norm = std::sqrt(d.squaredNorm() / static_cast<float>(d.size()));
+  }
+  // A sum with an inf or NaN element is inf or NaN itself.
+  return std::isfinite(norm) ? norm : std::numeric_limits<float>::infinity();
+}
+
 template <rescale_norm kNorm, class D, class S>
 auto dynamic_rescale(const ScaledArray<D, S>& x) {
   using R = result_scale_t<S>;
-  const RowMatrixF d = x.data().template cast<float>();
-  float norm = 0.0f;
-  if (d.size() > 0) {
-    if constexpr (kNorm == rescale_norm::max) {
-      norm = d.cwiseAbs().maxCoeff();
-    } else if constexpr (kNorm == rescale_norm::l1) {
-      norm = d.cwiseAbs().sum() / static_cast<float>(d.size());
-    } else {
-      norm = std::sqrt(d.squaredNorm() / static_cast<float>(d.size()));
-    }
+  const auto rebase = [&x](const auto& d) {
+    const float n = std::max(pow2_round_down(rescale_norm_of<kNorm>(d)), kRescaleEps);
+    const R scale = static_cast<R>(x.scale()) * static_cast<R>(n);
+    RowMatrixF data = d * (1.0f / n);
+    return ScaledArray<RowMatrixF, R>(unchecked_scale, std::move(data), scale);  // inf for inf/NaN data
+  };
+  if constexpr (std::is_same_v<typename D::Scalar, float> && eigen_plain<D>) {
+    return rebase(x.data().matrix());  // float storage: read in place
+  } else {
+    return rebase(RowMatrixF(x.data().template cast<float>()));
   }
-  // Eigen's maxCoeff skips NaN on some paths; a NaN anywhere must not pass silently.
-  if (!d.allFinite()) norm = std::numeric_limits<float>::infinity();
-  const float n = std::max(pow2_round_down(norm), kRescaleEps);
-  const R scale = static_cast<R>(x.scale()) * static_cast<R>(n);
-  RowMatrixF data = d * (1.0f / n);
-  return ScaledArray<RowMatrixF, R>(unchecked_scale, std::move(data), scale);  // inf for inf/NaN data
 }
 
 }  // namespace detail
