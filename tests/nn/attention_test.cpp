@@ -15,29 +15,15 @@
 #include <string>
 
 #include "scalify/nn/attention.hpp"
+#include "support/nn_check.hpp"
 
 namespace nn = scalify::nn;
-using MatD = nn::RefMatrix<double>;
 
-namespace {
-
-MatD random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, double sigma = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(0.0, sigma);
-  MatD m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-  return m;
-}
-
-nn::Tensor to_tensor(const MatD& v, float scale) {
-  return nn::Tensor(nn::Matrix((v / static_cast<double>(scale)).cast<float>()), scale);
-}
-
-MatD values(const nn::Tensor& t) { return t.data().cast<double>() * static_cast<double>(t.scale()); }
-
-double rel_error(const MatD& got, const MatD& want) { return (got - want).norm() / std::max(want.norm(), 1e-30); }
-
-}  // namespace
+using scalify_test::MatD;
+using scalify_test::random_matrix;
+using scalify_test::rel_error;
+using scalify_test::to_tensor;
+using scalify_test::values;
 
 TEST_CASE("attention: float64 reference backward matches finite differences", "[nn][attention]") {
   const Eigen::Index B = 2, T = 4, H = 2, d = 3, C = H * d;
@@ -45,25 +31,13 @@ TEST_CASE("attention: float64 reference backward matches finite differences", "[
   MatD o, p, dqkv;
   nn::attention_forward_ref<double>(o, p, qkv, B, H);
   nn::attention_backward_ref<double>(dqkv, r, qkv, p, B, H);
-  const auto loss = [&](const MatD& x) {
+  MatD xp = qkv;
+  const auto loss = [&] {
     MatD oo, pp;
-    nn::attention_forward_ref<double>(oo, pp, x, B, H);
+    nn::attention_forward_ref<double>(oo, pp, xp, B, H);
     return oo.cwiseProduct(r).sum();
   };
-  double worst = 0.0;
-  MatD xp = qkv;
-  const double h = 1e-6;
-  for (Eigen::Index i = 0; i < qkv.size(); ++i) {
-    const double keep = xp.data()[i];
-    xp.data()[i] = keep + h;
-    const double lp = loss(xp);
-    xp.data()[i] = keep - h;
-    const double lm = loss(xp);
-    xp.data()[i] = keep;
-    const double numeric = (lp - lm) / (2 * h);
-    worst = std::max(worst, std::abs(dqkv.data()[i] - numeric) / (std::abs(numeric) + 1e-3));
-  }
-  CHECK(worst < 1e-6);
+  CHECK(scalify_test::fd_worst(xp.data(), xp.size(), 1, 1e-6, 1.0, loss, dqkv.data(), 1e-3) < 1e-6);
   // Each row of p is a causal distribution.
   for (Eigen::Index row = 0; row < p.rows(); ++row) {
     const Eigen::Index t = row % T;
@@ -200,23 +174,9 @@ TEST_CASE("attention: causal softmax and its backward, shapes and configs checke
     const MatD rr = random_matrix(2 * T, T, 13);
     const nn::Tensor p32 = nn::causal_softmax(to_tensor(s, 1.0f), T);
     const MatD ds32 = values(nn::causal_softmax_backward(to_tensor(rr, 1.0f), p32));
-    const auto loss = [&](const MatD& x) {
-      return values(nn::causal_softmax(to_tensor(x, 1.0f), T)).cwiseProduct(rr).sum();
-    };
-    const float h = 1e-2f;
-    double worst = 0.0;
     MatD xp = s;
-    for (Eigen::Index i = 0; i < s.size(); ++i) {
-      const double keep = xp.data()[i];
-      xp.data()[i] = keep + h;
-      const double lp = loss(xp);
-      xp.data()[i] = keep - h;
-      const double lm = loss(xp);
-      xp.data()[i] = keep;
-      const double numeric = (lp - lm) / (2.0 * h);
-      worst = std::max(worst, std::abs(ds32.data()[i] - numeric) / (std::abs(numeric) + 0.05));
-    }
-    CHECK(worst < 5e-3);
+    const auto loss = [&] { return values(nn::causal_softmax(to_tensor(xp, 1.0f), T)).cwiseProduct(rr).sum(); };
+    CHECK(scalify_test::fd_worst(xp.data(), xp.size(), 1, 1e-2, 1.0, loss, ds32.data(), 0.05) < 5e-3);
   }
 
   const auto shape_error = [](auto f, const std::string& part) {

@@ -27,21 +27,27 @@
 #include "scalify/nn/loss.hpp"
 #include "scalify/nn/optim.hpp"
 #include "scalify/nn/text.hpp"
+#include "support/nn_check.hpp"
 
 namespace nn = scalify::nn;
-using MatD = nn::RefMatrix<double>;
+
+using scalify_test::MatD;
+using scalify_test::values;
 
 namespace {
 
+/// Normal(0, sigma) float entries.
 nn::Matrix random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  nn::Matrix m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-  return m;
+  return scalify_test::random_matrix(r, c, seed, sigma).cast<float>();
 }
 
-MatD values(const nn::Tensor& t) { return t.data().cast<double>() * static_cast<double>(t.scale()); }
+/// fd_worst over every `stride`-th element of a parameter's data, its value moving by h.
+template <class Loss>
+double fd_worst_param(const nn::param_ref& p, Eigen::Index stride, float h, const Loss& loss) {
+  const MatD grad = values(*p.grad);
+  return scalify_test::fd_worst(p.value->data().data(), p.value->size(), stride, h / p.value->scale(),
+                                p.value->scale(), loss, grad.data(), 0.05);
+}
 
 }  // namespace
 
@@ -87,38 +93,16 @@ TEST_CASE("transformer block: float32 backward matches finite differences of the
   const MatD dx_v = values(dx);
   // Central differences in float32 (h = 1e-2): truncation ~h^2, rounding ~1e-7 |L| / h.
   const float h = 1e-2f;
-  double worst = 0.0;
   nn::Matrix xp = x0;
-  for (Eigen::Index i = 0; i < x0.size(); i += 3) {
-    const float keep = xp.data()[i];
-    xp.data()[i] = keep + h;
-    const double lp = loss(xp);
-    xp.data()[i] = keep - h;
-    const double lm = loss(xp);
-    xp.data()[i] = keep;
-    const double numeric = (lp - lm) / (2.0 * h);
-    worst = std::max(worst, std::abs(dx_v.data()[i] - numeric) / (std::abs(numeric) + 0.05));
-  }
-  CHECK(worst < 5e-3);
+  const auto loss_xp = [&] { return loss(xp); };
+  CHECK(scalify_test::fd_worst(xp.data(), xp.size(), 3, h, 1.0, loss_xp, dx_v.data(), 0.05) < 5e-3);
   // Weights: a few entries of each matrix, perturbed through their data.
   loss(x0);
+  const auto loss_x0 = [&] { return loss(x0); };
   for (const auto& p : block.parameters()) {
     if (p.name.find(".w") == std::string::npos && p.name.find("gamma") == std::string::npos) continue;
-    const MatD grad = values(*p.grad);
-    double worst_p = 0.0;
-    for (Eigen::Index i = 0; i < p.value->size(); i += p.value->size() / 5 + 1) {
-      float& d = p.value->data().data()[i];
-      const float keep = d;
-      d = keep + h / p.value->scale();
-      const double lp = loss(x0);
-      d = keep - h / p.value->scale();
-      const double lm = loss(x0);
-      d = keep;
-      const double numeric = (lp - lm) / (2.0 * h);
-      worst_p = std::max(worst_p, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 0.05));
-    }
     INFO(p.name);
-    CHECK(worst_p < 5e-3);
+    CHECK(fd_worst_param(p, p.value->size() / 5 + 1, h, loss_x0) < 5e-3);
   }
 }
 
@@ -135,25 +119,11 @@ TEST_CASE("gpt: float32 gradients of the tables and the head match finite differ
     loss();
     model.zero_grad();
     model.backward(nn::Tensor(r, 1.0f));
-    const float h = 1e-2f;
     for (const auto& p : model.parameters()) {
       const bool wanted = p.name == "tok" || p.name == "pos" || p.name == "head.w" || p.name == "ln_f.gamma";
       if (!wanted) continue;
-      const MatD grad = values(*p.grad);
-      double worst = 0.0;
-      for (Eigen::Index i = 0; i < p.value->size(); i += 3) {
-        float& d = p.value->data().data()[i];
-        const float keep = d;
-        d = keep + h / p.value->scale();
-        const double lp = loss();
-        d = keep - h / p.value->scale();
-        const double lm = loss();
-        d = keep;
-        const double numeric = (lp - lm) / (2.0 * h);
-        worst = std::max(worst, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 0.05));
-      }
       INFO((tied ? "tied: " : "untied: ") << p.name);
-      CHECK(worst < 5e-3);
+      CHECK(fd_worst_param(p, 3, 1e-2f, loss) < 5e-3);
     }
     size_t heads = 0;
     for (const auto& p : model.parameters()) heads += p.name.rfind("head.", 0) == 0;

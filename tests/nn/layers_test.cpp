@@ -23,46 +23,23 @@
 #include "scalify/nn/layernorm.hpp"
 #include "scalify/nn/linear.hpp"
 #include "scalify/nn/loss.hpp"
+#include "support/nn_check.hpp"
 
 namespace nn = scalify::nn;
-using MatD = nn::RefMatrix<double>;
+using scalify_test::MatD;
+using scalify_test::random_matrix;
+using scalify_test::rel_error;
+using scalify_test::to_tensor;
+using scalify_test::values;
 
 namespace {
-
-MatD random_matrix(Eigen::Index r, Eigen::Index c, uint32_t seed, double sigma = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(0.0, sigma);
-  MatD m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-  return m;
-}
-
-/// A Tensor holding `v` (rounded to float) on `scale`.
-nn::Tensor to_tensor(const MatD& v, float scale) {
-  return nn::Tensor(nn::Matrix((v / static_cast<double>(scale)).cast<float>()), scale);
-}
-
-MatD values(const nn::Tensor& t) { return (t.data().cast<double>() * static_cast<double>(t.scale())); }
 
 /// max over entries of |analytic - numeric| / (|numeric| + 1e-3), for the
 /// gradient of L(x) = sum(R .* f(x)) w.r.t. x, by central differences.
 double fd_error(const std::function<double(const MatD&)>& loss, const MatD& x, const MatD& grad, double h = 1e-5) {
-  double worst = 0.0;
   MatD xp = x;
-  for (Eigen::Index i = 0; i < x.size(); ++i) {
-    const double keep = xp.data()[i];
-    xp.data()[i] = keep + h;
-    const double lp = loss(xp);
-    xp.data()[i] = keep - h;
-    const double lm = loss(xp);
-    xp.data()[i] = keep;
-    const double numeric = (lp - lm) / (2 * h);
-    worst = std::max(worst, std::abs(grad.data()[i] - numeric) / (std::abs(numeric) + 1e-3));
-  }
-  return worst;
+  return scalify_test::fd_worst(xp.data(), xp.size(), 1, h, 1.0, [&] { return loss(xp); }, grad.data(), 1e-3);
 }
-
-double rel_error(const MatD& got, const MatD& want) { return (got - want).norm() / std::max(want.norm(), 1e-30); }
 
 /// Expected normwise relative error of a product of operands rounded with unit
 /// roundoffs ua and ub: rounding errors are ~uniform in [-u, u] (RMS u / sqrt(3))
