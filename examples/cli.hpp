@@ -1,5 +1,6 @@
-// The command line of the example programs: options, --help, errors, and a
-// progress bar. Not part of the library (examples/ only).
+// The command line of the example programs: options, --help, errors, a
+// progress bar, and the thread limit of --threads. Not part of the library
+// (examples/ only).
 //
 //   cli args("prog", "what it does");
 //   args.option("--epochs", "N", "epochs to train", [&](const std::string& v) { epochs = args.to_int(v, 1); }, "5");
@@ -25,10 +26,15 @@
 #include <cstring>     // std::strcmp
 #include <filesystem>  // std::filesystem::path, exists, is_directory
 #include <functional>  // std::function
+#include <stdexcept>   // std::invalid_argument
 #include <string>      // std::string
 #include <system_error>  // std::error_code
 #include <utility>     // std::move
 #include <vector>      // std::vector
+
+#include <Eigen/Core>                     // Eigen::setNbThreads
+#include "scalify/core/config_scope.hpp"  // config_scope, current_config
+#include "scalify/kernels/thread_pool.hpp"  // thread_limit
 
 namespace examples {
 
@@ -166,6 +172,34 @@ class cli {
 
   std::string program_, summary_, current_;
   std::vector<opt> options_;
+};
+
+/// For its lifetime, limits every parallel region of scalify (GEMM pool,
+/// evaluation, casts) and Eigen's to `threads` (0: the library's default,
+/// SCALIFY_NUM_THREADS if set, else every core). threads() is the limit in
+/// force. An invalid SCALIFY_NUM_THREADS: a message naming `program` on
+/// stderr, exit 2.
+class thread_scope {
+ public:
+  thread_scope(const char* program, int threads) : scope_(with_threads(threads)) {
+    try {
+      threads_ = scalify::thread_limit();
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "%s: %s\n", program, e.what());
+      std::exit(2);
+    }
+    Eigen::setNbThreads(threads_);
+  }
+  int threads() const { return threads_; }
+
+ private:
+  static scalify::scalify_config with_threads(int threads) {
+    scalify::scalify_config c = scalify::current_config();
+    c.threads = threads;
+    return c;
+  }
+  scalify::config_scope scope_;
+  int threads_ = 1;
 };
 
 /// "1:05" or "1:02:03" for a number of seconds.

@@ -33,8 +33,7 @@
 #include <string>     // std::string
 #include <vector>     // std::vector
 
-#include "cli.hpp"                        // examples::cli, progress_bar, num
-#include "scalify/core/config_scope.hpp"  // config_scope (threads)
+#include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
 #include "scalify/cpu.hpp"                // active_cpu_path
 #include "scalify/nn/gpt.hpp"             // gpt, precision
 #include "scalify/nn/loss.hpp"            // softmax_cross_entropy
@@ -179,17 +178,8 @@ struct Eval {
 
 int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv);
-  scalify::scalify_config config = scalify::current_config();
-  config.threads = args.threads;
-  const scalify::config_scope threads_scope(config);
-  int threads = 1;
-  try {
-    threads = scalify::thread_limit();
-  } catch (const std::invalid_argument& e) {  // an invalid SCALIFY_NUM_THREADS
-    std::fprintf(stderr, "train_char_gpt: %s\n", e.what());
-    return 2;
-  }
-  Eigen::setNbThreads(threads);
+  const examples::thread_scope thread_scope("train_char_gpt", args.threads);  // every parallel region below
+  const int threads = thread_scope.threads();  // in effect: --threads, SCALIFY_NUM_THREADS or every core
   const std::string cpu_path(scalify::to_string(scalify::active_cpu_path()));
   const nn::precision prec = nn::parse_precision(args.precision);
 

@@ -46,10 +46,8 @@
 #include <string>      // std::string
 #include <vector>      // std::vector
 
-#include "cli.hpp"                        // examples::cli, progress_bar, num
-#include "scalify/core/config_scope.hpp"  // config_scope (threads)
+#include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
 #include "scalify/cpu.hpp"                // active_cpu_path, to_string
-#include "scalify/kernels/thread_pool.hpp"  // thread_limit
 #include "scalify/nn/idx.hpp"             // load_fashion_mnist (zlib)
 #include "scalify/nn/loss.hpp"            // softmax_cross_entropy
 #include "scalify/nn/mlp.hpp"             // make_mlp
@@ -195,17 +193,8 @@ struct EpochResult {
 
 int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv);  // exits 2 on bad arguments or an unwritable --json
-  scalify::scalify_config config = scalify::current_config();
-  config.threads = args.threads;
-  const scalify::config_scope threads_scope(config);  // every parallel region of scalify below
-  int threads = 1;                                    // in effect: --threads, SCALIFY_NUM_THREADS or every core
-  try {
-    threads = scalify::thread_limit();
-  } catch (const std::invalid_argument& e) {  // an invalid SCALIFY_NUM_THREADS
-    std::fprintf(stderr, "train_fashion_mnist: %s\n", e.what());
-    return 2;
-  }
-  Eigen::setNbThreads(threads);
+  const examples::thread_scope thread_scope("train_fashion_mnist", args.threads);  // every parallel region below
+  const int threads = thread_scope.threads();  // in effect: --threads, SCALIFY_NUM_THREADS or every core
   const std::string cpu_path(scalify::to_string(scalify::active_cpu_path()));
 
   nn::idx_train_test data;
