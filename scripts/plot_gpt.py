@@ -8,7 +8,8 @@
 Prints Markdown: the final validation loss per precision and seed with the
 mean over seeds and its gap to fp32, tokens per second and the time ratio to
 fp32. With --png, plots the validation loss against the step, one line per
-precision (the mean over its seeds). The PNG needs matplotlib (Debian:
+precision (the mean over its seeds; one per seed for a precision with a
+diverged run, each up to its divergence). The PNG needs matplotlib (Debian:
 python3-matplotlib); the tables do not.
 """
 import argparse
@@ -72,11 +73,15 @@ def main():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for p in precisions:
             steps = [e["step"] for e in runs[p][0]["evals"]]
-            losses = []
-            for i in range(len(steps)):
-                xs = [r["evals"][i]["val_loss"] for r in runs[p]]
-                losses.append(statistics.mean(xs) if all(finite(x) for x in xs) else float("nan"))
-            ax.plot(steps, losses, marker="o", markersize=3, label=f"{p} (mean of {len(runs[p])} seeds)")
+            curves = [[e["val_loss"] for e in r["evals"]] for r in runs[p]]
+            if all(finite(x) for c in curves for x in c):
+                mean_curve = [statistics.mean(c[i] for c in curves) for i in range(len(steps))]
+                ax.plot(steps, mean_curve, marker="o", markersize=3, label=f"{p} (mean of {len(curves)} seeds)")
+            else:  # a diverged run: each seed, up to where it stops being finite
+                for r, c in zip(runs[p], curves):
+                    ys = [x if finite(x) else float("nan") for x in c]
+                    end = "" if all(finite(x) for x in c) else ", diverged"
+                    ax.plot(steps, ys, marker="x", markersize=3, linewidth=1, label=f"{p} seed {r['seed']}{end}")
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (nats / character)")
         r0 = runs[precisions[0]][0]
