@@ -4,14 +4,14 @@
 //   x = tok[ids] + pos[t]                          token and learned position embeddings (add rule)
 //   per block:  x = x + proj(attention(qkv(ln1(x))))     causal multi-head self-attention
 //               x = x + fc2(gelu(fc1(ln2(x))))           MLP, 4C hidden
-//   logits = head(ln_f(x))                         (B*T, V)
+//   logits = head(ln_f(x))                         (B*T, V); tie_head: ln_f(x) tok^T / sqrt(C)
 //
 // B sequences of T tokens, rows b * T + t; C = dim, H = heads. Every Linear
 // (qkv, proj, fc1, fc2, head) runs its three matmuls in gpt_config::linear's
 // formats and the attention core in gpt_config::attention's (precision
-// presets: make_gpt_config). Residual adds use scalify::add's rule (the
-// result's scale from both branches' scales); LayerNorm outputs are on scale
-// 1. The scales flowing backward come from the loss (softmax_cross_entropy
+// presets: linear_config_for, attention_config_for). Residual adds use
+// scalify::add's rule (the result's scale from both branches' scales);
+// LayerNorm outputs are on scale 1. The scales flowing backward come from the loss (softmax_cross_entropy
 // rebases dlogits) and from the dynamic rescaling of each Linear's output
 // gradient and of attention's dO and dS before their float8 casts (fp8
 // presets: by their RMS), where the rules cannot predict them.
