@@ -101,10 +101,7 @@ void BM_GptStep(benchmark::State& state, const std::string& name, nn::precision 
   constexpr Eigen::Index kB = 16, kT = 64, kVocab = 114;
   nn::gpt model({.vocab = kVocab, .context = kT, .layers = 3, .heads = 4, .dim = 128,
                  .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec), .seed = 1});
-  const nn::state_config scfg = prec == nn::precision::fp32        ? nn::state_config::fp32()
-                                : prec == nn::precision::fp8_naive ? nn::state_config::fp16_naive()
-                                                                   : nn::state_config{};
-  nn::adamw opt(model.parameters(), {.lr = 1e-3f, .weight_decay = 0.0f}, scfg);
+  nn::adamw opt(model.parameters(), {.lr = 1e-3f, .weight_decay = 0.0f}, nn::state_config_for(prec));
   std::mt19937 gen(5);
   std::uniform_int_distribution<int> token(0, static_cast<int>(kVocab) - 1);
   std::vector<int> x(static_cast<size_t>(kB * kT)), y(x.size());

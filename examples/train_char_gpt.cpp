@@ -109,13 +109,6 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-/// The optimizer state of a precision: fp32 for fp32, unscaled fp16 for the naive run, else scaled fp16.
-nn::state_config state_for(nn::precision p) {
-  if (p == nn::precision::fp32) return nn::state_config::fp32();
-  if (p == nn::precision::fp8_naive) return nn::state_config::fp16_naive();
-  return nn::state_config{};
-}
-
 /// Mean cross-entropy (nats per character) over `windows` evenly spaced
 /// windows of seq + 1 characters of `ids`, in batches of `batch`.
 double mean_loss(nn::gpt& model, const std::vector<int>& ids, long seq, long batch, long windows) {
@@ -198,7 +191,7 @@ int main(int argc, char** argv) {
   nn::gpt model({.vocab = corpus.vocab_size(), .context = args.seq, .layers = args.layers, .heads = args.heads,
                  .dim = args.dim, .linear = nn::linear_config_for(prec), .attention = nn::attention_config_for(prec),
                  .tie_head = args.tied, .seed = args.seed});
-  const nn::state_config state = state_for(prec);
+  const nn::state_config state = nn::state_config_for(prec);
   nn::adamw opt(model.parameters(), {.lr = static_cast<float>(args.lr), .weight_decay = 0.0f}, state);
   const nn::warmup_cosine schedule{.peak = static_cast<float>(args.lr), .min_lr = static_cast<float>(args.lr / 10),
                                    .warmup = args.warmup, .total = args.steps};

@@ -35,6 +35,7 @@
 #include "scalify/nn/layernorm.hpp"      // layernorm_*
 #include "scalify/nn/linear.hpp"         // linear_*
 #include "scalify/nn/mlp.hpp"            // module, param_ref
+#include "scalify/nn/optim.hpp"          // state_config
 #include "scalify/nn/tensor.hpp"         // Tensor
 #include "scalify/ops/elementwise.hpp"   // add
 
@@ -94,6 +95,14 @@ inline attention_config attention_config_for(precision p) {
   }
   throw std::invalid_argument("scalify::nn::attention_config_for: unknown precision " +
                               std::to_string(static_cast<int>(p)));
+}
+
+/// The optimizer state of a precision: float32 for fp32, unscaled float16
+/// for fp8-naive, else scaled float16 (state_config's defaults).
+inline state_config state_config_for(precision p) {
+  if (p == precision::fp32) return state_config::fp32();
+  if (p == precision::fp8_naive) return state_config::fp16_naive();
+  return state_config{};
 }
 
 /// The model's sizes and formats.
