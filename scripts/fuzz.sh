@@ -4,7 +4,7 @@
 #
 #   bash scripts/fuzz.sh                   every target for 20 s (what CI runs), in build-fuzz/
 #   bash scripts/fuzz.sh 300               every target for 300 s, one after the other
-#   bash scripts/fuzz.sh 600 fuzz_gemm     one target (fuzz_idx, fuzz_convert, fuzz_gemm)
+#   bash scripts/fuzz.sh 600 fuzz_gemm     one target (fuzz_idx, fuzz_convert, fuzz_gemm, fuzz_safetensors)
 #
 # 20 s per target by default: enough for the seeds and a few thousand
 # mutations in CI; run longer by hand. Each target reads its committed seeds
@@ -26,16 +26,16 @@ while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     [0-9]*) seconds=$1 ;;
-    fuzz_idx | fuzz_convert | fuzz_gemm) targets+=("$1") ;;
+    fuzz_idx | fuzz_convert | fuzz_gemm | fuzz_safetensors) targets+=("$1") ;;
     *) echo "fuzz.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
-((${#targets[@]})) || targets=(fuzz_idx fuzz_convert fuzz_gemm)
+((${#targets[@]})) || targets=(fuzz_idx fuzz_convert fuzz_gemm fuzz_safetensors)
 
 # --- Debian packages ----------------------------------------------------------
 source scripts/install_missing.sh  # install_missing
-install_missing cmake make clang libclang-rt-14-dev libeigen3-dev zlib1g-dev
+install_missing cmake make clang libclang-rt-14-dev libeigen3-dev zlib1g-dev nlohmann-json3-dev
 
 # --- configure, build ---------------------------------------------------------
 build=build-fuzz
@@ -58,9 +58,11 @@ for target in "${targets[@]}"; do
   mkdir -p "$corpus" "$findings"
   echo "==> $target for $seconds s (corpus $corpus, findings $findings/)"
   status=0
+  dict=()  # a dictionary of the input's tokens, where the target has one
+  [[ -f tests/fuzz/$target.dict ]] && dict=("-dict=tests/fuzz/$target.dict")
   # -timeout: seconds per input (a large GEMM takes ~2 s under the sanitizers).
   "$build/tests/fuzz/$target" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096 -max_len=4096 \
-    -print_final_stats=1 -artifact_prefix="$findings/" "$corpus" "tests/fuzz/corpus/$target" >"$log" 2>&1 ||
+    -print_final_stats=1 -artifact_prefix="$findings/" "${dict[@]}" "$corpus" "tests/fuzz/corpus/$target" >"$log" 2>&1 ||
     status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   echo "    exit $status, ${runs:-?} executions, corpus $(find "$corpus" -type f | wc -l) grown +" \

@@ -474,9 +474,14 @@ inline safetensors_header parse_safetensors(std::span<const unsigned char> bytes
 
 namespace detail {
 
-/// A file's bytes: memory-mapped read-only where the OS has mmap, else read.
+/// A file's bytes: memory-mapped read-only where the OS has mmap, else read;
+/// or bytes handed over in memory.
 class file_bytes {
  public:
+  explicit file_bytes(std::vector<unsigned char> bytes) : buffer_(std::move(bytes)) {
+    data_ = buffer_.data();
+    size_ = buffer_.size();
+  }
   explicit file_bytes(const std::string& path) {
 #if SCALIFY_IO_MMAP
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -500,19 +505,20 @@ class file_bytes {
         bad_file(path, std::string("cannot map: ") + std::strerror(e));
       }
       data_ = static_cast<const unsigned char*>(p);
+      mapped_ = true;
     }
     ::close(fd);
 #else
     std::ifstream f(path, std::ios::binary);
     if (!f) bad_file(path, "cannot open");
     buffer_.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-    data_ = reinterpret_cast<const unsigned char*>(buffer_.data());
+    data_ = buffer_.data();
     size_ = buffer_.size();
 #endif
   }
   ~file_bytes() {
 #if SCALIFY_IO_MMAP
-    if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), size_);
+    if (mapped_) ::munmap(const_cast<unsigned char*>(data_), size_);
 #endif
   }
   file_bytes(const file_bytes&) = delete;
@@ -523,9 +529,8 @@ class file_bytes {
  private:
   const unsigned char* data_ = nullptr;
   size_t size_ = 0;
-#if !SCALIFY_IO_MMAP
-  std::vector<char> buffer_;
-#endif
+  bool mapped_ = false;
+  std::vector<unsigned char> buffer_;  // the bytes when not mapped
 };
 
 template <class T>
@@ -585,6 +590,16 @@ class safetensors_file {
     f.path_ = path;
     f.bytes_ = std::make_shared<detail::file_bytes>(path);
     f.header_ = parse_safetensors(f.bytes_->bytes(), path, limits);
+    return f;
+  }
+  /// The same from a file image in memory (e.g. received over a network);
+  /// `name` stands for the path in messages. Throws format_error as open().
+  static safetensors_file from_memory(std::vector<unsigned char> bytes, const std::string& name,
+                                      const read_limits& limits = {}) {
+    safetensors_file f;
+    f.path_ = name;
+    f.bytes_ = std::make_shared<detail::file_bytes>(std::move(bytes));
+    f.header_ = parse_safetensors(f.bytes_->bytes(), name, limits);
     return f;
   }
 
