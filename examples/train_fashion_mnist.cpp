@@ -31,6 +31,13 @@
 // message on stderr and exit code 2.
 // On a terminal a progress bar (rate, ETA) is drawn on stderr.
 //
+// --save FILE writes a checkpoint (scalify/io/checkpoint.hpp: the weights, the
+// optimizer's state and step count, the shuffling RNG, the epoch) after every
+// epoch, replacing FILE atomically. --resume FILE continues such a run: same
+// settings (checked: a message and exit 2 if they differ), --epochs the total
+// to reach; the epochs after the checkpoint's give exactly the results the
+// uninterrupted run gives.
+//
 // The training step reads top to bottom: zero_grad, forward, loss, backward, step.
 #include <Eigen/Core>  // Eigen::setNbThreads
 #include <algorithm>   // std::min
@@ -38,6 +45,7 @@
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::fprintf, std::printf
 #include <fstream>     // std::ofstream
+#include <map>         // std::map
 #include <memory>      // std::unique_ptr
 #include <numeric>     // std::iota
 #include <optional>    // std::optional
@@ -47,6 +55,7 @@
 #include <vector>      // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
+#include "resume.hpp"                     // examples::save, resume, run_settings
 #include "scalify/cpu.hpp"                // active_cpu_path, to_string
 #include "scalify/nn/idx.hpp"             // load_fashion_mnist (zlib)
 #include "scalify/nn/loss.hpp"            // softmax_cross_entropy
@@ -75,6 +84,7 @@ struct Args {
   long limit = 0;     // 0: the whole training set
   std::string state;  // empty: the preset's
   std::string optimizer = "sgd";
+  std::string save, resume;
   bool dry_run = false;
 };
 
@@ -130,9 +140,14 @@ Args parse_args(int argc, char** argv) {
            a.data);
   c.option("--json", "FILE", "write the settings and per-epoch results as JSON (checked before training)",
            [&](const std::string& v) { a.json = v; }, "none");
+  c.option("--save", "FILE", "write a checkpoint after every epoch (checked before training)",
+           [&](const std::string& v) { a.save = v; }, "none");
+  c.option("--resume", "FILE", "continue the run of a --save checkpoint up to --epochs (same settings)",
+           [&](const std::string& v) { a.resume = v; }, "none");
   c.flag("--dry-run", "print the settings and exit without loading data or training", &a.dry_run);
   c.parse(argc, argv);
   if (!a.json.empty()) c.check_output_file("--json", a.json);
+  if (!a.save.empty()) c.check_output_file("--save", a.save);
   return a;
 }
 
@@ -185,6 +200,7 @@ double accuracy(nn::sequential& net, const nn::idx_dataset& d, examples::progres
 }
 
 struct EpochResult {
+  int epoch;
   double loss, train_acc, test_acc, seconds, images_per_second;
 };
 
@@ -260,15 +276,41 @@ int main(int argc, char** argv) {
   std::printf("# scalify %s, cpu path %s\n", SCALIFY_VERSION, cpu_path.c_str());
   std::printf("# data %s%s%s\n", args.data.c_str(), args.json.empty() ? "" : ", json ", args.json.c_str());
   if (args.dry_run) return 0;
+
+  // What a resumed run must share with the run that saved the checkpoint.
+  examples::run_settings settings;
+  settings.add("precision", args.precision);
+  settings.add("state", state_text);
+  settings.add("optimizer", opt_text);
+  settings.add("batch", std::to_string(args.batch));
+  settings.add("seed", std::to_string(args.seed));
+  settings.add("train_images", std::to_string(n_train));
+  std::string sizes;
+  for (auto n : mcfg.sizes) sizes += (sizes.empty() ? "" : ",") + std::to_string(n);
+  settings.add("sizes", sizes);
+
+  std::mt19937_64 shuffle_rng(args.seed ^ 0x5eed'5eedull);
+  int first_epoch = 1;
+  if (!args.resume.empty()) {
+    const auto meta = sgd ? examples::resume("train_fashion_mnist", args.resume, net.parameters(), *sgd, settings)
+                          : examples::resume("train_fashion_mnist", args.resume, net.parameters(), *adamw, settings);
+    first_epoch = static_cast<int>(examples::count("train_fashion_mnist", meta, "train.epoch")) + 1;
+    scalify::io::restore_rng(shuffle_rng, examples::required("train_fashion_mnist", meta, "train.rng"), "train.rng");
+    std::printf("# resumed from %s after epoch %d\n", args.resume.c_str(), first_epoch - 1);
+    if (first_epoch > args.epochs) {
+      std::fprintf(stderr, "train_fashion_mnist: --resume: the checkpoint is after epoch %d; --epochs %d leaves "
+                   "nothing to train\n", first_epoch - 1, args.epochs);
+      return 2;
+    }
+  }
   std::printf("%5s %8s %9s %9s %8s %9s\n", "epoch", "loss", "train_acc", "test_acc", "seconds", "images/s");
   std::fflush(stdout);
 
   examples::progress_bar bar;  // stderr, terminals only
-  std::mt19937_64 shuffle_rng(args.seed ^ 0x5eed'5eedull);
   std::vector<int> order(n_train);
   std::vector<EpochResult> results;
-  long skipped_reported = 0;
-  for (int epoch = 1; epoch <= args.epochs; ++epoch) {
+  long skipped_reported = sgd ? sgd->skipped_steps() : adamw->skipped_steps();
+  for (int epoch = first_epoch; epoch <= args.epochs; ++epoch) {
     std::iota(order.begin(), order.end(), 0);
     for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);  // Fisher-Yates
 
@@ -307,8 +349,9 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double test_acc = accuracy(net, data.test, bar);  // the bar stays up, with a note
     bar.clear();
-    const EpochResult r{loss_sum / static_cast<double>(batches), static_cast<double>(correct) / static_cast<double>(n_train),
-                        test_acc, seconds, static_cast<double>(n_train) / seconds};
+    const EpochResult r{epoch, loss_sum / static_cast<double>(batches),
+                        static_cast<double>(correct) / static_cast<double>(n_train), test_acc, seconds,
+                        static_cast<double>(n_train) / seconds};
     results.push_back(r);
     std::printf("%5d %8.4f %9.4f %9.4f %8.2f %9.0f\n", epoch, r.loss, r.train_acc, r.test_acc, r.seconds,
                 r.images_per_second);
@@ -318,6 +361,15 @@ int main(int argc, char** argv) {
       skipped_reported = skipped;
     }
     std::fflush(stdout);
+    if (!args.save.empty()) {
+      const std::map<std::string, std::string> meta = {{"train.epoch", std::to_string(epoch)},
+                                                       {"train.rng", scalify::io::rng_state(shuffle_rng)}};
+      if (sgd) {
+        examples::save("train_fashion_mnist", args.save, net.parameters(), *sgd, settings, meta);
+      } else {
+        examples::save("train_fashion_mnist", args.save, net.parameters(), *adamw, settings, meta);
+      }
+    }
   }
 
   if (!args.json.empty()) {
@@ -326,6 +378,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "train_fashion_mnist: cannot write '%s'\n", args.json.c_str());
       return 1;
     }
+    f.precision(17);  // losses and accuracies exactly (a resumed run is compared with an uninterrupted one)
     const float lr = sgd ? sgd->config().lr : adamw->config().lr;
     const float wd = sgd ? sgd->config().weight_decay : adamw->config().weight_decay;
     f << "{\"version\": \"" << SCALIFY_VERSION << "\", \"cpu_path\": \"" << cpu_path << "\", \"threads\": " << threads
@@ -335,12 +388,13 @@ int main(int argc, char** argv) {
       << "\", \"epochs\": " << args.epochs << ", \"batch\": " << args.batch
       << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << wd << ", \"lr\": " << lr
       << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
-      << ", \"train_images\": " << n_train << ", \"skipped_steps\": " << skipped_reported << ", \"sizes\": [";
+      << ", \"train_images\": " << n_train << ", \"skipped_steps\": " << skipped_reported
+      << ", \"first_epoch\": " << first_epoch << ", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
     f << "], \"epoch_results\": [";
     for (size_t i = 0; i < results.size(); ++i) {
       const auto& r = results[i];
-      f << (i ? ", " : "") << "{\"epoch\": " << i + 1 << ", \"loss\": " << r.loss << ", \"train_accuracy\": " << r.train_acc
+      f << (i ? ", " : "") << "{\"epoch\": " << r.epoch << ", \"loss\": " << r.loss << ", \"train_accuracy\": " << r.train_acc
         << ", \"test_accuracy\": " << r.test_acc << ", \"seconds\": " << r.seconds
         << ", \"images_per_second\": " << r.images_per_second << "}";
     }

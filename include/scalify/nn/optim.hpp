@@ -173,6 +173,11 @@ class scaled_buffer {
   Eigen::Index rows() const { return rows_of(data_); }
   Eigen::Index cols() const { return cols_of(data_); }
   const AnyTensor& stored() const { return data_; }
+  /// True before the first store.
+  bool empty() const { return rows() == 0 && cols() == 0; }
+  /// Replaces the stored tensor as it is (a checkpoint's; io/checkpoint.hpp
+  /// checks its format and shape first).
+  void restore(AnyTensor stored) { data_ = std::move(stored); }
 
   /// The scale a store of `values` (a float matrix or expression) with
   /// `cfg` uses: pow2_round_down(RMS) if cfg.dynamic_scale (and the RMS is
@@ -231,6 +236,17 @@ class scaled_buffer {
 
  private:
   AnyTensor data_;
+};
+
+/// One tensor of an optimizer's state, as checkpoints see it: `name` is
+/// "<parameter>.<what>" (e.g. "0.w.momentum", "tok.adam_m"); `required`
+/// says whether the optimizer's next step reads it (a checkpoint must then
+/// hold it); `param` is the index of its parameter (same shape).
+struct state_ref {
+  std::string name;
+  scaled_buffer* buffer;
+  bool required;
+  size_t param;
 };
 
 namespace detail {
@@ -322,6 +338,17 @@ class optimizer_base {
   /// Steps skipped (or thrown, under nonfinite_policy::raise) because a gradient was not finite.
   long skipped_steps() const { return skipped_; }
   const state_config& state() const { return state_; }
+  /// The parameters it updates.
+  const std::vector<param_ref>& parameters() const { return params_; }
+  /// Sets the step counters, e.g. from a checkpoint (io/checkpoint.hpp).
+  /// Throws std::invalid_argument for a negative count.
+  void restore_counters(long step_count, long skipped_steps) {
+    SCALIFY_CHECK(step_count >= 0 && skipped_steps >= 0, std::invalid_argument,
+                  "scalify::nn optimizer: step counts must be >= 0, got " + std::to_string(step_count) + " and " +
+                      std::to_string(skipped_steps));
+    t_ = step_count;
+    skipped_ = skipped_steps;
+  }
 
   /// Rounds the parameters' current values into state().format (nearest
   /// even, rebased to pow2_round_down(RMS) if state().dynamic_scale), as the
@@ -380,6 +407,12 @@ class optimizer_base {
     with_dtype(state_.format,
                [&]<class T>() { round_rows<T>(w, 1.0f / scale, o, nullptr, param.data().data()); });
     param.set_scale(scale);
+  }
+  /// state_refs "<parameter>.<suffix>" of `buffers` (one per parameter).
+  std::vector<state_ref> named(std::vector<scaled_buffer>& buffers, const char* suffix, bool required) {
+    std::vector<state_ref> out;
+    for (size_t i = 0; i < buffers.size(); ++i) out.push_back({params_[i].name + "." + suffix, &buffers[i], required, i});
+    return out;
   }
   uint64_t state_seed(size_t i, int which) const {
     return mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i + 1 + static_cast<uint64_t>(which));
@@ -455,6 +488,10 @@ class sgd : public detail::optimizer_base {
   const sgd_config& config() const { return cfg_; }
   /// Parameter i's momentum buffer (empty before the first step or with momentum 0).
   const scaled_buffer& velocity(size_t i) const { return velocity_.at(i); }
+  /// "sgd" (checkpoints record it).
+  static const char* kind() { return "sgd"; }
+  /// The momentum buffers, "<parameter>.momentum" (required once a step with momentum was applied).
+  std::vector<state_ref> state_tensors() { return named(velocity_, "momentum", cfg_.momentum != 0.0f && t_ > 0); }
 
  private:
   sgd_config cfg_;
@@ -515,6 +552,15 @@ class adamw : public detail::optimizer_base {
   /// Parameter i's first moment m and r = sqrt(second moment) (empty before the first step).
   const scaled_buffer& first_moment(size_t i) const { return m_.at(i); }
   const scaled_buffer& second_moment_sqrt(size_t i) const { return r_.at(i); }
+  /// "adamw" (checkpoints record it).
+  static const char* kind() { return "adamw"; }
+  /// "<parameter>.adam_m" and "<parameter>.adam_r" (r = sqrt of the second
+  /// moment), required once a step was applied.
+  std::vector<state_ref> state_tensors() {
+    std::vector<state_ref> out = named(m_, "adam_m", t_ > 0);
+    for (auto& r : named(r_, "adam_r", t_ > 0)) out.push_back(std::move(r));
+    return out;
+  }
 
  private:
   adamw_config cfg_;

@@ -1,0 +1,291 @@
+// scalify io: model and optimizer checkpoints in safetensors files.
+//
+//   add_parameters(w, params, format)     the parameters' values into a writer
+//   load_parameters(f, params)            ... back into the parameter tensors
+//   save_checkpoint(path, params, opt, metadata)
+//   load_checkpoint(path, params, opt)    everything a resumed run needs; returns
+//                                         the metadata (e.g. the caller's step
+//                                         and RNG state, see rng_state())
+//
+// A checkpoint file holds, for parameters named by parameters() (e.g.
+// "0.w", "block1.attn.qkv.w"):
+//   model.<param>, model.<param>_scale          the values: data and scale,
+//       in the optimizer's storage format when that holds them exactly (it
+//       does after every step: the optimizer stores the weights in it), else F32
+//   optimizer.<param>.<state>, ..._scale        each state tensor as stored:
+//       momentum (sgd), adam_m and adam_r = sqrt(second moment) (adamw)
+//   __metadata__: scalify.checkpoint (format version), scalify.optimizer
+//       (sgd | adamw), scalify.step_count, scalify.skipped_steps,
+//       scalify.state (format, scaling, rounding, seed), scalify.version,
+//       and the caller's own keys.
+// Loading checks everything before changing anything: the optimizer kind and
+// state settings, every tensor's presence, shape and dtype, no tensors the
+// model does not have; any problem throws format_error naming the file and
+// the tensor, with the model and optimizer untouched. Resuming from a
+// checkpoint gives bit-identical results to a run that was not interrupted
+// (the stochastic rounding seeds derive from the restored step count).
+#ifndef SCALIFY_IO_CHECKPOINT_HPP_
+#define SCALIFY_IO_CHECKPOINT_HPP_
+
+#include <exception>  // std::exception
+#include <map>      // std::map
+#include <random>   // std::mt19937_64
+#include <set>      // std::set
+#include <sstream>  // std::ostringstream, std::istringstream
+#include <string>   // std::string
+#include <utility>  // std::move
+#include <variant>  // std::visit
+#include <vector>   // std::vector
+
+#include "scalify/errors.hpp"           // format_error
+#include "scalify/io/safetensors.hpp"   // safetensors_writer, safetensors_file
+#include "scalify/nn/mlp.hpp"           // param_ref
+#include "scalify/nn/optim.hpp"         // sgd, adamw, state_ref, state_config
+#include "scalify/nn/tensor.hpp"        // Tensor, AnyTensor, dtype, cast_to
+
+namespace scalify::io {
+
+/// The version of the checkpoint layout this header writes and reads.
+inline constexpr const char* kCheckpointVersion = "1";
+
+namespace detail {
+
+/// The file dtype of an nn::dtype.
+inline tensor_dtype file_dtype(nn::dtype t) {
+  switch (t) {
+    case nn::dtype::float32: return tensor_dtype::F32;
+    case nn::dtype::float16: return tensor_dtype::F16;
+    case nn::dtype::bfloat16: return tensor_dtype::BF16;
+    case nn::dtype::e4m3fn: return tensor_dtype::F8_E4M3;
+    case nn::dtype::e5m2: return tensor_dtype::F8_E5M2;
+  }
+  throw nn::detail::bad_dtype("scalify::io", t);
+}
+
+/// True if x's data rounds into `t` and back without change (NaN stays NaN).
+inline bool holds_exactly(const nn::Tensor& x, nn::dtype t) {
+  if (t == nn::dtype::float32) return true;
+  const nn::Tensor back = nn::round_to(x, t, convert_options{});
+  const auto a = x.data().array(), b = back.data().array();
+  return ((a == b) || (a != a && b != b)).all();
+}
+
+/// Adds `x` (an AnyTensor) under `name`.
+inline void add_any(safetensors_writer& w, const std::string& name, const nn::AnyTensor& x) {
+  std::visit([&](const auto& v) { w.add(name, v); }, x);
+}
+
+/// Tensor `name` of `f` loaded in its own dtype, which must be `want`.
+inline nn::AnyTensor load_any(const safetensors_file& f, const std::string& name, nn::dtype want) {
+  const tensor_info& t = f.at(name);
+  if (t.dtype != file_dtype(want)) {
+    bad_file(f.path(), "tensor '" + name + "' is " + dtype_name(t.dtype) + ", but the optimizer stores " +
+                           nn::dtype_name(want));
+  }
+  switch (want) {
+    case nn::dtype::float32: return f.load<float>(name);
+    case nn::dtype::float16: return f.load<float16>(name);
+    case nn::dtype::bfloat16: return f.load<bfloat16>(name);
+    case nn::dtype::e4m3fn: return f.load<float8_e4m3fn>(name);
+    case nn::dtype::e5m2: return f.load<float8_e5m2>(name);
+  }
+  throw nn::detail::bad_dtype("scalify::io", want);
+}
+
+/// Throws format_error unless tensor `name` of `f` has the shape rows x cols.
+inline void check_shape(const safetensors_file& f, const std::string& name, Eigen::Index rows, Eigen::Index cols) {
+  const tensor_info& t = f.at(name);
+  if (t.rows() != rows || t.cols() != cols) {
+    bad_file(f.path(), "tensor '" + name + "' has shape " + t.shape_string() + ", the model's is " +
+                           scalify::detail::shape_string(rows, cols));
+  }
+}
+
+/// "fp16 scaled stochastic seed 97328631": what must match to resume.
+inline std::string state_string(const nn::state_config& s) {
+  return std::string(nn::dtype_name(s.format)) + (s.dynamic_scale ? " scaled" : " unscaled") +
+         (s.stochastic_master ? " stochastic" : " nearest") + " seed " + std::to_string(s.seed);
+}
+
+/// The metadata value of `key` as a count >= 0.
+inline long count_of(const safetensors_file& f, const std::string& key) {
+  const std::string v = f.metadata(key, "");
+  long out = 0;
+  size_t used = 0;
+  try {
+    out = std::stol(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size() || out < 0) {
+    bad_file(f.path(), "metadata '" + key + "' is '" + v + "', not a count >= 0");
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// Adds every parameter as `prefix` + its name: the data rounded into
+/// `format` (float32: as it is) and the scale. Rounding into a narrower
+/// format than the values hold loses precision (e.g. an fp8 export for
+/// inference: rebase first, see docs/checkpoints.md). Throws
+/// std::invalid_argument for a null parameter or a name already added.
+///
+/// **Example**: `scalify::io::add_parameters(w, net.parameters(), scalify::nn::dtype::float16);`
+inline void add_parameters(safetensors_writer& w, const std::vector<nn::param_ref>& params,
+                           nn::dtype format = nn::dtype::float32, const std::string& prefix = "") {
+  for (const auto& p : params) {
+    SCALIFY_CHECK(p.value != nullptr, std::invalid_argument,
+                  "scalify::io::add_parameters: parameter '" + p.name + "' is null");
+    detail::add_any(w, prefix + p.name, nn::cast_to(*p.value, format));
+  }
+}
+
+/// Loads every parameter from tensor `prefix` + its name (any float dtype,
+/// widened exactly to float data; its `_scale`, else 1). All of them are
+/// read and checked (present, same shape) before any parameter changes.
+/// Throws format_error naming the file and the tensor.
+///
+/// **Example**: `scalify::io::load_parameters(scalify::io::safetensors_file::open("mlp.safetensors"), net.parameters());`
+inline void load_parameters(const safetensors_file& f, const std::vector<nn::param_ref>& params,
+                            const std::string& prefix = "") {
+  std::vector<nn::Tensor> values;
+  values.reserve(params.size());
+  for (const auto& p : params) {
+    SCALIFY_CHECK(p.value != nullptr, std::invalid_argument,
+                  "scalify::io::load_parameters: parameter '" + p.name + "' is null");
+    const std::string name = prefix + p.name;
+    if (f.find(name) == nullptr) detail::bad_file(f.path(), "no tensor '" + name + "' for parameter '" + p.name + "'");
+    detail::check_shape(f, name, p.value->rows(), p.value->cols());
+    values.push_back(f.load_converted<float>(name));
+  }
+  for (size_t i = 0; i < params.size(); ++i) *params[i].value = std::move(values[i]);
+}
+
+/// Writes a checkpoint of `params` and `opt` (nn::sgd or nn::adamw) to
+/// `path` (replaced atomically), with `metadata` (the caller's keys: its
+/// step, data order, RNG state...). Throws std::runtime_error if the file
+/// cannot be written.
+///
+/// **Example**: `scalify::io::save_checkpoint("run.safetensors", net.parameters(), opt, {{"epoch", "3"}});`
+template <class Optimizer>
+void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& params, Optimizer& opt,
+                     const std::map<std::string, std::string>& metadata = {}) {
+  safetensors_writer w;
+  const nn::dtype format = opt.state().format;
+  for (const auto& p : params) {
+    SCALIFY_CHECK(p.value != nullptr, std::invalid_argument,
+                  "scalify::io::save_checkpoint: parameter '" + p.name + "' is null");
+    const nn::dtype t = detail::holds_exactly(*p.value, format) ? format : nn::dtype::float32;
+    detail::add_any(w, "model." + p.name, nn::cast_to(*p.value, t, convert_options{}));
+  }
+  for (const nn::state_ref& s : opt.state_tensors()) {
+    if (!s.buffer->empty()) detail::add_any(w, "optimizer." + s.name, s.buffer->stored());
+  }
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  w.set_metadata("scalify.checkpoint", kCheckpointVersion);
+  w.set_metadata("scalify.optimizer", Optimizer::kind());
+  w.set_metadata("scalify.step_count", std::to_string(opt.step_count()));
+  w.set_metadata("scalify.skipped_steps", std::to_string(opt.skipped_steps()));
+  w.set_metadata("scalify.state", detail::state_string(opt.state()));
+  w.write(path);
+}
+
+/// Restores `params` and `opt` from checkpoint `path` (see the file
+/// comment) and returns the file's metadata. Everything is checked before
+/// anything changes: the optimizer kind and state settings must be the
+/// ones `opt` was built with, every parameter and required state tensor
+/// must be there with its shape and dtype, and the file must hold no model
+/// or optimizer tensor that `params` and `opt` do not have. Throws
+/// format_error naming the file (and the tensor) otherwise.
+///
+/// **Example**:
+/// ```
+/// auto meta = scalify::io::load_checkpoint("run.safetensors", net.parameters(), opt);
+/// int first_epoch = std::stoi(meta.at("epoch")) + 1;
+/// ```
+template <class Optimizer>
+std::map<std::string, std::string> load_checkpoint(const std::string& path, const std::vector<nn::param_ref>& params,
+                                                   Optimizer& opt) {
+  const auto f = safetensors_file::open(path);
+  const auto fail = [&](const std::string& what) { detail::bad_file(path, what); };
+  const std::string version = f.metadata("scalify.checkpoint", "");
+  if (version != kCheckpointVersion) {
+    fail(version.empty() ? "not a scalify checkpoint (no scalify.checkpoint metadata)"
+                         : "checkpoint version " + version + ", this scalify reads " + kCheckpointVersion);
+  }
+  const std::string kind = f.metadata("scalify.optimizer", "");
+  if (kind != Optimizer::kind()) {
+    fail("the checkpoint's optimizer is '" + kind + "', not " + Optimizer::kind());
+  }
+  const std::string state = f.metadata("scalify.state", "");
+  if (state != detail::state_string(opt.state())) {
+    fail("the checkpoint's optimizer state is '" + state + "', this optimizer's is '" +
+         detail::state_string(opt.state()) + "' (use the same precision and seed to resume)");
+  }
+  const long steps = detail::count_of(f, "scalify.step_count");
+  const long skipped = detail::count_of(f, "scalify.skipped_steps");
+
+  // The model: read and checked, not yet assigned.
+  std::set<std::string> expected;
+  for (const auto& p : params) {
+    expected.insert("model." + p.name);
+    expected.insert("model." + p.name + "_scale");
+  }
+  // The optimizer's state as it will be once the counters are restored.
+  const long saved_steps = opt.step_count(), saved_skipped = opt.skipped_steps();
+  opt.restore_counters(steps, skipped);
+  std::vector<nn::state_ref> refs = opt.state_tensors();
+  opt.restore_counters(saved_steps, saved_skipped);
+  std::vector<nn::AnyTensor> buffers(refs.size());
+  std::vector<bool> present(refs.size(), false);
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const std::string name = "optimizer." + refs[i].name;
+    expected.insert(name);
+    expected.insert(name + "_scale");
+    if (f.find(name) == nullptr) {
+      if (refs[i].required) fail("no tensor '" + name + "' (the optimizer's step " + std::to_string(steps + 1) + " needs it)");
+      continue;
+    }
+    buffers[i] = detail::load_any(f, name, opt.state().format);
+    present[i] = true;
+  }
+  for (const auto& t : f.tensors()) {
+    const bool ours = t.name.rfind("model.", 0) == 0 || t.name.rfind("optimizer.", 0) == 0;
+    if (ours && expected.count(t.name) == 0) {
+      fail("tensor '" + t.name + "' has no parameter or optimizer state here (a different model?)");
+    }
+  }
+  // Shapes of the state tensors: the parameters'.
+  const auto& ps = opt.parameters();
+  for (size_t i = 0; i < refs.size(); ++i) {
+    if (!present[i]) continue;
+    const auto& p = ps.at(refs[i].param);
+    detail::check_shape(f, "optimizer." + refs[i].name, p.value->rows(), p.value->cols());
+  }
+  load_parameters(f, params, "model.");  // checks all, then assigns
+  for (size_t i = 0; i < refs.size(); ++i) refs[i].buffer->restore(present[i] ? std::move(buffers[i]) : nn::AnyTensor{});
+  opt.restore_counters(steps, skipped);
+  return f.metadata();
+}
+
+/// The state of a std::mt19937_64 as text (for checkpoint metadata).
+inline std::string rng_state(const std::mt19937_64& g) {
+  std::ostringstream out;
+  out << g;
+  return out.str();
+}
+
+/// Restores `g` from rng_state() text; throws format_error (naming `what`)
+/// if the text is not such a state.
+inline void restore_rng(std::mt19937_64& g, const std::string& text, const std::string& what = "rng state") {
+  std::istringstream in(text);
+  std::mt19937_64 r;
+  in >> r;
+  if (in.fail() || !(in >> std::ws).eof()) throw format_error("scalify::io: " + what + " is not a std::mt19937_64 state");
+  g = r;
+}
+
+}  // namespace scalify::io
+
+#endif  // SCALIFY_IO_CHECKPOINT_HPP_

@@ -1,0 +1,285 @@
+// scalify/io/checkpoint.hpp: resuming from a checkpoint gives bit-identical
+// losses and weights to an uninterrupted run (an fp8 MLP with SGD, a GPT with
+// AdamW, every optimizer storage format); parameters exported in a narrow
+// format for inference; every mismatch between a checkpoint and the model or
+// optimizer it is loaded into is a format_error that changes nothing.
+#include <unistd.h>  // getpid
+
+#include <catch2/catch.hpp>
+
+#include <cstring>     // std::memcmp
+#include <filesystem>  // std::filesystem
+#include <random>      // std::mt19937_64
+#include <string>      // std::string
+#include <vector>      // std::vector
+
+#include "scalify/io/checkpoint.hpp"
+#include "scalify/nn/gpt.hpp"
+#include "scalify/nn/loss.hpp"
+#include "support/nn_check.hpp"  // random_matrix, to_tensor
+
+namespace fs = std::filesystem;
+namespace io = scalify::io;
+namespace nn = scalify::nn;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("scalify_checkpoint_test_" + std::to_string(::getpid()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+/// The bits of every parameter (data and scale), to compare runs exactly.
+std::vector<uint32_t> bits_of(const std::vector<nn::param_ref>& params) {
+  std::vector<uint32_t> out;
+  for (const auto& p : params) {
+    uint32_t s;
+    const float scale = p.value->scale();
+    std::memcpy(&s, &scale, 4);
+    out.push_back(s);
+    for (Eigen::Index i = 0; i < p.value->size(); ++i) {
+      uint32_t b;
+      std::memcpy(&b, p.value->data().data() + i, 4);
+      out.push_back(b);
+    }
+  }
+  return out;
+}
+
+// An MLP trained with SGD on random batches drawn with a std::mt19937_64.
+struct mlp_run {
+  nn::sequential net;
+  nn::sgd opt;
+  std::mt19937_64 gen;
+  explicit mlp_run(const nn::state_config& state)
+      : net(nn::make_mlp({.sizes = {12, 16, 4}, .linear = nn::linear_config::fp8(), .seed = 5})),
+        opt(net.parameters(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-3f}, state),
+        gen(42) {}
+  float step() {
+    std::uniform_int_distribution<int> pick(0, 1000);
+    const int seed = pick(gen);
+    const nn::Tensor x = scalify_test::to_tensor(scalify_test::random_matrix(8, 12, static_cast<uint32_t>(seed)), 0.5f);
+    std::vector<int> labels(8);
+    for (auto& l : labels) l = pick(gen) % 4;
+    net.zero_grad();
+    nn::Tensor dlogits;
+    const float loss = nn::softmax_cross_entropy(&dlogits, net.forward(x), labels, nn::rescale_mode::l1);
+    net.backward(dlogits);
+    opt.step();
+    return loss;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an MLP resumed from a checkpoint trains bit for bit as if never stopped", "[io]") {
+  TempDir dir;
+  const std::vector<nn::state_config> states = {nn::state_config{}, nn::state_config::fp32(),
+                                                nn::state_config{.format = nn::dtype::bfloat16},
+                                                nn::state_config{.stochastic_master = false},
+                                                nn::state_config::fp16_naive()};
+  for (const auto& state : states) {
+    INFO(io::detail::state_string(state));
+    mlp_run whole(state);
+    std::vector<float> losses;
+    for (int i = 0; i < 8; ++i) losses.push_back(whole.step());
+
+    mlp_run first(state);
+    for (int i = 0; i < 4; ++i) CHECK(first.step() == losses[static_cast<size_t>(i)]);
+    const std::string path = dir.file("mlp.safetensors");
+    io::save_checkpoint(path, first.net.parameters(), first.opt, {{"rng", io::rng_state(first.gen)}, {"step", "4"}});
+
+    mlp_run second(state);  // a fresh process: same construction, then the checkpoint
+    const auto meta = io::load_checkpoint(path, second.net.parameters(), second.opt);
+    io::restore_rng(second.gen, meta.at("rng"));
+    CHECK(meta.at("step") == "4");
+    CHECK(second.opt.step_count() == 4);
+    CHECK(bits_of(second.net.parameters()) == bits_of(first.net.parameters()));
+    for (int i = 4; i < 8; ++i) CHECK(second.step() == losses[static_cast<size_t>(i)]);
+    CHECK(bits_of(second.net.parameters()) == bits_of(whole.net.parameters()));
+  }
+}
+
+TEST_CASE("a GPT with AdamW resumes bit for bit, tied and untied", "[io]") {
+  TempDir dir;
+  for (const bool tied : {false, true}) {
+    INFO("tied " << tied);
+    const nn::gpt_config cfg{.vocab = 9, .context = 6, .layers = 1, .heads = 2, .dim = 8,
+                             .linear = nn::linear_config_for(nn::precision::fp8),
+                             .attention = nn::attention_config_for(nn::precision::fp8), .tie_head = tied, .seed = 2};
+    const auto make = [&] {
+      auto model = std::make_unique<nn::gpt>(cfg);
+      auto opt = std::make_unique<nn::adamw>(model->parameters(), nn::adamw_config{.lr = 3e-3f, .weight_decay = 0.0f},
+                                             nn::state_config_for(nn::precision::fp8));
+      return std::pair{std::move(model), std::move(opt)};
+    };
+    const auto step = [](nn::gpt& model, nn::adamw& opt, int s) {
+      std::vector<int> x(12), y(12);
+      for (int i = 0; i < 12; ++i) {
+        x[static_cast<size_t>(i)] = (i * 7 + s * 3) % 9;
+        y[static_cast<size_t>(i)] = (i * 5 + s) % 9;
+      }
+      model.zero_grad();
+      nn::Tensor dlogits;
+      const float loss = nn::softmax_cross_entropy(&dlogits, model.forward(x, 2), y);
+      model.backward(dlogits);
+      nn::clip_grad_norm(model.parameters(), 1.0);
+      opt.config().lr = nn::warmup_cosine{.peak = 3e-3f, .warmup = 2, .total = 6}.at(s);
+      opt.step();
+      return loss;
+    };
+    auto [m0, o0] = make();
+    std::vector<float> losses;
+    for (int s = 0; s < 6; ++s) losses.push_back(step(*m0, *o0, s));
+    auto [m1, o1] = make();
+    for (int s = 0; s < 3; ++s) step(*m1, *o1, s);
+    io::save_checkpoint(dir.file("gpt.safetensors"), m1->parameters(), *o1);
+    auto [m2, o2] = make();
+    io::load_checkpoint(dir.file("gpt.safetensors"), m2->parameters(), *o2);
+    for (int s = 3; s < 6; ++s) CHECK(step(*m2, *o2, s) == losses[static_cast<size_t>(s)]);
+    CHECK(bits_of(m2->parameters()) == bits_of(m0->parameters()));
+  }
+}
+
+TEST_CASE("the checkpoint's layout: weights in the optimizer's format, state as stored", "[io]") {
+  TempDir dir;
+  mlp_run run(nn::state_config{});
+  run.step();
+  io::save_checkpoint(dir.file("c.safetensors"), run.net.parameters(), run.opt);
+  const auto f = io::safetensors_file::open(dir.file("c.safetensors"));
+  CHECK(f.at("model.0.w").dtype == io::tensor_dtype::F16);
+  CHECK(f.at("model.0.w_scale").dtype == io::tensor_dtype::F32);
+  CHECK(f.at("model.0.w").shape == std::vector<int64_t>{12, 16});
+  CHECK(f.at("model.2.b").shape == std::vector<int64_t>{1, 4});
+  CHECK(f.at("optimizer.0.w.momentum").dtype == io::tensor_dtype::F16);
+  CHECK(f.metadata("scalify.optimizer", "") == "sgd");
+  CHECK(f.metadata("scalify.step_count", "") == "1");
+  CHECK(f.metadata("scalify.checkpoint", "") == io::kCheckpointVersion);
+  // A weight the format cannot hold exactly (edited after the step) is kept in F32.
+  run.net.parameters()[0].value->data()(0, 0) = 1.0f + 0x1p-20f;
+  io::save_checkpoint(dir.file("d.safetensors"), run.net.parameters(), run.opt);
+  CHECK(io::safetensors_file::open(dir.file("d.safetensors")).at("model.0.w").dtype == io::tensor_dtype::F32);
+}
+
+TEST_CASE("parameters exported in fp8 for inference load into a fresh model", "[io]") {
+  TempDir dir;
+  mlp_run run(nn::state_config{});
+  for (int i = 0; i < 3; ++i) run.step();
+  io::safetensors_writer w;
+  io::add_parameters(w, run.net.parameters(), nn::dtype::e4m3fn);
+  w.write(dir.file("fp8.safetensors"));
+  const auto f = io::safetensors_file::open(dir.file("fp8.safetensors"));
+  CHECK(f.at("0.w").dtype == io::tensor_dtype::F8_E4M3);
+  nn::sequential fresh = nn::make_mlp({.sizes = {12, 16, 4}, .linear = nn::linear_config::fp8(), .seed = 99});
+  io::load_parameters(f, fresh.parameters());
+  const auto a = run.net.parameters(), b = fresh.parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].name);
+    // The fresh model holds the e4m3fn rounding of the trained values, on the same scale.
+    const nn::Tensor want = nn::round_to(*a[i].value, nn::dtype::e4m3fn, {.saturate = true});
+    CHECK(b[i].value->scale() == want.scale());
+    CHECK((b[i].value->data().array() == want.data().array()).all());
+  }
+}
+
+TEST_CASE("checkpoint mismatches: a clear error and nothing changed", "[io]") {
+  TempDir dir;
+  mlp_run run(nn::state_config{});
+  for (int i = 0; i < 2; ++i) run.step();
+  const std::string path = dir.file("c.safetensors");
+  io::save_checkpoint(path, run.net.parameters(), run.opt);
+
+  const auto unchanged = [](mlp_run& target, const auto& load) {
+    const auto before = bits_of(target.net.parameters());
+    const long steps = target.opt.step_count();
+    load();
+    CHECK(bits_of(target.net.parameters()) == before);
+    CHECK(target.opt.step_count() == steps);
+  };
+  mlp_run other(nn::state_config{});
+  other.step();
+  unchanged(other, [&] {
+    nn::adamw adam(other.net.parameters(), {});
+    CHECK_THROWS_WITH(io::load_checkpoint(path, other.net.parameters(), adam),
+                      Catch::Contains("c.safetensors") && Catch::Contains("optimizer is 'sgd', not adamw"));
+  });
+  mlp_run bf16(nn::state_config{.format = nn::dtype::bfloat16});
+  unchanged(bf16, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(path, bf16.net.parameters(), bf16.opt),
+                      Catch::Contains("optimizer state is 'fp16 scaled stochastic") &&
+                          Catch::Contains("this optimizer's is 'bf16"));
+  });
+  // A model of another shape; one with fewer layers.
+  {
+    nn::sequential wide = nn::make_mlp({.sizes = {12, 32, 4}, .linear = nn::linear_config::fp8()});
+    nn::sgd opt(wide.parameters(), {});
+    const auto before = bits_of(wide.parameters());
+    CHECK_THROWS_WITH(io::load_checkpoint(path, wide.parameters(), opt),
+                      Catch::Contains("'optimizer.0.w.momentum' has shape [12, 16], the model's is (12 x 32)") ||
+                          Catch::Contains("'model.0.w' has shape [12, 16], the model's is (12 x 32)"));
+    CHECK(bits_of(wide.parameters()) == before);
+    CHECK(opt.step_count() == 0);
+    nn::sequential shallow = nn::make_mlp({.sizes = {12, 16}, .linear = nn::linear_config::fp8()});
+    nn::sgd opt2(shallow.parameters(), {});
+    CHECK_THROWS_WITH(io::load_checkpoint(path, shallow.parameters(), opt2),
+                      Catch::Contains("has no parameter or optimizer state here"));
+  }
+  // A checkpoint missing a state tensor the next step needs; bad counts; not a checkpoint.
+  const auto rewrite = [&](const std::string& out, const std::string& drop, const std::string& key,
+                           const std::string& value) {
+    const auto f = io::safetensors_file::open(path);
+    io::safetensors_writer w;
+    for (const auto& t : f.tensors()) {
+      if (t.name.size() > 6 && t.name.substr(t.name.size() - 6) == "_scale") continue;
+      if (t.name == drop) continue;
+      if (t.dtype == io::tensor_dtype::F16) w.add(t.name, f.load<scalify::float16>(t.name));
+      if (t.dtype == io::tensor_dtype::F32) w.add(t.name, f.load<float>(t.name));
+    }
+    for (const auto& [k, v] : f.metadata()) w.set_metadata(k, k == key ? value : v);
+    w.write(out);
+  };
+  rewrite(dir.file("no_momentum.safetensors"), "optimizer.2.b.momentum", "", "");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("no_momentum.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("no tensor 'optimizer.2.b.momentum'"));
+  });
+  rewrite(dir.file("no_weight.safetensors"), "model.0.b", "", "");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("no_weight.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("no tensor 'model.0.b'"));
+  });
+  rewrite(dir.file("bad_count.safetensors"), "", "scalify.step_count", "-3");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad_count.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("'scalify.step_count' is '-3', not a count"));
+  });
+  rewrite(dir.file("version.safetensors"), "", "scalify.checkpoint", "99");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("version.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("checkpoint version 99"));
+  });
+  io::safetensors_writer plain;
+  plain.add("w", scalify::ScaledMatrix<float>(Eigen::MatrixXf::Ones(2, 2), 1.0f));
+  plain.write(dir.file("plain.safetensors"));
+  CHECK_THROWS_WITH(io::load_checkpoint(dir.file("plain.safetensors"), other.net.parameters(), other.opt),
+                    Catch::Contains("not a scalify checkpoint"));
+}
+
+TEST_CASE("RNG states round-trip as text; bad text is an error", "[io]") {
+  std::mt19937_64 g(123);
+  g.discard(1000);
+  std::mt19937_64 h;
+  io::restore_rng(h, io::rng_state(g));
+  CHECK(h == g);
+  CHECK(h() == g());
+  CHECK_THROWS_WITH(io::restore_rng(h, "1 2 3", "train.rng"), Catch::Contains("train.rng is not a std::mt19937_64"));
+  CHECK_THROWS_WITH(io::restore_rng(h, io::rng_state(g) + " 7"), Catch::Contains("not a std::mt19937_64"));
+}
