@@ -22,6 +22,13 @@
 // loss, tokens/s, ETA) is drawn on stderr; in a pipe, one line per
 // evaluation. The last line of stdout is exactly `val_loss=<4 decimals>`.
 // Exit code 1 if the data cannot be read, 2 for bad arguments.
+//
+// --save FILE writes a checkpoint (weights, AdamW state, step, batch RNG and
+// the running train loss) at every evaluation and at the end, replacing FILE
+// atomically; --stop-after N ends the run after step N (the schedule still
+// spans --steps), as an interrupted job would. --resume FILE continues from
+// such a checkpoint with the same settings (else a message and exit 2): the
+// steps after it give exactly the losses of the uninterrupted run.
 #include <algorithm>  // std::min, std::max
 #include <chrono>     // std::chrono::steady_clock
 #include <cmath>      // std::exp, std::isfinite
@@ -34,6 +41,7 @@
 #include <vector>     // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
+#include "resume.hpp"                     // examples::save, resume, run_settings
 #include "scalify/cpu.hpp"                // active_cpu_path
 #include "scalify/nn/gpt.hpp"             // gpt, precision
 #include "scalify/nn/loss.hpp"            // softmax_cross_entropy
@@ -62,6 +70,8 @@ struct Args {
   long sample = 0;
   std::string data = nn::kFortunesDir;
   std::string json;
+  std::string save, resume;
+  long stop_after = 0;  // 0: run to --steps
   bool tied = false;
   bool dry_run = false;
 };
@@ -100,12 +110,20 @@ Args parse_args(int argc, char** argv) {
   c.option("--data", "DIR", "the text files", [&](const std::string& v) { a.data = v; }, a.data);
   c.option("--json", "FILE", "write the settings and the losses as JSON (checked before training)",
            [&](const std::string& v) { a.json = v; }, "none");
+  c.option("--save", "FILE", "write a checkpoint at every evaluation and at the end (checked before training)",
+           [&](const std::string& v) { a.save = v; }, "none");
+  c.option("--resume", "FILE", "continue the run of a --save checkpoint (same settings)",
+           [&](const std::string& v) { a.resume = v; }, "none");
+  c.option("--stop-after", "N", "stop after step N, as if interrupted (with --save: resume later)",
+           [&](const std::string& v) { a.stop_after = c.to_int(v, 1); }, "--steps");
   c.flag("--tied", "the head is the token table (tied embeddings)", &a.tied);
   c.flag("--dry-run", "print the settings and exit", &a.dry_run);
   c.parse(argc, argv);
   if (a.dim % a.heads != 0) c.fail("--dim " + num(a.dim) + " is not a multiple of --heads " + num(a.heads));
   if (a.warmup > a.steps) c.fail("--warmup " + num(a.warmup) + " is more than --steps " + num(a.steps));
+  if (a.stop_after > a.steps) c.fail("--stop-after " + num(a.stop_after) + " is more than --steps " + num(a.steps));
   if (!a.json.empty()) c.check_output_file("--json", a.json);
+  if (!a.save.empty()) c.check_output_file("--save", a.save);
   return a;
 }
 
@@ -154,11 +172,12 @@ std::string sample(nn::gpt& model, const nn::char_corpus& corpus, long n, long s
   return out;
 }
 
-/// x for a JSON file: null if it is not finite (a diverged run's loss).
+/// x for a JSON file, exactly (17 digits: a resumed run is compared with an
+/// uninterrupted one); null if it is not finite (a diverged run's loss).
 std::string json_number(double x) {
   if (!std::isfinite(x)) return "null";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", x);
+  std::snprintf(buf, sizeof buf, "%.17g", x);
   return buf;
 }
 
@@ -207,20 +226,56 @@ int main(int argc, char** argv) {
               corpus.files.size(), corpus.train.size(), corpus.val.size(), corpus.vocab_size());
   std::printf("# scalify %s, cpu path %s\n", SCALIFY_VERSION, cpu_path.c_str());
   if (args.dry_run) return 0;
+
+  // What a resumed run must share with the run that saved the checkpoint.
+  examples::run_settings settings;
+  settings.add("precision", nn::precision_name(prec));
+  settings.add("model", model.name());
+  settings.add("steps", num(args.steps));
+  settings.add("batch", num(args.batch));
+  settings.add("lr", examples::hex(args.lr));
+  settings.add("warmup", num(args.warmup));
+  settings.add("seed", std::to_string(args.seed));
+  settings.add("eval_every", num(args.eval_every));
+  settings.add("text", std::to_string(corpus.train.size()) + "+" + std::to_string(corpus.val.size()));
+
+  std::mt19937_64 gen(args.seed ^ 0xba7c'4e5ull);
+  long first_step = 0;
+  double loss_sum = 0.0;
+  long loss_count = 0;
+  if (!args.resume.empty()) {
+    const auto meta = examples::resume("train_char_gpt", args.resume, model.parameters(), opt, settings);
+    first_step = examples::count("train_char_gpt", meta, "train.step");
+    scalify::io::restore_rng(gen, examples::required("train_char_gpt", meta, "train.rng"), "train.rng");
+    loss_sum = examples::from_hex(examples::required("train_char_gpt", meta, "train.loss_sum"));
+    loss_count = examples::count("train_char_gpt", meta, "train.loss_count");
+    std::printf("# resumed from %s after step %ld\n", args.resume.c_str(), first_step);
+    if (first_step >= args.steps) {
+      std::fprintf(stderr, "train_char_gpt: --resume: the checkpoint is after step %ld of %ld: nothing to train\n",
+                   first_step, args.steps);
+      return 2;
+    }
+  }
+  const auto save = [&](long steps_done) {
+    if (args.save.empty()) return;
+    examples::save("train_char_gpt", args.save, model.parameters(), opt, settings,
+                   {{"train.step", std::to_string(steps_done)},
+                    {"train.rng", scalify::io::rng_state(gen)},
+                    {"train.loss_sum", examples::hex(loss_sum)},
+                    {"train.loss_count", std::to_string(loss_count)}});
+  };
+  const long last_step = args.stop_after > 0 ? args.stop_after : args.steps;
   std::printf("%6s %10s %9s %9s %9s\n", "step", "train_loss", "val_loss", "tokens/s", "seconds");
   std::fflush(stdout);
 
-  std::mt19937_64 gen(args.seed ^ 0xba7c'4e5ull);
   std::uniform_int_distribution<long> offset(0, static_cast<long>(corpus.train.size()) - args.seq - 2);
   const size_t tokens_per_step = static_cast<size_t>(args.batch * args.seq);
   examples::progress_bar bar;
-  bar.start("training", static_cast<size_t>(args.steps) * tokens_per_step, 0, "tok/s");
+  bar.start("training", static_cast<size_t>(last_step - first_step) * tokens_per_step, 0, "tok/s");
   const auto start = std::chrono::steady_clock::now();
   std::vector<Eval> evals;
   std::vector<int> x, y;
-  double loss_sum = 0.0;
-  long loss_count = 0;
-  for (long step = 0; step < args.steps; ++step) {
+  for (long step = first_step; step < last_step; ++step) {
     x.clear();
     y.clear();
     for (long b = 0; b < args.batch; ++b) {
@@ -243,9 +298,13 @@ int main(int argc, char** argv) {
     if (bar.enabled()) {
       char text[64];
       std::snprintf(text, sizeof text, "step %ld/%ld  loss %.4f", step + 1, args.steps, static_cast<double>(loss));
-      bar.update(static_cast<size_t>(step + 1) * tokens_per_step, text, step + 1 == args.steps);
+      bar.update(static_cast<size_t>(step + 1 - first_step) * tokens_per_step, text, step + 1 == last_step);
     }
-    if ((step + 1) % args.eval_every == 0 || step + 1 == args.steps) {
+    // Evaluations at every --eval-every steps and at the end; a run stopped by
+    // --stop-after between them evaluates too, but keeps the running train loss
+    // (saved in the checkpoint), so a resumed run reports what an uninterrupted one does.
+    const bool boundary = (step + 1) % args.eval_every == 0 || step + 1 == args.steps;
+    if (boundary || step + 1 == last_step) {
       const bool last = step + 1 == args.steps;
       if (bar.enabled()) bar.note("validation");
       const double val = mean_loss(model, corpus.val, args.seq, args.batch, last ? 512 : 64);
@@ -254,14 +313,19 @@ int main(int argc, char** argv) {
       evals.push_back({step + 1, train, val, seconds});
       bar.clear();
       std::printf("%6ld %10.4f %9.4f %9.0f %9.1f\n", step + 1, train, val,
-                  static_cast<double>(step + 1) * static_cast<double>(tokens_per_step) / seconds, seconds);
+                  static_cast<double>(step + 1 - first_step) * static_cast<double>(tokens_per_step) / seconds, seconds);
       std::fflush(stdout);
-      loss_sum = 0.0;
-      loss_count = 0;
+      if (boundary) {
+        loss_sum = 0.0;
+        loss_count = 0;
+      }
+      save(step + 1);
     }
   }
+  if (last_step < args.steps) std::printf("# stopped after step %ld of %ld (--stop-after)\n", last_step, args.steps);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double tokens_per_second = static_cast<double>(args.steps) * static_cast<double>(tokens_per_step) / seconds;
+  const double tokens_per_second =
+      static_cast<double>(last_step - first_step) * static_cast<double>(tokens_per_step) / seconds;
   if (opt.skipped_steps() > 0) std::printf("# %ld steps skipped: a gradient was not finite\n", opt.skipped_steps());
   if (args.sample > 0) {
     std::printf("# sample:\n%s\n# end of sample\n", sample(model, corpus, args.sample, args.seq, args.seed).c_str());
@@ -277,7 +341,7 @@ int main(int argc, char** argv) {
       << ", \"batch\": " << args.batch << ", \"seq\": " << args.seq << ", \"layers\": " << args.layers
       << ", \"heads\": " << args.heads << ", \"dim\": " << args.dim
       << ", \"tied\": " << (args.tied ? "true" : "false") << ", \"lr\": " << args.lr
-      << ", \"warmup\": " << args.warmup << ", \"seed\": " << args.seed << ", \"parameters\": " << n_params
+      << ", \"warmup\": " << args.warmup << ", \"first_step\": " << first_step << ", \"seed\": " << args.seed << ", \"parameters\": " << n_params
       << ", \"skipped_steps\": " << opt.skipped_steps() << ", \"seconds\": " << seconds
       << ", \"tokens_per_second\": " << tokens_per_second << ", \"evals\": [";
     for (size_t i = 0; i < evals.size(); ++i) {
