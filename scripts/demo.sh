@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/install_missing.sh  # install_missing
 install_missing cmake make g++ libeigen3-dev libfmt-dev libbenchmark-dev zlib1g-dev \
-  dataset-fashion-mnist
+  nlohmann-json3-dev dataset-fashion-mnist
 
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "==> configuring build/ (Release)"
