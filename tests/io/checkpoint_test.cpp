@@ -266,11 +266,43 @@ TEST_CASE("checkpoint mismatches: a clear error and nothing changed", "[io]") {
     CHECK_THROWS_WITH(io::load_checkpoint(dir.file("version.safetensors"), other.net.parameters(), other.opt),
                       Catch::Contains("checkpoint version 99"));
   });
+  rewrite(dir.file("bad_config.safetensors"), "", "scalify.config", "lr=0x1p-4 momentum=2 weight_decay=0 on_nonfinite=skip");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad_config.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("'scalify.config'") && Catch::Contains("0 <= momentum < 1"));
+  });
+  rewrite(dir.file("short_config.safetensors"), "", "scalify.config", "lr=0x1p-4");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("short_config.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("some hyperparameters are missing"));
+  });
+  rewrite(dir.file("junk_config.safetensors"), "", "scalify.config", "lr=fast momentum=0 weight_decay=0 on_nonfinite=skip");
+  unchanged(other, [&] {
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("junk_config.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("bad entry 'lr=fast'"));
+  });
   io::safetensors_writer plain;
   plain.add("w", scalify::ScaledMatrix<float>(Eigen::MatrixXf::Ones(2, 2), 1.0f));
   plain.write(dir.file("plain.safetensors"));
   CHECK_THROWS_WITH(io::load_checkpoint(dir.file("plain.safetensors"), other.net.parameters(), other.opt),
                     Catch::Contains("not a scalify checkpoint"));
+}
+
+TEST_CASE("the optimizer's hyperparameters come back with the checkpoint, as in PyTorch", "[io]") {
+  TempDir dir;
+  nn::sequential net = nn::make_mlp({.sizes = {4, 3}, .seed = 1});
+  nn::adamw saved(net.parameters(), {.lr = 1.0f / 3.0f, .beta1 = 0.8f, .beta2 = 0.95f, .eps = 1e-6f,
+                                     .weight_decay = 0.125f, .on_nonfinite = nn::nonfinite_policy::raise});
+  io::save_checkpoint(dir.file("a.safetensors"), net.parameters(), saved);
+  nn::adamw loaded(net.parameters(), {});
+  io::load_checkpoint(dir.file("a.safetensors"), net.parameters(), loaded);
+  const nn::adamw_config& c = loaded.config();
+  CHECK(c.lr == 1.0f / 3.0f);  // exact: written as a hex float
+  CHECK(c.beta1 == 0.8f);
+  CHECK(c.beta2 == 0.95f);
+  CHECK(c.eps == 1e-6f);
+  CHECK(c.weight_decay == 0.125f);
+  CHECK(c.on_nonfinite == nn::nonfinite_policy::raise);
 }
 
 TEST_CASE("RNG states round-trip as text; bad text is an error", "[io]") {

@@ -11,12 +11,16 @@
 
 #include <cmath>       // std::isnan, std::ldexp
 #include <cstdint>     // uint8_t, uint64_t
+#include <cstdio>      // std::snprintf
 #include <cstdlib>     // std::getenv, std::strtod
+#include <cstring>     // std::memcmp, std::memcpy
 #include <filesystem>  // std::filesystem
 #include <fstream>     // std::ifstream, std::ofstream
+#include <iterator>    // std::istreambuf_iterator
 #include <random>      // std::mt19937_64
 #include <sstream>     // std::istringstream
 #include <string>      // std::string
+#include <type_traits> // std::is_same_v, std::is_integral_v
 #include <vector>      // std::vector
 
 #include "scalify/io/safetensors.hpp"
@@ -212,6 +216,17 @@ TEST_CASE("load_converted rounds any float dtype, load refuses another dtype", "
                                                     Catch::Contains("load_converted"));
   CHECK_THROWS_WITH(f.view<float16>("x"), Catch::Contains("'x' is F8_E5M2, not F16"));
   CHECK_THROWS_WITH(f.load<float>("nope"), Catch::Contains("no tensor 'nope'"));
+  // load_into: the destination's format and shape, or an error that leaves it alone.
+  ScaledMatrix<float8_e5m2> into(Eigen::Matrix<float8_e5m2, -1, -1, Eigen::RowMajor>(4, 9), 2.0f);
+  f.load_into("x", into);
+  CHECK(same_bits(into.data().data(), x.data().data(), into.size()));
+  ScaledMatrix<float8_e5m2> wrong(Eigen::Matrix<float8_e5m2, -1, -1, Eigen::RowMajor>(9, 4), 2.0f);
+  CHECK_THROWS_WITH(f.load_into("x", wrong), Catch::Contains("'x' has shape [4, 9] (4 x 9), the destination is (9 x 4)"));
+  CHECK(wrong.scale() == 2.0f);
+  ScaledMatrix<float16> h16;
+  CHECK_THROWS_WITH(f.load_into("x", h16), Catch::Contains("use load_converted"));
+  f.load_into("x", h16, /*convert=*/true);
+  CHECK(h16.rows() == 4);
   // e5m2 -> float16 and float: exact; -> e4m3fn: rounded (nearest even), as scalify's cast.
   const auto h = f.load_converted<float16>("x");
   const auto g = f.load_converted<float>("x");

@@ -16,8 +16,10 @@
 //       momentum (sgd), adam_m and adam_r = sqrt(second moment) (adamw)
 //   __metadata__: scalify.checkpoint (format version), scalify.optimizer
 //       (sgd | adamw), scalify.step_count, scalify.skipped_steps,
-//       scalify.state (format, scaling, rounding, seed), scalify.version,
-//       and the caller's own keys.
+//       scalify.state (format, scaling, rounding, seed), scalify.config (the
+//       hyperparameters: restored on load, as PyTorch's load_state_dict does;
+//       set config() afterwards to change them), scalify.version, and the
+//       caller's own keys.
 // Loading checks everything before changing anything: the optimizer kind and
 // state settings, every tensor's presence, shape and dtype, no tensors the
 // model does not have; any problem throws format_error naming the file and
@@ -27,7 +29,10 @@
 #ifndef SCALIFY_IO_CHECKPOINT_HPP_
 #define SCALIFY_IO_CHECKPOINT_HPP_
 
+#include <cstdio>     // std::snprintf
+#include <cstdlib>    // std::strtod
 #include <exception>  // std::exception
+#include <stdexcept>  // std::invalid_argument
 #include <map>      // std::map
 #include <random>   // std::mt19937_64
 #include <set>      // std::set
@@ -105,6 +110,61 @@ inline void check_shape(const safetensors_file& f, const std::string& name, Eige
 inline std::string state_string(const nn::state_config& s) {
   return std::string(nn::dtype_name(s.format)) + (s.dynamic_scale ? " scaled" : " unscaled") +
          (s.stochastic_master ? " stochastic" : " nearest") + " seed " + std::to_string(s.seed);
+}
+
+/// The hyperparameters of a config as "name=value" pairs (floats exactly, as %a).
+struct config_field {
+  const char* name;
+  float* value;
+};
+inline std::vector<config_field> fields_of(nn::sgd_config& c) {
+  return {{"lr", &c.lr}, {"momentum", &c.momentum}, {"weight_decay", &c.weight_decay}};
+}
+inline std::vector<config_field> fields_of(nn::adamw_config& c) {
+  return {{"lr", &c.lr}, {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"eps", &c.eps}, {"weight_decay", &c.weight_decay}};
+}
+template <class Config>
+std::string config_string(Config c) {
+  std::string out;
+  for (const auto& f : fields_of(c)) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%a", static_cast<double>(*f.value));
+    out += std::string(out.empty() ? "" : " ") + f.name + "=" + buf;
+  }
+  return out + " on_nonfinite=" + (c.on_nonfinite == nn::nonfinite_policy::raise ? "raise" : "skip");
+}
+/// Parses config_string() text into a copy of `c`; format_error naming the file if it is not one.
+template <class Config>
+Config parse_config(const safetensors_file& f, const std::string& text, Config c) {
+  std::istringstream in(text);
+  std::string token;
+  size_t found = 0;
+  auto fields = fields_of(c);
+  bool policy = false;
+  while (in >> token) {
+    const size_t eq = token.find('=');
+    const std::string key = token.substr(0, eq), value = eq == std::string::npos ? "" : token.substr(eq + 1);
+    bool known = false;
+    if (key == "on_nonfinite" && (value == "skip" || value == "raise")) {
+      c.on_nonfinite = value == "raise" ? nn::nonfinite_policy::raise : nn::nonfinite_policy::skip;
+      known = policy = true;
+    }
+    for (auto& fd : fields) {
+      if (key != fd.name) continue;
+      char* end = nullptr;
+      const double v = std::strtod(value.c_str(), &end);
+      if (!value.empty() && *end == '\0' && static_cast<double>(static_cast<float>(v)) == v) {
+        *fd.value = static_cast<float>(v);
+        known = true;
+        ++found;
+      }
+    }
+    if (!known) bad_file(f.path(), "metadata 'scalify.config': bad entry '" + token + "'");
+  }
+  if (found != fields.size() || !policy) {
+    bad_file(f.path(), "metadata 'scalify.config' is '" + text + "': some hyperparameters are missing");
+  }
+  return c;
 }
 
 /// The metadata value of `key` as a count >= 0.
@@ -188,6 +248,7 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
   w.set_metadata("scalify.step_count", std::to_string(opt.step_count()));
   w.set_metadata("scalify.skipped_steps", std::to_string(opt.skipped_steps()));
   w.set_metadata("scalify.state", detail::state_string(opt.state()));
+  w.set_metadata("scalify.config", detail::config_string(opt.config()));
   w.write(path);
 }
 
@@ -225,6 +286,12 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, cons
   }
   const long steps = detail::count_of(f, "scalify.step_count");
   const long skipped = detail::count_of(f, "scalify.skipped_steps");
+  const auto config = detail::parse_config(f, f.metadata("scalify.config", ""), opt.config());
+  try {
+    Optimizer::check_config(config);
+  } catch (const std::invalid_argument& e) {
+    fail(std::string("metadata 'scalify.config': ") + e.what());
+  }
 
   // The model: read and checked, not yet assigned.
   std::set<std::string> expected;
@@ -266,6 +333,7 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, cons
   load_parameters(f, params, "model.");  // checks all, then assigns
   for (size_t i = 0; i < refs.size(); ++i) refs[i].buffer->restore(present[i] ? std::move(buffers[i]) : nn::AnyTensor{});
   opt.restore_counters(steps, skipped);
+  opt.config() = config;
   return f.metadata();
 }
 

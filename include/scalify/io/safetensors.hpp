@@ -706,6 +706,25 @@ class safetensors_file {
     return ScaledMatrix<T, Scale>(std::move(data), scale_of<Scale>(name));
   }
 
+  /// Loads tensor `name` into `dst`, whose shape it must have (an empty,
+  /// 0 x 0 `dst` takes the file's): load(), or load_converted() with
+  /// `options` if `convert`. Throws format_error naming the tensor and both
+  /// shapes otherwise; `dst` is then unchanged.
+  ///
+  /// **Example**: `f.load_into("fc1.w", layer.w);  // same format and shape, or an error`
+  template <class T, class Scale>
+  void load_into(std::string_view name, ScaledMatrix<T, Scale>& dst, bool convert = false,
+                 const convert_options& options = {}) const {
+    const tensor_info& t = at(name);
+    const bool empty_dst = dst.rows() == 0 && dst.cols() == 0;
+    if (!empty_dst && (t.rows() != dst.rows() || t.cols() != dst.cols())) {
+      detail::bad_file(path_, "tensor '" + t.name + "' has shape " + t.shape_string() + " " +
+                                  scalify::detail::shape_string(t.rows(), t.cols()) + ", the destination is " +
+                                  scalify::detail::shape_string(dst.rows(), dst.cols()));
+    }
+    dst = convert ? load_converted<T, Scale>(name, options) : load<T, Scale>(name);
+  }
+
   /// Tensor `name` (dtype exactly T's) read in place: no copy, valid while
   /// this file object (or a copy) lives. Throws format_error as load(), and
   /// when the data is not aligned for T in the file (a writer that did not

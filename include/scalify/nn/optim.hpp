@@ -447,9 +447,13 @@ class sgd : public detail::optimizer_base {
  public:
   sgd(std::vector<param_ref> params, const sgd_config& cfg, const state_config& state = {})
       : optimizer_base(std::move(params), state), cfg_(cfg) {
+    check_config(cfg);
+    velocity_.resize(params_.size());
+  }
+  /// Throws std::invalid_argument unless lr >= 0, 0 <= momentum < 1, weight_decay >= 0.
+  static void check_config(const sgd_config& cfg) {
     SCALIFY_CHECK(cfg.lr >= 0.0f && cfg.momentum >= 0.0f && cfg.momentum < 1.0f && cfg.weight_decay >= 0.0f,
                   std::invalid_argument, "scalify::nn::sgd: need lr >= 0, 0 <= momentum < 1, weight_decay >= 0");
-    velocity_.resize(params_.size());
   }
   /// One update of the parameters' values from their grad tensors. Returns
   /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
@@ -516,12 +520,16 @@ class adamw : public detail::optimizer_base {
  public:
   adamw(std::vector<param_ref> params, const adamw_config& cfg, const state_config& state = {})
       : optimizer_base(std::move(params), state), cfg_(cfg) {
+    check_config(cfg);
+    m_.resize(params_.size());
+    r_.resize(params_.size());
+  }
+  /// Throws std::invalid_argument unless lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0.
+  static void check_config(const adamw_config& cfg) {
     SCALIFY_CHECK(cfg.lr >= 0.0f && cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f && cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f &&
                       cfg.eps > 0.0f && cfg.weight_decay >= 0.0f,
                   std::invalid_argument,
                   "scalify::nn::adamw: need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0");
-    m_.resize(params_.size());
-    r_.resize(params_.size());
   }
   /// One update (see sgd::step); t in the bias corrections counts applied steps only.
   bool step() {
