@@ -16,6 +16,7 @@
 #include "scalify/io/checkpoint.hpp"
 #include "scalify/nn/gpt.hpp"
 #include "scalify/nn/loss.hpp"
+#include "support/temp_dir.hpp"  // TempDir
 #include "support/nn_check.hpp"  // random_matrix, to_tensor
 
 namespace fs = std::filesystem;
@@ -24,18 +25,7 @@ namespace nn = scalify::nn;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("scalify_checkpoint_test_" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using scalify_test::TempDir;
 
 /// The bits of every parameter (data and scale), to compare runs exactly.
 std::vector<uint32_t> bits_of(const std::vector<nn::param_ref>& params) {
@@ -81,7 +71,7 @@ struct mlp_run {
 }  // namespace
 
 TEST_CASE("an MLP resumed from a checkpoint trains bit for bit as if never stopped", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   const std::vector<nn::state_config> states = {nn::state_config{}, nn::state_config::fp32(),
                                                 nn::state_config{.format = nn::dtype::bfloat16},
                                                 nn::state_config{.stochastic_master = false},
@@ -109,7 +99,7 @@ TEST_CASE("an MLP resumed from a checkpoint trains bit for bit as if never stopp
 }
 
 TEST_CASE("a GPT with AdamW resumes bit for bit, tied and untied", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   for (const bool tied : {false, true}) {
     INFO("tied " << tied);
     const nn::gpt_config cfg{.vocab = 9, .context = 6, .layers = 1, .heads = 2, .dim = 8,
@@ -150,7 +140,7 @@ TEST_CASE("a GPT with AdamW resumes bit for bit, tied and untied", "[io]") {
 }
 
 TEST_CASE("the checkpoint's layout: weights in the optimizer's format, state as stored", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   mlp_run run(nn::state_config{});
   run.step();
   io::save_checkpoint(dir.file("c.safetensors"), run.net.parameters(), run.opt);
@@ -170,7 +160,7 @@ TEST_CASE("the checkpoint's layout: weights in the optimizer's format, state as 
 }
 
 TEST_CASE("parameters exported in fp8 for inference load into a fresh model", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   mlp_run run(nn::state_config{});
   for (int i = 0; i < 3; ++i) run.step();
   io::safetensors_writer w;
@@ -191,7 +181,7 @@ TEST_CASE("parameters exported in fp8 for inference load into a fresh model", "[
 }
 
 TEST_CASE("checkpoint mismatches: a clear error and nothing changed", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   mlp_run run(nn::state_config{});
   for (int i = 0; i < 2; ++i) run.step();
   const std::string path = dir.file("c.safetensors");
@@ -246,41 +236,30 @@ TEST_CASE("checkpoint mismatches: a clear error and nothing changed", "[io]") {
     for (const auto& [k, v] : f.metadata()) w.set_metadata(k, k == key ? value : v);
     w.write(out);
   };
-  rewrite(dir.file("no_momentum.safetensors"), "optimizer.2.b.momentum", "", "");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("no_momentum.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("no tensor 'optimizer.2.b.momentum'"));
-  });
-  rewrite(dir.file("no_weight.safetensors"), "model.0.b", "", "");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("no_weight.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("no tensor 'model.0.b'"));
-  });
-  rewrite(dir.file("bad_count.safetensors"), "", "scalify.step_count", "-3");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad_count.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("'scalify.step_count' is '-3', not a count"));
-  });
-  rewrite(dir.file("version.safetensors"), "", "scalify.checkpoint", "99");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("version.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("checkpoint version 99"));
-  });
-  rewrite(dir.file("bad_config.safetensors"), "", "scalify.config", "lr=0x1p-4 momentum=2 weight_decay=0 on_nonfinite=skip");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad_config.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("'scalify.config'") && Catch::Contains("0 <= momentum < 1"));
-  });
-  rewrite(dir.file("short_config.safetensors"), "", "scalify.config", "lr=0x1p-4");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("short_config.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("some hyperparameters are missing"));
-  });
-  rewrite(dir.file("junk_config.safetensors"), "", "scalify.config", "lr=fast momentum=0 weight_decay=0 on_nonfinite=skip");
-  unchanged(other, [&] {
-    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("junk_config.safetensors"), other.net.parameters(), other.opt),
-                      Catch::Contains("bad entry 'lr=fast'"));
-  });
+  struct broken {
+    const char* drop;  // a tensor left out
+    const char* key;   // a metadata key changed ...
+    const char* value; // ... to this
+    const char* message;
+  };
+  const std::vector<broken> cases = {
+      {"optimizer.2.b.momentum", "", "", "no tensor 'optimizer.2.b.momentum'"},
+      {"model.0.b", "", "", "no tensor 'model.0.b'"},
+      {"", "scalify.step_count", "-3", "'scalify.step_count' is '-3', not a count"},
+      {"", "scalify.checkpoint", "99", "checkpoint version 99"},
+      {"", "scalify.config", "lr=0x1p-4 momentum=2 weight_decay=0 on_nonfinite=skip", "0 <= momentum < 1"},
+      {"", "scalify.config", "lr=0x1p-4", "some hyperparameters are missing"},
+      {"", "scalify.config", "lr=fast momentum=0 weight_decay=0 on_nonfinite=skip", "bad entry 'lr=fast'"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.drop << c.key << " " << c.value);
+    const std::string broken_path = dir.file("broken.safetensors");
+    rewrite(broken_path, c.drop, c.key, c.value);
+    unchanged(other, [&] {
+      CHECK_THROWS_WITH(io::load_checkpoint(broken_path, other.net.parameters(), other.opt),
+                        Catch::Contains("broken.safetensors") && Catch::Contains(c.message));
+    });
+  }
   io::safetensors_writer plain;
   plain.add("w", scalify::ScaledMatrix<float>(Eigen::MatrixXf::Ones(2, 2), 1.0f));
   plain.write(dir.file("plain.safetensors"));
@@ -289,7 +268,7 @@ TEST_CASE("checkpoint mismatches: a clear error and nothing changed", "[io]") {
 }
 
 TEST_CASE("the optimizer's hyperparameters come back with the checkpoint, as in PyTorch", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_checkpoint_test");
   nn::sequential net = nn::make_mlp({.sizes = {4, 3}, .seed = 1});
   nn::adamw saved(net.parameters(), {.lr = 1.0f / 3.0f, .beta1 = 0.8f, .beta2 = 0.95f, .eps = 1e-6f,
                                      .weight_decay = 0.125f, .on_nonfinite = nn::nonfinite_policy::raise});

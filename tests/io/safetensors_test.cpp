@@ -25,6 +25,7 @@
 
 #include "scalify/io/safetensors.hpp"
 #include "scalify/ops/matmul.hpp"
+#include "support/temp_dir.hpp"  // TempDir
 #include "support/narrow_types.hpp"  // code_of, from_code, ref_format
 #include "support/reference.hpp"     // ref::decode
 
@@ -40,18 +41,7 @@ using Bytes = std::vector<unsigned char>;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("scalify_safetensors_test_" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using scalify_test::TempDir;
 
 void write_bytes(const std::string& path, const Bytes& b) {
   std::ofstream f(path, std::ios::binary);
@@ -108,7 +98,7 @@ bool same_bits(const T* a, const T* b, Eigen::Index n) {
 
 TEMPLATE_TEST_CASE("every format and shape round-trips bit for bit, by load and by view", "[io]", float, float16,
                    bfloat16, float8_e4m3fn, float8_e5m2) {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   std::mt19937_64 gen(7);
   const std::vector<std::pair<Eigen::Index, Eigen::Index>> shapes = {{0, 0}, {0, 5}, {3, 0}, {1, 1},
                                                                       {3, 7}, {64, 33}, {16, 16}};
@@ -156,7 +146,7 @@ TEMPLATE_TEST_CASE("every format and shape round-trips bit for bit, by load and 
 }
 
 TEST_CASE("E8M0 scales and data, column-major data and shapes given to add()", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   std::mt19937_64 gen(3);
   io::safetensors_writer w;
   // An E8M0 scale: written as F8_E8M0, read back as E8M0 or float.
@@ -202,7 +192,7 @@ TEST_CASE("E8M0 scales and data, column-major data and shapes given to add()", "
 }
 
 TEST_CASE("load_converted rounds any float dtype, load refuses another dtype", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   std::mt19937_64 gen(5);
   io::safetensors_writer w;
   auto x = random_codes<float8_e5m2>(4, 9, gen);
@@ -242,7 +232,7 @@ TEST_CASE("load_converted rounds any float dtype, load refuses another dtype", "
 }
 
 TEST_CASE("a view multiplies as its loaded copy does", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   std::mt19937_64 gen(11);
   auto w8 = random_codes<float8_e4m3fn>(48, 24, gen);
   for (Eigen::Index i = 0; i < w8.size(); ++i) {
@@ -271,7 +261,7 @@ TEST_CASE("a view multiplies as its loaded copy does", "[io]") {
 // Files from an independent writer: crafted here byte by byte
 
 TEST_CASE("hand-made files: unscaled tensors, scales of other dtypes, unaligned data", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   // Three F16 values (1, -2, 0.5), no scale; then one F32 scale for "s" of dtype
   // BF16, and the "__metadata__" first; keys in no particular order.
   const Bytes data = {0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38,  // F16 1, -2, 0.5
@@ -299,7 +289,7 @@ TEST_CASE("hand-made files: unscaled tensors, scales of other dtypes, unaligned 
 }
 
 TEST_CASE("bad scales: a clear error naming the scale", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   const auto one_f32 = [](float v) {
     Bytes b(4);
     std::memcpy(b.data(), &v, 4);
@@ -397,7 +387,7 @@ TEST_CASE("hostile headers: format_error naming the file, the tensor and the pro
 }
 
 TEST_CASE("open: missing files, directories, empty files", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   CHECK_THROWS_WITH(io::safetensors_file::open(dir.file("missing.safetensors")),
                     Catch::Contains("missing.safetensors") && Catch::Contains("cannot open"));
   CHECK_THROWS_WITH(io::safetensors_file::open(dir.path.string()), Catch::Contains("not a regular file"));
@@ -408,7 +398,7 @@ TEST_CASE("open: missing files, directories, empty files", "[io]") {
 }
 
 TEST_CASE("writer errors leave nothing half-done", "[io]") {
-  TempDir dir;
+  TempDir dir("scalify_safetensors_test");
   io::safetensors_writer w;
   const ScaledMatrix<float> x(Eigen::MatrixXf::Ones(2, 3), 1.0f);
   w.add("x", x);

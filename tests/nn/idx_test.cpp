@@ -27,6 +27,7 @@
 #include <vector>      // std::vector
 
 #include "scalify/nn/idx.hpp"
+#include "support/temp_dir.hpp"  // TempDir
 
 namespace fs = std::filesystem;
 namespace nn = scalify::nn;
@@ -85,18 +86,7 @@ std::size_t largest_new_during(F fn) {
 // ------------------------------------------------------------------------------
 // Files
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("scalify_idx_test_" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using scalify_test::TempDir;
 
 void put_u32(Bytes& b, uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
@@ -183,7 +173,7 @@ void check_consistent(const nn::idx_array& a) {
 // Good files
 
 TEST_CASE("idx: reads uncompressed and gzip files alike", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const Bytes images = idx({3, 2, 4}), labels = idx({3});
   write_raw(dir.file("im"), images);
   write_raw(dir.file("lb"), labels);
@@ -209,7 +199,7 @@ TEST_CASE("idx: reads uncompressed and gzip files alike", "[nn][idx]") {
 }
 
 TEST_CASE("idx: empty arrays and 4 dimensions", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   // A zero size makes the product 0 whatever the others: nothing to read, dims kept.
   const std::vector<uint32_t> dims = {0, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF};
   write_raw(dir.file("zero"), header(dims));
@@ -230,7 +220,7 @@ TEST_CASE("idx: empty arrays and 4 dimensions", "[nn][idx]") {
 }
 
 TEST_CASE("idx: a FIFO (size unknown up front) reads like a file", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   ::signal(SIGPIPE, SIG_IGN);  // the reader may stop before the writer is done
   auto through_fifo = [&](const std::string& name, const Bytes& b, auto read) {
     const std::string path = dir.file(name);
@@ -269,7 +259,7 @@ TEST_CASE("idx: a FIFO (size unknown up front) reads like a file", "[nn][idx]") 
 // Bad files: the IDX layer (each case plain and gzip-compressed)
 
 TEST_CASE("idx: bad files give a format_error naming the file and the problem", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const std::string missing = dir.file("nope-idx1-ubyte.gz");
   CHECK_THAT(error_of([&] { nn::read_idx(missing); }),
              Catch::Contains(missing) && Catch::Contains("cannot open") && Catch::Contains("No such file"));
@@ -314,7 +304,7 @@ TEST_CASE("idx: bad files give a format_error naming the file and the problem", 
 }
 
 TEST_CASE("idx: a header claiming more data than the file holds allocates nothing big", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   // 12 bytes that claim 131072 x 131072 = 2^34 bytes (at the limit): used to
   // allocate and zero 16 GiB before reading anything.
   const Bytes small = header({131072, 131072});
@@ -345,7 +335,7 @@ TEST_CASE("idx: a header claiming more data than the file holds allocates nothin
 
 TEST_CASE("idx: sizes whose product is over 16 GiB or wraps past 2^64 are refused, sizes printed in full",
           "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   struct bad_sizes {
     std::vector<uint32_t> dims;
     bool wraps;  // the product modulo 2^64 is small: the file holds that many data bytes
@@ -382,7 +372,7 @@ TEST_CASE("idx: sizes whose product is over 16 GiB or wraps past 2^64 are refuse
 // Bad files: the gzip layer
 
 TEST_CASE("idx: truncated gzip streams, at every length, are errors", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const Bytes payload = idx({6, 5});
   const Bytes gz = gz_bytes(dir, payload);
   REQUIRE(gz.size() > 18);  // 10-byte header, deflate data, 8-byte trailer (CRC-32, length)
@@ -413,7 +403,7 @@ TEST_CASE("idx: truncated gzip streams, at every length, are errors", "[nn][idx]
 }
 
 TEST_CASE("idx: bytes after the gzip stream are errors", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const Bytes payload = idx({4, 4});
   const Bytes gz = gz_bytes(dir, payload);
   const std::string path = dir.file("after.gz");
@@ -440,7 +430,7 @@ TEST_CASE("idx: bytes after the gzip stream are errors", "[nn][idx]") {
 }
 
 TEST_CASE("idx: bad gzip headers, corrupted data and trailers are named as such", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const Bytes payload = idx({200, 8, 8});
   const Bytes gz = gz_bytes(dir, payload);
   REQUIRE(gz.size() > 40);
@@ -470,7 +460,7 @@ TEST_CASE("idx: bad gzip headers, corrupted data and trailers are named as such"
 
 TEST_CASE("idx: every prefix and every bit flip of small files is a clean error or a consistent array",
           "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   const std::string path = dir.file("flip");
   int errors = 0, reads = 0;
   for (bool gz : {false, true}) {
@@ -503,7 +493,7 @@ TEST_CASE("idx: every prefix and every bit flip of small files is a clean error 
 // Datasets
 
 TEST_CASE("idx: dataset checks dimensions and counts", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   write_raw(dir.file("im3"), idx({3, 2, 2}));
   write_raw(dir.file("im2"), idx({3, 4}));
   write_raw(dir.file("lb3"), idx({3}));
@@ -522,7 +512,7 @@ TEST_CASE("idx: dataset checks dimensions and counts", "[nn][idx]") {
 }
 
 TEST_CASE("idx: dataset image sizes are checked against the limit and Eigen::Index", "[nn][idx]") {
-  TempDir dir;
+  TempDir dir("scalify_idx_test");
   write_raw(dir.file("lb0"), header({0}));
   write_raw(dir.file("lb4"), idx({4}));
   // (0 x (2^32-1) x (2^32-1)): read_idx accepts an empty array, but H * W

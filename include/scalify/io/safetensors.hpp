@@ -536,18 +536,6 @@ class file_bytes {
 template <class T>
 using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// A short name of T for messages.
-template <class T>
-const char* scalar_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, double>) return "double";
-  else if constexpr (std::is_same_v<T, float16>) return "float16";
-  else if constexpr (std::is_same_v<T, bfloat16>) return "bfloat16";
-  else if constexpr (std::is_same_v<T, float8_e4m3fn>) return "float8_e4m3fn";
-  else if constexpr (std::is_same_v<T, float8_e5m2>) return "float8_e5m2";
-  else return "float8_e8m0fnu";
-}
-
 /// Calls f.template operator()<T>() with the scalar type of a float dtype.
 template <class F>
 void with_float_dtype(tensor_dtype t, F&& f) {
@@ -662,7 +650,7 @@ class safetensors_file {
     }
     if (static_cast<double>(static_cast<float>(out)) != v && !std::is_same_v<Scale, double>) {
       fail("value " + scalify::detail::number_string(v) + " is not exactly representable as a " +
-           detail::scalar_name<Scale>() + " scale");
+           scalify::detail::type_name<Scale>() + " scale");
     }
     return out;
   }
@@ -734,7 +722,7 @@ class safetensors_file {
     const tensor_info& t = checked(name, dtype_of<T>(), "load_converted");
     const unsigned char* p = bytes(t).data();
     if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
-      detail::bad_file(path_, "tensor '" + t.name + "' is not aligned for a view of " + detail::scalar_name<T>() +
+      detail::bad_file(path_, "tensor '" + t.name + "' is not aligned for a view of " + scalify::detail::type_name<T>() +
                                   " (file offset " + std::to_string(header_.data_start + t.begin) +
                                   "); load() copies it");
     }
