@@ -30,7 +30,7 @@ done
 # --- Debian packages ----------------------------------------------------------
 source scripts/install_missing.sh  # install_missing
 install_missing cmake make g++ libeigen3-dev catch2 libfmt-dev libbenchmark-dev zlib1g-dev fortunes \
-  nlohmann-json3-dev python3-numpy
+  nlohmann-json3-dev python3-numpy libopenmpi-dev openmpi-bin
 
 # --- configure, build, test -----------------------------------------------------
 jobs=$(nproc 2>/dev/null || echo 2)
