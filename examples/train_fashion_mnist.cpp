@@ -38,7 +38,16 @@
 // to reach; the epochs after the checkpoint's give exactly the results the
 // uninterrupted run gives.
 //
-// The training step reads top to bottom: zero_grad, forward, loss, backward, step.
+// Data parallel: built with MPI (scalify::mpi), the same program runs under
+// `mpirun -np P`: every rank shuffles the same way and trains on its share of
+// each global batch of P x --batch images; the gradients are averaged across
+// the ranks (scalify/dist/: --wire fp32, fp16 or e5m2 on the wire) before
+// every step, so all ranks keep the same weights; rank 0 prints and writes
+// --json and --save. With --wire fp32 the run matches one process with
+// --batch P x B up to float32 summation order.
+//
+// The training step reads top to bottom: zero_grad, forward, loss, backward,
+// (all-reduce,) step.
 #include <Eigen/Core>  // Eigen::setNbThreads
 #include <algorithm>   // std::min
 #include <chrono>      // std::chrono::steady_clock
@@ -55,6 +64,7 @@
 #include <vector>      // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
+#include "distributed.hpp"                // examples::ranks
 #include "resume.hpp"                     // examples::save, resume, run_settings
 #include "scalify/cpu.hpp"                // active_cpu_path, to_string
 #include "scalify/nn/idx.hpp"             // load_fashion_mnist (zlib)
@@ -85,6 +95,7 @@ struct Args {
   std::string state;  // empty: the preset's
   std::string optimizer = "sgd";
   std::string save, resume;
+  std::string wire = "fp32";
   bool dry_run = false;
 };
 
@@ -144,6 +155,8 @@ Args parse_args(int argc, char** argv) {
            [&](const std::string& v) { a.save = v; }, "none");
   c.option("--resume", "FILE", "continue the run of a --save checkpoint up to --epochs (same settings)",
            [&](const std::string& v) { a.resume = v; }, "none");
+  c.option("--wire", "W", "under mpirun: the gradient all-reduce's wire format, fp32, fp16 or e5m2",
+           [&](const std::string& v) { a.wire = c.to_choice(v, examples::wire_choices()); }, a.wire);
   c.flag("--dry-run", "print the settings and exit without loading data or training", &a.dry_run);
   c.parse(argc, argv);
   if (!a.json.empty()) c.check_output_file("--json", a.json);
@@ -208,6 +221,7 @@ struct EpochResult {
 // Training
 
 int main(int argc, char** argv) {
+  const examples::ranks ranks(&argc, &argv);  // one process, or every rank of mpirun
   const Args args = parse_args(argc, argv);  // exits 2 on bad arguments or an unwritable --json
   const examples::thread_scope thread_scope("train_fashion_mnist", args.threads);  // every parallel region below
   const int threads = thread_scope.threads();  // in effect: --threads, SCALIFY_NUM_THREADS or every core
@@ -275,6 +289,10 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(args.seed), threads, n_train, args.dry_run ? " (dry run)" : "");
   std::printf("# scalify %s, cpu path %s\n", SCALIFY_VERSION, cpu_path.c_str());
   std::printf("# data %s%s%s\n", args.data.c_str(), args.json.empty() ? "" : ", json ", args.json.c_str());
+  if (ranks.size() > 1) {
+    std::printf("# data parallel: %d processes, %d images each per step (global batch %d), %s gradients on the wire\n",
+                ranks.size(), args.batch, args.batch * ranks.size(), args.wire.c_str());
+  }
   if (args.dry_run) return 0;
 
   // What a resumed run must share with the run that saved the checkpoint.
@@ -288,6 +306,10 @@ int main(int argc, char** argv) {
   std::string sizes;
   for (auto n : mcfg.sizes) sizes += (sizes.empty() ? "" : ",") + std::to_string(n);
   settings.add("sizes", sizes);
+  if (ranks.size() > 1) {
+    settings.add("ranks", std::to_string(ranks.size()));
+    settings.add("wire", args.wire);
+  }
 
   std::mt19937_64 shuffle_rng(args.seed ^ 0x5eed'5eedull);
   int first_epoch = 1;
@@ -320,32 +342,42 @@ int main(int argc, char** argv) {
     double loss_sum = 0.0;
     long correct = 0, batches = 0;
     std::vector<int> labels;
-    for (size_t b = 0; b < n_train; b += static_cast<size_t>(args.batch)) {
-      const size_t n = std::min(static_cast<size_t>(args.batch), n_train - b);
-      const nn::Tensor x = gather(data.train.images, order, b, n);
-      labels.resize(n);
-      for (size_t i = 0; i < n; ++i) labels[i] = data.train.labels[static_cast<size_t>(order[b + i])];
-
+    const size_t global_batch = static_cast<size_t>(args.batch) * static_cast<size_t>(ranks.size());
+    for (size_t b = 0; b < n_train; b += global_batch) {
+      // This rank's share of the global batch [b, b + n_global): [b + lo, b + hi).
+      const size_t n_global = std::min(global_batch, n_train - b);
+      const size_t lo = n_global * static_cast<size_t>(ranks.rank()) / static_cast<size_t>(ranks.size());
+      const size_t hi = n_global * static_cast<size_t>(ranks.rank() + 1) / static_cast<size_t>(ranks.size());
+      const size_t n = hi - lo;
       net.zero_grad();
-      const nn::Tensor logits = net.forward(x);  // (B, 10)
-      nn::Tensor dlogits;
-      const float loss = nn::softmax_cross_entropy(&dlogits, logits, labels, prec.loss_grad_rescale);
-      net.backward(dlogits);
+      float loss = 0.0f;
+      if (n > 0) {
+        const nn::Tensor x = gather(data.train.images, order, b + lo, n);
+        labels.resize(n);
+        for (size_t i = 0; i < n; ++i) labels[i] = data.train.labels[static_cast<size_t>(order[b + lo + i])];
+        const nn::Tensor logits = net.forward(x);  // (B, 10)
+        nn::Tensor dlogits;
+        loss = nn::softmax_cross_entropy(&dlogits, logits, labels, prec.loss_grad_rescale);
+        net.backward(dlogits);
+        for (size_t i = 0; i < n; ++i) correct += argmax_row(logits, static_cast<Eigen::Index>(i)) == labels[i];
+      }
+      const double share = static_cast<double>(n) / static_cast<double>(n_global);
+      ranks.reduce_gradients(net.parameters(), share, args.wire);  // the global batch's mean (no-op alone)
       if (sgd) {
-        sgd->step();  // skips the step if a gradient is not finite
+        sgd->step();  // skips the step if a gradient is not finite (on every rank alike)
       } else {
         adamw->step();
       }
 
-      loss_sum += loss;
+      loss_sum += ranks.sum(static_cast<double>(loss) * share);  // the global batch's mean loss
       ++batches;
-      for (size_t i = 0; i < n; ++i) correct += argmax_row(logits, static_cast<Eigen::Index>(i)) == labels[i];
       if (bar.enabled()) {
         char loss_text[32];
         std::snprintf(loss_text, sizeof loss_text, "loss %.4f", loss_sum / static_cast<double>(batches));
-        bar.update(b + n, loss_text, b + n == n_train);
+        bar.update(b + n_global, loss_text, b + n_global == n_train);
       }
     }
+    correct = static_cast<long>(ranks.sum(static_cast<double>(correct)));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double test_acc = accuracy(net, data.test, bar);  // the bar stays up, with a note
     bar.clear();
@@ -361,7 +393,7 @@ int main(int argc, char** argv) {
       skipped_reported = skipped;
     }
     std::fflush(stdout);
-    if (!args.save.empty()) {
+    if (!args.save.empty() && ranks.root()) {
       const std::map<std::string, std::string> meta = {{"train.epoch", std::to_string(epoch)},
                                                        {"train.rng", scalify::io::rng_state(shuffle_rng)}};
       if (sgd) {
@@ -372,7 +404,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (!args.json.empty()) {
+  if (!args.json.empty() && ranks.root()) {
     std::ofstream f(args.json);
     if (!f) {
       std::fprintf(stderr, "train_fashion_mnist: cannot write '%s'\n", args.json.c_str());
@@ -389,7 +421,8 @@ int main(int argc, char** argv) {
       << ", \"optimizer\": \"" << args.optimizer << "\", \"wd\": " << wd << ", \"lr\": " << lr
       << ", \"momentum\": " << args.momentum << ", \"seed\": " << args.seed
       << ", \"train_images\": " << n_train << ", \"skipped_steps\": " << skipped_reported
-      << ", \"first_epoch\": " << first_epoch << ", \"sizes\": [";
+      << ", \"first_epoch\": " << first_epoch << ", \"ranks\": " << ranks.size() << ", \"wire\": \""
+      << (ranks.size() > 1 ? args.wire : "none") << "\", \"sizes\": [";
     for (size_t i = 0; i < mcfg.sizes.size(); ++i) f << (i ? ", " : "") << mcfg.sizes[i];
     f << "], \"epoch_results\": [";
     for (size_t i = 0; i < results.size(); ++i) {
