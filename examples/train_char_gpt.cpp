@@ -29,6 +29,11 @@
 // spans --steps), as an interrupted job would. --resume FILE continues from
 // such a checkpoint with the same settings (else a message and exit 2): the
 // steps after it give exactly the losses of the uninterrupted run.
+//
+// Data parallel (built with MPI): under `mpirun -np P` every rank draws the
+// same P x --batch windows per step and trains on its --batch of them; the
+// gradients are averaged across the ranks (--wire fp32, fp16 or e5m2) before
+// clipping and the step; rank 0 prints and writes --json and --save.
 #include <algorithm>  // std::min, std::max
 #include <chrono>     // std::chrono::steady_clock
 #include <cmath>      // std::exp, std::isfinite
@@ -41,6 +46,7 @@
 #include <vector>     // std::vector
 
 #include "cli.hpp"                        // examples::cli, progress_bar, thread_scope, num
+#include "distributed.hpp"                // examples::ranks
 #include "resume.hpp"                     // examples::save, resume, run_settings
 #include "scalify/cpu.hpp"                // active_cpu_path
 #include "scalify/nn/gpt.hpp"             // gpt, precision
@@ -72,6 +78,7 @@ struct Args {
   std::string json;
   std::string save, resume;
   long stop_after = 0;  // 0: run to --steps
+  std::string wire = "fp32";
   bool tied = false;
   bool dry_run = false;
 };
@@ -116,6 +123,8 @@ Args parse_args(int argc, char** argv) {
            [&](const std::string& v) { a.resume = v; }, "none");
   c.option("--stop-after", "N", "stop after step N, as if interrupted (with --save: resume later)",
            [&](const std::string& v) { a.stop_after = c.to_int(v, 1); }, "--steps");
+  c.option("--wire", "W", "under mpirun: the gradient all-reduce's wire format, fp32, fp16 or e5m2",
+           [&](const std::string& v) { a.wire = c.to_choice(v, examples::wire_choices()); }, a.wire);
   c.flag("--tied", "the head is the token table (tied embeddings)", &a.tied);
   c.flag("--dry-run", "print the settings and exit", &a.dry_run);
   c.parse(argc, argv);
@@ -189,6 +198,7 @@ struct Eval {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const examples::ranks ranks(&argc, &argv);  // one process, or every rank of mpirun
   const Args args = parse_args(argc, argv);
   const examples::thread_scope thread_scope("train_char_gpt", args.threads);  // every parallel region below
   const int threads = thread_scope.threads();  // in effect: --threads, SCALIFY_NUM_THREADS or every core
@@ -225,6 +235,10 @@ int main(int argc, char** argv) {
   std::printf("# data %s: %zu files, %zu train / %zu validation characters, vocabulary %d\n", args.data.c_str(),
               corpus.files.size(), corpus.train.size(), corpus.val.size(), corpus.vocab_size());
   std::printf("# scalify %s, cpu path %s\n", SCALIFY_VERSION, cpu_path.c_str());
+  if (ranks.size() > 1) {
+    std::printf("# data parallel: %d processes, %ld sequences each per step (global batch %ld), %s gradients on the wire\n",
+                ranks.size(), args.batch, args.batch * ranks.size(), args.wire.c_str());
+  }
   if (args.dry_run) return 0;
 
   // What a resumed run must share with the run that saved the checkpoint.
@@ -238,6 +252,10 @@ int main(int argc, char** argv) {
   settings.add("seed", std::to_string(args.seed));
   settings.add("eval_every", num(args.eval_every));
   settings.add("text", std::to_string(corpus.train.size()) + "+" + std::to_string(corpus.val.size()));
+  if (ranks.size() > 1) {
+    settings.add("ranks", std::to_string(ranks.size()));
+    settings.add("wire", args.wire);
+  }
 
   std::mt19937_64 gen(args.seed ^ 0xba7c'4e5ull);
   long first_step = 0;
@@ -257,7 +275,7 @@ int main(int argc, char** argv) {
     }
   }
   const auto save = [&](long steps_done) {
-    if (args.save.empty()) return;
+    if (args.save.empty() || !ranks.root()) return;
     examples::save("train_char_gpt", args.save, model.parameters(), opt, settings,
                    {{"train.step", std::to_string(steps_done)},
                     {"train.rng", scalify::io::rng_state(gen)},
@@ -278,16 +296,20 @@ int main(int argc, char** argv) {
   for (long step = first_step; step < last_step; ++step) {
     x.clear();
     y.clear();
-    for (long b = 0; b < args.batch; ++b) {
+    for (long b = 0; b < args.batch * ranks.size(); ++b) {  // the global batch; this rank's --batch of it
       const long o = offset(gen);
+      if (b / args.batch != ranks.rank()) continue;
       x.insert(x.end(), corpus.train.begin() + o, corpus.train.begin() + o + args.seq);
       y.insert(y.end(), corpus.train.begin() + o + 1, corpus.train.begin() + o + args.seq + 1);
     }
     model.zero_grad();
     const nn::Tensor logits = model.forward(x, args.batch);
     nn::Tensor dlogits;
-    const float loss = nn::softmax_cross_entropy(&dlogits, logits, y);
+    const double share = 1.0 / ranks.size();
+    const float loss = static_cast<float>(
+        ranks.sum(static_cast<double>(nn::softmax_cross_entropy(&dlogits, logits, y)) * share));
     model.backward(dlogits);
+    ranks.reduce_gradients(model.parameters(), share, args.wire);  // the global batch's mean (no-op alone)
     nn::clip_grad_norm(model.parameters(), 1.0);
     opt.config().lr = schedule.at(step);
     opt.step();  // skipped if a gradient is not finite
@@ -330,7 +352,7 @@ int main(int argc, char** argv) {
   if (args.sample > 0) {
     std::printf("# sample:\n%s\n# end of sample\n", sample(model, corpus, args.sample, args.seq, args.seed).c_str());
   }
-  if (!args.json.empty()) {
+  if (!args.json.empty() && ranks.root()) {
     std::ofstream f(args.json);
     if (!f) {
       std::fprintf(stderr, "train_char_gpt: cannot write '%s'\n", args.json.c_str());
@@ -341,7 +363,9 @@ int main(int argc, char** argv) {
       << ", \"batch\": " << args.batch << ", \"seq\": " << args.seq << ", \"layers\": " << args.layers
       << ", \"heads\": " << args.heads << ", \"dim\": " << args.dim
       << ", \"tied\": " << (args.tied ? "true" : "false") << ", \"lr\": " << args.lr
-      << ", \"warmup\": " << args.warmup << ", \"first_step\": " << first_step << ", \"seed\": " << args.seed << ", \"parameters\": " << n_params
+      << ", \"warmup\": " << args.warmup << ", \"first_step\": " << first_step << ", \"ranks\": " << ranks.size()
+      << ", \"wire\": \"" << (ranks.size() > 1 ? args.wire : "none") << "\""
+      << ", \"seed\": " << args.seed << ", \"parameters\": " << n_params
       << ", \"skipped_steps\": " << opt.skipped_steps() << ", \"seconds\": " << seconds
       << ", \"tokens_per_second\": " << tokens_per_second << ", \"evals\": [";
     for (size_t i = 0; i < evals.size(); ++i) {
