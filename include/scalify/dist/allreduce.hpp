@@ -251,11 +251,12 @@ inline void reduce_bucket(const std::vector<slot>& slots, size_t b, size_t e, MP
     for (size_t c = 0; c < count; c += kChunk) {
       const size_t k = std::min(kChunk, count - c);
       unsigned char* out = w.wire.data() + (at - b + c) * ws;
+      const auto n = static_cast<Eigen::Index>(k);
+      const Eigen::Map<const Eigen::ArrayXf> in(data + c, n);
       if (o.wire == wire_format::float32) {
-        float* f = reinterpret_cast<float*>(out);
-        for (size_t j = 0; j < k; ++j) f[j] = data[c + j] * s.factor;
+        Eigen::Map<Eigen::ArrayXf>(reinterpret_cast<float*>(out), n) = in * s.factor;
       } else {
-        for (size_t j = 0; j < k; ++j) w.scratch[j] = data[c + j] * s.factor;
+        Eigen::Map<Eigen::ArrayXf>(w.scratch.data(), n) = in * s.factor;
         co.offset = 2 * static_cast<uint64_t>(at + c);
         encode(w.scratch.data(), k, o.wire, out, co);
       }
@@ -282,7 +283,8 @@ inline void reduce_bucket(const std::vector<slot>& slots, size_t b, size_t e, MP
     if (i == 0) {
       std::copy_n(part, mine, sum);
     } else {
-      for (size_t j = 0; j < mine; ++j) sum[j] += part[j];
+      const auto k = static_cast<Eigen::Index>(mine);
+      Eigen::Map<Eigen::ArrayXf>(sum, k) += Eigen::Map<const Eigen::ArrayXf>(part, k);
     }
   }
   workspace::fit(w.segment, mine * ws);
