@@ -154,6 +154,35 @@ TEST_CASE("scales far apart across the ranks: 2^-20 on one, 2^20 on another", "[
   CHECK(std::isfinite(t.scale()));
 }
 
+TEST_CASE("tiny data on a huge scale, huge data on a tiny scale: rebased without overflow", "[dist]") {
+  // Rank r's values are those of input(r, 0) on scale 2^(r - 3), stored as data 2^120
+  // times smaller (or larger) on a scale 2^120 times larger (smaller): the ratio of a
+  // scale to the wire scale is then beyond float's range, the data times it is not.
+  const int me = rank_of(), p = size_of();
+  for (int sign : {1, -1}) {
+    const auto make = [sign](int q) {
+      nn::Tensor t = input(q, 0, 6, 7, 1, std::ldexp(1.0f, q - 3));
+      t.data() *= std::ldexp(1.0f, -120 * sign);
+      t.set_scale(std::ldexp(t.scale(), 120 * sign));
+      return t;
+    };
+    nn::Tensor t = make(me);
+    std::vector<nn::Tensor*> ptrs = {&t};
+    CHECK(dist::allreduce(ptrs, MPI_COMM_WORLD, {.wire = dist::wire_format::float16, .mean = false}).finite);
+    Eigen::MatrixXd want = Eigen::MatrixXd::Zero(6, 7);
+    double amax = 0.0;
+    for (int q = 0; q < p; ++q) {
+      const nn::Tensor u = make(q);
+      const Eigen::MatrixXd v = u.data().cast<double>() * static_cast<double>(u.scale());
+      want += v;
+      amax = std::max(amax, v.cwiseAbs().maxCoeff());
+    }
+    const Eigen::MatrixXd have = t.data().cast<double>() * static_cast<double>(t.scale());
+    CHECK(have.allFinite());
+    CHECK((have - want).cwiseAbs().maxCoeff() <= 2.0 * (p + 1) * std::ldexp(1.0, -10) * amax);
+  }
+}
+
 TEST_CASE("zero scales, all-zero tensors, no tensors", "[dist]") {
   check_allreduce({{4, 4}, {2, 3}}, 1, {.wire = dist::wire_format::float16}, /*zero_first=*/true);
   nn::Tensor z(nn::Matrix::Zero(3, 3), 0.0f);

@@ -48,6 +48,7 @@
 #include <stdexcept>    // std::invalid_argument, std::runtime_error
 #include <string>       // std::string
 #include <string_view>  // std::string_view
+#include <utility>      // std::pair
 #include <vector>       // std::vector
 
 #include "scalify/core/pow2.hpp"        // pow2_round_up
@@ -195,9 +196,19 @@ inline void decode(const unsigned char* in, size_t n, wire_format w, float* out)
 /// A tensor's place in the flat sequence of all values, and its rebasing factor.
 struct slot {
   nn::Tensor* tensor;
-  size_t begin;  ///< index of its first value in the flat sequence
-  float factor;  ///< its scale / the wire scale
+  size_t begin;   ///< index of its first value in the flat sequence
+  float factor;   ///< its scale / the wire scale = factor x factor2
+  float factor2;  ///< 1, or the rest of a ratio beyond float's range (tiny data on a huge scale)
 };
+
+/// A ratio of scales as two float factors whose product it is, each within
+/// float's range: data x r can fit where r alone does not (data 2^-100 on a
+/// scale of 2^100).
+inline std::pair<float, float> split_factor(double r) {
+  if (r == 0.0 || (r >= 0x1p-100 && r <= 0x1p100)) return {static_cast<float>(r), 1.0f};
+  const int e = std::ilogb(r) / 2;
+  return {static_cast<float>(std::ldexp(r, -e)), std::ldexp(1.0f, e)};
+}
 
 /// The buffers of one reduction, kept per thread from call to call (a training
 /// loop reduces the same sizes every step: no allocation, no page faults).
@@ -254,9 +265,9 @@ inline void reduce_bucket(const std::vector<slot>& slots, size_t b, size_t e, MP
       const auto n = static_cast<Eigen::Index>(k);
       const Eigen::Map<const Eigen::ArrayXf> in(data + c, n);
       if (o.wire == wire_format::float32) {
-        Eigen::Map<Eigen::ArrayXf>(reinterpret_cast<float*>(out), n) = in * s.factor;
+        Eigen::Map<Eigen::ArrayXf>(reinterpret_cast<float*>(out), n) = in * s.factor * s.factor2;
       } else {
-        Eigen::Map<Eigen::ArrayXf>(w.scratch.data(), n) = in * s.factor;
+        Eigen::Map<Eigen::ArrayXf>(w.scratch.data(), n) = in * s.factor * s.factor2;
         co.offset = 2 * static_cast<uint64_t>(at + c);
         encode(w.scratch.data(), k, o.wire, out, co);
       }
@@ -348,8 +359,8 @@ inline allreduce_result allreduce(std::span<nn::Tensor* const> tensors, MPI_Comm
   for (size_t i = 0; i < n; ++i) {
     scales[i] = detail::wire_scale(global[i], o.wire, p);
     nn::Tensor& t = *tensors[i];
-    const double factor = static_cast<double>(t.scale()) / static_cast<double>(scales[i]);
-    slots.push_back({&t, total, t.scale() == 0.0f ? 0.0f : static_cast<float>(factor)});
+    const auto [f1, f2] = detail::split_factor(static_cast<double>(t.scale()) / static_cast<double>(scales[i]));
+    slots.push_back({&t, total, f1, f2});
     total += static_cast<size_t>(t.size());
   }
   // At most 1 GiB per bucket: MPI's counts are ints.
