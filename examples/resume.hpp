@@ -61,7 +61,8 @@ std::map<std::string, std::string> resume(const char* program, const std::string
                                           const std::vector<scalify::nn::param_ref>& params, Optimizer& opt,
                                           const run_settings& settings) {
   try {
-    const std::string saved = scalify::io::safetensors_file::open(path).metadata(kSettingsKey, "(none)");
+    const auto file = scalify::io::safetensors_file::open(path);  // opened and checked once
+    const std::string saved = file.metadata(kSettingsKey, "(none)");
     if (saved != settings.text()) {
       std::fprintf(stderr,
                    "%s: --resume '%s' was written with other settings; resume with the same ones.\n"
@@ -69,7 +70,7 @@ std::map<std::string, std::string> resume(const char* program, const std::string
                    program, path.c_str(), saved.c_str(), settings.text().c_str());
       std::exit(2);
     }
-    return scalify::io::load_checkpoint(path, params, opt);
+    return scalify::io::load_checkpoint(file, params, opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: --resume: %s\n", program, e.what());
     std::exit(1);

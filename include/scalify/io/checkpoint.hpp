@@ -3,7 +3,7 @@
 //   add_parameters(w, params, format)     the parameters' values into a writer
 //   load_parameters(f, params)            ... back into the parameter tensors
 //   save_checkpoint(path, params, opt, metadata)
-//   load_checkpoint(path, params, opt)    everything a resumed run needs; returns
+//   load_checkpoint(path or file, params, opt)  everything a resumed run needs; returns
 //                                         the metadata (e.g. the caller's step
 //                                         and RNG state, see rng_state())
 //
@@ -67,12 +67,15 @@ inline tensor_dtype file_dtype(nn::dtype t) {
   throw nn::detail::bad_dtype("scalify::io", t);
 }
 
-/// True if x's data rounds into `t` and back without change (NaN stays NaN).
-inline bool holds_exactly(const nn::Tensor& x, nn::dtype t) {
-  if (t == nn::dtype::float32) return true;
-  const nn::Tensor back = nn::round_to(x, t, convert_options{});
+/// x's data rounded into `t` when that holds it exactly (widened back it is
+/// unchanged; NaN stays NaN), else x as it is (float32): one cast.
+inline nn::AnyTensor stored_exactly(const nn::Tensor& x, nn::dtype t) {
+  if (t == nn::dtype::float32) return x;
+  nn::AnyTensor stored = nn::cast_to(x, t, convert_options{});
+  const nn::Tensor back = std::visit([](const auto& v) { return nn::Tensor(v); }, stored);
   const auto a = x.data().array(), b = back.data().array();
-  return ((a == b) || (a != a && b != b)).all();
+  if (((a == b) || (a != a && b != b)).all()) return stored;
+  return x;
 }
 
 /// Adds `x` (an AnyTensor) under `name`.
@@ -236,8 +239,7 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
   for (const auto& p : params) {
     SCALIFY_CHECK(p.value != nullptr, std::invalid_argument,
                   "scalify::io::save_checkpoint: parameter '" + p.name + "' is null");
-    const nn::dtype t = detail::holds_exactly(*p.value, format) ? format : nn::dtype::float32;
-    detail::add_any(w, "model." + p.name, nn::cast_to(*p.value, t, convert_options{}));
+    detail::add_any(w, "model." + p.name, detail::stored_exactly(*p.value, format));
   }
   for (const nn::state_ref& s : opt.state_tensors()) {
     if (!s.buffer->empty()) detail::add_any(w, "optimizer." + s.name, s.buffer->stored());
@@ -252,7 +254,7 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
   w.write(path);
 }
 
-/// Restores `params` and `opt` from checkpoint `path` (see the file
+/// Restores `params` and `opt` from the checkpoint `f` (see the file
 /// comment) and returns the file's metadata. Everything is checked before
 /// anything changes: the optimizer kind and state settings must be the
 /// ones `opt` was built with, every parameter and required state tensor
@@ -266,10 +268,9 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
 /// int first_epoch = std::stoi(meta.at("epoch")) + 1;
 /// ```
 template <class Optimizer>
-std::map<std::string, std::string> load_checkpoint(const std::string& path, const std::vector<nn::param_ref>& params,
+std::map<std::string, std::string> load_checkpoint(const safetensors_file& f, const std::vector<nn::param_ref>& params,
                                                    Optimizer& opt) {
-  const auto f = safetensors_file::open(path);
-  const auto fail = [&](const std::string& what) { detail::bad_file(path, what); };
+  const auto fail = [&](const std::string& what) { detail::bad_file(f.path(), what); };
   const std::string version = f.metadata("scalify.checkpoint", "");
   if (version != kCheckpointVersion) {
     fail(version.empty() ? "not a scalify checkpoint (no scalify.checkpoint metadata)"
@@ -335,6 +336,13 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, cons
   opt.restore_counters(steps, skipped);
   opt.config() = config;
   return f.metadata();
+}
+
+/// load_checkpoint() of the file at `path` (opened and checked first).
+template <class Optimizer>
+std::map<std::string, std::string> load_checkpoint(const std::string& path, const std::vector<nn::param_ref>& params,
+                                                   Optimizer& opt) {
+  return load_checkpoint(safetensors_file::open(path), params, opt);
 }
 
 /// The state of a std::mt19937_64 as text (for checkpoint metadata).
