@@ -574,11 +574,11 @@ TEST_CASE("gemm: called from several user threads at once (one shared pool) give
   CHECK(mismatches == 0);
 }
 
-TEST_CASE("gemm: B in chunks with the columns of each chunk split between threads gives the 1-thread bits",
+TEST_CASE("gemm: B packed one KC slab at a time (long K, several NC blocks) gives the 1-thread bits",
           "[kernels][gemm][threads]") {
-  // K = 2100: one B chunk is one NC block, so 600 columns make three chunks
-  // (the last partial), and 30 rows one block of C per chunk: each thread
-  // packs and multiplies its own columns of every chunk.
+  // K = 2100: 5 KC passes, each packing a slab of B right before its use;
+  // 600 columns make 3 NC blocks (the last partial). 7 and 30 rows: the
+  // columns split between 2 threads, each packing its own slabs.
   for_each_path([&](cpu_path) {
     for (const index_t m : {7, 30}) {
       case_desc d{.m = m, .n = 600, .k = 2100, .bias = true, .act = activation::relu, .threads = 1,
@@ -586,11 +586,32 @@ TEST_CASE("gemm: B in chunks with the columns of each chunk split between thread
       const auto one = run_case<float8_e4m3fn, float8_e5m2, float>(d);
       d.threads = 2;
       CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == one);
+      d.prepack = true;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == one);
     }
   });
 }
 
-TEST_CASE("gemm: the private 2-thread schedule (rows or columns split, prepacked B) gives the 1-thread bits",
+TEST_CASE("gemm: rows in several groups (B packed again for each) give the same bits", "[kernels][gemm][threads]") {
+  // 2100 rows: more than one packing of B serves when K is short (1024 rows
+  // for a float8 B), so 1 thread takes them in three groups, 2 threads split
+  // the rows and take two groups each; a prepacked B is read whole, on 1 and
+  // 2 threads.
+  case_desc d{.m = 2100, .n = 40, .k = 600, .beta = 0.5f, .bias = true, .threads = 1, .seed = 60};
+  for_each_path([&](cpu_path) {
+    d.threads = 1;
+    d.prepack = false;
+    const auto groups = run_case<float8_e4m3fn, float8_e5m2, float>(d);
+    d.threads = 2;
+    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+    d.prepack = true;
+    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+    d.threads = 1;
+    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+  });
+}
+
+TEST_CASE("gemm: 2 threads (rows or columns split, B prepacked or not) give the 1-thread bits",
           "[kernels][gemm][threads]") {
   // Tall (rows split), wide (columns split), a long K (several KC passes), one
   // row panel (columns split whatever the cost), with every epilogue option.

@@ -97,7 +97,7 @@ void check_operand_entries(cpu_path path) {
       if (f == nullptr) continue;
       const std::ptrdiff_t ku = pairs ? (kk + 1) / 2 : kk;
       std::vector<uint32_t> got(static_cast<std::size_t>(panels * ku * nr), 0xDEADBEEFu), want(got);
-      f(bs, kk, 0, ku, j0, n - j0, nr, got.data());
+      f(bs, kk, 0, ku, j0, n - j0, nr, got.data(), ku * nr);
       for (int p = 0; p < panels; ++p) {
         uint32_t* dst = want.data() + p * ku * nr;
         if (pairs) {
@@ -108,6 +108,27 @@ void check_operand_entries(cpu_path path) {
       }
       INFO("pack_b, pairs " << pairs);
       CHECK(same_bits(got, want));
+      // A slab: units [u0, u1) of every panel, panels ps units apart (as the
+      // GEMM packs one KC block at a time), against the same units of the
+      // scalar routine's slab and of the whole panels.
+      if (ku < 3) continue;
+      const std::ptrdiff_t u0 = 1, u1 = ku - 1, ps = (u1 - u0) * nr + 5;
+      std::vector<uint32_t> slab(static_cast<std::size_t>(panels * ps), 0xDEADBEEFu), want_slab(slab);
+      f(bs, kk, u0, u1, j0, n - j0, nr, slab.data(), ps);
+      for (int p = 0; p < panels; ++p) {
+        uint32_t* dst = want_slab.data() + p * ps;
+        if (pairs) {
+          k::pack_b_panel_units<k::packing::bf16x2>(bs, kk, n, j0 + p * nr, nr, u0, u1, dst);
+        } else {
+          k::pack_b_panel_units<k::packing::f32>(bs, kk, n, j0 + p * nr, nr, u0, u1, dst);
+        }
+        for (std::ptrdiff_t u = u0; u < u1; ++u) {
+          INFO("slab, panel " << p << ", unit " << u);
+          CHECK(std::memcmp(&slab[static_cast<std::size_t>(p * ps + (u - u0) * nr)],
+                            &want[static_cast<std::size_t>((p * ku + u) * nr)], nr * sizeof(uint32_t)) == 0);
+        }
+      }
+      CHECK(same_bits(slab, want_slab));  // the padding between panels untouched by both
     }
     // The streaming GEMV: A widened to float (m rows), B rows or columns contiguous.
     const std::vector<float> af = random_values<float>(static_cast<std::size_t>(4 * kk), 9);

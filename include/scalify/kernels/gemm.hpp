@@ -250,47 +250,62 @@ inline int threads_for(int requested, index m, index n, index k) {
   return requested;
 }
 
-/// The packing of op(B) columns [j0, j0 + n) into panels of mk.block.nr, cut
-/// into independent tasks: count() of them, run(t) does task t. B's element
-/// type is erased (run_fn knows it), so that the drivers using it are
-/// compiled once, not once per type.
+/// The packing of op(B) columns [j0, j0 + n) into panels of mk.block.nr: whole
+/// (count() independent tasks, run(t) does task t, into dst) or a slab of KC
+/// units at a time (units(), into the caller's buffer). B's element type is
+/// erased (units_fn knows it), so that the drivers using it are compiled
+/// once, not once per type.
 struct b_packer {
   static constexpr index kRows = 64;  // rows of B per task on the SIMD route
   const kernels::microkernel& mk;
   const void* b;  // const kernels::strided<TB>*
   index b_cs;
   bool has_row_packer;  // operand_kernels<TB>::pack_b_f32 (pack_b_bf16) of mk's path
-  void (*run_fn)(const b_packer&, index t);
+  void (*units_fn)(const b_packer&, index p0, index p1, index u0, index u1, uint32_t* out, index ps);
   index k, n_total, j0, n;
   uint32_t* dst;
 
   index ku() const { return (k + mk.k_per_unit() - 1) / mk.k_per_unit(); }
+  index panels() const { return (n + mk.block.nr - 1) / mk.block.nr; }
   /// Row blocks, each over every panel (the source streams sequentially),
   /// where the path's table has a row packer (kernels/table.hpp).
   bool by_rows() const { return has_row_packer && b_cs == 1 && mk.block.nr % 8 == 0; }
-  index count() const { return by_rows() ? (k + kRows - 1) / kRows : (n + mk.block.nr - 1) / mk.block.nr; }
-  void run(index t) const { run_fn(*this, t); }
+  index count() const { return by_rows() ? (k + kRows - 1) / kRows : panels(); }
+  /// Task t of packing all of it into dst (panel p at dst + p * ku() * nr).
+  void run(index t) const {
+    const index ku = this->ku(), nr = mk.block.nr;
+    if (by_rows()) {
+      const index step = kRows / mk.k_per_unit(), u0 = t * step;
+      units_fn(*this, 0, panels(), u0, std::min(ku, u0 + step), dst + u0 * nr, ku * nr);
+    } else {
+      units_fn(*this, t, t + 1, 0, ku, dst + t * ku * nr, ku * nr);
+    }
+  }
+  /// Units [u0, u1) of panels [p0, p1): unit u of panel p at out + (p - p0) * ps + (u - u0) * nr.
+  void units(index p0, index p1, index u0, index u1, uint32_t* out, index ps) const {
+    units_fn(*this, p0, p1, u0, u1, out, ps);
+  }
 };
 
-/// b_packer::run for B elements of type TB.
+/// b_packer::units for B elements of type TB.
 template <class TB>
-void b_packer_run(const b_packer& p, index t) {
+void b_packer_units(const b_packer& p, index p0, index p1, index u0, index u1, uint32_t* out, index ps) {
   const kernels::strided<TB>& b = *static_cast<const kernels::strided<TB>*>(p.b);
   const int nr = p.mk.block.nr;
-  const index end = std::min(p.n_total, p.j0 + p.n), k = p.k, kRows = b_packer::kRows;
+  const index end = std::min(p.n_total, p.j0 + p.n), c0 = p.j0 + p0 * nr, c1 = std::min(end, p.j0 + p1 * nr);
   if (p.by_rows()) {
     const kernels::operand_kernels<TB>& table = kernels::operand_kernels_for<TB>(p.mk.path);
-    if (p.mk.pack == kernels::packing::f32) {
-      table.pack_b_f32(b, p.ku(), t * kRows, std::min(k, (t + 1) * kRows), p.j0, end - p.j0, nr, p.dst);
-    } else {  // kRows k = kRows / 2 units of pairs
-      table.pack_b_bf16(b, k, t * kRows / 2, std::min(p.ku(), (t + 1) * kRows / 2), p.j0, end - p.j0, nr, p.dst);
-    }
+    const auto pack = p.mk.pack == kernels::packing::f32 ? table.pack_b_f32 : table.pack_b_bf16;
+    pack(b, p.k, u0, u1, c0, c1 - c0, nr, out, ps);
     return;
   }
-  if (p.mk.pack == kernels::packing::f32) {
-    kernels::pack_b_panel<kernels::packing::f32>(b, k, end, p.j0 + t * nr, nr, p.dst + t * p.ku() * nr);
-  } else {
-    kernels::pack_b_panel<kernels::packing::bf16x2>(b, k, end, p.j0 + t * nr, nr, p.dst + t * p.ku() * nr);
+  for (index q = p0; q < p1; ++q) {
+    uint32_t* panel = out + (q - p0) * ps;
+    if (p.mk.pack == kernels::packing::f32) {
+      kernels::pack_b_panel_units<kernels::packing::f32>(b, p.k, end, p.j0 + q * nr, nr, u0, u1, panel);
+    } else {
+      kernels::pack_b_panel_units<kernels::packing::bf16x2>(b, p.k, end, p.j0 + q * nr, nr, u0, u1, panel);
+    }
   }
 }
 
@@ -300,7 +315,7 @@ b_packer make_b_packer(const kernels::microkernel& mk, const kernels::strided<TB
                        index j0, index n, uint32_t* dst) {
   const kernels::operand_kernels<TB>& table = kernels::operand_kernels_for<TB>(mk.path);
   const bool rows = (mk.pack == kernels::packing::f32 ? table.pack_b_f32 : table.pack_b_bf16) != nullptr;
-  return {mk, &b, b.cs, rows, &b_packer_run<TB>, k, n_total, j0, n, dst};
+  return {mk, &b, b.cs, rows, &b_packer_units<TB>, k, n_total, j0, n, dst};
 }
 
 /// Runs a b_packer's tasks (in parallel).
@@ -325,6 +340,7 @@ struct typed_ops {
   const void* c = nullptr;  // const kernels::strided_out<TC>*
   float* c_f32 = nullptr;   // C's data when C is float (the fused tile output), else null
   index c_rs = 0, c_cs = 0;
+  index b_size = 0;  // sizeof(TB)
   /// Packs A panel p (rows p * mr ...) for mk into dst.
   void (*pack_a)(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) = nullptr;
   /// A b_packer of op(B) columns [j0, j0 + n) into dst.
@@ -370,6 +386,7 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
   if constexpr (std::is_same_v<TC, float>) ops.c_f32 = c.data;
   ops.c_rs = c.rs;
   ops.c_cs = c.cs;
+  ops.b_size = static_cast<index>(sizeof(TB));
   ops.pack_a = &pack_a_erased<TA>;
   ops.b_packer_for = &b_packer_erased<TB>;
   ops.epilogue = &epilogue_erased<TC>;
@@ -378,18 +395,21 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
 
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
 ///
-/// Two schedules:
-/// - private: several threads and op(B) in one chunk (or prepacked). One task
-///   per thread, over its own rows (or columns) of C; each thread packs what
-///   it reads into its own buffers, so no packed line passes between cores and
-///   there is no barrier. The operand every thread needs (B when the rows are
-///   split, A when the columns are) is packed by each thread, unless B is
-///   prepacked (read only, so shared for free). A packed line written by one
-///   core and read by another costs a transfer at every call: sharing the
-///   packing made it no faster on 2 threads than on 1 (docs/kernels.md).
-/// - shared: one thread, or a B too large for one chunk. All threads pack
-///   all of op(A) once, then B chunk by chunk, then the MC x NC blocks of C
-///   are the tasks.
+/// One task per thread, over its own rows (or columns) of C; each thread
+/// packs what it reads into its own buffers, so no packed line passes between
+/// cores and there is no barrier (a packed line written by one core and read
+/// by another costs a transfer at every call: sharing the packing of B made
+/// it no faster on 2 threads than on 1, docs/kernels.md). The operand every
+/// thread needs (B when the rows are split, A when the columns are) is packed
+/// by each thread, unless B is prepacked (read only, so shared for free).
+/// A thread packs its rows of A whole, then, unless prepacked, B one KC x NC
+/// slab at a time, right before all its rows are multiplied with it: the slab
+/// (256 KiB of float32) is written into L2 and read from there, never from
+/// memory. The tiles' float accumulators for those rows stay in a buffer
+/// between the KC passes; more rows than slab_rows are taken in groups, B
+/// packed again for each. A prepacked B is read in MC x NC blocks of C, the
+/// KC passes inside each. Every tile gets the same KC passes in the same
+/// order either way: same bits.
 inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, const uint32_t* b_packed, index m,
                         index n, index k, const kernels::epilogue_params& ep, int threads,
                         std::atomic<uint32_t>& amax) {
@@ -402,15 +422,57 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   // The fused tile output: a float C with contiguous rows, no GELU.
   const bool fused = ops.c_f32 != nullptr && mk.tile_out != nullptr && ops.c_cs == 1 &&
                      ep.act != activation::gelu_tanh;
+  // B is packed in slabs of KC x ncs: NC columns, or more for narrow types,
+  // so that each row of B gives at least 1 KiB per slab. A slab reads a run of
+  // each of KC rows of B, each run on a page of its own for large B: a page
+  // walk and a miss per run (on this VM, 256-byte runs of float8 made the
+  // packing ~4 % of 512 x 4096 x 4096 on one core). The multiplication still
+  // goes NC columns at a time.
+  const index ncs = nc * std::max<index>(1, 1024 / (nc * std::max<index>(1, ops.b_size)));
+  // Rows of C multiplied with one packing of B: all a thread has when K >=
+  // ncs (their accumulators for a slab then take no more memory than their
+  // packed A), else at most 4 MiB of accumulators. They are read and written
+  // once per KC pass: they need not stay in L2.
+  const index slab_rows = ku >= ncs ? m_panels * mr : std::max<index>(mk.block.mc, (index{1} << 20) / ncs);
 
-  // Packs A panel p (rows p * mr ...) into dst; each element widened once.
-  auto pack_a = [&](index p, uint32_t* dst) { ops.pack_a(mk, ops.a, m, k, p, dst); };
+  // Packs A panels [p0, p1) (panel p: rows p * mr ...) into this thread's A
+  // buffer; each element widened once.
+  auto pack_a_rows = [&](index p0, index p1) {
+    uint32_t* ap = buffer(0, static_cast<std::size_t>((p1 - p0) * ku * mr));
+    for (index p = p0; p < p1; ++p) ops.pack_a(mk, ops.a, m, k, p, ap + (p - p0) * ku * mr);
+    return ap;
+  };
+
+  // KC pass pc (kun units) of the tile at rows [row, row + rows) and columns
+  // [col, col + cols) of C, from A and B panels at that pass's units, its
+  // float accumulators in `tile`; on the last pass the epilogue, from the
+  // kernel's registers for a full tile of a float32 C (tile_out), else
+  // through `tile` (epilogue_tile_on). The amax of what it stored into
+  // `local_amax`, or into `amax_lanes` (tile_out).
+  auto tile_pass = [&](index pc, index kun, const uint32_t* apanel, const uint32_t* bpanel, float* tile, index row,
+                       index rows, index col, index cols, float& local_amax, float* amax_lanes) {
+    const bool last = pc == n_pc - 1;
+    if (last && fused && rows == mr && cols == nr) {
+      const kernels::f32_tile_out out{ops.c_f32 + row * ops.c_rs + col, ops.c_rs, ep.alpha, ep.beta,
+                                      ep.bias != nullptr ? ep.bias + col : nullptr,
+                                      ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
+      mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
+      return;
+    }
+    mk.tile(kun, apanel, bpanel, tile, pc > 0);
+    if (last) {
+      const float t_amax = ops.epilogue(mk.path, tile, nr, rows, cols, row, col, ep, ops.c);
+      local_amax = t_amax > local_amax ? t_amax : local_amax;
+    }
+  };
+  auto publish_amax = [&](float local_amax, const float* amax_lanes) {
+    for (index l = 0; l < 16; ++l) local_amax = amax_lanes[l] > local_amax ? amax_lanes[l] : local_amax;
+    atomic_max(amax, local_amax);
+  };
 
   // The MC x NC blocks of C over rows [i_begin, i_end) and columns [j_begin,
   // j_end) (i_begin a multiple of mr, j_begin of nr), from `ap` and `bp`, the
-  // packed panels of those rows and columns. KC loop inside each block; the
-  // epilogue on the last pass, from the kernel's registers for a full tile of
-  // a float32 C (tile_out), else through the tile in `acc` (epilogue_tile_on).
+  // packed panels (whole K) of those rows and columns. KC loop inside each block.
   auto compute = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap,
                      const uint32_t* bp) {
     // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58
@@ -426,136 +488,95 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
         const index mi = std::min<index>(mc, i_end - i0), ir_count = (mi + mr - 1) / mr;
         for (index pc = 0; pc < n_pc; ++pc) {
           const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
-          const bool last = pc == n_pc - 1;
           for (index jr = 0; jr < jr_count; ++jr) {
             const uint32_t* bpanel = bp + ((j0 - j_begin) / nr + jr) * ku * nr + u0 * nr;
             const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
             for (index ir = 0; ir < ir_count; ++ir) {
-              float* tile = acc + (jr * ir_count + ir) * mr * nr;
               const uint32_t* apanel = ap + ((i0 - i_begin) / mr + ir) * ku * mr + u0 * mr;
               const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
-              if (last && fused && rows == mr && cols == nr) {
-                const kernels::f32_tile_out out{ops.c_f32 + row * ops.c_rs + col, ops.c_rs, ep.alpha, ep.beta,
-                                                ep.bias != nullptr ? ep.bias + col : nullptr,
-                                                ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
-                mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
-                continue;
-              }
-              mk.tile(kun, apanel, bpanel, tile, pc > 0);
-              if (last) {
-                const float t_amax = ops.epilogue(mk.path, tile, nr, rows, cols, row, col, ep, ops.c);
-                local_amax = t_amax > local_amax ? t_amax : local_amax;
+              tile_pass(pc, kun, apanel, bpanel, acc + (jr * ir_count + ir) * mr * nr, row, rows, col, cols,
+                        local_amax, amax_lanes);
+            }
+          }
+        }
+      }
+    }
+    publish_amax(local_amax, amax_lanes);
+  };
+
+  // Rows [i_begin, i_end) by columns [j_begin, j_end) of C from `ap` (those
+  // rows of A packed whole), B packed here one KC x NC slab at a time; each
+  // slab against every row, MC rows at a time, before the next.
+  auto compute_slabs = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap) {
+    const index ir_total = (i_end - i_begin + mr - 1) / mr, ir_block = std::max(1, mk.block.mc / mr);
+    float* acc = acc_buffer(static_cast<std::size_t>(ir_total * mr) * static_cast<std::size_t>(ncs));
+    uint32_t* slab = buffer(1, static_cast<std::size_t>(kcu * ncs));
+    const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j_begin, j_end - j_begin, nullptr);
+    float local_amax = 0.0f;
+    alignas(64) float amax_lanes[16] = {};
+    for (index js = j_begin; js < j_end; js += ncs) {
+      const index ps = (js - j_begin) / nr, ns = std::min<index>(ncs, j_end - js);
+      for (index pc = 0; pc < n_pc; ++pc) {
+        const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
+        packer.units(ps, ps + (ns + nr - 1) / nr, u0, u0 + kun, slab, kcu * nr);
+        for (index j0 = js; j0 < js + ns; j0 += nc) {
+          const index nj = std::min<index>(nc, js + ns - j0), jr_count = (nj + nr - 1) / nr;
+          const index jr0 = (j0 - js) / nr;
+          for (index ib = 0; ib < ir_total; ib += ir_block) {
+            const index ib_end = std::min(ir_total, ib + ir_block);
+            for (index jr = 0; jr < jr_count; ++jr) {
+              const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
+              for (index ir = ib; ir < ib_end; ++ir) {
+                const index row = i_begin + ir * mr, rows = std::min<index>(mr, i_end - row);
+                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, slab + (jr0 + jr) * kcu * nr,
+                          acc + ((jr0 + jr) * ir_total + ir) * mr * nr, row, rows, col, cols, local_amax,
+                          amax_lanes);
               }
             }
           }
         }
       }
     }
-    for (float x : amax_lanes) local_amax = x > local_amax ? x : local_amax;
-    atomic_max(amax, local_amax);
+    publish_amax(local_amax, amax_lanes);
   };
 
-  // B in chunks of whole NC blocks (~2 MiB packed, at least one block: it stays
-  // in L2/L3 between its packing and its use), unless prepacked.
-  const index n_chunk = b_packed != nullptr ? std::max<index>(n, 1)
-                                            : std::max<index>(nc, (index{1} << 19) / std::max<index>(ku, 1) / nc * nc);
-  const int team = std::min(threads <= 0 ? pool.size() : threads, pool.size());
-  if (team > 1 && n_chunk >= n) {
-    // Private schedule: split the rows or the columns, whichever gives the
-    // busiest thread less work: its share of the tiles (whole panels: a
-    // partial one costs a full one) plus what it packs (all of the operand
-    // not split, unless prepacked, and its part of the other), a packed
-    // element costing about as much as 16 multiply-adds.
-    auto cost = [&](index a_rows, index b_cols, bool packs_b) {
-      const double tiles = static_cast<double>(a_rows) * static_cast<double>(b_cols) * static_cast<double>(k);
-      const double packed = static_cast<double>(k) * static_cast<double>(a_rows + (packs_b ? b_cols : 0));
-      return tiles + 16.0 * packed;
-    };
-    const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
-    const bool packs_b = b_packed == nullptr;
-    const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, packs_b) <=
-                                                                        cost(m_panels * mr, cols_share, packs_b));
-    pool.run(team, threads, [&](index t) {
-      index i_begin = 0, i_end = m, j_begin = 0, j_end = n;
-      if (split_rows) {
-        i_begin = t * m_panels / team * mr;
-        i_end = std::min<index>(m, (t + 1) * m_panels / team * mr);
-      } else {
-        j_begin = t * n_panels / team * nr;
-        j_end = std::min<index>(n, (t + 1) * n_panels / team * nr);
-      }
-      if (i_begin >= i_end || j_begin >= j_end) return;
-      const index a_count = (i_end - i_begin + mr - 1) / mr;
-      uint32_t* ap = buffer(0, static_cast<std::size_t>(a_count * ku * mr));
-      for (index p = 0; p < a_count; ++p) pack_a(i_begin / mr + p, ap + p * ku * mr);
-      const uint32_t* bp = b_packed != nullptr ? b_packed + (j_begin / nr) * ku * nr : nullptr;
-      if (bp == nullptr) {
-        uint32_t* dst = buffer(1, static_cast<std::size_t>((j_end - j_begin + nr - 1) / nr * nr * ku));
-        const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j_begin, j_end - j_begin, dst);
-        for (index q = 0; q < packer.count(); ++q) packer.run(q);
-        bp = dst;
-      }
-      compute(i_begin, i_end, j_begin, j_end, ap, bp);
-    });
-    return;
-  }
-
-  // Shared schedule. 1. All of op(A), one MR panel per task (in the same
-  // parallel run as the first chunk of B: one wake-up fewer).
-  uint32_t* ap = buffer(0, static_cast<std::size_t>(m_panels * ku * mr));
-  // Row blocks of at most MC rows, as many whole panels each as can be (512
-  // rows: 10 or 11 panels, not 11 x 7 + 9), their count a multiple of the
-  // threads, so that the threads' shares of C are even.
-  index ib_count = (m_panels + mk.block.mc / mr - 1) / (mk.block.mc / mr);
-  if (team > 1 && ib_count > 1) ib_count = std::min(m_panels, (ib_count + team - 1) / team * team);
-  auto block_row = [&](index ib) { return std::min<index>(m, ib * m_panels / ib_count * mr); };
-  for (index jc = 0; jc < n; jc += n_chunk) {
-    const index nb = std::min(n_chunk, n - jc);
-    const uint32_t* bp = b_packed;
-    const index a_tasks = jc == 0 ? m_panels : 0;
-    auto pack_a_task = [&](index p) { pack_a(p, ap + p * ku * mr); };
-    const index chunk_panels = (nb + nr - 1) / nr;
-    if (bp == nullptr && team > 1 && ib_count * ((nb + nc - 1) / nc) <= team && chunk_panels >= team) {
-      // Few blocks of C per chunk (small M, a B too long to be one chunk):
-      // each thread packs the B columns it multiplies, then all of op(A)
-      // against them. Packed by one core and read by another, the chunk
-      // (megabytes at large K) would cross between the cores at every chunk.
-      if (a_tasks > 0) pool.run(a_tasks, threads, pack_a_task);
-      uint32_t* dst = buffer(1, static_cast<std::size_t>(chunk_panels * nr * ku));
-      pool.run(team, threads, [&](index t) {
-        const index p0 = t * chunk_panels / team, p1 = (t + 1) * chunk_panels / team;
-        const index j0 = jc + p0 * nr, j1 = std::min<index>(jc + nb, jc + p1 * nr);
-        if (j0 >= j1) return;
-        uint32_t* slice = dst + p0 * ku * nr;
-        const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j0, j1 - j0, slice);
-        for (index q = 0; q < packer.count(); ++q) packer.run(q);
-        compute(0, m, j0, j1, ap, slice);
-      });
-      continue;
-    }
-    if (bp == nullptr) {
-      // 2. The chunk of B.
-      uint32_t* dst = buffer(1, static_cast<std::size_t>((nb + nr - 1) / nr * nr * ku));
-      const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, jc, nb, dst);
-      pool.run(a_tasks + packer.count(), threads, [&](index t) {
-        if (t < a_tasks) {
-          pack_a_task(t);
-        } else {
-          packer.run(t - a_tasks);
-        }
-      });
-      bp = dst;
+  // One task per thread over its own rows or columns of C: split the rows or
+  // the columns, whichever gives the busiest thread less work: its share of
+  // the tiles (whole panels: a partial one costs a full one) plus what it
+  // packs (all of the operand not split, unless prepacked, and its part of
+  // the other), a packed element costing about as much as 16 multiply-adds.
+  const int team = std::max(1, std::min(threads, pool.size()));
+  auto cost = [&](index a_rows, index b_cols, bool packs_b) {
+    const double tiles = static_cast<double>(a_rows) * static_cast<double>(b_cols) * static_cast<double>(k);
+    const double packed = static_cast<double>(k) * static_cast<double>(a_rows + (packs_b ? b_cols : 0));
+    return tiles + 16.0 * packed;
+  };
+  const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
+  const bool packs_b = b_packed == nullptr;
+  const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, packs_b) <=
+                                                                      cost(m_panels * mr, cols_share, packs_b));
+  pool.run(team, threads, [&](index t) {
+    index i_begin = 0, i_end = m, j_begin = 0, j_end = n;
+    if (split_rows) {
+      i_begin = t * m_panels / team * mr;
+      i_end = std::min<index>(m, (t + 1) * m_panels / team * mr);
     } else {
-      pool.run(a_tasks, threads, pack_a_task);
-      bp += (jc / nr) * ku * nr;
+      j_begin = t * n_panels / team * nr;
+      j_end = std::min<index>(n, (t + 1) * n_panels / team * nr);
     }
-    // 3. The MC x NC blocks of C, one per task.
-    const index jb_count = (nb + nc - 1) / nc;
-    pool.run(ib_count * jb_count, threads, [&](index t) {
-      const index i0 = block_row(t % ib_count), i1 = block_row(t % ib_count + 1), j0 = t / ib_count * nc;
-      compute(i0, i1, jc + j0, jc + std::min<index>(nb, j0 + nc), ap + (i0 / mr) * ku * mr, bp + (j0 / nr) * ku * nr);
-    });
-  }
+    if (i_begin >= i_end || j_begin >= j_end) return;
+    const index p_begin = i_begin / mr, p_end = (i_end + mr - 1) / mr;
+    if (b_packed != nullptr) {
+      compute(i_begin, i_end, j_begin, j_end, pack_a_rows(p_begin, p_end), b_packed + (j_begin / nr) * ku * nr);
+      return;
+    }
+    // Rows in even groups of at most slab_rows, B packed again for each.
+    const index groups = ((p_end - p_begin) * mr + slab_rows - 1) / slab_rows;
+    for (index g = 0; g < groups; ++g) {
+      const index p0 = p_begin + g * (p_end - p_begin) / groups, p1 = p_begin + (g + 1) * (p_end - p_begin) / groups;
+      compute_slabs(p0 * mr, std::min(i_end, p1 * mr), j_begin, j_end, pack_a_rows(p0, p1));
+    }
+  });
 }
 
 /// op(A)'s m x k elements widened (exactly) to a row-major float block in a

@@ -101,27 +101,35 @@ void pack_a_panel(const strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_s
   }
 }
 
-/// Packs columns [j0, j0 + nr) of op(B) (K x N, `b`) into one B panel of
-/// ceil(K / k_per_unit) * nr units; columns >= N are zero.
+/// Units [u0, u1) of the B panel of columns [j0, j0 + nr) of op(B) (K x N,
+/// `b`), unit u at dst + (u - u0) * nr; columns >= N are zero.
 template <packing P, gemm_input T>
-void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_size, std::ptrdiff_t j0, int nr,
-                  uint32_t* dst) {
-  const std::ptrdiff_t ku = P == packing::f32 ? k_size : (k_size + 1) / 2;
+void pack_b_panel_units(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_size, std::ptrdiff_t j0, int nr,
+                        std::ptrdiff_t u0, std::ptrdiff_t u1, uint32_t* dst) {
   const std::ptrdiff_t cols = n_size - j0 < nr ? n_size - j0 : nr;
   if (P == packing::f32 && b.cs == 1) {
     // Row-major B: each k gives `cols` contiguous elements.
-    for (std::ptrdiff_t u = 0; u < ku; ++u) {
+    for (std::ptrdiff_t u = u0; u < u1; ++u) {
       const T* row = b.data + u * b.rs + j0;
-      uint32_t* out = dst + u * nr;
+      uint32_t* out = dst + (u - u0) * nr;
       for (std::ptrdiff_t j = 0; j < cols; ++j) out[j] = widen_f32_bits(row[j]);
       for (std::ptrdiff_t j = cols; j < nr; ++j) out[j] = 0u;
     }
     return;
   }
-  for (std::ptrdiff_t u = 0; u < ku; ++u) {
-    for (std::ptrdiff_t j = 0; j < cols; ++j) dst[u * nr + j] = pack_unit<P>(b, j0 + j, u, k_size, false);
-    for (std::ptrdiff_t j = cols; j < nr; ++j) dst[u * nr + j] = 0u;
+  for (std::ptrdiff_t u = u0; u < u1; ++u) {
+    uint32_t* out = dst + (u - u0) * nr;
+    for (std::ptrdiff_t j = 0; j < cols; ++j) out[j] = pack_unit<P>(b, j0 + j, u, k_size, false);
+    for (std::ptrdiff_t j = cols; j < nr; ++j) out[j] = 0u;
   }
+}
+
+/// Packs columns [j0, j0 + nr) of op(B) (K x N, `b`) into one B panel of
+/// ceil(K / k_per_unit) * nr units; columns >= N are zero.
+template <packing P, gemm_input T>
+void pack_b_panel(const strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t n_size, std::ptrdiff_t j0, int nr,
+                  uint32_t* dst) {
+  pack_b_panel_units<P>(b, k_size, n_size, j0, nr, 0, P == packing::f32 ? k_size : (k_size + 1) / 2, dst);
 }
 
 }  // namespace scalify::kernels
@@ -156,13 +164,14 @@ SCALIFY_ALWAYS_INLINE void with_widen8(bool nan, F&& f) {
 }
 
 /// Rows [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
-/// contiguous rows (b.cs == 1), panel p at dst + p * k_size * nr: the source is
+/// contiguous rows (b.cs == 1), row u of panel p at dst + p * ps + (u - u0) *
+/// nr (ps = k_size * nr for whole panels, less for a slab): the source is
 /// read row by row, sequentially (a panel at a time would read 16-64 bytes per
 /// row with a stride of a whole row: TLB- and prefetch-hostile). Same bits as
 /// pack_b_panel<packing::f32>.
 template <class T>
 void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
-                 std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
+                 std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst, std::ptrdiff_t ps) {
   const std::ptrdiff_t full = n / nr, rest = n - full * nr;
   // Rows are read in short runs (n elements, a row stride apart: a new 4 KiB
   // page per row for large B, which the hardware prefetchers do not cross):
@@ -177,12 +186,12 @@ void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdi
     }
     with_widen8<T>(has_nan_code(row, full * nr), [&](auto widen) {
       for (std::ptrdiff_t p = 0; p < full; ++p) {
-        float* out = reinterpret_cast<float*>(dst + (p * k_size + u) * nr);
+        float* out = reinterpret_cast<float*>(dst + p * ps + (u - u0) * nr);
         for (int j = 0; j < nr; j += 8) _mm256_storeu_ps(out + j, widen(row + p * nr + j));
       }
     });
     if (rest > 0) {
-      uint32_t* out = dst + (full * k_size + u) * nr;
+      uint32_t* out = dst + full * ps + (u - u0) * nr;
       for (std::ptrdiff_t j = 0; j < rest; ++j) out[j] = kernels::widen_f32_bits(row[full * nr + j]);
       for (std::ptrdiff_t j = rest; j < nr; ++j) out[j] = 0u;
     }
@@ -290,12 +299,12 @@ SCALIFY_ALWAYS_INLINE __m256i bf16_pairs_along(const T* p, Widen widen8) {
 }
 
 /// pack_b_rows for packing::bf16x2 (types exact in bfloat16): unit rows
-/// [u0, u1) of every panel, unit u pairing rows 2u and 2u + 1 of B (a zero
-/// row past K). Same bits as pack_b_panel<packing::bf16x2>, NaN payloads aside.
+/// [u0, u1) of every panel (unit u of panel p at dst + p * ps + (u - u0) * nr),
+/// unit u pairing rows 2u and 2u + 1 of B (a zero row past K). Same bits as pack_b_panel<packing::bf16x2>, NaN payloads aside.
 template <class T>
 void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
-                      std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst) {
-  const std::ptrdiff_t ku = (k_size + 1) / 2, full = n / nr, rest = n - full * nr;
+                      std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst, std::ptrdiff_t ps) {
+  const std::ptrdiff_t full = n / nr, rest = n - full * nr;
   for (std::ptrdiff_t u = u0; u < u1; ++u) {
     const T* even = b.data + 2 * u * b.rs + j0;
     const bool has_odd = 2 * u + 1 < k_size;
@@ -303,7 +312,7 @@ void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::
     const bool nan = has_nan_code(even, full * nr) || (has_odd && has_nan_code(odd, full * nr));
     with_widen8<T>(nan, [&](auto widen8) {
       for (std::ptrdiff_t p = 0; p < full; ++p) {
-        uint32_t* out = dst + (p * ku + u) * nr;
+        uint32_t* out = dst + p * ps + (u - u0) * nr;
         for (int j = 0; j < nr; j += 8) {
           const __m256 e = widen8(even + p * nr + j);
           const __m256 o = has_odd ? widen8(odd + p * nr + j) : _mm256_setzero_ps();
@@ -312,7 +321,7 @@ void pack_b_rows_bf16(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::
       }
     });
     if (rest > 0) {
-      uint32_t* out = dst + (full * ku + u) * nr;
+      uint32_t* out = dst + full * ps + (u - u0) * nr;
       for (std::ptrdiff_t j = 0; j < rest; ++j) {
         out[j] = kernels::pack_unit<kernels::packing::bf16x2>(b, j0 + full * nr + j, u, k_size, false);
       }

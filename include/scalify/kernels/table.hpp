@@ -49,9 +49,10 @@ struct operand_kernels {
   using pack_a_fn = void (*)(const strided<T>& a, std::ptrdiff_t m, std::ptrdiff_t k, std::ptrdiff_t i0, int mr,
                              uint32_t* dst);
   /// Unit rows [u0, u1) of every panel of columns [j0, j0 + n) of a B with
-  /// contiguous rows (b.cs == 1); nr a multiple of 8.
+  /// contiguous rows (b.cs == 1), unit u of panel p at dst + p * ps + (u - u0)
+  /// * nr; nr a multiple of 8.
   using pack_b_fn = void (*)(const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t u0, std::ptrdiff_t u1,
-                             std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst);
+                             std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst, std::ptrdiff_t ps);
   /// acc (M x n, row stride ld) = A (float, M x k) * B(:, j0 .. j0 + n); M = index + 1.
   using gemv_fn = void (*)(const strided<float>& a, const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t j0,
                            std::ptrdiff_t n, float* acc, std::ptrdiff_t ld);
