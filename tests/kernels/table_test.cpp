@@ -71,7 +71,7 @@ void check_operand_entries(cpu_path path) {
   }
   CHECK((t.pack_a_bf16 == nullptr || k::kExactInBf16<T>));
   const int mr = pk.tile_f32->block.mr, nr = 16;  // nr: any multiple of 8
-  for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}}) {
+  for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}, {40, 21}}) {
     INFO(m << " x " << kk);
     // A, row-major (a.cs == 1).
     const std::vector<T> a = random_values<T>(static_cast<std::size_t>(m * kk), 7);
@@ -90,6 +90,18 @@ void check_operand_entries(cpu_path path) {
         k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
         CHECK(same_bits(got, want));
       }
+    }
+    // A with contiguous columns (a.rs == 1: a transposed row-major matrix);
+    // the panel buffer has a margin that must stay untouched.
+    const k::strided<T> at{a.data(), 1, m};
+    for (int i0 = 0; i0 < m; i0 += mr) {
+      if (path == cpu_path::scalar) CHECK(t.pack_a_f32_cols == nullptr);
+      if (t.pack_a_f32_cols == nullptr) continue;
+      INFO("pack_a_f32_cols, i0 " << i0);
+      std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr + 16), 0xDEADBEEFu), want(got);
+      t.pack_a_f32_cols(at, m, kk, i0, mr, got.data());
+      k::pack_a_panel<k::packing::f32>(at, m, kk, i0, mr, want.data());
+      CHECK(same_bits(got, want));
     }
     // B (kk x n), rows contiguous, every panel of columns [j0, n).
     const int n = 3 * nr + 5, j0 = 2;
