@@ -66,11 +66,13 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define SCALIFY_ALWAYS_INLINE inline __attribute__((always_inline))
 #define SCALIFY_LAMBDA_ALWAYS_INLINE __attribute__((always_inline))  // after a lambda's parameter list
+#define SCALIFY_NOINLINE __attribute__((noinline))  // a rare path kept out of a hot loop
 #define SCALIFY_LIKELY(x) __builtin_expect(!!(x), 1)
 #define SCALIFY_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define SCALIFY_ALWAYS_INLINE inline
 #define SCALIFY_LAMBDA_ALWAYS_INLINE
+#define SCALIFY_NOINLINE
 #define SCALIFY_LIKELY(x) (x)
 #define SCALIFY_UNLIKELY(x) (x)
 #endif

@@ -176,3 +176,38 @@ TEST_CASE("parallel_ranges covers 0 <= i < n once, in aligned ranges, and rethro
                                                    }),
                   std::runtime_error);
 }
+
+TEMPLATE_TEST_CASE("storing plain float data into a narrow type casts it in place: element i rounded with offset i",
+                   "[core][evaluation]", float8_e4m3fn, float16) {
+  // Row-major data is read in place (no float copy), column-major data into a
+  // row-major result through the chunk buffer; both must be element i of
+  // the result rounded with stochastic_bits(seed, offset + i), on 1 and 2 threads.
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Index rows = 700, cols = 301;  // > 2^16 elements: split across threads
+  const RowF data = RowF::Random(rows, cols) * 3.0f;
+  const Eigen::MatrixXf data_col = data;
+  for (const auto round : {scalify::rounding::nearest_even, scalify::rounding::stochastic}) {
+    for (const int threads : {1, 2}) {
+      INFO("rounding " << static_cast<int>(round) << ", threads " << threads);
+      scalify::scalify_config config = scalify::current_config();
+      config.store = {.saturate = true, .round = round, .seed = 7, .offset = 1000};
+      config.threads = threads;
+      const scalify::config_scope scope(config);
+      const ScaledMatrix<TestType> from_rows = scalify::make_scaled(data, 2.0f);
+      const ScaledMatrix<TestType> from_cols = scalify::make_scaled(data_col, 2.0f);
+      long bad = 0;
+      for (Eigen::Index i = 0; i < rows; ++i) {
+        for (Eigen::Index j = 0; j < cols; ++j) {
+          const uint32_t bits = round == scalify::rounding::stochastic
+                                    ? scalify::stochastic_bits(7, 1000 + static_cast<uint64_t>(i * cols + j))
+                                    : 0u;
+          const TestType want = scalify::round_cast<TestType>(data(i, j), round, true, bits);
+          const auto code = [](TestType v) { return scalify::detail::to_code(v); };
+          if (code(from_rows.data()(i, j)) != code(want) || code(from_cols.data()(i, j)) != code(want)) ++bad;
+        }
+      }
+      CHECK(bad == 0);
+      CHECK(from_rows.scale() == 2.0f);
+    }
+  }
+}

@@ -24,14 +24,14 @@ using scalify::rounding;
 namespace {
 
 template <class T, rounding kMode, bool kStats>
-void check_narrow(const std::vector<float>& x, bool saturate) {
+void check_narrow(const std::vector<float>& x, bool saturate, uint64_t offset = 1000) {
   constexpr const auto& spec = scalify::detail::format_of<T>::value;
-  const uint64_t seed = 0x5EED, offset = 1000;
+  const uint64_t seed = 0x5EED;
   const auto keys = scalify::detail::make_stochastic_keys(seed);
   std::vector<T> got(x.size());
   scalify::detail::narrow_stats stats;
   const std::size_t done = scalify::detail::emulated16::narrow_from_float<spec, kMode, kStats>(
-      x.data(), got.data(), x.size(), saturate || kMode == rounding::stochastic, keys, offset, stats);
+      x.data(), got.data(), x.size(), saturate, keys, offset, stats);
   REQUIRE(done == x.size() / 16 * 16);
 
   scalify::detail::narrow_stats expected_stats;
@@ -65,7 +65,11 @@ void check_all_modes(const std::vector<float>& x) {
   for (bool saturate : {false, true}) {
     check_narrow<T, rounding::nearest_even, false>(x, saturate);
     check_narrow<T, rounding::nearest_even, true>(x, saturate);
+    check_narrow<T, rounding::toward_zero, false>(x, saturate);
     check_narrow<T, rounding::toward_zero, true>(x, saturate);
+    check_narrow<T, rounding::stochastic, false>(x, saturate);
+    // Random bits' counter crossing 2^32 in the middle.
+    check_narrow<T, rounding::stochastic, false>(x, saturate, (uint64_t{1} << 32) - x.size() / 2 - 5);
     check_narrow<T, rounding::stochastic, true>(x, saturate);
   }
 }

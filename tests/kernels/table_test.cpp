@@ -16,6 +16,10 @@
 #include "scalify/formats/convert.hpp"
 #include "scalify/kernels/table.hpp"
 
+#if SCALIFY_HAVE_X86_SIMD
+#include <xmmintrin.h>  // _mm_getcsr, _mm_setcsr
+#endif
+
 using scalify::bfloat16;
 using scalify::cpu_path;
 using scalify::float16;
@@ -67,7 +71,7 @@ void check_operand_entries(cpu_path path) {
   }
   CHECK((t.pack_a_bf16 == nullptr || k::kExactInBf16<T>));
   const int mr = pk.tile_f32->block.mr, nr = 16;  // nr: any multiple of 8
-  for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}}) {
+  for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}, {40, 21}}) {
     INFO(m << " x " << kk);
     // A, row-major (a.cs == 1).
     const std::vector<T> a = random_values<T>(static_cast<std::size_t>(m * kk), 7);
@@ -86,6 +90,18 @@ void check_operand_entries(cpu_path path) {
         k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
         CHECK(same_bits(got, want));
       }
+    }
+    // A with contiguous columns (a.rs == 1: a transposed row-major matrix);
+    // the panel buffer has a margin that must stay untouched.
+    const k::strided<T> at{a.data(), 1, m};
+    for (int i0 = 0; i0 < m; i0 += mr) {
+      if (path == cpu_path::scalar) CHECK(t.pack_a_f32_cols == nullptr);
+      if (t.pack_a_f32_cols == nullptr) continue;
+      INFO("pack_a_f32_cols, i0 " << i0);
+      std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr + 16), 0xDEADBEEFu), want(got);
+      t.pack_a_f32_cols(at, m, kk, i0, mr, got.data());
+      k::pack_a_panel<k::packing::f32>(at, m, kk, i0, mr, want.data());
+      CHECK(same_bits(got, want));
     }
     // B (kk x n), rows contiguous, every panel of columns [j0, n).
     const int n = 3 * nr + 5, j0 = 2;
@@ -181,6 +197,13 @@ void check_cast_entries(cpu_path path) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> src;
   for (int i = 0; i < 3000; ++i) src.push_back(dist(gen) * std::ldexp(1.0f, static_cast<int>(gen() % 60) - 30));
+  // A run whose results are all normal (no zero, subnormal or special in a
+  // vector), some beyond the 8-bit formats' and float16's range: the
+  // specialized kernels' main case.
+  for (int i = 0; i < 1024; ++i) {
+    const float m = 1.0f + static_cast<float>(gen() % (1u << 23)) * 0x1p-23f;
+    src.push_back((gen() % 2 ? -m : m) * std::ldexp(1.0f, static_cast<int>(gen() % 24) - 6));
+  }
   for (float v : {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
                   std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
                   std::numeric_limits<float>::max(), 448.0f, 464.0f, 57344.0f, 65504.0f, 65520.0f}) {
@@ -299,3 +322,55 @@ TEST_CASE("kernel table: the bulk cast entries equal the scalar casts", "[kernel
     check_cast_entries<d::kBFloat16, bfloat16>(p);
   }
 }
+
+#if SCALIFY_HAVE_X86_SIMD
+// The float16 entries use the hardware conversions (vcvtph2ps, vcvtps2ph),
+// which must give the same bits whatever MXCSR says: subnormal float16 codes
+// widen exactly under denormals-are-zero, subnormal results are kept under
+// flush-to-zero.
+TEST_CASE("kernel table: the float16 cast entries do not depend on MXCSR's FTZ and DAZ", "[kernels][table][formats]") {
+  namespace d = scalify::detail;
+  std::vector<uint16_t> codes(65536);
+  for (std::size_t c = 0; c < codes.size(); ++c) codes[c] = static_cast<uint16_t>(c);
+  // Around and below float16's subnormal range (2^-24 .. 2^-14), float32 subnormals, both signs.
+  std::mt19937 gen(5);
+  std::vector<float> src;
+  for (int i = 0; i < 4096; ++i) {
+    const float m = 1.0f + static_cast<float>(gen() % (1u << 23)) * 0x1p-23f;
+    const float x = m * std::ldexp(1.0f, -static_cast<int>(gen() % 20) - 10 - (i % 64 == 0 ? 110 : 0));
+    src.push_back(gen() % 2 ? -x : x);
+  }
+  const auto keys = d::make_stochastic_keys(9);
+  for (cpu_path p : machine_paths()) {
+    if (p == cpu_path::scalar) continue;
+    INFO("path " << scalify::to_string(p));
+    const auto& t = d::cast_kernels_for<d::kFloat16>(p);
+    std::vector<float> widened(codes.size());
+    std::vector<uint16_t> nearest(src.size()), stochastic(src.size());
+    d::narrow_stats stats;
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+    const std::size_t widen_done = t.widen(codes.data(), widened.data(), codes.size());
+    const std::size_t nearest_done = t.narrow[0][0](src.data(), nearest.data(), src.size(), false, keys, 0, stats);
+    const std::size_t stochastic_done = t.narrow[2][0](src.data(), stochastic.data(), src.size(), true, keys, 0, stats);
+    _mm_setcsr(csr);
+    int misses = 0;
+    for (std::size_t c = 0; c < widen_done; ++c) {
+      const uint32_t want = d::decode_float_bits<d::kFloat16>(static_cast<uint32_t>(c));
+      if (std::bit_cast<uint32_t>(widened[c]) != want && misses++ < 5) FAIL_CHECK("widen code " << c);
+    }
+    for (std::size_t i = 0; i < nearest_done && i < stochastic_done; ++i) {
+      const uint32_t want_nearest = d::encode<d::kFloat16>(src[i], scalify::rounding::nearest_even, false);
+      const uint32_t want_stochastic =
+          d::encode<d::kFloat16>(src[i], scalify::rounding::stochastic, true, d::stochastic_bits(keys, i));
+      if ((nearest[i] != want_nearest || stochastic[i] != want_stochastic) && misses++ < 5) {
+        FAIL_CHECK("narrow input " << src[i] << ": nearest " << nearest[i] << " vs " << want_nearest << ", stochastic "
+                                   << stochastic[i] << " vs " << want_stochastic);
+      }
+    }
+    CHECK(misses == 0);
+    CHECK(widen_done + 16 >= codes.size());
+    CHECK(nearest_done + 16 >= src.size());
+  }
+}
+#endif

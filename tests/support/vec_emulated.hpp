@@ -47,6 +47,24 @@ inline u32x load_u16(const uint16_t* p) {
 inline u32x load_u8(const uint8_t* p) {
   return map([&](std::size_t i) { return static_cast<uint32_t>(p[i]); });
 }
+// The hardware float16 conversions (vcvtph2ps, vcvtps2ph nearest even),
+// NaN payloads included: the kernels must canonicalize NaN themselves.
+inline u32x load_f16_as_f32(const uint16_t* p) {
+  return map([&](std::size_t i) {
+    const uint32_t c = p[i];
+    if ((c & 0x7C00u) == 0x7C00u && (c & 0x03FFu) != 0) return ((c & 0x8000u) << 16) | 0x7FC0'0000u | ((c & 0x03FFu) << 13);
+    return scalify::detail::decode_float_bits<scalify::detail::kFloat16>(c);
+  });
+}
+inline void store_f32_as_f16(uint16_t* p, u32x a) {
+  for (std::size_t i = 0; i < kLanes; ++i) {
+    const uint32_t x = a.v[i];
+    p[i] = static_cast<uint16_t>(
+        (x & 0x7FFF'FFFFu) > 0x7F80'0000u
+            ? ((x >> 16) & 0x8000u) | 0x7E00u | ((x >> 13) & 0x03FFu)
+            : scalify::detail::encode<scalify::detail::kFloat16>(std::bit_cast<float>(x), rounding::nearest_even, false));
+  }
+}
 inline void store_u32(void* p, u32x a) { std::memcpy(p, a.v, sizeof(a.v)); }
 inline void store_u16(uint16_t* p, u32x a) {
   for (std::size_t i = 0; i < kLanes; ++i) p[i] = static_cast<uint16_t>(a.v[i]);
@@ -100,6 +118,12 @@ inline u32x gt_i32(u32x a, u32x b) {
 }
 inline u32x select(u32x m, u32x a, u32x b) {
   return map([&](std::size_t i) { return (a.v[i] & m.v[i]) | (b.v[i] & ~m.v[i]); });
+}
+inline bool any(u32x m) {
+  for (uint32_t x : m.v) {
+    if (x != 0) return true;
+  }
+  return false;
 }
 inline u32x int_to_float_bits_scaled(u32x a, float scale) {
   return map([&](std::size_t i) {

@@ -264,6 +264,21 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     (void)step;
   } else {
     const Eigen::Index inner = by_rows ? values.cols() : values.rows();
+    // Plain float storage laid out as dst (a matrix, map or array): the bulk
+    // cast reads it in place, one call for the whole range (the same bytes:
+    // the copy below is exact and the offsets are the elements' positions).
+    if constexpr (std::is_same_v<std::remove_cv_t<typename Values::Scalar>, float> &&
+                  (static_cast<int>(Values::Flags) & Eigen::DirectAccessBit) != 0) {
+      if (static_cast<bool>(Values::IsRowMajor) == by_rows && values.innerStride() == 1 &&
+          values.outerStride() == inner) {
+        const size_t n = static_cast<size_t>((end - begin) * inner);
+        convert_options o = options;
+        o.offset = options.offset + static_cast<uint64_t>(begin * inner);
+        convert(std::span<const float>(values.data() + begin * inner, n),
+                std::span<T>(dst.data() + begin * inner, n), o);
+        return;
+      }
+    }
     std::vector<float> buffer(static_cast<size_t>(std::min(step, end - begin) * inner));
     convert_options o = options;
     for (Eigen::Index b = begin; b < end; b += step) {

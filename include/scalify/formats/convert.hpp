@@ -13,7 +13,7 @@
 #define SCALIFY_FORMATS_CONVERT_HPP_
 
 #include <algorithm>    // std::copy, std::min
-#include <bit>          // std::bit_cast
+#include <bit>          // std::bit_cast, std::countr_zero
 #include <cmath>        // std::nextafter, std::copysign, std::isfinite (double -> float)
 #include <cstddef>      // size_t
 #include <cstdint>      // uint8_t, uint16_t, uint32_t, uint64_t

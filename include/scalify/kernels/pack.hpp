@@ -277,6 +277,33 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
   });
 }
 
+/// pack_a_panel<packing::f32> for an A with contiguous columns (a.rs == 1:
+/// op(A) is a row-major matrix transposed, as the backward pass's x^T and
+/// W^T): the mr values of each unit are contiguous, widened 8 at a time and
+/// stored in place. Each 8-float store may spill into the next unit, which
+/// that unit's stores overwrite; the last unit goes through a buffer (never
+/// past the panel). The vectors read up to 8 * ceil(mr / 8) values of a
+/// column, so a panel whose reads would pass the end of op(A)'s columns (or a
+/// partial one) takes the scalar routine. Same bits.
+template <class T>
+void pack_a_panel_cols(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
+                       std::ptrdiff_t i0, int mr, uint32_t* dst) {
+  const std::ptrdiff_t vectors = (mr + 7) / 8;
+  if (m_size - i0 < vectors * 8 || k_size == 0 || vectors > 4) {
+    return kernels::pack_a_panel<packing::f32>(a, m_size, k_size, i0, mr, dst);
+  }
+  float* out = reinterpret_cast<float*>(dst);
+  const T* col = a.data + i0;  // a.rs == 1: unit u's values at col + u * a.cs
+  with_widen8<T>(true, [&](auto widen8) {
+    for (std::ptrdiff_t u = 0; u + 1 < k_size; ++u) {
+      for (std::ptrdiff_t v = 0; v < vectors; ++v) _mm256_storeu_ps(out + u * mr + 8 * v, widen8(col + u * a.cs + 8 * v));
+    }
+    alignas(32) float last[32];
+    for (std::ptrdiff_t v = 0; v < vectors; ++v) _mm256_store_ps(last + 8 * v, widen8(col + (k_size - 1) * a.cs + 8 * v));
+    for (int i = 0; i < mr; ++i) out[(k_size - 1) * mr + i] = last[i];
+  });
+}
+
 /// 8 bfloat16-pair units from two float32 vectors of values exact in
 /// bfloat16 (their low halves are zero): the high half of `even` in the low
 /// 16 bits, the high half of `odd` in the high 16 bits.

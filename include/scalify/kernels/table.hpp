@@ -17,6 +17,7 @@
 //   tile_bf16       ref 4x8        avx2 6x16            avx512 12x32         avx512bf16 12x32 (bf16 pairs)
 //   epilogue_f32    scalar         avx2                 avx2                 avx2
 //   pack_a, pack_b  scalar         avx2                 avx2                 avx2 (bf16 pairs)
+//   pack_a_f32_cols scalar         avx2                 avx2                 avx2
 //   gemv_axpy       scalar         avx2                 avx512               avx512
 //   gemv_dot        scalar         avx2                 avx2                 avx2
 //
@@ -60,6 +61,8 @@ struct operand_kernels {
                                std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw);
 
   pack_a_fn pack_a_f32 = nullptr;   ///< packing::f32 panels
+  /// packing::f32 panels of an A with contiguous columns (a.rs == 1: a transposed row-major matrix)
+  pack_a_fn pack_a_f32_cols = nullptr;
   pack_a_fn pack_a_bf16 = nullptr;  ///< packing::bf16x2 panels (T exact in bfloat16 only)
   pack_b_fn pack_b_f32 = nullptr;
   pack_b_fn pack_b_bf16 = nullptr;
@@ -87,6 +90,7 @@ template <class T>
 constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
   operand_kernels<T> t;
   t.pack_a_f32 = &kernels::avx2::pack_a_panel_rows<T>;
+  t.pack_a_f32_cols = &kernels::avx2::pack_a_panel_cols<T>;
   t.pack_b_f32 = &kernels::avx2::pack_b_rows<T>;
   if constexpr (kExactInBf16<T>) {
     t.pack_a_bf16 = &kernels::avx2::pack_a_panel_rows_bf16<T>;
@@ -171,6 +175,7 @@ void pack_a_panel_with(const operand_kernels<T>& t, const strided<T>& a, std::pt
                        std::ptrdiff_t i0, int mr, uint32_t* dst) {
   const auto f = P == packing::f32 ? t.pack_a_f32 : t.pack_a_bf16;
   if (f != nullptr && a.cs == 1) return f(a, m, k, i0, mr, dst);
+  if (P == packing::f32 && t.pack_a_f32_cols != nullptr && a.rs == 1) return t.pack_a_f32_cols(a, m, k, i0, mr, dst);
   pack_a_panel<P>(a, m, k, i0, mr, dst);
 }
 

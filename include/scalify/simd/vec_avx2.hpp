@@ -46,6 +46,19 @@ SCALIFY_ALWAYS_INLINE void store_u8(uint8_t* p, u32x a) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
 
+/// The kLanes float16 at p widened to float32 bits (vcvtph2ps: exact; a NaN
+/// is quieted and keeps its payload).
+SCALIFY_ALWAYS_INLINE u32x load_f16_as_f32(const uint16_t* p) {
+  return {_mm256_castps_si256(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))};
+}
+/// Stores the lanes (float32 bits) rounded to float16, nearest even (vcvtps2ph:
+/// overflow to inf, subnormal results whatever MXCSR; a NaN keeps the top of
+/// its payload).
+SCALIFY_ALWAYS_INLINE void store_f32_as_f16(uint16_t* p, u32x a) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm256_cvtps_ph(_mm256_castsi256_ps(a.v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 SCALIFY_ALWAYS_INLINE u32x operator+(u32x a, u32x b) { return {_mm256_add_epi32(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE u32x operator-(u32x a, u32x b) { return {_mm256_sub_epi32(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE u32x operator*(u32x a, u32x b) { return {_mm256_mullo_epi32(a.v, b.v)}; }
@@ -78,6 +91,8 @@ SCALIFY_ALWAYS_INLINE u32x gt(u32x a, u32x b) {
 SCALIFY_ALWAYS_INLINE u32x gt_i32(u32x a, u32x b) { return {_mm256_cmpgt_epi32(a.v, b.v)}; }
 /// mask ? a : b
 SCALIFY_ALWAYS_INLINE u32x select(u32x mask, u32x a, u32x b) { return {_mm256_blendv_epi8(b.v, a.v, mask.v)}; }
+/// True if any lane of the mask is set.
+SCALIFY_ALWAYS_INLINE bool any(u32x mask) { return !_mm256_testz_si256(mask.v, mask.v); }
 
 /// Converts int32 lanes to float and multiplies by `scale`; returns the float bits.
 SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {

@@ -43,6 +43,15 @@ SCALIFY_ALWAYS_INLINE void store_u8(uint8_t* p, u32x a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(a.v));
 }
 
+/// As in vec_avx2.hpp: float16 <-> float32 bits in hardware (vcvtph2ps, vcvtps2ph nearest even).
+SCALIFY_ALWAYS_INLINE u32x load_f16_as_f32(const uint16_t* p) {
+  return {_mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))))};
+}
+SCALIFY_ALWAYS_INLINE void store_f32_as_f16(uint16_t* p, u32x a) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                      _mm512_cvtps_ph(_mm512_castsi512_ps(a.v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 SCALIFY_ALWAYS_INLINE u32x operator+(u32x a, u32x b) { return {_mm512_add_epi32(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE u32x operator-(u32x a, u32x b) { return {_mm512_sub_epi32(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE u32x operator*(u32x a, u32x b) { return {_mm512_mullo_epi32(a.v, b.v)}; }
@@ -71,6 +80,7 @@ SCALIFY_ALWAYS_INLINE u32x gt_i32(u32x a, u32x b) {
 SCALIFY_ALWAYS_INLINE u32x select(u32x mask, u32x a, u32x b) {
   return {_mm512_mask_blend_epi32(_mm512_movepi32_mask(mask.v), b.v, a.v)};
 }
+SCALIFY_ALWAYS_INLINE bool any(u32x mask) { return _mm512_movepi32_mask(mask.v) != 0; }
 
 SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {
   const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(a.v), _mm512_set1_ps(scale));

@@ -76,6 +76,22 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
   static_assert(S.has_inf || S.nan_code == S.max_code + 1, "without inf, NaN follows the largest finite code");
 
   std::size_t i = 0;
+  if constexpr (S.bits == 16 && kB == 15) {
+    // float16: the hardware conversion (vcvtps2ph) rounds to nearest even,
+    // subnormal results and overflow to inf included; before it, saturation
+    // clamps finite inputs to the largest finite value and NaN becomes the
+    // canonical quiet NaN (the hardware would keep part of its payload).
+    const u32x k_max_bits = set1(0x477F'E000u);  // 65504 = (1 + 1023 / 1024) * 2^15
+    const u32x k_quiet_nan = set1(0x7FC0'0000u);
+    for (; i + kLanes <= n; i += kLanes) {
+      const u32x u = load_u32(src + i);
+      u32x a = and_not(u, k_sign);
+      if (saturate) a = select(gt_i32(k_inf, a), min(a, k_max_bits), a);
+      a = select(gt_i32(a, k_inf), k_quiet_nan, a);  // a < 2^31: signed compares
+      store_f32_as_f16(out + i, a | (u & k_sign));
+    }
+    return i;
+  }
   for (; i + kLanes <= n; i += kLanes) {
     const u32x u = load_u32(src + i);
     const u32x a = and_not(u, k_sign);
@@ -101,19 +117,17 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
   return i;
 }
 
-/// float32 -> narrow format S (8- or 16-bit codes written to `dst`).
+/// float32 -> narrow format S (8- or 16-bit codes written to `dst`), the
+/// general kernel: every rounding mode, statistics on request.
 /// Steps as in detail::encode(): pick significand and shift (normal or
 /// subnormal result), round, handle overflow, then infinities/NaN, then sign.
 template <const detail::format_spec& S, rounding kMode, bool kStats>
-std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool saturate,
-                              detail::stochastic_keys keys, uint64_t offset, detail::narrow_stats& stats) {
+SCALIFY_NOINLINE std::size_t narrow_general_from_float(const float* src, void* dst, std::size_t n, bool saturate,
+                                      detail::stochastic_keys keys, uint64_t offset, detail::narrow_stats& stats) {
   static_assert(S.has_sign && S.has_zero && S.has_subnormals && S.exponent_bias <= 127,
                 "the SIMD casts cover float8_e4m3fn, float8_e5m2, float16 and bfloat16");
   constexpr int kM = S.mantissa_bits, kB = S.exponent_bias;
   using code_t = std::conditional_t<S.bits == 8, uint8_t, uint16_t>;
-  if constexpr (kMode == rounding::nearest_even && !kStats) {
-    return narrow_nearest_from_float<S>(src, dst, n, saturate);
-  }
   code_t* out = static_cast<code_t*>(dst);
 
   const u32x k_sign = set1(0x8000'0000u), k_inf = set1(0x7F80'0000u);
@@ -126,7 +140,9 @@ std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool s
   // Subnormal shift: (23 - M) + (1 - to_exponent), to_exponent = max(e, 1) - 127 + B.
   const u32x k_subnormal_base = set1(static_cast<uint32_t>(151 - kM - kB));
   const u32x k_max = set1(S.max_code);
-  const u32x k_overflow = set1(saturate ? S.max_code : (S.has_inf ? S.inf_code : S.nan_code));
+  // Stochastic rounding always saturates (as detail::encode()).
+  const u32x k_overflow = set1(saturate || kMode == rounding::stochastic ? S.max_code
+                                                                          : (S.has_inf ? S.inf_code : S.nan_code));
   const u32x k_inf_out = set1(S.has_inf ? S.inf_code : S.nan_code);
   const u32x k_nan_out = set1(S.nan_code);
 
@@ -192,6 +208,93 @@ std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool s
   return i;
 }
 
+/// float32 -> narrow format S, stochastic rounding, without statistics: the
+/// optimizers' stores of weights. Same results as the general kernel, bit for
+/// bit, with the same random bits R = stochastic_bits(keys, offset + i):
+///   lanes with a normal result and a finite input (2^(1 - B) <= |x| < inf)
+///   add R's complement, shifted down to the s = 23 - M dropped bits, to the
+///   float bits and truncate: with rem the dropped bits and h = R >> (32 - s)
+///   (R's top s bits), the general rule rounds up iff rem * 2^(32 - s) > R,
+///   i.e. iff rem > h (the left side has zero low bits), and
+///   rem + (2^s - 1 - h) carries into the kept bits exactly then (also into
+///   the exponent); then rebias, saturate (stochastic rounding always does:
+///   min with max_code) and add the sign;
+///   a vector with any other lane (zero, subnormal result, inf, NaN) is
+///   redone by the general kernel after its block.
+/// By blocks of up to 64 vectors whose indices share their upper 32 bits
+/// (else the block goes to the general kernel), so R's counter is one running
+/// vector and the loop has no call in it.
+template <const detail::format_spec& S>
+std::size_t narrow_stochastic_from_float(const float* src, void* dst, std::size_t n, bool saturate,
+                                         detail::stochastic_keys keys, uint64_t offset) {
+  constexpr int kM = S.mantissa_bits, kB = S.exponent_bias;
+  constexpr int kShift = 23 - kM;
+  constexpr std::size_t kBlock = 64 * kLanes;
+  using code_t = std::conditional_t<S.bits == 8, uint8_t, uint16_t>;
+  code_t* out = static_cast<code_t*>(dst);
+  const u32x k_sign = set1(0x8000'0000u), k_ones = set1(~0u), k_lanes = set1(kLanes);
+  const u32x k_below_normal = set1(static_cast<uint32_t>(128 - kB) << 23);  // 2^(1 - B): smallest normal result
+  const u32x k_max_finite = set1(0x7F7F'FFFFu);
+  const u32x k_rebias = set1(static_cast<uint32_t>(127 - kB) << kM);
+  const u32x k_max = set1(S.max_code);
+  const u32x k_key_lo = set1(keys.lo);
+  detail::narrow_stats unused;
+
+  const std::size_t end = n / kLanes * kLanes;
+  for (std::size_t i = 0; i < end; i += kBlock) {
+    const std::size_t len = std::min(kBlock, end - i);
+    const uint64_t index = offset + i;
+    if (static_cast<uint32_t>(index) > 0xFFFF'FFFFu - len) {  // the low word wraps in this block
+      narrow_general_from_float<S, rounding::stochastic, false>(src + i, out + i, len, saturate, keys, index, unused);
+      continue;
+    }
+    // stochastic_bits_x() with the upper word fixed: hash32(hash32(lo ^ key.lo) ^ hi ^ key.hi).
+    const u32x hi_key = set1(static_cast<uint32_t>(index >> 32) ^ keys.hi);
+    u32x lo = set1(static_cast<uint32_t>(index)) + iota();
+    uint64_t specials = 0;  // bit v: vector v of the block has a lane for the general kernel
+    for (std::size_t v = 0; v < len / kLanes; ++v) {
+      const std::size_t j = i + v * kLanes;
+      const u32x u = load_u32(src + j);
+      const u32x a = and_not(u, k_sign);
+      specials |= static_cast<uint64_t>(any(gt_i32(k_below_normal, a) | gt_i32(a, k_max_finite))) << v;
+      const u32x random = hash32_x(hash32_x(lo ^ k_key_lo) ^ hi_key);
+      lo = lo + k_lanes;
+      const u32x up = shift_right<32 - kShift>(random ^ k_ones);  // 2^s - 1 - h
+      u32x code = min(shift_right<kShift>(a + up) - k_rebias, k_max);
+      code = code | shift_right<32 - S.bits>(u & k_sign);
+      if constexpr (S.bits == 8) {
+        store_u8(out + j, code);
+      } else {
+        store_u16(out + j, code);
+      }
+    }
+    for (; specials != 0; specials &= specials - 1) {
+      const std::size_t j = i + static_cast<std::size_t>(std::countr_zero(specials)) * kLanes;
+      narrow_general_from_float<S, rounding::stochastic, false>(src + j, out + j, kLanes, saturate, keys,
+                                                                offset + j, unused);
+    }
+  }
+  return end;
+}
+
+/// float32 -> narrow format S (8- or 16-bit codes written to `dst`): the
+/// specialized kernels above where they apply (nearest even or stochastic,
+/// without statistics), else the general one. Returns how many leading
+/// elements it did (a multiple of kLanes).
+template <const detail::format_spec& S, rounding kMode, bool kStats>
+std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool saturate,
+                              detail::stochastic_keys keys, uint64_t offset, detail::narrow_stats& stats) {
+  static_assert(S.has_sign && S.has_zero && S.has_subnormals && S.exponent_bias <= 127,
+                "the SIMD casts cover float8_e4m3fn, float8_e5m2, float16 and bfloat16");
+  if constexpr (kMode == rounding::nearest_even && !kStats) {
+    return narrow_nearest_from_float<S>(src, dst, n, saturate);
+  } else if constexpr (kMode == rounding::stochastic && !kStats) {
+    return narrow_stochastic_from_float<S>(src, dst, n, saturate, keys, offset);
+  } else {
+    return narrow_general_from_float<S, kMode, kStats>(src, dst, n, saturate, keys, offset, stats);
+  }
+}
+
 /// Narrow format S -> float32, exactly; NaN -> 0x7FC00000 with its sign.
 template <const detail::format_spec& S>
 std::size_t widen_to_float(const void* src, float* dst, std::size_t n) {
@@ -205,6 +308,17 @@ std::size_t widen_to_float(const void* src, float* dst, std::size_t n) {
   const u32x k_inf_out = set1(0x7F80'0000u), k_nan_out = set1(0x7FC0'0000u);
 
   std::size_t i = 0;
+  if constexpr (S.bits == 16 && kB == 15) {
+    // float16: the hardware conversion (vcvtph2ps, exact), then NaN to the
+    // canonical quiet NaN with its sign (the hardware keeps the payload).
+    const u32x k_sign32 = set1(0x8000'0000u), k_payload = set1(0x003F'FFFFu);
+    for (; i + kLanes <= n; i += kLanes) {
+      const u32x r = load_f16_as_f32(static_cast<const uint16_t*>(src) + i);
+      const u32x nan = gt_i32(and_not(r, k_sign32), k_inf_out);  // below 2^31: signed compare
+      store_u32(dst + i, and_not(r, nan & k_payload));
+    }
+    return i;
+  }
   for (; i + kLanes <= n; i += kLanes) {
     u32x c;
     if constexpr (S.bits == 8) {
