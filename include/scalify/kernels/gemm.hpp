@@ -402,12 +402,12 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
 /// it no faster on 2 threads than on 1, docs/kernels.md). The operand every
 /// thread needs (B when the rows are split, A when the columns are) is packed
 /// by each thread, unless B is prepacked (read only, so shared for free).
-/// A thread packs its rows of A whole, then, unless prepacked, B one KC x NC
-/// slab at a time, right before all its rows are multiplied with it: the slab
-/// (256 KiB of float32) is written into L2 and read from there, never from
-/// memory. The tiles' float accumulators for those rows stay in a buffer
-/// between the KC passes; more rows than slab_rows are taken in groups, B
-/// packed again for each. A prepacked B is read in MC x NC blocks of C, the
+/// A thread packs its rows of A whole, then, unless prepacked, B one KC x ncs
+/// slab at a time (below), right before all its rows are multiplied with it,
+/// NC columns at a time: the packed slab is written into L2 (or L3) and read
+/// from there, never from memory. The tiles' float accumulators for those
+/// rows stay in a buffer between the KC passes; more rows than slab_rows are
+/// taken in groups, B packed again for each. A prepacked B is read in MC x NC blocks of C, the
 /// KC passes inside each. Every tile gets the same KC passes in the same
 /// order either way: same bits.
 inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, const uint32_t* b_packed, index m,
@@ -429,11 +429,12 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   // packing ~4 % of 512 x 4096 x 4096 on one core). The multiplication still
   // goes NC columns at a time.
   const index ncs = nc * std::max<index>(1, 1024 / (nc * std::max<index>(1, ops.b_size)));
-  // Rows of C multiplied with one packing of B: all a thread has when K >=
-  // ncs (their accumulators for a slab then take no more memory than their
-  // packed A), else at most 4 MiB of accumulators. They are read and written
-  // once per KC pass: they need not stay in L2.
-  const index slab_rows = ku >= ncs ? m_panels * mr : std::max<index>(mk.block.mc, (index{1} << 20) / ncs);
+  // Rows of C multiplied with one packing of B: their accumulators for a slab
+  // take at most 4 MiB, or 16 MiB when K >= ncs (then no more than the rows'
+  // packed A takes; 2048^3 on 2 threads is one group per thread). They are
+  // read and written once per KC pass: they need not stay in L2. A group
+  // packs all of B again: 16 / (2 x rows) of the work, <= 0.8 %.
+  const index slab_rows = std::max<index>(mk.block.mc, (index{ku >= ncs ? 1 << 22 : 1 << 20}) / ncs);
 
   // Packs A panels [p0, p1) (panel p: rows p * mr ...) into this thread's A
   // buffer; each element widened once.
@@ -505,8 +506,8 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   };
 
   // Rows [i_begin, i_end) by columns [j_begin, j_end) of C from `ap` (those
-  // rows of A packed whole), B packed here one KC x NC slab at a time; each
-  // slab against every row, MC rows at a time, before the next.
+  // rows of A packed whole), B packed here one KC x ncs slab at a time; each
+  // NC block of the slab against every row, MC rows at a time, before the next.
   auto compute_slabs = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap) {
     const index ir_total = (i_end - i_begin + mr - 1) / mr, ir_block = std::max(1, mk.block.mc / mr);
     float* acc = acc_buffer(static_cast<std::size_t>(ir_total * mr) * static_cast<std::size_t>(ncs));
@@ -515,10 +516,10 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     float local_amax = 0.0f;
     alignas(64) float amax_lanes[16] = {};
     for (index js = j_begin; js < j_end; js += ncs) {
-      const index ps = (js - j_begin) / nr, ns = std::min<index>(ncs, j_end - js);
+      const index p_first = (js - j_begin) / nr, ns = std::min<index>(ncs, j_end - js);
       for (index pc = 0; pc < n_pc; ++pc) {
         const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
-        packer.units(ps, ps + (ns + nr - 1) / nr, u0, u0 + kun, slab, kcu * nr);
+        packer.units(p_first, p_first + (ns + nr - 1) / nr, u0, u0 + kun, slab, kcu * nr);
         for (index j0 = js; j0 < js + ns; j0 += nc) {
           const index nj = std::min<index>(nc, js + ns - j0), jr_count = (nj + nr - 1) / nr;
           const index jr0 = (j0 - js) / nr;
