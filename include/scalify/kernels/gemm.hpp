@@ -426,8 +426,8 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   // so that each row of B gives at least 1 KiB per slab. A slab reads a run of
   // each of KC rows of B, each run on a page of its own for large B: a page
   // walk and a miss per run (on this VM, 256-byte runs of float8 made the
-  // packing ~6.5 % of 512 x 4096 x 4096 on one core; 1 KiB runs, ~4 %). The multiplication still
-  // goes NC columns at a time.
+  // packing ~6.5 % of 512 x 4096 x 4096 on one core; 1 KiB runs, ~4 %). The
+  // multiplication still goes NC columns at a time.
   const index ncs = nc * std::max<index>(1, 1024 / (nc * std::max<index>(1, ops.b_size)));
   // Rows of C multiplied with one packing of B: their accumulators for a slab
   // take at most 4 MiB, or 16 MiB when K >= ncs (then no more than the rows'
