@@ -10,8 +10,10 @@
 //
 // A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
 // 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
-// B (128 MiB in all, 4x a 32 MiB L3) are used in turn so the weights stream
-// from memory, as in inference. The shapes with M > 1 and K = 4096 (4096^3,
+// B are used in turn so the weights stream from memory, as in inference: 128
+// MiB in all, or twice the L3 if that is more (2 GiB at most; a VM on a large
+// Xeon reports a 480 MiB L3, where 128 MiB is read from L3 at twice the rate).
+// The M = 1 rows add `GB/s`, B's bytes read per second. The shapes with M > 1 and K = 4096 (4096^3,
 // 128x4096x4096, 512x4096x4096) only with --large (or SCALIFY_BENCH_LARGE=1),
 // so that the smoke test (every benchmark once) stays short.
 //
@@ -37,7 +39,7 @@
 
 #include "context.hpp"  // scalify_bench::run
 
-#include <unistd.h>  // execv
+#include <unistd.h>  // execv, sysconf
 
 #ifdef SCALIFY_HAVE_OPENBLAS
 #include <cblas.h>
@@ -46,7 +48,17 @@
 namespace {
 
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr std::size_t kStreamBytes = std::size_t{128} << 20;  // weights for the M = 1 shapes: 4x L3
+/// Bytes of B used in turn by the M <= 4 shapes: at least twice the L3 (a
+/// cyclic read of twice a cache's size misses in it at every line), between
+/// 128 MiB and 2 GiB.
+std::size_t stream_bytes() {
+  static const std::size_t bytes = [] {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);  // 0 or -1 if unknown
+    const std::size_t twice = l3 > 0 ? 2 * static_cast<std::size_t>(l3) : 0;
+    return std::clamp(twice, std::size_t{128} << 20, std::size_t{2} << 30);
+  }();
+  return bytes;
+}
 
 /// Deterministic values in [-1, 1) (xorshift), cheap enough for 128 MiB.
 std::vector<float> random_floats(std::size_t n, uint32_t seed) {
@@ -71,7 +83,7 @@ std::vector<T> narrow(const std::vector<float>& x) {
 /// Copies of B used in turn: one unless the shape is a GEMV over big weights.
 std::size_t copies_for(std::size_t b_bytes, int64_t m) {
   if (m > 4) return 1;
-  return std::max<std::size_t>(1, (kStreamBytes + b_bytes - 1) / b_bytes);
+  return std::max<std::size_t>(1, (stream_bytes() + b_bytes - 1) / b_bytes);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -124,11 +136,14 @@ double measure_eigen(int64_t m, int64_t n, int64_t k, int threads) {
   return best;
 }
 
-void set_counters(benchmark::State& state, int64_t m, int64_t n, int64_t k, double seconds, double eigen_seconds) {
+/// GFLOPS, x_eigen, and for M = 1 `GB/s`: B's bytes (b_bytes per call) per second.
+void set_counters(benchmark::State& state, int64_t m, int64_t n, int64_t k, double seconds, double eigen_seconds,
+                  std::size_t b_bytes) {
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  state.counters["GFLOPS"] =
-      benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  const auto calls = static_cast<double>(state.iterations());
+  state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9 * calls, benchmark::Counter::kIsRate);
   state.counters["x_eigen"] = eigen_seconds / seconds;
+  if (m == 1) state.counters["GB/s"] = benchmark::Counter(static_cast<double>(b_bytes) * 1e-9 * calls, benchmark::Counter::kIsRate);
 }
 
 void bm_eigen(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
@@ -143,7 +158,7 @@ void bm_eigen(benchmark::State& state, int64_t m, int64_t n, int64_t k, int thre
   }
   const double s = seconds_since(t0) / static_cast<double>(state.iterations());
   eigen_times()[std::make_tuple(m, n, k, threads)] = s;  // the last (longest) run wins
-  set_counters(state, m, n, k, s, s);
+  set_counters(state, m, n, k, s, s, static_cast<std::size_t>(k * n) * sizeof(float));
 }
 
 #ifdef SCALIFY_HAVE_OPENBLAS
@@ -169,7 +184,8 @@ void bm_openblas(benchmark::State& state, int64_t m, int64_t n, int64_t k, int t
     run();
     benchmark::DoNotOptimize(e.c.data());
   }
-  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
+  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s,
+               static_cast<std::size_t>(k * n) * sizeof(float));
 }
 #endif
 
@@ -201,7 +217,8 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
     run();
     benchmark::DoNotOptimize(c.data());
   }
-  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s);
+  set_counters(state, m, n, k, seconds_since(t0) / static_cast<double>(state.iterations()), eigen_s,
+               static_cast<std::size_t>(k * n) * sizeof(T));
   state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
 }
 
