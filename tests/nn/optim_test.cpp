@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "scalify/core/config_scope.hpp"
 #include "scalify/nn/optim.hpp"
 
 namespace nn = scalify::nn;
@@ -199,6 +200,57 @@ TEST_CASE("scaled fp16 sgd over 300 steps: the weights move as in float64 (no dr
                   << rel_error(got, want));
       CHECK(std::abs(projection - 1.0) < 5e-3);
       CHECK(rel_error(got, want) < (f.cfg.format == nn::dtype::float32 ? 1e-4 : 0.2));
+    }
+  }
+}
+
+TEST_CASE("sgd's stores rebase to pow2_round_down(RMS) of the stored values, whatever the thread count",
+          "[nn][optim]") {
+  // The step computes the momentum and the sums of squares behind both
+  // stores' scales in one pass (and updates plain float32 momentum in
+  // place): each step is checked against float64 arithmetic on the values
+  // the optimizer held before it, and 1 thread against 2, bit for bit. 600 x
+  // 300 values: several blocks of rows on each of 2 threads. The gradient
+  // has scale 0.5 (the data is read with its scale).
+  const Eigen::Index rows = 600, cols = 300;
+  const double lr = 0.1, mu = 0.9, wd = 1e-2;
+  const MatD w0 = random_matrix(rows, cols, 21, 0.05).cast<float>().cast<double>();
+  const auto pow2_down = [](double x) { return std::exp2(std::floor(std::log2(x))); };
+  const auto rms = [](const MatD& m) { return std::sqrt(m.squaredNorm() / static_cast<double>(m.size())); };
+  for (const auto& f : {kFormats[0], kFormats[1], kFormats[3]}) {  // fp32 plain, fp16 and bf16 scaled
+    SECTION(f.name) {
+      struct state {
+        nn::Matrix w, v;
+        float w_scale, v_scale;
+      };
+      auto run = [&](int threads) {
+        const scalify::config_scope scope({.threads = threads});
+        nn::Tensor w(w0.cast<float>(), 1.0f), g = nn::zeros(rows, cols);
+        nn::sgd opt({{"w", &w, &g}}, {.lr = static_cast<float>(lr), .momentum = static_cast<float>(mu),
+                                      .weight_decay = static_cast<float>(wd)},
+                    f.cfg);
+        for (int t = 1; t <= 3; ++t) {
+          g = nn::Tensor(random_matrix(rows, cols, 50 + static_cast<uint32_t>(t), 2e-2).cast<float>(), 0.5f);
+          const MatD before = values(w);
+          const MatD v_prev = t == 1 ? MatD::Zero(rows, cols) : values(opt.velocity(0).load());
+          const MatD v = values(g) + wd * before + mu * v_prev;
+          const MatD w_new = before - lr * v;
+          opt.step();
+          INFO(f.name << ", " << threads << " thread(s), step " << t);
+          const bool dynamic = f.cfg.dynamic_scale;
+          CHECK(opt.velocity(0).scale() == (dynamic ? pow2_down(rms(v)) : 1.0));
+          CHECK(w.scale() == (dynamic ? pow2_down(rms(w_new)) : 1.0));
+          CHECK(rel_error(values(opt.velocity(0).load()), v) < f.tol);
+          CHECK(rel_error(values(w), w_new) < f.tol);
+        }
+        const nn::Tensor v = opt.velocity(0).load();
+        return state{w.data(), v.data(), w.scale(), v.scale()};
+      };
+      const state one = run(1), two = run(2);
+      CHECK(one.w_scale == two.w_scale);
+      CHECK(one.v_scale == two.v_scale);
+      CHECK(one.w == two.w);
+      CHECK(one.v == two.v);
     }
   }
 }

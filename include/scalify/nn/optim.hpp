@@ -89,7 +89,12 @@ class row_source {
   template <class E>
     requires std::is_base_of_v<Eigen::DenseBase<E>, E>
   row_source(const E& e)  // NOLINT(google-explicit-constructor): stands for the expression
-      : rows_(e.rows()), cols_(e.cols()), expr_(&e), fill_(&fill_from<E>) {}
+      : rows_(e.rows()), cols_(e.cols()), expr_(&e), fill_(&fill_from<E>) {
+    if constexpr (std::is_same_v<E, Matrix> || std::is_same_v<E, Eigen::Map<Matrix>> ||
+                  std::is_same_v<E, Eigen::Map<const Matrix>>) {
+      direct_ = e.data();
+    }
+  }
 
   Eigen::Index rows() const { return rows_; }
   Eigen::Index cols() const { return cols_; }
@@ -97,6 +102,8 @@ class row_source {
   void fill(Eigen::Index r, Eigen::Index count, float factor, float* out) const {
     fill_(expr_, r, count, factor, out);
   }
+  /// The values in memory (row-major) when the source is a plain float matrix (or a Map of one), else null.
+  const float* direct() const { return direct_; }
 
  private:
   template <class E>
@@ -108,6 +115,7 @@ class row_source {
   Eigen::Index rows_, cols_;
   const void* expr_;
   void (*fill_)(const void*, Eigen::Index, Eigen::Index, float, float*);
+  const float* direct_ = nullptr;
 };
 
 /// Rounds factor * w into T (with `o`) by blocks of rows split across the
@@ -115,25 +123,26 @@ class row_source {
 /// null, and widened back into float `widened` if not null (the rows read
 /// are the rows written, so w may read `widened`). The elements' stochastic
 /// rounding offsets are their positions: the result does not depend on the
-/// thread count.
+/// thread count. Float32 is written straight into its destination.
 template <class T>
 void round_rows(const row_source& w, float factor, const convert_options& o, T* codes, float* widened) {
   const Eigen::Index rows = w.rows(), cols = std::max<Eigen::Index>(w.cols(), 1);
   const Eigen::Index step = std::max<Eigen::Index>(1, 8192 / cols);                    // 32 KiB of float
   const Eigen::Index grain = std::max<Eigen::Index>(1, (Eigen::Index{1} << 16) / cols);  // per thread
   scalify::detail::parallel_ranges(rows, grain, step, current_config().threads, [&](int64_t begin, int64_t end) {
-    Matrix values(std::min<Eigen::Index>(step, end - begin), w.cols());
+    Matrix values(std::is_same_v<T, float> ? 0 : std::min<Eigen::Index>(step, end - begin), w.cols());
     std::vector<T> buffer(std::is_same_v<T, float> || codes != nullptr ? 0 : static_cast<size_t>(values.size()));
     convert_options chunk = o;
     for (Eigen::Index r = begin; r < end; r += step) {
       const Eigen::Index count = std::min<Eigen::Index>(step, end - r);
       const auto n = static_cast<size_t>(count * w.cols());
       const auto at = static_cast<size_t>(r * w.cols());
-      w.fill(r, count, factor, values.data());
       if constexpr (std::is_same_v<T, float>) {
-        if (codes != nullptr) std::copy_n(values.data(), n, codes + at);
-        if (widened != nullptr) std::copy_n(values.data(), n, widened + at);
+        float* first = codes != nullptr ? codes + at : widened + at;
+        w.fill(r, count, factor, first);
+        if (codes != nullptr && widened != nullptr) std::copy_n(first, n, widened + at);
       } else {
+        w.fill(r, count, factor, values.data());
         T* out = codes != nullptr ? codes + at : buffer.data();
         chunk.offset = o.offset + at;
         convert(std::span<const float>(values.data(), n), std::span<T>(out, n), chunk);
@@ -178,13 +187,25 @@ class scaled_buffer {
   /// Replaces the stored tensor as it is (a checkpoint's; io/checkpoint.hpp
   /// checks its format and shape first).
   void restore(AnyTensor stored) { data_ = std::move(stored); }
+  /// The stored data, for an update in place, if it is float32 data of
+  /// rows x cols on scale 1 (what a store with plain float32 makes); else null.
+  float* plain_float_data(Eigen::Index rows, Eigen::Index cols) {
+    auto* t = std::get_if<ScaledMatrix<float>>(&data_);
+    if (t == nullptr || t->scale() != 1.0f || t->rows() != rows || t->cols() != cols) return nullptr;
+    return t->data().data();
+  }
 
   /// The scale a store of `values` (a float matrix or expression) with
   /// `cfg` uses: pow2_round_down(RMS) if cfg.dynamic_scale (and the RMS is
   /// finite and > 0), else 1.
   static float store_scale(const detail::row_source& values, const state_config& cfg) {
     if (!cfg.dynamic_scale || values.size() == 0) return 1.0f;
-    const float rms = std::sqrt(sum_of_squares(values) / static_cast<float>(values.size()));
+    return scale_for(sum_of_squares(values), values.size(), cfg);
+  }
+  /// store_scale's rule for `count` values whose squares sum to `sum_sq`.
+  static float scale_for(float sum_sq, Eigen::Index count, const state_config& cfg) {
+    if (!cfg.dynamic_scale || count == 0) return 1.0f;
+    const float rms = std::sqrt(sum_sq / static_cast<float>(count));
     return std::isfinite(rms) && rms > 0.0f ? pow2_round_down(rms) : 1.0f;
   }
   /// The sum of the squares of `values`, by blocks of rows split across the
@@ -196,9 +217,14 @@ class scaled_buffer {
     const Eigen::Index blocks = (rows + block - 1) / block;
     std::vector<float> partial(static_cast<size_t>(blocks), 0.0f);
     scalify::detail::parallel_ranges(blocks, 2, 1, current_config().threads, [&](int64_t begin, int64_t end) {
-      Matrix buffer(std::min(block, rows), values.cols());
+      Matrix buffer(values.direct() != nullptr ? 0 : std::min(block, rows), values.cols());
       for (int64_t b = begin; b < end; ++b) {
         const Eigen::Index r = b * block, count = std::min(block, rows - r);
+        if (values.direct() != nullptr) {  // a plain matrix: read in place
+          partial[static_cast<size_t>(b)] =
+              Eigen::Map<const Matrix>(values.direct() + r * values.cols(), count, values.cols()).squaredNorm();
+          continue;
+        }
         values.fill(r, count, 1.0f, buffer.data());
         partial[static_cast<size_t>(b)] = buffer.topRows(count).squaredNorm();
       }
@@ -222,15 +248,25 @@ class scaled_buffer {
   /// pow2_round_down(RMS) if cfg.dynamic_scale, rounded into cfg.format
   /// (stochastically with seed `seed` if `stochastic`, saturating).
   void store(const detail::row_source& values, const state_config& cfg, bool stochastic, uint64_t seed) {
-    const float scale = store_scale(values, cfg);
+    store_with_scale(values, store_scale(values, cfg), cfg, stochastic, seed);
+  }
+  /// store() on the scale `scale` (store_scale's, computed by the caller).
+  /// `values` must not read this buffer's data, but for a float32 store.
+  void store_with_scale(const detail::row_source& values, float scale, const state_config& cfg, bool stochastic,
+                        uint64_t seed) {
     const convert_options o = store_options(cfg, stochastic, seed);
-    // values / scale (exact: a power of two) rounded into the format in one pass, no float copy.
+    // values / scale (exact: a power of two) rounded into the format in one
+    // pass, no float copy, into the stored tensor's memory when it has this
+    // format and shape (a step's store: no new allocation).
     detail::with_dtype(cfg.format, [&]<class T>() {
-      ScaledMatrix<T> stored(Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(values.rows(),
-                                                                                              values.cols()),
-                             scale);
-      detail::round_rows<T>(values, 1.0f / scale, o, stored.data().data(), nullptr);
-      data_ = std::move(stored);
+      auto* stored = std::get_if<ScaledMatrix<T>>(&data_);
+      if (stored == nullptr || stored->rows() != values.rows() || stored->cols() != values.cols()) {
+        data_ = ScaledMatrix<T>(
+            Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(values.rows(), values.cols()), scale);
+        stored = std::get_if<ScaledMatrix<T>>(&data_);
+      }
+      detail::round_rows<T>(values, 1.0f / scale, o, stored->data().data(), nullptr);
+      stored->set_scale(scale);
     });
   }
 
@@ -399,10 +435,11 @@ class optimizer_base {
   /// narrow tensor. Rows of w / scale are rounded into the format in a
   /// cache-sized buffer and widened straight back into the parameter (the
   /// rows read are the rows written, so w may read the parameter).
-  void store_weights(size_t i, const detail::row_source& w) {
+  void store_weights(size_t i, const detail::row_source& w) { store_weights(i, w, scaled_buffer::store_scale(w, state_)); }
+  /// store_weights on the scale `scale` (store_scale's, computed by the caller).
+  void store_weights(size_t i, const detail::row_source& w, float scale) {
     const uint64_t seed = mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
     Tensor& param = *params_[i].value;
-    const float scale = scaled_buffer::store_scale(w, state_);
     const convert_options o = scaled_buffer::store_options(state_, state_.stochastic_master, seed);
     with_dtype(state_.format,
                [&]<class T>() { round_rows<T>(w, 1.0f / scale, o, nullptr, param.data().data()); });
@@ -438,6 +475,82 @@ struct sgd_config {
   nonfinite_policy on_nonfinite = nonfinite_policy::skip;
 };
 
+namespace detail {
+
+/// Sums of squares of the values an sgd step stores (momentum_pass).
+struct step_sums {
+  float v = 0.0f;  ///< of the new momentum v
+  float w = 0.0f;  ///< of the new weights w - lr v
+};
+
+/// SGD's momentum over all of parameter `wt`'s rows, in one pass:
+/// v = (g + weight_decay w) + momentum p, with p = p_data * p_scale the
+/// previous momentum (left out if p_data is null), g and w the values of
+/// `gt` and `wt`; v is written into `v` (row-major, w's shape; it may be
+/// p_data itself, P = float: updated in place). p's codes are widened one
+/// block of rows at a time, never into a whole float matrix. With `sums`,
+/// also the sums of squares of v and of w - lr v, which give the two stores'
+/// dynamic scales without a pass of their own. Rows go in fixed blocks of
+/// 32 KiB split across the scope's threads, and the blocks' sums are added
+/// in order: nothing depends on the thread count.
+template <class P>
+step_sums momentum_pass(const Tensor& wt, const Tensor& gt, const P* p_data, float p_scale, const sgd_config& cfg,
+                        bool sums, float* v) {
+  const Eigen::Index rows = wt.rows(), cols = wt.cols();
+  if (rows == 0 || cols == 0) return {};
+  const Eigen::Index block = std::max<Eigen::Index>(1, 8192 / cols), blocks = (rows + block - 1) / block;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (block * cols));  // >= 64 Ki values per thread
+  std::vector<float> sum_v(sums ? static_cast<size_t>(blocks) : 0), sum_w(sum_v.size());
+  const float ws = wt.scale(), gs = gt.scale(), mu = cfg.momentum, wd = cfg.weight_decay, lr = cfg.lr;
+  scalify::detail::parallel_ranges(blocks, grain, 1, current_config().threads, [&](int64_t begin, int64_t end) {
+    std::vector<float> widened(std::is_same_v<P, float> || p_data == nullptr ? 0 : static_cast<size_t>(block * cols));
+    for (int64_t b = begin; b < end; ++b) {
+      const Eigen::Index r = b * block, count = std::min(block, rows - r), at = r * cols;
+      const auto w = Eigen::Map<const Matrix>(wt.data().data() + at, count, cols).array() * ws;
+      const auto g = Eigen::Map<const Matrix>(gt.data().data() + at, count, cols).array() * gs;
+      Eigen::Map<Matrix> vb(v + at, count, cols);
+      if (p_data != nullptr) {
+        const float* pf = nullptr;
+        if constexpr (std::is_same_v<P, float>) {
+          pf = p_data + at;
+        } else {
+          const auto n = static_cast<size_t>(count * cols);
+          convert(std::span<const P>(p_data + at, n), std::span<float>(widened.data(), n));
+          pf = widened.data();
+        }
+        const auto p = Eigen::Map<const Matrix>(pf, count, cols).array() * p_scale;
+        if (wd != 0.0f) {
+          vb = ((g + wd * w) + mu * p).matrix();
+        } else {
+          vb = (g + mu * p).matrix();
+        }
+      } else if (wd != 0.0f) {
+        vb = (g + wd * w).matrix();
+      } else {
+        vb = g.matrix();
+      }
+      if (sums) {
+        sum_v[static_cast<size_t>(b)] = vb.squaredNorm();
+        sum_w[static_cast<size_t>(b)] = (w - lr * vb.array()).matrix().squaredNorm();
+      }
+    }
+  });
+  step_sums out;
+  for (size_t b = 0; b < sum_v.size(); ++b) {
+    out.v += sum_v[b];
+    out.w += sum_w[b];
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// A step reads each parameter's weights, gradient and momentum once
+/// (detail::momentum_pass, which also sums the squares behind both stores'
+/// dynamic scales), then stores the momentum and the weights, each in one
+/// pass: three passes over the parameter with a state format, two with plain
+/// float32 state (the momentum is then updated in place).
+///
 /// **Example**:
 /// ```
 /// scalify::nn::sgd opt(net.parameters(), {.lr = 0.05f, .momentum = 0.9f});   // float16 state
@@ -462,29 +575,38 @@ class sgd : public detail::optimizer_base {
     for (size_t i = 0; i < params_.size(); ++i) {
       const Tensor& wt = *params_[i].value;
       const Tensor& gt = *params_[i].grad;
-      const auto w = wt.data().array() * wt.scale();  // values, lazily (each pass below reads the data once)
-      const auto g = gt.data().array() * gt.scale();
-      // v = (g + wd w) + momentum v_prev, in one pass split across the scope's threads.
-      Matrix v(wt.rows(), wt.cols());
-      const auto evaluate = [&v](const detail::row_source& e) {
-        detail::round_rows<float>(e, 1.0f, convert_options{}, v.data(), nullptr);
-      };
-      const bool decay = cfg_.weight_decay != 0.0f;
-      if (cfg_.momentum != 0.0f && t_ > 1) {
-        const Tensor previous = velocity_[i].load();
-        const auto p = previous.data().array() * previous.scale();
-        if (decay) {
-          evaluate((g + cfg_.weight_decay * w) + cfg_.momentum * p);
-        } else {
-          evaluate(g + cfg_.momentum * p);
-        }
-      } else if (decay) {
-        evaluate(g + cfg_.weight_decay * w);
-      } else {
-        evaluate(g);
+      const Eigen::Index rows = wt.rows(), cols = wt.cols();
+      const bool momentum = cfg_.momentum != 0.0f;
+      const bool previous = momentum && t_ > 1 && !velocity_[i].empty();
+      // v = (g + wd w) + momentum v_prev in one pass (momentum_pass). With
+      // plain float32 state, v is the momentum buffer itself, updated in
+      // place: no copy in or out.
+      const bool plain = momentum && state_.format == dtype::float32 && !state_.dynamic_scale;
+      if (plain && !previous) velocity_[i].restore(Tensor(Matrix(rows, cols), 1.0f));
+      float* in_place = plain ? velocity_[i].plain_float_data(rows, cols) : nullptr;
+      if (in_place == nullptr && scratch_.size() < static_cast<size_t>(rows * cols)) {
+        scratch_.resize(static_cast<size_t>(rows * cols));
       }
-      if (cfg_.momentum != 0.0f) velocity_[i].store(v, state_, false, state_seed(i, 0));
-      store_weights(i, w - cfg_.lr * v.array());
+      float* v = in_place != nullptr ? in_place : scratch_.data();
+      const bool sums = state_.dynamic_scale;
+      detail::step_sums s;
+      if (previous) {
+        s = std::visit(
+            [&](const auto& p) {
+              using P = typename std::decay_t<decltype(p)>::data_type::Scalar;
+              return detail::momentum_pass<P>(wt, gt, p.data().data(), p.scale(), cfg_, sums, v);
+            },
+            velocity_[i].stored());
+      } else {
+        s = detail::momentum_pass<float>(wt, gt, nullptr, 1.0f, cfg_, sums, v);
+      }
+      const Eigen::Map<const Matrix> vm(v, rows, cols);
+      if (momentum && in_place == nullptr) {
+        velocity_[i].store_with_scale(vm, scaled_buffer::scale_for(s.v, wt.size(), state_), state_, false,
+                                      state_seed(i, 0));
+      }
+      const auto w = wt.data().array() * wt.scale();
+      store_weights(i, w - cfg_.lr * vm.array(), scaled_buffer::scale_for(s.w, wt.size(), state_));
     }
     return true;
   }
@@ -500,6 +622,7 @@ class sgd : public detail::optimizer_base {
  private:
   sgd_config cfg_;
   std::vector<scaled_buffer> velocity_;
+  std::vector<float> scratch_;  // the new momentum before its store, when not updated in place
 };
 
 /// AdamW hyperparameters (PyTorch's defaults, weight_decay 0.01 as there);
