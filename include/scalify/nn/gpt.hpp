@@ -358,13 +358,16 @@ class gpt {
     Tensor dys = c.scaled ? rescale(dlogits, c.grad_rescale) : unscaled(dlogits);
     dys.set_scale(scalify::detail::unchecked_scale, dys.scale() * tied_factor());  // d/dz of z / sqrt(C)
     if (!c.scaled) dys = unscaled(dys);
-    const AnyTensor w_q = c.grad_input.rhs == c.forward.rhs
-                              ? headc_.w_fwd
-                              : cast_to(c.scaled ? tok_.table : unscaled(tok_.table), c.grad_input.rhs, cast);
+    // The forward pass's operands by reference when the formats agree (no copy), else cast into these.
+    AnyTensor w_cast, x_cast;
+    const AnyTensor& w_q =
+        c.grad_input.rhs == c.forward.rhs
+            ? headc_.w_fwd
+            : (w_cast = cast_to(c.scaled ? tok_.table : unscaled(tok_.table), c.grad_input.rhs, cast));
     dxf = matmul_any(cast_to(dys, c.grad_input.lhs, cast), w_q, trans::no, trans::no);
     if (!c.scaled) dxf = detail::naive_result(dxf, c.grad_input);
-    const AnyTensor x_q =
-        c.grad_weight.lhs == c.forward.lhs ? headc_.x_fwd : cast_to(headc_.x, c.grad_weight.lhs, cast);
+    const AnyTensor& x_q =
+        c.grad_weight.lhs == c.forward.lhs ? headc_.x_fwd : (x_cast = cast_to(headc_.x, c.grad_weight.lhs, cast));
     const AnyTensor dy_w = cast_to(dys, c.grad_weight.rhs, cast);
     if (c.scaled) {
       accumulate_matmul(tokg_.dtable, dy_w, x_q, trans::yes, trans::no);

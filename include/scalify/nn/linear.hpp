@@ -207,24 +207,29 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
   const Tensor dys = cfg.scaled ? rescale(dy, cfg.grad_rescale) : unscaled(dy);
 
+  // Operands already cast in the right format are used where they are (by
+  // reference: no copy); the others are cast into these.
+  AnyTensor dy_q, w_cast, x_cast, dy_cast;
   // dx = dy W^T: (B, O) x (O, I)
-  AnyTensor dy_q;
   bool have_dy_q = false;
   if (dx != nullptr) {
     dy_q = cast_to(dys, cfg.grad_input.lhs, cast);
     have_dy_q = true;
     // W as cast for the forward pass when the formats agree, used transposed in place.
-    const AnyTensor w_q =
-        (cfg.grad_input.rhs == cfg.forward.rhs) ? cache.w_fwd : cast_to(p.w, cfg.grad_input.rhs, cast);
+    const AnyTensor& w_q = (cfg.grad_input.rhs == cfg.forward.rhs)
+                               ? cache.w_fwd
+                               : (w_cast = cast_to(p.w, cfg.grad_input.rhs, cast));
     *dx = matmul_any(dy_q, w_q, trans::no, trans::yes);
     if (!cfg.scaled) *dx = detail::naive_result(*dx, cfg.grad_input);
   }
 
   // dW += x^T dy: (I, B) x (B, O)
-  const AnyTensor x_q =
-      (cfg.grad_weight.lhs == cfg.forward.lhs) ? cache.x_fwd : cast_to(cache.x, cfg.grad_weight.lhs, cast);
-  const AnyTensor dy_w =
-      (have_dy_q && cfg.grad_weight.rhs == cfg.grad_input.lhs) ? dy_q : cast_to(dys, cfg.grad_weight.rhs, cast);
+  const AnyTensor& x_q = (cfg.grad_weight.lhs == cfg.forward.lhs)
+                             ? cache.x_fwd
+                             : (x_cast = cast_to(cache.x, cfg.grad_weight.lhs, cast));
+  const AnyTensor& dy_w = (have_dy_q && cfg.grad_weight.rhs == cfg.grad_input.lhs)
+                              ? dy_q
+                              : (dy_cast = cast_to(dys, cfg.grad_weight.rhs, cast));
   if (g.dw.size() == 0) g.dw = zeros(p.w.rows(), p.w.cols());
   if (cfg.scaled) {
     accumulate_matmul(g.dw, x_q, dy_w, trans::yes, trans::no);  // in the GEMM's epilogue (beta)
