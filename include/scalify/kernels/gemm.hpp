@@ -402,14 +402,17 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
 /// it no faster on 2 threads than on 1, docs/kernels.md). The operand every
 /// thread needs (B when the rows are split, A when the columns are) is packed
 /// by each thread, unless B is prepacked (read only, so shared for free).
-/// A thread packs its rows of A whole, then, unless prepacked, B one KC x ncs
-/// slab at a time (below), right before all its rows are multiplied with it,
-/// NC columns at a time: the packed slab is written into L2 (or L3) and read
-/// from there, never from memory. The tiles' float accumulators for those
-/// rows stay in a buffer between the KC passes; more rows than slab_rows are
-/// taken in groups, B packed again for each. A prepacked B is read in MC x NC blocks of C, the
-/// KC passes inside each. Every tile gets the same KC passes in the same
-/// order either way: same bits.
+/// A thread packs its rows of A whole, then B one KC x ncs slab at a time
+/// (below), right before all its rows are multiplied with it, NC columns at a
+/// time: the packed slab is written into L2 (or L3) and read from there,
+/// never from memory. A prepacked B is read in place in the same order, one
+/// slab at a time, so each slab comes from memory once per group of rows
+/// (reading it in MC x NC blocks of C, all of K each, streamed B from memory
+/// once per block of rows: 0.82-0.89x OpenBLAS in long-K shapes). The tiles'
+/// float accumulators for those rows stay in a buffer between the KC passes;
+/// more rows than slab_rows are taken in groups, B packed (or read) again for
+/// each. Every tile gets the same KC passes in the same order either way:
+/// same bits.
 inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, const uint32_t* b_packed, index m,
                         index n, index k, const kernels::epilogue_params& ep, int threads,
                         std::atomic<uint32_t>& amax) {
@@ -471,55 +474,26 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     atomic_max(amax, local_amax);
   };
 
-  // The MC x NC blocks of C over rows [i_begin, i_end) and columns [j_begin,
-  // j_end) (i_begin a multiple of mr, j_begin of nr), from `ap` and `bp`, the
-  // packed panels (whole K) of those rows and columns. KC loop inside each block.
-  auto compute = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap,
-                     const uint32_t* bp) {
-    // MC evened out over the row blocks it makes (256 rows: 66, 66, 66, 58
-    // rather than 72, 72, 72, 40).
-    const index mc_blocks = (i_end - i_begin + mk.block.mc - 1) / mk.block.mc;
-    const index mc = ((i_end - i_begin + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;
-    float* acc = acc_buffer(static_cast<std::size_t>(mc) * static_cast<std::size_t>(nc));
-    float local_amax = 0.0f;
-    alignas(64) float amax_lanes[16] = {};
-    for (index j0 = j_begin; j0 < j_end; j0 += nc) {  // a block of B, then every block of A against it
-      const index nj = std::min<index>(nc, j_end - j0), jr_count = (nj + nr - 1) / nr;
-      for (index i0 = i_begin; i0 < i_end; i0 += mc) {
-        const index mi = std::min<index>(mc, i_end - i0), ir_count = (mi + mr - 1) / mr;
-        for (index pc = 0; pc < n_pc; ++pc) {
-          const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
-          for (index jr = 0; jr < jr_count; ++jr) {
-            const uint32_t* bpanel = bp + ((j0 - j_begin) / nr + jr) * ku * nr + u0 * nr;
-            const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
-            for (index ir = 0; ir < ir_count; ++ir) {
-              const uint32_t* apanel = ap + ((i0 - i_begin) / mr + ir) * ku * mr + u0 * mr;
-              const index row = i0 + ir * mr, rows = std::min<index>(mr, mi - ir * mr);
-              tile_pass(pc, kun, apanel, bpanel, acc + (jr * ir_count + ir) * mr * nr, row, rows, col, cols,
-                        local_amax, amax_lanes);
-            }
-          }
-        }
-      }
-    }
-    publish_amax(local_amax, amax_lanes);
-  };
-
   // Rows [i_begin, i_end) by columns [j_begin, j_end) of C from `ap` (those
-  // rows of A packed whole), B packed here one KC x ncs slab at a time; each
-  // NC block of the slab against every row, MC rows at a time, before the next.
+  // rows of A packed whole) and B one KC x ncs slab at a time: packed here
+  // (its panels kcu * nr apart), or read in place from the prepacked B
+  // (ku * nr apart); each NC block of the slab against every row, MC rows at
+  // a time, before the next slab.
   auto compute_slabs = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap) {
     const index ir_total = (i_end - i_begin + mr - 1) / mr, ir_block = std::max(1, mk.block.mc / mr);
     float* acc = acc_buffer(static_cast<std::size_t>(ir_total * mr) * static_cast<std::size_t>(ncs));
-    uint32_t* slab = buffer(1, static_cast<std::size_t>(kcu * ncs));
+    uint32_t* slab = b_packed != nullptr ? nullptr : buffer(1, static_cast<std::size_t>(kcu * ncs));
     const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j_begin, j_end - j_begin, nullptr);
+    const index panel_stride = b_packed != nullptr ? ku * nr : kcu * nr;
     float local_amax = 0.0f;
     alignas(64) float amax_lanes[16] = {};
     for (index js = j_begin; js < j_end; js += ncs) {
       const index p_first = (js - j_begin) / nr, ns = std::min<index>(ncs, j_end - js);
       for (index pc = 0; pc < n_pc; ++pc) {
         const index u0 = pc * kcu, kun = std::max<index>(0, std::min(kcu, ku - u0));
-        packer.units(p_first, p_first + (ns + nr - 1) / nr, u0, u0 + kun, slab, kcu * nr);
+        // The slab's first panel at units u0.
+        const uint32_t* bs = b_packed != nullptr ? b_packed + (j_begin / nr + p_first) * ku * nr + u0 * nr : slab;
+        if (b_packed == nullptr) packer.units(p_first, p_first + (ns + nr - 1) / nr, u0, u0 + kun, slab, kcu * nr);
         for (index j0 = js; j0 < js + ns; j0 += nc) {
           const index nj = std::min<index>(nc, js + ns - j0), jr_count = (nj + nr - 1) / nr;
           const index jr0 = (j0 - js) / nr;
@@ -529,7 +503,7 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
               const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
               for (index ir = ib; ir < ib_end; ++ir) {
                 const index row = i_begin + ir * mr, rows = std::min<index>(mr, i_end - row);
-                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, slab + (jr0 + jr) * kcu * nr,
+                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, bs + (jr0 + jr) * panel_stride,
                           acc + ((jr0 + jr) * ir_total + ir) * mr * nr, row, rows, col, cols, local_amax,
                           amax_lanes);
               }
@@ -567,11 +541,8 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     }
     if (i_begin >= i_end || j_begin >= j_end) return;
     const index p_begin = i_begin / mr, p_end = (i_end + mr - 1) / mr;
-    if (b_packed != nullptr) {
-      compute(i_begin, i_end, j_begin, j_end, pack_a_rows(p_begin, p_end), b_packed + (j_begin / nr) * ku * nr);
-      return;
-    }
-    // Rows in even groups of at most slab_rows, B packed again for each.
+    // Rows in even groups of at most slab_rows, B packed again (or read
+    // again, prepacked) for each.
     const index groups = ((p_end - p_begin) * mr + slab_rows - 1) / slab_rows;
     for (index g = 0; g < groups; ++g) {
       const index p0 = p_begin + g * (p_end - p_begin) / groups, p1 = p_begin + (g + 1) * (p_end - p_begin) / groups;
