@@ -592,6 +592,40 @@ TEST_CASE("gemm: B packed one KC slab at a time (long K, several NC blocks) give
   });
 }
 
+TEST_CASE("gemm: B with contiguous columns (W^T, pack_b_f32_cols) gives the bits of the same B row-major",
+          "[kernels][gemm][threads]") {
+  // The backward pass's dx = dy W^T: op(B) stored column-major (b.rs == 1),
+  // every B type, a float32 A (the float32 kernel, packing::f32, on every
+  // path); M > 4, the blocked GEMM. Odd N (a partial last panel), odd K, 1
+  // and 2 threads (rows or columns split), B packed in slabs (K = 600: three
+  // KC passes, slabs of units from inside K) or prepacked whole. Same values,
+  // same packed panels: the same bits as B row-major.
+  struct shape {
+    index_t m, n, k;
+  };
+  auto check = [](auto tag) {
+    using TB = decltype(tag);
+    for_each_path([&](cpu_path p) {
+      uint32_t seed = 70;
+      for (const shape s : {shape{13, 37, 45}, shape{40, 300, 129}, shape{30, 301, 600}}) {
+        for (const int threads : {1, 2}) {
+          for (const bool prepack : {false, true}) {
+            // avx512bf16 prepacks a B exact in bfloat16 as pairs, for an A of those types only.
+            if (prepack && p == cpu_path::avx512bf16 && scalify::kernels::kExactInBf16<TB>) continue;
+            case_desc d{.m = s.m, .n = s.n, .k = s.k, .pad = 3, .bias = true, .threads = threads, .seed = seed++};
+            d.prepack = prepack;
+            const auto rows = run_case<float, TB, float>(d);
+            d.lb = layout::col_major;
+            INFO(type_name<TB>() << ", path " << scalify::to_string(p) << ", " << describe(d));
+            CHECK(run_case<float, TB, float>(d) == rows);
+          }
+        }
+      }
+    });
+  };
+  for_each_input_type(check);
+}
+
 TEST_CASE("gemm: rows in several groups (B packed again for each) give the same bits", "[kernels][gemm][threads]") {
   // 2100 rows: more than one packing of B serves when K is short (1024 rows
   // for a float8 B), so 1 thread takes them in three groups, 2 threads split

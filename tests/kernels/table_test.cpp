@@ -183,6 +183,115 @@ void check_operand_entries(cpu_path path) {
   }
 }
 
+/// Codes of T the packers must widen like the scalar cast: NaN (e4m3fn's
+/// 0x7F and 0xFF, e5m2's and float16's quiet and signaling ones), infinities,
+/// subnormals, signed zeros, the extremes.
+template <class T>
+std::vector<T> special_values() {
+  std::vector<uint32_t> codes;
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    codes = {0x7F, 0xFF, 0x01, 0x81, 0x07, 0x87, 0x00, 0x80, 0x7E, 0xFE, 0x08};
+  } else if constexpr (std::is_same_v<T, float8_e5m2>) {
+    codes = {0x7C, 0xFC, 0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF, 0x01, 0x83, 0x00, 0x80, 0x7B, 0xFB};
+  } else if constexpr (std::is_same_v<T, float16>) {
+    codes = {0x7C00, 0xFC00, 0x7C01, 0x7D00, 0x7E00, 0xFE01, 0x0001, 0x83FF, 0x0000, 0x8000, 0x7BFF};
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
+    codes = {0x7F80, 0xFF80, 0x7F81, 0x7FC0, 0xFFC1, 0x0001, 0x807F, 0x0000, 0x8000, 0x7F7F};
+  } else {
+    codes = {0x7F800000u, 0xFF800000u, 0x7F800001u, 0x7FC00000u, 0xFFC00001u, 0x00000001u, 0x807FFFFFu, 0x80000000u};
+  }
+  std::vector<T> v;
+  for (const uint32_t c : codes) {
+    if constexpr (sizeof(T) == 1) {
+      v.push_back(std::bit_cast<T>(static_cast<uint8_t>(c)));
+    } else if constexpr (sizeof(T) == 2) {
+      v.push_back(std::bit_cast<T>(static_cast<uint16_t>(c)));
+    } else {
+      v.push_back(std::bit_cast<T>(c));
+    }
+  }
+  return v;
+}
+
+/// Whether packed units are the scalar packer's: the same bits, a NaN any
+/// NaN of the same sign (widen8 quiets NaNs; gemm_test's "packing widens every
+/// code exactly" has the same rule).
+bool same_units(const uint32_t* got, const uint32_t* want, std::size_t n, std::size_t* first_bad) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float g = std::bit_cast<float>(got[i]), w = std::bit_cast<float>(want[i]);
+    const bool ok = std::isnan(w) ? std::isnan(g) && std::signbit(g) == std::signbit(w) : got[i] == want[i];
+    if (!ok) {
+      *first_bad = i;
+      return false;
+    }
+  }
+  return true;
+}
+
+/// pack_b_f32_cols (B's columns contiguous: op(B) = W^T, W row-major) against
+/// pack_b_panel_units, unit ranges from 0 and from inside K, panels more than
+/// a panel apart with guard values between and after them; and against
+/// pack_b_f32 (pack_b_rows) on the same values with B's rows contiguous (a
+/// transposed B packs as the plain one). Bit for bit but NaN payloads: both
+/// SIMD packers widen a NaN to a quiet NaN of its sign, the scalar cast to
+/// another, and each leaves its own edges to the scalar cast.
+template <class T>
+void check_pack_b_cols(cpu_path path) {
+  const k::operand_kernels<T>& t = k::operand_kernels_for<T>(path);
+  INFO("pack_b_f32_cols, path " << scalify::to_string(path) << ", type " << scalify::detail::type_name<T>());
+  if (path == cpu_path::scalar) CHECK(t.pack_b_f32_cols == nullptr);
+  if (t.pack_b_f32_cols == nullptr) return;
+  constexpr uint32_t kGuard = 0xDEADBEEFu;
+  const std::vector<T> specials = special_values<T>();
+  for (const int nr : {8, 16, 32}) {
+    for (const int kk : {1, 7, 8, 37, 64, 203}) {
+      for (const int n : {1, 5, nr, 3 * nr + 5}) {
+        // W (n_total x kk, row-major, ld kk + 3) holds op(B) = W^T: column j of
+        // op(B) contiguous at w + j * ld. bs holds the same values row-major.
+        const int j0 = 2, n_total = n + j0, ld = kk + 3;
+        std::vector<T> w = random_values<T>(static_cast<std::size_t>(n_total * ld), 20 + kk + n);
+        for (std::size_t i = 0; i < w.size(); i += 5) w[i] = specials[(i / 5) % specials.size()];
+        std::vector<T> rows(static_cast<std::size_t>(kk * n_total));
+        for (int u = 0; u < kk; ++u) {
+          for (int j = 0; j < n_total; ++j) rows[static_cast<std::size_t>(u * n_total + j)] = w[static_cast<std::size_t>(j * ld + u)];
+        }
+        const k::strided<T> bt{w.data(), 1, ld}, bs{rows.data(), n_total, 1};
+        const int panels = (n + nr - 1) / nr;
+        for (const auto& [u0, u1] : {std::pair<int, int>{0, kk}, {kk / 3, kk - kk / 4}, {3, kk}, {kk / 2, kk / 2}}) {
+          if (u0 > u1 || u1 > kk) continue;
+          const std::ptrdiff_t ps = (u1 - u0) * nr + 7;  // a gap of 7 units after each panel
+          const std::size_t size = static_cast<std::size_t>(panels * ps + 16);
+          std::vector<uint32_t> got(size, kGuard), want(size, kGuard), via_rows(size, kGuard);
+          t.pack_b_f32_cols(bt, kk, u0, u1, j0, n, nr, got.data(), ps);
+          for (int p = 0; p < panels; ++p) {
+            k::pack_b_panel_units<k::packing::f32>(bt, kk, n_total, j0 + p * nr, nr, u0, u1,
+                                                   want.data() + p * ps);
+          }
+          INFO("nr " << nr << ", k " << kk << ", n " << n << ", units [" << u0 << ", " << u1 << "), ps " << ps);
+          std::size_t bad = 0;
+          const bool same = same_units(got.data(), want.data(), size, &bad);
+          if (!same) {
+            FAIL_CHECK("panel " << bad / ps << ", unit " << u0 + (bad % ps) / nr << ", column " << bad % ps % nr
+                                << ": " << std::hex << got[bad] << " vs " << want[bad]);
+          }
+          // The guards (the gaps between panels and after the last one).
+          bool guards = true;
+          for (std::size_t i = 0; i < size; ++i) {
+            const bool gap = static_cast<std::ptrdiff_t>(i) >= panels * ps ||
+                             static_cast<std::ptrdiff_t>(i) % ps >= static_cast<std::ptrdiff_t>(u1 - u0) * nr;
+            if (gap) guards = guards && got[i] == kGuard;
+          }
+          CHECK(guards);
+          if (t.pack_b_f32 != nullptr && nr % 8 == 0) {
+            t.pack_b_f32(bs, kk, u0, u1, j0, n, nr, via_rows.data(), ps);
+            CHECK(same_units(got.data(), via_rows.data(), size, &bad));
+          }
+        }
+      }
+    }
+  }
+}
+
 template <const scalify::detail::format_spec& S, class T>
 void check_cast_entries(cpu_path path) {
   const auto& t = scalify::detail::cast_kernels_for<S>(path);
@@ -311,6 +420,11 @@ TEST_CASE("kernel table: the float32 epilogue entry equals epilogue_tile", "[ker
 TEMPLATE_TEST_CASE("kernel table: packing and GEMV entries equal the scalar routines", "[kernels][table]", float,
                    float16, bfloat16, float8_e4m3fn, float8_e5m2) {
   for (cpu_path p : machine_paths()) check_operand_entries<TestType>(p);
+}
+
+TEMPLATE_TEST_CASE("kernel table: pack_b_f32_cols (B's columns contiguous) equals pack_b_panel_units and pack_b_rows",
+                   "[kernels][table]", float, float16, bfloat16, float8_e4m3fn, float8_e5m2) {
+  for (cpu_path p : machine_paths()) check_pack_b_cols<TestType>(p);
 }
 
 TEST_CASE("kernel table: the bulk cast entries equal the scalar casts", "[kernels][table][formats]") {

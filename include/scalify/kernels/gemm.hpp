@@ -299,6 +299,11 @@ void b_packer_units(const b_packer& p, index p0, index p1, index u0, index u1, u
     pack(b, p.k, u0, u1, c0, c1 - c0, nr, out, ps);
     return;
   }
+  if (p.mk.pack == kernels::packing::f32 && b.rs == 1) {
+    // B's columns contiguous (op(B) = W^T): all the panels at once, as above.
+    const auto pack = kernels::operand_kernels_for<TB>(p.mk.path).pack_b_f32_cols;
+    if (pack != nullptr) return pack(b, p.k, u0, u1, c0, c1 - c0, nr, out, ps);
+  }
   for (index q = p0; q < p1; ++q) {
     uint32_t* panel = out + (q - p0) * ps;
     if (p.mk.pack == kernels::packing::f32) {

@@ -198,6 +198,58 @@ void pack_b_rows(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdi
   }
 }
 
+/// Units [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
+/// contiguous columns (b.rs == 1: op(B) is a row-major matrix transposed, as
+/// W^T in the backward pass's dx = dy W^T), unit u of panel p at dst + p * ps +
+/// (u - u0) * nr, as pack_b_rows. A column's units are contiguous, a panel's
+/// unit is a row: 8 columns x 8 units are widened (a vector per column),
+/// transposed in registers and stored as 8 units of 8 columns. The units past
+/// the last whole 8 and a partial panel's columns past the last whole 8 go one
+/// at a time, columns >= n are zero; nothing is read past unit u1 of a column.
+/// Same bits as pack_b_panel_units<packing::f32>, NaN payloads aside (widen8,
+/// as pack_a_panel_cols and pack_b_rows: a quiet NaN of the same sign).
+template <class T>
+void pack_b_cols(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdiff_t u0, std::ptrdiff_t u1,
+                 std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst, std::ptrdiff_t ps) {
+  (void)k_size;
+  const std::ptrdiff_t u8 = u0 + (u1 - u0) / 8 * 8, cs = b.cs;
+  for (std::ptrdiff_t p = 0; p * nr < n; ++p) {
+    const std::ptrdiff_t c0 = j0 + p * nr, cols = n - p * nr < nr ? n - p * nr : nr, cols8 = cols / 8 * 8;
+    uint32_t* panel = dst + p * ps;
+    for (std::ptrdiff_t u = u0; u < u8; u += 8) {
+      float* out = reinterpret_cast<float*>(panel + (u - u0) * nr);
+      for (std::ptrdiff_t j = 0; j < cols8; j += 8) {
+        const T* s = b.data + u + (c0 + j) * cs;  // unit u of column c0 + j (b.rs == 1)
+        const __m256 r0 = widen8(s), r1 = widen8(s + cs), r2 = widen8(s + 2 * cs), r3 = widen8(s + 3 * cs);
+        const __m256 r4 = widen8(s + 4 * cs), r5 = widen8(s + 5 * cs), r6 = widen8(s + 6 * cs);
+        const __m256 r7 = widen8(s + 7 * cs);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float* o = out + j;
+        _mm256_storeu_ps(o + 0 * nr, _mm256_permute2f128_ps(s0, s4, 0x20));  // unit u:     columns j .. j + 7
+        _mm256_storeu_ps(o + 1 * nr, _mm256_permute2f128_ps(s1, s5, 0x20));  // unit u + 1
+        _mm256_storeu_ps(o + 2 * nr, _mm256_permute2f128_ps(s2, s6, 0x20));  // unit u + 2
+        _mm256_storeu_ps(o + 3 * nr, _mm256_permute2f128_ps(s3, s7, 0x20));  // unit u + 3
+        _mm256_storeu_ps(o + 4 * nr, _mm256_permute2f128_ps(s0, s4, 0x31));  // unit u + 4
+        _mm256_storeu_ps(o + 5 * nr, _mm256_permute2f128_ps(s1, s5, 0x31));  // unit u + 5
+        _mm256_storeu_ps(o + 6 * nr, _mm256_permute2f128_ps(s2, s6, 0x31));  // unit u + 6
+        _mm256_storeu_ps(o + 7 * nr, _mm256_permute2f128_ps(s3, s7, 0x31));  // unit u + 7
+      }
+    }
+    for (std::ptrdiff_t u = u0; u < u1; ++u) {
+      uint32_t* out = panel + (u - u0) * nr;
+      for (std::ptrdiff_t j = u < u8 ? cols8 : 0; j < cols; ++j) out[j] = kernels::widen_f32_bits(b.at(u, c0 + j));
+      for (std::ptrdiff_t j = cols; j < nr; ++j) out[j] = 0u;
+    }
+  }
+}
+
 /// Fills an A panel (mr rows, ku units) row by row: units [0, ku8) eight at a
 /// time from units8(i, u) (a vector of units u .. u + 7 of row i), scattered
 /// into the panel; the rest one at a time from unit(i, u); rows >= `rows` zero.

@@ -18,6 +18,7 @@
 //   epilogue_f32    scalar         avx2                 avx2                 avx2
 //   pack_a, pack_b  scalar         avx2                 avx2                 avx2 (bf16 pairs)
 //   pack_a_f32_cols scalar         avx2                 avx2                 avx2
+//   pack_b_f32_cols scalar         avx2                 avx2                 avx2
 //   gemv_axpy       scalar         avx2                 avx512               avx512
 //   gemv_dot        scalar         avx2                 avx2                 avx2
 //
@@ -38,7 +39,7 @@
 #include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, kernels::avx2::epilogue_tile_f32
 #include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, kernels::*::gemv_block, gemv_dot_block
 #include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
-#include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows
+#include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows, pack_*_cols
 
 namespace scalify::kernels {
 
@@ -50,8 +51,8 @@ struct operand_kernels {
   using pack_a_fn = void (*)(const strided<T>& a, std::ptrdiff_t m, std::ptrdiff_t k, std::ptrdiff_t i0, int mr,
                              uint32_t* dst);
   /// Unit rows [u0, u1) of every panel of columns [j0, j0 + n) of a B with
-  /// contiguous rows (b.cs == 1), unit u of panel p at dst + p * ps + (u - u0)
-  /// * nr; nr a multiple of 8.
+  /// contiguous rows (b.cs == 1; pack_b_f32_cols: columns, b.rs == 1), unit u
+  /// of panel p at dst + p * ps + (u - u0) * nr; nr a multiple of 8.
   using pack_b_fn = void (*)(const strided<T>& b, std::ptrdiff_t k, std::ptrdiff_t u0, std::ptrdiff_t u1,
                              std::ptrdiff_t j0, std::ptrdiff_t n, int nr, uint32_t* dst, std::ptrdiff_t ps);
   /// acc (M x n, row stride ld) = A (float, M x k) * B(:, j0 .. j0 + n); M = index + 1.
@@ -65,6 +66,8 @@ struct operand_kernels {
   pack_a_fn pack_a_f32_cols = nullptr;
   pack_a_fn pack_a_bf16 = nullptr;  ///< packing::bf16x2 panels (T exact in bfloat16 only)
   pack_b_fn pack_b_f32 = nullptr;
+  /// packing::f32 panels of a B with contiguous columns (b.rs == 1: the backward pass's W^T)
+  pack_b_fn pack_b_f32_cols = nullptr;
   pack_b_fn pack_b_bf16 = nullptr;
   gemv_fn gemv_axpy[kGemvMaxRows] = {};    ///< B's rows contiguous (b.cs == 1): same bits as the GEMM
   gemv_dot_fn gemv_dot[kGemvMaxRows] = {};  ///< B's columns contiguous (b.rs == 1): dot products
@@ -92,6 +95,7 @@ constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
   t.pack_a_f32 = &kernels::avx2::pack_a_panel_rows<T>;
   t.pack_a_f32_cols = &kernels::avx2::pack_a_panel_cols<T>;
   t.pack_b_f32 = &kernels::avx2::pack_b_rows<T>;
+  t.pack_b_f32_cols = &kernels::avx2::pack_b_cols<T>;
   if constexpr (kExactInBf16<T>) {
     t.pack_a_bf16 = &kernels::avx2::pack_a_panel_rows_bf16<T>;
     t.pack_b_bf16 = &kernels::avx2::pack_b_rows_bf16<T>;
