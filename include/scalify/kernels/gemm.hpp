@@ -506,6 +506,14 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
             const index ib_end = std::min(ir_total, ib + ir_block);
             for (index jr = 0; jr < jr_count; ++jr) {
               const index col = j0 + jr * nr, cols = std::min<index>(nr, nj - jr * nr);
+              if (b_packed != nullptr && jr + 1 < jr_count) {
+                // A prepacked micro-panel is read from memory (or L3), not
+                // from L2 as a slab just packed: fetch the next one into L2
+                // while this one is used (128 x 4096 x 4096, 2 threads:
+                // e4m3fn and float32 prepacked +10 %).
+                const char* next = reinterpret_cast<const char*>(bs + (jr0 + jr + 1) * panel_stride);
+                for (index o = 0; o < kun * nr * 4; o += 64) __builtin_prefetch(next + o, 0, 2);
+              }
               for (index ir = ib; ir < ib_end; ++ir) {
                 const index row = i_begin + ir * mr, rows = std::min<index>(mr, i_end - row);
                 tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, bs + (jr0 + jr) * panel_stride,
