@@ -163,6 +163,27 @@ SCALIFY_ALWAYS_INLINE void with_widen8(bool nan, F&& f) {
   f(widen8_fn{});
 }
 
+/// The 8 x 8 transpose of r[0..7] (8 floats each): t[c] = (r[0][c], ...,
+/// r[7][c]). 24 shuffles; zero rows cost less (folded by the compiler).
+SCALIFY_ALWAYS_INLINE void transpose8x8(const __m256 (&r)[8], __m256 (&t)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  t[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  t[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  t[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  t[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  t[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  t[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  t[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  t[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
 /// Rows [u0, u1) of every B panel covering columns [j0, j0 + n) of a B with
 /// contiguous rows (b.cs == 1), row u of panel p at dst + p * ps + (u - u0) *
 /// nr (ps = k_size * nr for whole panels, less for a slab): the source is
@@ -220,26 +241,10 @@ void pack_b_cols(const kernels::strided<T>& b, std::ptrdiff_t k_size, std::ptrdi
       float* out = reinterpret_cast<float*>(panel + (u - u0) * nr);
       for (std::ptrdiff_t j = 0; j < cols8; j += 8) {
         const T* s = b.data + u + (c0 + j) * cs;  // unit u of column c0 + j (b.rs == 1)
-        const __m256 r0 = widen8(s), r1 = widen8(s + cs), r2 = widen8(s + 2 * cs), r3 = widen8(s + 3 * cs);
-        const __m256 r4 = widen8(s + 4 * cs), r5 = widen8(s + 5 * cs), r6 = widen8(s + 6 * cs);
-        const __m256 r7 = widen8(s + 7 * cs);
-        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        float* o = out + j;
-        _mm256_storeu_ps(o + 0 * nr, _mm256_permute2f128_ps(s0, s4, 0x20));  // unit u:     columns j .. j + 7
-        _mm256_storeu_ps(o + 1 * nr, _mm256_permute2f128_ps(s1, s5, 0x20));  // unit u + 1
-        _mm256_storeu_ps(o + 2 * nr, _mm256_permute2f128_ps(s2, s6, 0x20));  // unit u + 2
-        _mm256_storeu_ps(o + 3 * nr, _mm256_permute2f128_ps(s3, s7, 0x20));  // unit u + 3
-        _mm256_storeu_ps(o + 4 * nr, _mm256_permute2f128_ps(s0, s4, 0x31));  // unit u + 4
-        _mm256_storeu_ps(o + 5 * nr, _mm256_permute2f128_ps(s1, s5, 0x31));  // unit u + 5
-        _mm256_storeu_ps(o + 6 * nr, _mm256_permute2f128_ps(s2, s6, 0x31));  // unit u + 6
-        _mm256_storeu_ps(o + 7 * nr, _mm256_permute2f128_ps(s3, s7, 0x31));  // unit u + 7
+        __m256 r[8], t[8];
+        for (int q = 0; q < 8; ++q) r[q] = widen8(s + q * cs);  // units u .. u + 7 of column c0 + j + q
+        transpose8x8(r, t);
+        for (int q = 0; q < 8; ++q) _mm256_storeu_ps(out + j + q * nr, t[q]);  // unit u + q: columns j .. j + 7
       }
     }
     for (std::ptrdiff_t u = u0; u < u1; ++u) {
@@ -291,26 +296,15 @@ void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std:
     const __m256 z = _mm256_setzero_ps();
     with_widen8<T>(nan, [&](auto widen8) {
       for (std::ptrdiff_t u = 0; u < k8; u += 8) {
-        const __m256 r0 = widen8(r[0] + u), r1 = widen8(r[1] + u), r2 = widen8(r[2] + u);
-        const __m256 r3 = widen8(r[3] + u), r4 = widen8(r[4] + u), r5 = widen8(r[5] + u);
-        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
-        const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        __m256 rows8[8] = {widen8(r[0] + u), widen8(r[1] + u), widen8(r[2] + u), widen8(r[3] + u),
+                           widen8(r[4] + u), widen8(r[5] + u), z, z};
+        __m256 t[8];
+        transpose8x8(rows8, t);  // t[q]: k = u + q, rows 0..5 and 2 zeros
         float* o = out + u * 6;
-        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(s0, s4, 0x20));   // k = u:     rows 0..5 (+ 2 zeros)
-        _mm256_storeu_ps(o + 6, _mm256_permute2f128_ps(s1, s5, 0x20));   // k = u + 1
-        _mm256_storeu_ps(o + 12, _mm256_permute2f128_ps(s2, s6, 0x20));  // k = u + 2
-        _mm256_storeu_ps(o + 18, _mm256_permute2f128_ps(s3, s7, 0x20));  // k = u + 3
-        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(s0, s4, 0x31));  // k = u + 4
-        _mm256_storeu_ps(o + 30, _mm256_permute2f128_ps(s1, s5, 0x31));  // k = u + 5
-        _mm256_storeu_ps(o + 36, _mm256_permute2f128_ps(s2, s6, 0x31));  // k = u + 6
-        const __m256 last = _mm256_permute2f128_ps(s3, s7, 0x31);        // k = u + 7
-        _mm_storeu_ps(o + 42, _mm256_castps256_ps128(last));
-        _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(last, 1));
+        // In order: each store's 2 zeros are overwritten by the next; the last stores its 6 only.
+        for (int q = 0; q < 7; ++q) _mm256_storeu_ps(o + 6 * q, t[q]);
+        _mm_storeu_ps(o + 42, _mm256_castps256_ps128(t[7]));
+        _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(t[7], 1));
       }
     });
     for (std::ptrdiff_t i = 0; i < 6; ++i) {
