@@ -264,6 +264,23 @@ TEST_CASE("optimizers check their arguments", "[nn][optim]") {
   CHECK_THROWS_AS(nn::sgd({{"w", &w, nullptr}}, {}), std::invalid_argument);
 }
 
+TEST_CASE("sgd rejects a momentum buffer restored with another shape, changing nothing", "[nn][optim][errors]") {
+  for (const auto& f : {kFormats[0], kFormats[1]}) {  // plain float32 (updated in place), scaled float16
+    SECTION(f.name) {
+      nn::Tensor w(random_matrix(4, 3, 5, 0.1).cast<float>(), 1.0f), g(random_matrix(4, 3, 6, 0.1).cast<float>(), 1.0f);
+      nn::sgd opt({{"w", &w, &g}}, {.lr = 0.1f, .momentum = 0.9f}, f.cfg);
+      REQUIRE(opt.step());
+      const nn::Matrix before = w.data();
+      opt.state_tensors().at(0).buffer->restore(nn::Tensor(nn::Matrix::Ones(3, 4), 1.0f));
+      CHECK_THROWS_WITH(opt.step(), Catch::Contains("momentum of parameter 'w' is (3 x 4)") &&
+                                        Catch::Contains("parameter is (4 x 3)"));
+      CHECK(opt.step_count() == 1);
+      CHECK(w.data() == before);
+      CHECK_THROWS_AS(opt.step(), scalify::shape_error);
+    }
+  }
+}
+
 TEST_CASE("optimizers reject a state format outside the dtype enum", "[nn][optim][errors]") {
   nn::Tensor w(nn::Matrix::Constant(2, 2, 0.5f), 1.0f), g(nn::Matrix::Zero(2, 2), 1.0f);
   const std::vector<nn::param_ref> params = {{"w", &w, &g}};

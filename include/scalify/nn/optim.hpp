@@ -571,6 +571,7 @@ class sgd : public detail::optimizer_base {
   /// One update of the parameters' values from their grad tensors. Returns
   /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
   bool step() {
+    check_velocity_shapes();
     if (!begin_step("scalify::nn::sgd::step", cfg_.on_nonfinite)) return false;
     for (size_t i = 0; i < params_.size(); ++i) {
       const Tensor& wt = *params_[i].value;
@@ -620,6 +621,21 @@ class sgd : public detail::optimizer_base {
   std::vector<state_ref> state_tensors() { return named(velocity_, "momentum", cfg_.momentum != 0.0f && t_ > 0); }
 
  private:
+  /// Throws shape_error, before anything changes, if a momentum buffer the
+  /// next step reads has another shape than its parameter (restore() takes
+  /// any tensor).
+  void check_velocity_shapes() const {
+    if (cfg_.momentum == 0.0f || t_ < 1) return;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const scaled_buffer& v = velocity_[i];
+      if (v.empty() || params_[i].value == nullptr) continue;
+      SCALIFY_CHECK(v.rows() == params_[i].value->rows() && v.cols() == params_[i].value->cols(), shape_error,
+                    "scalify::nn::sgd::step: the momentum of parameter '" + params_[i].name + "' is " +
+                        scalify::detail::shape_string(v.rows(), v.cols()) + " but the parameter is " +
+                        scalify::detail::shape_string(*params_[i].value));
+    }
+  }
+
   sgd_config cfg_;
   std::vector<scaled_buffer> velocity_;
   std::vector<float> scratch_;  // the new momentum before its store, when not updated in place
