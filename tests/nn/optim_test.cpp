@@ -264,19 +264,26 @@ TEST_CASE("optimizers check their arguments", "[nn][optim]") {
   CHECK_THROWS_AS(nn::sgd({{"w", &w, nullptr}}, {}), std::invalid_argument);
 }
 
-TEST_CASE("sgd rejects a momentum buffer restored with another shape, changing nothing", "[nn][optim][errors]") {
-  for (const auto& f : {kFormats[0], kFormats[1]}) {  // plain float32 (updated in place), scaled float16
-    SECTION(f.name) {
-      nn::Tensor w(random_matrix(4, 3, 5, 0.1).cast<float>(), 1.0f), g(random_matrix(4, 3, 6, 0.1).cast<float>(), 1.0f);
-      nn::sgd opt({{"w", &w, &g}}, {.lr = 0.1f, .momentum = 0.9f}, f.cfg);
-      REQUIRE(opt.step());
-      const nn::Matrix before = w.data();
-      opt.state_tensors().at(0).buffer->restore(nn::Tensor(nn::Matrix::Ones(3, 4), 1.0f));
-      CHECK_THROWS_WITH(opt.step(), Catch::Contains("momentum of parameter 'w' is (3 x 4)") &&
-                                        Catch::Contains("parameter is (4 x 3)"));
-      CHECK(opt.step_count() == 1);
-      CHECK(w.data() == before);
-      CHECK_THROWS_AS(opt.step(), scalify::shape_error);
+TEST_CASE("optimizers reject a state tensor restored with another shape, changing nothing", "[nn][optim][errors]") {
+  for (const auto& f : {kFormats[0], kFormats[1]}) {  // plain float32 (sgd: updated in place), scaled float16
+    for (int which = 0; which < 3; ++which) {  // sgd's momentum, adamw's m, adamw's r
+      DYNAMIC_SECTION(f.name << ", state tensor " << which) {
+        nn::Tensor w(random_matrix(4, 3, 5, 0.1).cast<float>(), 1.0f);
+        nn::Tensor g(random_matrix(4, 3, 6, 0.1).cast<float>(), 1.0f);
+        nn::sgd sgd({{"w", &w, &g}}, {.lr = 0.1f, .momentum = 0.9f}, f.cfg);
+        nn::adamw adamw({{"w", &w, &g}}, {.lr = 0.1f}, f.cfg);
+        const auto step = [&] { return which == 0 ? sgd.step() : adamw.step(); };
+        REQUIRE(step());
+        const nn::Matrix before = w.data();
+        auto states = which == 0 ? sgd.state_tensors() : adamw.state_tensors();
+        states.at(static_cast<size_t>(which == 0 ? 0 : which - 1)).buffer->restore(nn::Tensor(nn::Matrix::Ones(3, 4), 1.0f));
+        const char* what = which == 0 ? "momentum" : which == 1 ? "first moment" : "second moment's root";
+        CHECK_THROWS_WITH(step(), Catch::Contains(std::string(what) + " of parameter 'w' is (3 x 4)") &&
+                                      Catch::Contains("parameter is (4 x 3)"));
+        CHECK((which == 0 ? sgd.step_count() : adamw.step_count()) == 1);
+        CHECK(w.data() == before);
+        CHECK_THROWS_AS(step(), scalify::shape_error);
+      }
     }
   }
 }

@@ -445,6 +445,19 @@ class optimizer_base {
                [&]<class T>() { round_rows<T>(w, 1.0f / scale, o, nullptr, param.data().data()); });
     param.set_scale(scale);
   }
+  /// Throws shape_error, before a step changes anything, if a stored state
+  /// tensor in `buffers` (one per parameter, `what` in the message) has
+  /// another shape than its parameter: restore() takes any tensor.
+  void check_state_shapes(const char* where, const std::vector<scaled_buffer>& buffers, const char* what) const {
+    for (size_t i = 0; i < buffers.size() && i < params_.size(); ++i) {
+      const scaled_buffer& b = buffers[i];
+      if (b.empty() || params_[i].value == nullptr) continue;
+      SCALIFY_CHECK(b.rows() == params_[i].value->rows() && b.cols() == params_[i].value->cols(), shape_error,
+                    std::string(where) + ": the " + what + " of parameter '" + params_[i].name + "' is " +
+                        scalify::detail::shape_string(b.rows(), b.cols()) + " but the parameter is " +
+                        scalify::detail::shape_string(*params_[i].value));
+    }
+  }
   /// state_refs "<parameter>.<suffix>" of `buffers` (one per parameter).
   std::vector<state_ref> named(std::vector<scaled_buffer>& buffers, const char* suffix, bool required) {
     std::vector<state_ref> out;
@@ -571,7 +584,7 @@ class sgd : public detail::optimizer_base {
   /// One update of the parameters' values from their grad tensors. Returns
   /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
   bool step() {
-    check_velocity_shapes();
+    if (cfg_.momentum != 0.0f) check_state_shapes("scalify::nn::sgd::step", velocity_, "momentum");
     if (!begin_step("scalify::nn::sgd::step", cfg_.on_nonfinite)) return false;
     for (size_t i = 0; i < params_.size(); ++i) {
       const Tensor& wt = *params_[i].value;
@@ -621,21 +634,6 @@ class sgd : public detail::optimizer_base {
   std::vector<state_ref> state_tensors() { return named(velocity_, "momentum", cfg_.momentum != 0.0f && t_ > 0); }
 
  private:
-  /// Throws shape_error, before anything changes, if a momentum buffer the
-  /// next step reads has another shape than its parameter (restore() takes
-  /// any tensor).
-  void check_velocity_shapes() const {
-    if (cfg_.momentum == 0.0f || t_ < 1) return;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const scaled_buffer& v = velocity_[i];
-      if (v.empty() || params_[i].value == nullptr) continue;
-      SCALIFY_CHECK(v.rows() == params_[i].value->rows() && v.cols() == params_[i].value->cols(), shape_error,
-                    "scalify::nn::sgd::step: the momentum of parameter '" + params_[i].name + "' is " +
-                        scalify::detail::shape_string(v.rows(), v.cols()) + " but the parameter is " +
-                        scalify::detail::shape_string(*params_[i].value));
-    }
-  }
-
   sgd_config cfg_;
   std::vector<scaled_buffer> velocity_;
   std::vector<float> scratch_;  // the new momentum before its store, when not updated in place
@@ -672,6 +670,8 @@ class adamw : public detail::optimizer_base {
   }
   /// One update (see sgd::step); t in the bias corrections counts applied steps only.
   bool step() {
+    check_state_shapes("scalify::nn::adamw::step", m_, "first moment");
+    check_state_shapes("scalify::nn::adamw::step", r_, "second moment's root");
     if (!begin_step("scalify::nn::adamw::step", cfg_.on_nonfinite)) return false;
     const float bc1 = 1.0f - std::pow(cfg_.beta1, static_cast<float>(t_));
     const float bc2 = 1.0f - std::pow(cfg_.beta2, static_cast<float>(t_));
