@@ -2,9 +2,12 @@
 // (formats/eigen_packet.hpp): bit-exact against the scalar casts for all 256
 // codes, for random and special floats (every tie and overflow threshold), for
 // every float (exhaustive pass), at sizes and offsets that are not multiples of
-// the packet, in 1-D and 2-D (both storage orders) and fixed-size shapes; an
-// expression mixing three float8 arrays; and the other Eigen paths that now
-// read float8 packets (copies, reverse, constants, small products).
+// the packet, in 1-D and 2-D (both storage orders) and fixed-size shapes; the
+// NaN screening of e4m3fn operands, with NaN codes planted around its window
+// boundaries, in Eigen and in scalify's own evaluation of stored results (1
+// and 2 threads, in place); an expression mixing three float8 arrays; and the
+// other Eigen paths that now read float8 packets (copies, reverse, constants,
+// small products).
 //
 // This file is compiled with -mavx2 -mfma -mf16c (tests/CMakeLists.txt), since
 // Eigen's vectorization is chosen at compile time; each test checks the CPU
@@ -23,10 +26,13 @@
 #include <cstdint>  // std::uint8_t, std::uint32_t
 #include <random>   // std::mt19937
 #include <string>   // std::string
+#include <utility>  // std::pair
 #include <vector>   // std::vector
 
-#include "scalify/formats/eigen.hpp"   // NumTraits, eigen_packet.hpp
-#include "scalify/formats/float8.hpp"  // float8_e4m3fn, float8_e5m2
+#include "scalify/core/config_scope.hpp"  // config_scope (threads)
+#include "scalify/formats/eigen.hpp"      // NumTraits, eigen_packet.hpp
+#include "scalify/formats/float8.hpp"     // float8_e4m3fn, float8_e5m2
+#include "scalify/ops/elementwise.hpp"    // operator*, operator+ on ScaledArray
 #include "support/bulk_checks.hpp"     // mixed_inputs, report
 #include "support/exhaustive.hpp"      // run_on_every_float, float_check, stopwatch, hex
 #include "support/narrow_types.hpp"    // ref_format
@@ -204,6 +210,140 @@ TEMPLATE_TEST_CASE("eigen packets: widening in 2-D, blocks and fixed sizes",
   check_widened("fixed 8", f8, Eigen::Array<float, 8, 1>(f8.template cast<float>()));
   check_widened("fixed 16", f16, Eigen::Array<float, 16, 1>(f16.template cast<float>()));
   check_widened("fixed 12", f12, Eigen::Array<float, 12, 1>(f12.template cast<float>()));
+}
+
+TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen exactly",
+          "[formats][eigen][packet]") {
+  SKIP_WITHOUT_AVX2();
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+  using scalify::detail::eigen_packet::screen_scope;
+  // Inside a screen_scope (as scalify's own evaluations run), contiguous
+  // e4m3fn codes read by linear index are screened for NaN codes a window of
+  // 512 at a time, up to the scope's end; windows without one take the decode
+  // that has no NaN step. Every finite code, in a scrambled order, then one
+  // NaN planted at each position around window and packet boundaries
+  // (relative to the start of the data that is read): windows with the NaN
+  // must decode it, the others must still decode exactly.
+  const Eigen::Index n = 1601;
+  ArrayX<float8_e4m3fn> finite(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const auto code = static_cast<std::uint8_t>((i * 0x9E37u) >> 3);
+    finite(i) = float8_e4m3fn::from_bits((code | 0x80) == 0xFF ? 0x42 : code);
+  }
+  const auto widened = [](const auto& x, Eigen::Index end) {
+    const screen_scope scope(end);
+    return Eigen::ArrayXf(x.template cast<float>());
+  };
+  check_widened("no NaN", finite, widened(finite, n));
+  for (const Eigen::Index at : {0,   1,   7,    8,    9,    503,  504,  511,  512,  513,
+                                519, 520, 1023, 1024, 1535, 1536, 1592, 1593, 1599, 1600}) {
+    for (const std::uint8_t nan : {std::uint8_t{0x7F}, std::uint8_t{0xFF}}) {
+      ArrayX<float8_e4m3fn> x = finite;
+      x(at) = float8_e4m3fn::from_bits(nan);
+      const std::string where = "NaN " + scalify_test::hex(nan, 2) + " at " + std::to_string(at);
+      check_widened(where, x, widened(x, n));
+      // The scope ending before the NaN: packets past its end decode exactly.
+      check_widened(where + ", scope to 700", x, widened(x, 700));
+      check_widened(where + ", scope to 8", x, widened(x, 8));
+      // A segment starting elsewhere: its windows start at its own first code,
+      // and a NaN just outside it changes nothing inside.
+      for (const Eigen::Index offset : {1, 5, 8, 500}) {
+        const auto part = x.segment(offset, n - offset - 3);
+        check_widened(where + ", segment from " + std::to_string(offset), part, widened(part, n));
+      }
+      // In an expression, and in 2-D (rows of 41 codes, row-major).
+      Eigen::ArrayXf sum;
+      {
+        const screen_scope scope(n);
+        sum = x.cast<float>() * 2.0f + finite.cast<float>();
+      }
+      int failures = 0;
+      for (Eigen::Index i = 0; i < n; ++i) {
+        const float expected = static_cast<float>(x(i)) * 2.0f + static_cast<float>(finite(i));
+        const bool ok =
+            std::isnan(expected) ? std::isnan(sum(i)) : float_bits(sum(i)) == float_bits(expected);
+        if (!ok && ++failures <= 8) FAIL_CHECK(where << ", expression at " << i);
+      }
+      CHECK(failures == 0);
+      const Eigen::Map<const RowMajorX<float8_e4m3fn>> r(x.data(), 39, 41);
+      const screen_scope scope(n);
+      check_widened(where + ", row-major", r, RowMajorX<float>(r.cast<float>()));
+    }
+  }
+#else
+  WARN("formats/eigen_packet.hpp is inactive in this build: no NaN screening to test");
+#endif
+}
+
+TEST_CASE("eigen packets: scaled expressions over e4m3fn storage match the same over float storage",
+          "[formats][eigen][packet][threads]") {
+  SKIP_WITHOUT_AVX2();
+  // Storing `x * y + w` evaluates it through core/scaled_array.hpp's
+  // evaluate_linear (chunks of rows, threads, NaN screening of the e4m3fn
+  // operands). The same expression over float storage holding the same
+  // values (widened one by one with the scalar cast) never decodes a code, and
+  // its arithmetic is the same: the stored bits must agree, NaN for NaN.
+  using scalify::ScaledMatrix;
+  for (const auto& [rows, cols] : {std::pair<Eigen::Index, Eigen::Index>{300, 70}, {1100, 130}}) {
+    std::mt19937 rng(static_cast<unsigned>(rows));
+    const auto codes = [&](bool with_nan) {
+      ScaledMatrix<float8_e4m3fn>::data_type d(rows, cols);
+      for (Eigen::Index i = 0; i < d.size(); ++i) {
+        auto c = static_cast<std::uint8_t>(rng());
+        if ((c | 0x80) == 0xFF) c = 0x31;
+        d(i) = float8_e4m3fn::from_bits(c);
+      }
+      if (with_nan) {  // around chunk (8190 or 8060 codes), window and thread boundaries
+        for (const Eigen::Index at :
+             {Eigen::Index{3}, Eigen::Index{8189}, Eigen::Index{8190}, Eigen::Index{8191},
+              d.size() / 2, d.size() / 2 + 1, d.size() - 1}) {
+          d(at) = float8_e4m3fn::from_bits(at % 2 ? 0xFF : 0x7F);
+        }
+      }
+      return d;
+    };
+    const auto widened = [](const ScaledMatrix<float8_e4m3fn>& a) {
+      ScaledMatrix<float>::data_type d(a.rows(), a.cols());
+      for (Eigen::Index i = 0; i < d.size(); ++i) d(i) = static_cast<float>(a.data()(i));
+      return ScaledMatrix<float>(d, a.scale());
+    };
+    for (const bool with_nan : {false, true}) {
+      const ScaledMatrix<float8_e4m3fn> x(codes(with_nan), 0.5f), y(codes(false), 4.0f),
+          w(codes(with_nan), 1.0f);
+      const ScaledMatrix<float> xf = widened(x), yf = widened(y), wf = widened(w);
+      for (const int threads : {1, 2}) {
+        scalify::scalify_config config = scalify::current_config();
+        config.threads = threads;
+        const scalify::config_scope scope(config);
+        const ScaledMatrix<float8_e4m3fn> expected = xf * yf + wf;
+        const ScaledMatrix<float> expected_f = xf * yf + wf;
+        const ScaledMatrix<float8_e4m3fn> z = x * y + w;
+        const ScaledMatrix<float> z_f = x * y + w;
+        ScaledMatrix<float8_e4m3fn> in_place = x;
+        in_place = in_place * y + w;  // in place: each thread reads what it overwrites
+        REQUIRE(z.scale() == expected.scale());
+        REQUIRE(in_place.scale() == expected.scale());
+        REQUIRE(z_f.scale() == expected_f.scale());
+        int failures = 0;
+        for (Eigen::Index i = 0; i < z.size(); ++i) {
+          const auto e = expected.data()(i), a = z.data()(i), p = in_place.data()(i);
+          const float ef = expected_f.data()(i), af = z_f.data()(i);
+          const bool ok = scalify::isnan(e)
+                              ? scalify::isnan(a) && scalify::isnan(p) && std::isnan(af)
+                              : a.bits() == e.bits() && p.bits() == e.bits() &&
+                                    float_bits(af) == float_bits(ef);
+          if (!ok && ++failures <= 8) {
+            FAIL_CHECK(rows << "x" << cols << (with_nan ? " with NaN" : "") << ", " << threads
+                            << " threads, element " << i << ": expected "
+                            << scalify_test::hex(e.bits(), 2) << " / " << ef << ", actual "
+                            << scalify_test::hex(a.bits(), 2) << " / " << af << ", in place "
+                            << scalify_test::hex(p.bits(), 2));
+          }
+        }
+        CHECK(failures == 0);
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------

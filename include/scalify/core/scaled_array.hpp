@@ -237,6 +237,36 @@ template <class T>
 concept bulk_storable = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
                         std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>;
 
+/// True when Eigen evaluates the float-valued expression V by linear index
+/// (coefficient i of its storage order), a packet at a time.
+template <class V>
+concept linear_packet_access =
+    std::is_same_v<std::remove_cv_t<typename V::Scalar>, float> &&
+    (static_cast<int>(Eigen::internal::evaluator<V>::Flags) & Eigen::LinearAccessBit) != 0 &&
+    (static_cast<int>(Eigen::internal::evaluator<V>::Flags) & Eigen::PacketAccessBit) != 0;
+
+/// out[i] = coefficient `first + i` of `values` in its storage order, for
+/// i < n, a packet at a time: Eigen's linear traversal, written out with the
+/// evaluator a local, whose pointers and constants then stay in registers
+/// (Eigen's own loop reaches its evaluator through a reference and reloads
+/// them after every packet store, which may alias anything). float8_e4m3fn
+/// operands are screened for NaN codes ahead of the packets, up to the last
+/// coefficient read (formats/eigen_packet.hpp).
+template <class Values>
+void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, float* out) {
+  using Packet = typename Eigen::internal::packet_traits<float>::type;
+  constexpr Eigen::Index kSize = Eigen::internal::packet_traits<float>::size;
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+  const eigen_packet::screen_scope screen(first + n);
+#endif
+  const Eigen::internal::evaluator<Values> source(values);
+  Eigen::Index i = 0;
+  for (; i + kSize <= n; i += kSize) {
+    Eigen::internal::pstoreu(out + i, source.template packet<Eigen::Unaligned, Packet>(first + i));
+  }
+  for (; i < n; ++i) out[i] = source.coeff(first + i);
+}
+
 /// Evaluates rows (by_rows) or columns [begin, end) of the float-valued
 /// expression `values` into the same rows/columns of `dst`, rounding once into
 /// its scalar type with `options`. Narrow outputs are evaluated `step`
@@ -281,6 +311,18 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     }
     std::vector<float> buffer(static_cast<size_t>(std::min(step, end - begin) * inner));
     convert_options o = options;
+    if constexpr (linear_packet_access<Values>) {
+      if (static_cast<bool>(Values::IsRowMajor) == by_rows) {
+        for (Eigen::Index b = begin; b < end; b += step) {
+          const Eigen::Index count = std::min(step, end - b);
+          evaluate_linear(values, b * inner, count * inner, buffer.data());
+          o.offset = options.offset + static_cast<uint64_t>(b * inner);
+          const size_t n = static_cast<size_t>(count * inner);
+          convert(std::span<const float>(buffer.data(), n), std::span<T>(dst.data() + b * inner, n), o);
+        }
+        return;
+      }
+    }
     for (Eigen::Index b = begin; b < end; b += step) {
       const Eigen::Index count = std::min(step, end - b);
       const size_t n = static_cast<size_t>(count * inner);
