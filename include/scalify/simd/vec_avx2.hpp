@@ -45,6 +45,16 @@ SCALIFY_ALWAYS_INLINE void store_u8(uint8_t* p, u32x a) {
   const __m128i w = _mm_packus_epi32(lo, hi);
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
+/// Stores the low 8 bits of each lane of a, b, c and d (lanes < 2^8), in
+/// that order: two in-lane packs to bytes, then one permute puts the 4-byte
+/// groups in order.
+SCALIFY_ALWAYS_INLINE void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
+  const __m256i bytes =
+      _mm256_packus_epi16(_mm256_packus_epi32(a.v, b.v), _mm256_packus_epi32(c.v, d.v));
+  _mm256_storeu_si256(
+      reinterpret_cast<__m256i*>(p),
+      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
 
 /// The kLanes float16 at p widened to float32 bits (vcvtph2ps: exact; a NaN
 /// is quieted and keeps its payload).

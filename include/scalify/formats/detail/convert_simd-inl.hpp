@@ -92,8 +92,8 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
     }
     return i;
   }
-  for (; i + kLanes <= n; i += kLanes) {
-    const u32x u = load_u32(src + i);
+  const auto encode = [&](const float* p) __attribute__((always_inline)) {
+    const u32x u = load_u32(p);
     const u32x a = and_not(u, k_sign);
     const u32x odd = shift_right<kShift>(a) & k_one;
     u32x code = shift_right<kShift>(a + k_half_minus_one + odd) - k_rebias;
@@ -107,11 +107,21 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
       const u32x finite = gt_i32(k_inf, a);
       code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
     }
-    code = code | shift_right<32 - S.bits>(u & k_sign);
+    return code | shift_right<32 - S.bits>(u & k_sign);
+  };
+  if constexpr (S.bits == 8) {
+    // Four vectors of codes packed into bytes together: a quarter of the
+    // shuffles of four store_u8.
+    for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+      store4_u8(out + i, encode(src + i), encode(src + i + kLanes), encode(src + i + 2 * kLanes),
+                encode(src + i + 3 * kLanes));
+    }
+  }
+  for (; i + kLanes <= n; i += kLanes) {
     if constexpr (S.bits == 8) {
-      store_u8(out + i, code);
+      store_u8(out + i, encode(src + i));
     } else {
-      store_u16(out + i, code);
+      store_u16(out + i, encode(src + i));
     }
   }
   return i;
