@@ -74,6 +74,9 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
   const u32x k_clamp = set1(saturate ? S.max_code : S.max_code + 1);
   static_assert(!S.has_inf || S.inf_code == S.max_code + 1, "inf follows the largest finite code");
   static_assert(S.has_inf || S.nan_code == S.max_code + 1, "without inf, NaN follows the largest finite code");
+  static_assert(S.has_inf || (S.nan_code & (S.nan_code + 1)) == 0,
+                "without inf, the NaN code is all ones");
+  const u32x k_max_finite = set1(0x7F7F'FFFFu);  // the largest finite float's bits
 
   std::size_t i = 0;
   if constexpr (S.bits == 16 && kB == 15) {
@@ -92,37 +95,50 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
     }
     return i;
   }
-  const auto encode = [&](const float* p) __attribute__((always_inline)) {
-    const u32x u = load_u32(p);
-    const u32x a = and_not(u, k_sign);
-    const u32x odd = shift_right<kShift>(a) & k_one;
-    u32x code = shift_right<kShift>(a + k_half_minus_one + odd) - k_rebias;
-    if constexpr (kB < 127) {
-      const u32x subnormal = gt_i32(k_min_normal, a);  // a < 2^31: signed compares
-      code = select(subnormal, float_add_bits(a, kMagic) - k_magic_bits, code);
-    }
-    code = min(code, k_clamp);  // inputs with a >= inf land above max_code too
-    if (saturate || S.has_inf) {
-      // Non-finite inputs: inf -> inf (NaN without inf), NaN -> NaN.
-      const u32x finite = gt_i32(k_inf, a);
-      code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
-    }
-    return code | shift_right<32 - S.bits>(u & k_sign);
-  };
-  if constexpr (S.bits == 8) {
-    // Four vectors of codes packed into bytes together: a quarter of the
-    // shuffles of four store_u8.
-    for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
-      store4_u8(out + i, encode(src + i), encode(src + i + kLanes), encode(src + i + 2 * kLanes),
-                encode(src + i + 3 * kLanes));
-    }
-  }
-  for (; i + kLanes <= n; i += kLanes) {
+  // One loop per value of `saturate` (a constant inside): a run-time test in
+  // the unrolled body costs registers, and the constants then reload.
+  const auto run = [&](auto saturating) __attribute__((always_inline)) {
+    const auto encode = [&](const float* p) __attribute__((always_inline)) {
+      const u32x u = load_u32(p);
+      const u32x a = and_not(u, k_sign);
+      const u32x odd = shift_right<kShift>(a) & k_one;
+      u32x code = shift_right<kShift>(a + k_half_minus_one + odd) - k_rebias;
+      if constexpr (kB < 127) {
+        const u32x subnormal = gt_i32(k_min_normal, a);  // a < 2^31: signed compares
+        code = select(subnormal, float_add_bits(a, kMagic) - k_magic_bits, code);
+      }
+      code = min(code, k_clamp);  // inputs with a >= inf land above max_code too
+      if constexpr (S.has_inf) {
+        // Non-finite inputs: inf -> inf, NaN -> NaN.
+        const u32x finite = gt_i32(k_inf, a);
+        code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
+      } else if constexpr (decltype(saturating)::value) {
+        // Non-finite inputs give the NaN code, whose magnitude bits are all
+        // ones and above every clamped code: or-ing it in is the select.
+        code = code | (gt_i32(a, k_max_finite) & k_nan_out);
+      }
+      return code | shift_right<32 - S.bits>(u & k_sign);
+    };
     if constexpr (S.bits == 8) {
-      store_u8(out + i, encode(src + i));
-    } else {
-      store_u16(out + i, encode(src + i));
+      // Four vectors of codes packed into bytes together: a quarter of the
+      // shuffles of four store_u8.
+      for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+        store4_u8(out + i, encode(src + i), encode(src + i + kLanes), encode(src + i + 2 * kLanes),
+                  encode(src + i + 3 * kLanes));
+      }
     }
+    for (; i + kLanes <= n; i += kLanes) {
+      if constexpr (S.bits == 8) {
+        store_u8(out + i, encode(src + i));
+      } else {
+        store_u16(out + i, encode(src + i));
+      }
+    }
+  };
+  if (saturate) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
   }
   return i;
 }
