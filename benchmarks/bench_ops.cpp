@@ -23,9 +23,9 @@
 // time (the scaled runs may use several threads). The machine may be shared:
 // compare ratios, and rerun when other work was running.
 //
-// The float8 <-> float casts vectorize inside Eigen only when Eigen does (the
-// benchmarks are built with -march=native, see benchmarks/CMakeLists.txt and
-// formats/eigen_packet.hpp); `packet_casts` says whether they were built.
+// The float8 <-> float casts vectorize inside Eigen only when Eigen does (this
+// benchmark is built with -mavx2 -mfma -mf16c, see benchmarks/CMakeLists.txt
+// and formats/eigen_packet.hpp); `packet_casts` says whether they were built.
 //
 //   build/benchmarks/bench_ops --benchmark_filter=FusedXYplusW
 #include <benchmark/benchmark.h>
