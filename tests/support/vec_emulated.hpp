@@ -72,6 +72,12 @@ inline void store_u16(uint16_t* p, u32x a) {
 inline void store_u8(uint8_t* p, u32x a) {
   for (std::size_t i = 0; i < kLanes; ++i) p[i] = static_cast<uint8_t>(a.v[i]);
 }
+inline void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
+  store_u8(p, a);
+  store_u8(p + kLanes, b);
+  store_u8(p + 2 * kLanes, c);
+  store_u8(p + 3 * kLanes, d);
+}
 #define SCALIFY_EMU_BINARY(op)                                          \
   inline u32x operator op(u32x a, u32x b) {                             \
     return map([&](std::size_t i) { return uint32_t(a.v[i] op b.v[i]); }); \
