@@ -310,22 +310,14 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
       }
     }
     std::vector<float> buffer(static_cast<size_t>(std::min(step, end - begin) * inner));
-    convert_options o = options;
-    if constexpr (linear_packet_access<Values>) {
-      if (static_cast<bool>(Values::IsRowMajor) == by_rows) {
-        for (Eigen::Index b = begin; b < end; b += step) {
-          const Eigen::Index count = std::min(step, end - b);
+    // Rows or columns [b, b + count) of values into the buffer, in dst's order.
+    const auto fill = [&](Eigen::Index b, Eigen::Index count) {
+      if constexpr (linear_packet_access<Values>) {
+        if (static_cast<bool>(Values::IsRowMajor) == by_rows) {
           evaluate_linear(values, b * inner, count * inner, buffer.data());
-          o.offset = options.offset + static_cast<uint64_t>(b * inner);
-          const size_t n = static_cast<size_t>(count * inner);
-          convert(std::span<const float>(buffer.data(), n), std::span<T>(dst.data() + b * inner, n), o);
+          return;
         }
-        return;
       }
-    }
-    for (Eigen::Index b = begin; b < end; b += step) {
-      const Eigen::Index count = std::min(step, end - b);
-      const size_t n = static_cast<size_t>(count * inner);
       if (by_rows) {
         Eigen::Map<Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> chunk(buffer.data(), count,
                                                                                                values.cols());
@@ -335,6 +327,12 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
                                                                                                values.rows(), count);
         chunk = values.middleCols(b, count).template cast<float>();
       }
+    };
+    convert_options o = options;
+    for (Eigen::Index b = begin; b < end; b += step) {
+      const Eigen::Index count = std::min(step, end - b);
+      const size_t n = static_cast<size_t>(count * inner);
+      fill(b, count);
       o.offset = options.offset + static_cast<uint64_t>(b * inner);
       convert(std::span<const float>(buffer.data(), n), std::span<T>(dst.data() + b * inner, n), o);
     }
