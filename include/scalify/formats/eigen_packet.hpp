@@ -79,6 +79,8 @@
 #include <cstdint>      // uint8_t
 #include <type_traits>  // std::conditional_t, std::is_same_v
 
+#include "scalify/simd/e4m3fn_avx2.hpp"  // any_e4m3fn_nan, e4m3fn8_to_f32_no_nan
+
 namespace scalify::detail::eigen_packet {
 
 using Eigen::Index;
@@ -105,19 +107,15 @@ EIGEN_STRONG_INLINE __m128i pack_low_bytes(__m256i codes) {
 // Widening. Both formats are subsets of IEEE binary16 once rescaled, so F16C
 // (vcvtph2ps) does the work; only NaN codes need care.
 
-/// float8_e4m3fn -> float, exactly (decode_float_bits of formats/detail/codec.hpp).
-///  1. fp16 bits: each code sign-extended to a 16-bit lane (vpmovsxbw, which
-///     takes the 8 bytes straight from memory when the packet was just
-///     loaded), shifted left by 7 and masked:
-///        s..s s eeee mmm  ->  s s eeee mmm 0000000  ->  s 0eeee mmm0000000   (& 0xBF80)
-///     That fp16 is the e4m3fn value times 2^-8 (fp16 bias 15 = 7 + 8), and
-///     e4m3fn subnormals land on fp16 subnormals with the same mantissa.
-///  2. NaN codes (s.1111.111) became +-1.875 (0x3F80 with the sign). Before
-///     the mask they are the only lanes with y | 0xC000 == 0xFF80; xor-ing
-///     0x4180 into them gives 0x7E00 with the sign, the fp16 canonical NaN.
-///  3. vcvtph2ps, then * 2^8: both exact; the NaN becomes 0x7FC00000 with the
-///     code's sign. Integer operations and one multiply (no blend): 9 uops
-///     with the two of vcvtph2ps and the load.
+/// float8_e4m3fn -> float, exactly (decode_float_bits of formats/detail/codec.hpp):
+/// simd::avx2::e4m3fn8_to_f32_no_nan's decode (sign-extend, shift left by 7,
+/// mask with 0xBF80: the float16 of value * 2^-8; vcvtph2ps and * 2^8) with a
+/// NaN step between the mask and vcvtph2ps. NaN codes (s.1111.111) would
+/// become +-1.875 (0x3F80 with the sign); before the mask they are the only
+/// lanes with y | 0xC000 == 0xFF80, and xor-ing 0x4180 into them gives 0x7E00
+/// with the sign, the float16 canonical NaN, which widens to 0x7FC00000 with
+/// the code's sign. Integer operations and one multiply (no blend): 9 uops
+/// with the two of vcvtph2ps and the load, against 6 without the NaN step.
 EIGEN_STRONG_INLINE __m256 decode_e4m3fn(__m128i codes) {
   const __m128i y = _mm_slli_epi16(_mm_cvtepi8_epi16(codes), 7);
   const __m128i h0 = _mm_and_si128(y, _mm_set1_epi16(static_cast<short>(0xBF80)));
@@ -125,29 +123,6 @@ EIGEN_STRONG_INLINE __m256 decode_e4m3fn(__m128i codes) {
                                       _mm_set1_epi16(static_cast<short>(0xFF80)));
   const __m128i h = _mm_xor_si128(h0, _mm_and_si128(nan, _mm_set1_epi16(0x4180)));
   return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
-}
-
-/// decode_e4m3fn for codes known not to be NaN: steps 1 and 3 only (6 uops).
-EIGEN_STRONG_INLINE __m256 decode_e4m3fn_no_nan(__m128i codes) {
-  const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(codes), 7),
-                                  _mm_set1_epi16(static_cast<short>(0xBF80)));
-  return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
-}
-
-/// True when one of the n float8_e4m3fn codes at p is a NaN (s.1111.111,
-/// the codes with code | 0x80 == 0xFF).
-inline bool any_nan_e4m3fn(const uint8_t* p, Index n) {
-  __m256i hit = _mm256_setzero_si256();
-  Index i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
-    hit = _mm256_or_si256(
-        hit, _mm256_cmpeq_epi8(_mm256_or_si256(v, _mm256_set1_epi8(static_cast<char>(0x80))),
-                               _mm256_set1_epi8(static_cast<char>(0xFF))));
-  }
-  bool found = !_mm256_testz_si256(hit, hit);
-  for (; i < n; ++i) found |= (p[i] | 0x80) == 0xFF;
-  return found;
 }
 
 /// How far NaN screening may read ahead (see scalify_cast_evaluator): the
@@ -531,7 +506,7 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
   /// linear index, inside a screen_scope: the codes are screened for NaN
   /// codes a window at a time (from the packet asked for, at most kWindow
   /// codes, never past screen_end), and packets in a window without one
-  /// decode with decode_e4m3fn_no_nan (4 uops less per 8 codes, the same
+  /// decode with simd::avx2::e4m3fn8_to_f32_no_nan (4 uops less per 8 codes, the same
   /// bits). Other operands (strided, computed, e5m2, or outside a scope)
   /// decode every packet exactly.
   static constexpr bool kScreened = std::is_same_v<From, scalify::float8_e4m3fn> &&
@@ -545,11 +520,11 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
       window_end_ = std::min(end_, index + kWindow);
       // A packet past screen_end (an evaluation nested in another, with other
       // indices) is decoded exactly.
-      window_nan_ = index + 8 > window_end_ || scalify::detail::eigen_packet::any_nan_e4m3fn(
-                                                   codes_ + index, window_end_ - index);
+      window_nan_ = index + 8 > window_end_ ||
+                    scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end_ - index);
     }
     if (!window_nan_) {
-      return scalify::detail::eigen_packet::decode_e4m3fn_no_nan(
+      return scalify::simd::avx2::e4m3fn8_to_f32_no_nan(
           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
     }
     return pcast<FromPacket, Packet8f>(arg_.template packet<Unaligned, FromPacket>(index));

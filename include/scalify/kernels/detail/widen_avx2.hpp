@@ -25,6 +25,7 @@
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+#include "scalify/simd/e4m3fn_avx2.hpp"  // any_e4m3fn_nan, e4m3fn8_to_f32_no_nan
 #include "scalify/simd/f32_avx2.hpp"     // f32x
 
 #if SCALIFY_HAVE_X86_SIMD
@@ -108,12 +109,6 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
 // (nan_screen), then computes a block that had a NaN code again with widen16
 // (NaN kept); the packers check a row's run first (has_nan_code).
 
-/// The running maximum of (code | 0x80) over 32 codes at p.
-SCALIFY_ALWAYS_INLINE __m256i nan_code_max32(__m256i m, const float8_e4m3fn* p) {
-  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
-}
-
 /// A running check for the e4m3fn NaN code over the codes widened by
 /// widen_pair_no_nan / widen_quad_no_nan (which update it from the registers
 /// they load): `hit()` after a block tells whether it had one.
@@ -142,13 +137,7 @@ inline constexpr int kNoNanMaxRows = 3;
 template <class T>
 SCALIFY_ALWAYS_INLINE bool has_nan_code(const T* p, std::ptrdiff_t n) {
   if constexpr (std::is_same_v<T, float8_e4m3fn>) {
-    const std::ptrdiff_t n32 = n / 32 * 32;
-    __m256i m = _mm256_setzero_si256();
-    for (std::ptrdiff_t j = 0; j < n32; j += 32) m = nan_code_max32(m, p + j);
-    if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0) return true;
-    for (std::ptrdiff_t j = n32; j < n; ++j) {
-      if ((p[j].bits() & 0x7F) == 0x7F) return true;
-    }
+    return any_e4m3fn_nan(reinterpret_cast<const uint8_t*>(p), n);
   }
   (void)p;
   (void)n;
@@ -219,9 +208,7 @@ SCALIFY_ALWAYS_INLINE void widen_pair_no_nan(const T* p, f32x& lo, f32x& hi, nan
 template <class T>
 SCALIFY_ALWAYS_INLINE __m256 widen8_no_nan(const T* p) {
   if constexpr (std::is_same_v<T, float8_e4m3fn>) {
-    const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    const __m128i h = e4m3fn_halves(_mm_unpacklo_epi8(_mm_setzero_si128(), x));
-    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+    return e4m3fn8_to_f32_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   } else {
     return widen8(p);
   }

@@ -1,0 +1,66 @@
+// scalify: float8_e4m3fn codes in AVX2 + F16C registers, without the NaN
+// step, for the decoders that check a block of codes for the NaN code first:
+// the GEMM packers (kernels/pack.hpp, through kernels/detail/widen_avx2.hpp)
+// and the Eigen packet casts (formats/eigen_packet.hpp).
+//
+//   any_e4m3fn_nan(p, n)        whether one of the n codes at p is NaN
+//   e4m3fn8_to_f32_no_nan(c)    8 codes (the low 64 bits of c), none NaN -> float32, exactly
+//
+// The functions ask only for AVX2 and F16C (not the FMA and BMI2 of
+// SCALIFY_TARGET_AVX2), so that code compiled with -mavx2 -mf16c, as Eigen's
+// packet math is, may inline them as well as scalify's own AVX2 regions.
+#ifndef SCALIFY_SIMD_E4M3FN_AVX2_HPP_
+#define SCALIFY_SIMD_E4M3FN_AVX2_HPP_
+
+#include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD, SCALIFY_ALWAYS_INLINE
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // AVX2, F16C
+
+#include <cstddef>  // ptrdiff_t
+#include <cstdint>  // uint8_t
+
+#define SCALIFY_TARGET_AVX2_F16C __attribute__((target("avx2,f16c")))
+
+namespace scalify::simd::avx2 {
+
+/// Whether one of the n float8_e4m3fn codes at p is NaN. A code is NaN iff
+/// its 7 magnitude bits are all set (s.1111.111): code | 0x80 is then 0xFF,
+/// the largest byte, so the unsigned byte maximum of (code | 0x80) over the
+/// codes is 0xFF iff one is NaN (2 operations per 32 codes).
+inline SCALIFY_TARGET_AVX2_F16C bool any_e4m3fn_nan(const uint8_t* p, std::ptrdiff_t n) {
+  const __m256i high = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i m = _mm256_setzero_si256();
+  std::ptrdiff_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m = _mm256_max_epu8(
+        m, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), high));
+  }
+  if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0) return true;
+  for (; i < n; ++i) {
+    if ((p[i] | 0x80) == 0xFF) return true;
+  }
+  return false;
+}
+
+/// The 8 float8_e4m3fn codes in the low 64 bits of `codes`, none of them
+/// NaN, widened exactly to float32. Each code is sign-extended to a 16-bit
+/// lane (vpmovsxbw, which takes the 8 bytes straight from memory when they
+/// were just loaded), shifted left by 7 and masked:
+///    s..s s eeee mmm  ->  s s eeee mmm 0000000  ->  s 0eeee mmm0000000   (& 0xBF80)
+/// That float16 is the e4m3fn value times 2^-8 (float16 bias 15 = 7 + 8), and
+/// e4m3fn subnormals land on float16 subnormals with the same mantissa;
+/// vcvtph2ps and * 2^8 are exact. A NaN code would give +-1.875 * 2^8.
+/// 6 uops with the two of vcvtph2ps and the load.
+SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 e4m3fn8_to_f32_no_nan(__m128i codes) {
+  const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(codes), 7),
+                                  _mm_set1_epi16(static_cast<short>(0xBF80)));
+  return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+}
+
+}  // namespace scalify::simd::avx2
+
+#undef SCALIFY_TARGET_AVX2_F16C
+
+#endif  // SCALIFY_HAVE_X86_SIMD
+#endif  // SCALIFY_SIMD_E4M3FN_AVX2_HPP_
