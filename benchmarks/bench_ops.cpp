@@ -156,6 +156,7 @@ void register_all() {
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f16", bm_scalify<float8_e4m3fn, float16>);
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f32", bm_scalify<float8_e4m3fn, float>);
   add("BM_FusedXYplusW/scalify_e5m2", bm_scalify<float8_e5m2, float8_e5m2>);
+  add("BM_FusedXYplusW/scalify_e5m2_to_f32", bm_scalify<float8_e5m2, float>);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include <cstdint>  // std::uint8_t, std::uint32_t
 #include <random>   // std::mt19937
 #include <string>   // std::string
+#include <type_traits>  // std::is_same_v
 #include <utility>  // std::pair
 #include <vector>   // std::vector
 
@@ -212,24 +213,33 @@ TEMPLATE_TEST_CASE("eigen packets: widening in 2-D, blocks and fixed sizes",
   check_widened("fixed 12", f12, Eigen::Array<float, 12, 1>(f12.template cast<float>()));
 }
 
-TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen exactly",
-          "[formats][eigen][packet]") {
+TEMPLATE_TEST_CASE("eigen packets: codes screened for NaN a window at a time widen exactly",
+                   "[formats][eigen][packet]", float8_e4m3fn, float8_e5m2) {
   SKIP_WITHOUT_AVX2();
 #if SCALIFY_EIGEN_PACKET_FLOAT8
   using scalify::detail::eigen_packet::screen_scope;
   // Inside a screen_scope (as scalify's own evaluations run), contiguous
   // e4m3fn codes read by linear index are screened for NaN codes a window of
   // 512 at a time, up to the scope's end; windows without one take the decode
-  // that has no NaN step. Every finite code, in a scrambled order, then one
-  // NaN planted at each position around window and packet boundaries
-  // (relative to the start of the data that is read): windows with the NaN
-  // must decode it, the others must still decode exactly.
+  // that has no NaN step (e5m2 is not screened: the same checks hold it to its
+  // exact decode inside a scope). Every code that is not NaN (e5m2's
+  // infinities included), in a scrambled order, then each NaN code planted at
+  // each position around window and packet boundaries (relative to the start
+  // of the data that is read): windows with the NaN must decode it, the
+  // others must still decode exactly.
+  using T = TestType;
   const Eigen::Index n = 1601;
-  ArrayX<float8_e4m3fn> finite(n);
+  ArrayX<T> finite(n);
   for (Eigen::Index i = 0; i < n; ++i) {
-    const auto code = static_cast<std::uint8_t>((i * 0x9E37u) >> 3);
-    finite(i) = float8_e4m3fn::from_bits((code | 0x80) == 0xFF ? 0x42 : code);
+    const auto code = static_cast<std::uint8_t>(i < 256 ? i : (i * 0x9E37u) >> 3);
+    finite(i) = T::from_bits(scalify::isnan(T::from_bits(code)) ? 0x42 : code);
   }
+  std::vector<std::uint8_t> nans;
+  for (int code = 0; code < 256; ++code) {
+    if (scalify::isnan(T::from_bits(static_cast<std::uint8_t>(code))))
+      nans.push_back(static_cast<std::uint8_t>(code));
+  }
+  REQUIRE(nans.size() == (std::is_same_v<T, float8_e4m3fn> ? 2u : 6u));
   const auto widened = [](const auto& x, Eigen::Index end) {
     const screen_scope scope(end);
     return Eigen::ArrayXf(x.template cast<float>());
@@ -237,9 +247,9 @@ TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen
   check_widened("no NaN", finite, widened(finite, n));
   for (const Eigen::Index at : {0,   1,   7,    8,    9,    503,  504,  511,  512,  513,
                                 519, 520, 1023, 1024, 1535, 1536, 1592, 1593, 1599, 1600}) {
-    for (const std::uint8_t nan : {std::uint8_t{0x7F}, std::uint8_t{0xFF}}) {
-      ArrayX<float8_e4m3fn> x = finite;
-      x(at) = float8_e4m3fn::from_bits(nan);
+    for (const std::uint8_t nan : nans) {
+      ArrayX<T> x = finite;
+      x(at) = T::from_bits(nan);
       const std::string where = "NaN " + scalify_test::hex(nan, 2) + " at " + std::to_string(at);
       check_widened(where, x, widened(x, n));
       // The scope ending before the NaN: packets past its end decode exactly.
@@ -255,7 +265,7 @@ TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen
       Eigen::ArrayXf sum;
       {
         const screen_scope scope(n);
-        sum = x.cast<float>() * 2.0f + finite.cast<float>();
+        sum = x.template cast<float>() * 2.0f + finite.template cast<float>();
       }
       int failures = 0;
       for (Eigen::Index i = 0; i < n; ++i) {
@@ -265,9 +275,9 @@ TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen
         if (!ok && ++failures <= 8) FAIL_CHECK(where << ", expression at " << i);
       }
       CHECK(failures == 0);
-      const Eigen::Map<const RowMajorX<float8_e4m3fn>> r(x.data(), 39, 41);
+      const Eigen::Map<const RowMajorX<T>> r(x.data(), 39, 41);
       const screen_scope scope(n);
-      check_widened(where + ", row-major", r, RowMajorX<float>(r.cast<float>()));
+      check_widened(where + ", row-major", r, RowMajorX<float>(r.template cast<float>()));
     }
   }
 #else
@@ -275,69 +285,85 @@ TEST_CASE("eigen packets: e4m3fn codes screened for NaN a window at a time widen
 #endif
 }
 
-TEST_CASE("eigen packets: scaled expressions over e4m3fn storage match the same over float storage",
-          "[formats][eigen][packet][threads]") {
+TEMPLATE_TEST_CASE(
+    "eigen packets: scaled expressions over float8 storage match the same over float storage",
+    "[formats][eigen][packet][threads]", float8_e4m3fn, float8_e5m2) {
   SKIP_WITHOUT_AVX2();
   // Storing `x * y + w` evaluates it through core/scaled_array.hpp's
-  // evaluate_linear (chunks of rows, threads, NaN screening of the e4m3fn
-  // operands). The same expression over float storage holding the same
-  // values (widened one by one with the scalar cast) never decodes a code, and
-  // its arithmetic is the same: the stored bits must agree, NaN for NaN.
+  // evaluate_linear (chunks of rows, or straight into float storage; threads,
+  // NaN screening of the float8 operands). The same expression over float
+  // storage holding the same values (widened one by one with the scalar cast)
+  // never decodes a code, and its arithmetic is the same: the stored bits must
+  // agree, NaN for NaN. The float results are also checked against the same
+  // expression stored as double, which Eigen's own assignment loop evaluates
+  // (in float, then widened exactly).
   using scalify::ScaledMatrix;
-  for (const auto& [rows, cols] : {std::pair<Eigen::Index, Eigen::Index>{300, 70}, {1100, 130}}) {
+  using T = TestType;
+  for (const auto& [rows, cols] :
+       {std::pair<Eigen::Index, Eigen::Index>{301, 70}, {1100, 130}, {40001, 1}}) {
     std::mt19937 rng(static_cast<unsigned>(rows));
     const auto codes = [&](bool with_nan) {
-      ScaledMatrix<float8_e4m3fn>::data_type d(rows, cols);
+      typename ScaledMatrix<T>::data_type d(rows, cols);
       for (Eigen::Index i = 0; i < d.size(); ++i) {
         auto c = static_cast<std::uint8_t>(rng());
-        if ((c | 0x80) == 0xFF) c = 0x31;
-        d(i) = float8_e4m3fn::from_bits(c);
+        if (scalify::isnan(T::from_bits(c))) c = 0x31;
+        d(i) = T::from_bits(c);
       }
       if (with_nan) {  // around chunk (8190 or 8060 codes), window and thread boundaries
         for (const Eigen::Index at :
              {Eigen::Index{3}, Eigen::Index{8189}, Eigen::Index{8190}, Eigen::Index{8191},
               d.size() / 2, d.size() / 2 + 1, d.size() - 1}) {
-          d(at) = float8_e4m3fn::from_bits(at % 2 ? 0xFF : 0x7F);
+          d(at) = T::from_bits(at % 2 ? 0xFF : std::is_same_v<T, float8_e5m2> ? 0x7D : 0x7F);
         }
       }
       return d;
     };
-    const auto widened = [](const ScaledMatrix<float8_e4m3fn>& a) {
+    const auto widened = [](const ScaledMatrix<T>& a) {
       ScaledMatrix<float>::data_type d(a.rows(), a.cols());
       for (Eigen::Index i = 0; i < d.size(); ++i) d(i) = static_cast<float>(a.data()(i));
       return ScaledMatrix<float>(d, a.scale());
     };
     for (const bool with_nan : {false, true}) {
-      const ScaledMatrix<float8_e4m3fn> x(codes(with_nan), 0.5f), y(codes(false), 4.0f),
+      const ScaledMatrix<T> x(codes(with_nan), 0.5f), y(codes(false), 4.0f),
           w(codes(with_nan), 1.0f);
       const ScaledMatrix<float> xf = widened(x), yf = widened(y), wf = widened(w);
       for (const int threads : {1, 2}) {
         scalify::scalify_config config = scalify::current_config();
         config.threads = threads;
         const scalify::config_scope scope(config);
-        const ScaledMatrix<float8_e4m3fn> expected = xf * yf + wf;
+        const ScaledMatrix<T> expected = xf * yf + wf;
         const ScaledMatrix<float> expected_f = xf * yf + wf;
-        const ScaledMatrix<float8_e4m3fn> z = x * y + w;
+        const ScaledMatrix<double> expected_d = xf * yf + wf;
+        const ScaledMatrix<T> z = x * y + w;
         const ScaledMatrix<float> z_f = x * y + w;
-        ScaledMatrix<float8_e4m3fn> in_place = x;
+        ScaledMatrix<T> in_place = x;
         in_place = in_place * y + w;  // in place: each thread reads what it overwrites
+        ScaledMatrix<float> in_place_f = xf;
+        in_place_f = in_place_f * y + w;
         REQUIRE(z.scale() == expected.scale());
         REQUIRE(in_place.scale() == expected.scale());
         REQUIRE(z_f.scale() == expected_f.scale());
+        REQUIRE(expected_d.scale() == expected_f.scale());
+        REQUIRE(in_place_f.scale() == expected_f.scale());
         int failures = 0;
         for (Eigen::Index i = 0; i < z.size(); ++i) {
           const auto e = expected.data()(i), a = z.data()(i), p = in_place.data()(i);
-          const float ef = expected_f.data()(i), af = z_f.data()(i);
+          const float ed = static_cast<float>(expected_d.data()(i)), ef = expected_f.data()(i),
+                      af = z_f.data()(i), pf = in_place_f.data()(i);
           const bool ok = scalify::isnan(e)
-                              ? scalify::isnan(a) && scalify::isnan(p) && std::isnan(af)
+                              ? scalify::isnan(a) && scalify::isnan(p) && std::isnan(af) &&
+                                    std::isnan(ef) && std::isnan(ed) && std::isnan(pf)
                               : a.bits() == e.bits() && p.bits() == e.bits() &&
-                                    float_bits(af) == float_bits(ef);
+                                    float_bits(af) == float_bits(ed) &&
+                                    float_bits(ef) == float_bits(ed) &&
+                                    float_bits(pf) == float_bits(ed);
           if (!ok && ++failures <= 8) {
             FAIL_CHECK(rows << "x" << cols << (with_nan ? " with NaN" : "") << ", " << threads
                             << " threads, element " << i << ": expected "
-                            << scalify_test::hex(e.bits(), 2) << " / " << ef << ", actual "
-                            << scalify_test::hex(a.bits(), 2) << " / " << af << ", in place "
-                            << scalify_test::hex(p.bits(), 2));
+                            << scalify_test::hex(e.bits(), 2) << " / " << ed << ", actual "
+                            << scalify_test::hex(a.bits(), 2) << " / " << af
+                            << " (over float: " << ef << "), in place "
+                            << scalify_test::hex(p.bits(), 2) << " / " << pf);
           }
         }
         CHECK(failures == 0);

@@ -277,6 +277,19 @@ template <class Out, class Values>
 void evaluate_range(Out& dst, const Values& values, const convert_options& options, bool by_rows,
                     Eigen::Index begin, Eigen::Index end, Eigen::Index step) {
   using T = typename Out::Scalar;
+  const Eigen::Index inner = by_rows ? values.cols() : values.rows();
+  // Whether values' linear index runs through the range in dst's order, rows
+  // (by_rows) or columns [begin, end) one after the other.
+  const auto linear_in_order = [&] {
+    return static_cast<bool>(Values::IsRowMajor) == by_rows || values.rows() == 1 ||
+           values.cols() == 1;
+  };
+  if constexpr (std::is_same_v<T, float> && linear_packet_access<Values>) {
+    if (linear_in_order()) {  // straight into dst, whose linear index is the same
+      evaluate_linear(values, begin * inner, (end - begin) * inner, dst.data() + begin * inner);
+      return;
+    }
+  }
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || !bulk_storable<T>) {
     const auto store = [&](auto target, auto source) {
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
@@ -293,7 +306,6 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     }
     (void)step;
   } else {
-    const Eigen::Index inner = by_rows ? values.cols() : values.rows();
     // Plain float storage laid out as dst (a matrix, map or array): the bulk
     // cast reads it in place, one call for the whole range (the same bytes:
     // the copy below is exact and the offsets are the elements' positions).
@@ -313,7 +325,7 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     // Rows or columns [b, b + count) of values into the buffer, in dst's order.
     const auto fill = [&](Eigen::Index b, Eigen::Index count) {
       if constexpr (linear_packet_access<Values>) {
-        if (static_cast<bool>(Values::IsRowMajor) == by_rows) {
+        if (linear_in_order()) {
           evaluate_linear(values, b * inner, count * inner, buffer.data());
           return;
         }

@@ -22,11 +22,11 @@
 #include <cstdint>      // uint16_t
 #include <type_traits>  // std::is_same_v
 
-#include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
-#include "scalify/formats/float16.hpp"  // float16, bfloat16
-#include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
-#include "scalify/simd/e4m3fn_avx2.hpp"  // any_e4m3fn_nan, e4m3fn8_to_f32_no_nan
+#include "scalify/config.hpp"            // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX2
+#include "scalify/formats/float16.hpp"   // float16, bfloat16
+#include "scalify/formats/float8.hpp"    // float8_e4m3fn, float8_e5m2
 #include "scalify/simd/f32_avx2.hpp"     // f32x
+#include "scalify/simd/float8_avx2.hpp"  // any_e4m3fn_nan, widen8_e4m3fn_no_nan, widen8_e5m2
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, F16C
@@ -48,8 +48,7 @@ SCALIFY_ALWAYS_INLINE __m256 widen8(const T* p) {
   } else if constexpr (std::is_same_v<T, float16>) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   } else if constexpr (std::is_same_v<T, float8_e5m2>) {
-    const __m128i x = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_cvtph_ps(_mm_slli_epi16(x, 8));  // e5m2 is the upper byte of a float16
+    return widen8_e5m2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   } else {
     // e4m3fn s.eeee.mmm sign-extended to 16 bits, shifted left by 7 and masked
     // with 0xBF80: float16 s.0eeee.mmm0000000 = value * 2^-8 (subnormals too),
@@ -208,7 +207,7 @@ SCALIFY_ALWAYS_INLINE void widen_pair_no_nan(const T* p, f32x& lo, f32x& hi, nan
 template <class T>
 SCALIFY_ALWAYS_INLINE __m256 widen8_no_nan(const T* p) {
   if constexpr (std::is_same_v<T, float8_e4m3fn>) {
-    return e4m3fn8_to_f32_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return widen8_e4m3fn_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   } else {
     return widen8(p);
   }

@@ -1,16 +1,18 @@
-// scalify: float8_e4m3fn codes in AVX2 + F16C registers, without the NaN
-// step, for the decoders that check a block of codes for the NaN code first:
+// scalify: float8 codes widened in AVX2 + F16C registers, written once for
 // the GEMM packers (kernels/pack.hpp, through kernels/detail/widen_avx2.hpp)
-// and the Eigen packet casts (formats/eigen_packet.hpp).
+// and the Eigen packet casts (formats/eigen_packet.hpp). Both check blocks of
+// e4m3fn codes for the NaN code first, and decode blocks without one with
+// no NaN step.
 //
-//   any_e4m3fn_nan(p, n)        whether one of the n codes at p is NaN
-//   e4m3fn8_to_f32_no_nan(c)    8 codes (the low 64 bits of c), none NaN -> float32, exactly
+//   any_e4m3fn_nan(p, n)       whether one of the n e4m3fn codes at p is NaN
+//   widen8_e4m3fn_no_nan(c)    8 e4m3fn codes (the low 64 bits of c), none NaN -> float32
+//   widen8_e5m2(c)             8 e5m2 codes -> float32 (NaN codes keep their payload)
 //
 // The functions ask only for AVX2 and F16C (not the FMA and BMI2 of
 // SCALIFY_TARGET_AVX2), so that code compiled with -mavx2 -mf16c, as Eigen's
 // packet math is, may inline them as well as scalify's own AVX2 regions.
-#ifndef SCALIFY_SIMD_E4M3FN_AVX2_HPP_
-#define SCALIFY_SIMD_E4M3FN_AVX2_HPP_
+#ifndef SCALIFY_SIMD_FLOAT8_AVX2_HPP_
+#define SCALIFY_SIMD_FLOAT8_AVX2_HPP_
 
 #include "scalify/config.hpp"  // SCALIFY_HAVE_X86_SIMD, SCALIFY_ALWAYS_INLINE
 
@@ -52,10 +54,19 @@ inline SCALIFY_TARGET_AVX2_F16C bool any_e4m3fn_nan(const uint8_t* p, std::ptrdi
 /// e4m3fn subnormals land on float16 subnormals with the same mantissa;
 /// vcvtph2ps and * 2^8 are exact. A NaN code would give +-1.875 * 2^8.
 /// 6 uops with the two of vcvtph2ps and the load.
-SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 e4m3fn8_to_f32_no_nan(__m128i codes) {
+SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 widen8_e4m3fn_no_nan(__m128i codes) {
   const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(codes), 7),
                                   _mm_set1_epi16(static_cast<short>(0xBF80)));
   return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+}
+
+/// The 8 float8_e5m2 codes in the low 64 bits of `codes`, widened exactly to
+/// float32: an e5m2 code is the upper byte of a float16, so a zero byte below
+/// each (one unpack) and vcvtph2ps do it, subnormals and infinities included.
+/// A NaN code gives a quiet NaN that keeps the code's payload (0x7FC00000 or
+/// 0x7FE00000 with the sign). 4 uops with the load.
+SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 widen8_e5m2(__m128i codes) {
+  return _mm256_cvtph_ps(_mm_unpacklo_epi8(_mm_setzero_si128(), codes));
 }
 
 }  // namespace scalify::simd::avx2
@@ -63,4 +74,4 @@ SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 e4m3fn8_to_f32_no_nan(__m1
 #undef SCALIFY_TARGET_AVX2_F16C
 
 #endif  // SCALIFY_HAVE_X86_SIMD
-#endif  // SCALIFY_SIMD_E4M3FN_AVX2_HPP_
+#endif  // SCALIFY_SIMD_FLOAT8_AVX2_HPP_
