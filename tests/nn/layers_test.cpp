@@ -10,6 +10,7 @@
 //      the operand formats for the float8 matmuls.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -17,6 +18,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "scalify/nn/activations.hpp"
@@ -168,6 +170,42 @@ TEST_CASE("activations: reference backward matches finite differences", "[nn][ac
   nn::gelu_backward_ref<double>(dx, r, x);
   CHECK(fd_error([&](const MatD& xx) { MatD y; nn::gelu_forward_ref<double>(y, xx); return y.cwiseProduct(r).sum(); }, x,
                  dx) < 1e-7);
+}
+
+TEST_CASE("activations: relu_backward passes dy's bits where x > 0 and +0 elsewhere, NaN and -0 included",
+          "[nn][activations]") {
+  // relu_backward is a vectorized Eigen expression (packets of 4, 8 or 16 and
+  // a scalar tail). Its definition, element by element: dx = dy if x > 0 (a
+  // NaN x is not), else +0, on dy's scale. Odd shapes put special values in
+  // packets and in tails.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float denorm = std::numeric_limits<float>::denorm_min();
+  const float xs_special[] = {nan, -nan, 0.0f, -0.0f, denorm, -denorm, inf, -inf, 1.0f, -1.0f, 3e38f, -3e-38f};
+  const float dys_special[] = {nan, -nan, inf, -inf, 0.0f, -0.0f, denorm, -2.5f, 7.0f, -denorm, 1e-30f};
+  std::mt19937 rng(17);
+  for (const auto& [rows, cols] : {std::pair<Eigen::Index, Eigen::Index>{37, 23}, {1, 5}, {64, 16}}) {
+    nn::Matrix x(rows, cols), dy(rows, cols);
+    for (Eigen::Index i = 0; i < x.size(); ++i) {
+      x.data()[i] = xs_special[rng() % std::size(xs_special)];
+      dy.data()[i] = dys_special[rng() % std::size(dys_special)];
+    }
+    const nn::Tensor xt(x, 0.5f), dyt(dy, 0.25f);
+    nn::Tensor dx;
+    nn::relu_backward(dx, dyt, xt);
+    REQUIRE(dx.rows() == rows);
+    REQUIRE(dx.cols() == cols);
+    CHECK(dx.scale() == 0.25f);
+    int failures = 0;
+    for (Eigen::Index i = 0; i < x.size(); ++i) {
+      const float expected = x.data()[i] > 0.0f ? dy.data()[i] : 0.0f;
+      const float actual = dx.data().data()[i];
+      if (std::bit_cast<std::uint32_t>(expected) != std::bit_cast<std::uint32_t>(actual) && ++failures <= 8) {
+        FAIL_CHECK(rows << "x" << cols << " element " << i << ": x " << x.data()[i] << ", dy " << dy.data()[i]
+                        << ", expected " << expected << ", got " << actual);
+      }
+    }
+    CHECK(failures == 0);
+  }
 }
 
 TEST_CASE("activations: scaled layers match the reference", "[nn][activations]") {
