@@ -278,19 +278,19 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
                     Eigen::Index begin, Eigen::Index end, Eigen::Index step) {
   using T = typename Out::Scalar;
   const Eigen::Index inner = by_rows ? values.cols() : values.rows();
-  // Whether values' linear index runs through the range in dst's order, rows
-  // (by_rows) or columns [begin, end) one after the other.
-  const auto linear_in_order = [&] {
-    return static_cast<bool>(Values::IsRowMajor) == by_rows || values.rows() == 1 ||
-           values.cols() == 1;
-  };
-  if constexpr (std::is_same_v<T, float> && linear_packet_access<Values>) {
-    if (linear_in_order()) {  // straight into dst, whose linear index is the same
-      evaluate_linear(values, begin * inner, (end - begin) * inner, dst.data() + begin * inner);
-      return;
-    }
-  }
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || !bulk_storable<T>) {
+  // With the same storage order as dst, values' linear index runs through the
+  // range in dst's order: evaluate_in_place splits along dst's outer
+  // dimension (rows or columns [begin, end), one after the other), and a
+  // vector's linear index is its one index. Then only evaluate_linear is
+  // instantiated, not Eigen's assignment loop as well.
+  constexpr bool kLinear = linear_packet_access<Values> &&
+                           static_cast<bool>(Values::IsRowMajor) == static_cast<bool>(Out::IsRowMajor);
+  if constexpr (std::is_same_v<T, float> && kLinear) {
+    // Straight into dst, whose linear index is the same.
+    evaluate_linear(values, begin * inner, (end - begin) * inner, dst.data() + begin * inner);
+    (void)options;
+    (void)step;
+  } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || !bulk_storable<T>) {
     const auto store = [&](auto target, auto source) {
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
         target = source.template cast<T>().matrix();
@@ -324,13 +324,9 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     std::vector<float> buffer(static_cast<size_t>(std::min(step, end - begin) * inner));
     // Rows or columns [b, b + count) of values into the buffer, in dst's order.
     const auto fill = [&](Eigen::Index b, Eigen::Index count) {
-      if constexpr (linear_packet_access<Values>) {
-        if (linear_in_order()) {
-          evaluate_linear(values, b * inner, count * inner, buffer.data());
-          return;
-        }
-      }
-      if (by_rows) {
+      if constexpr (kLinear) {
+        evaluate_linear(values, b * inner, count * inner, buffer.data());
+      } else if (by_rows) {
         Eigen::Map<Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> chunk(buffer.data(), count,
                                                                                                values.cols());
         chunk = values.middleRows(b, count).template cast<float>();
