@@ -508,9 +508,9 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
   /// codes, never past screen_end), and packets in a window without one
   /// decode with simd::avx2::widen8_e4m3fn_no_nan (4 uops less per 8 codes,
   /// the same bits). Other operands (strided, computed, or outside a scope)
-  /// decode every packet exactly. e5m2 is not screened: its NaN step costs 3
-  /// uops on ports that the loop does not saturate, and screening it measured
-  /// no faster in cache and 5-10 % slower from memory (bench_ops, Zen 4).
+  /// decode every packet exactly. e5m2 is not screened: skipping its 3-uop
+  /// NaN step that way measured no faster in cache and 5-10 % slower from
+  /// memory (bench_ops, Zen 4).
   static constexpr bool kScreened = std::is_same_v<From, scalify::float8_e4m3fn> &&
                                     (int(traits<ArgType>::Flags) & DirectAccessBit) != 0 &&
                                     (int(ArgEvaluator::Flags) & LinearAccessBit) != 0;
