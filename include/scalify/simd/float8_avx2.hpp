@@ -1,9 +1,10 @@
 // scalify: float8 codes widened in AVX2 + F16C registers, written once for
-// the GEMM packers (kernels/pack.hpp, through kernels/detail/widen_avx2.hpp)
-// and the Eigen packet casts (formats/eigen_packet.hpp). Both check blocks of
-// e4m3fn codes for the NaN code first, and decode blocks without one with
-// no NaN step.
+// the GEMM packers and streaming GEMV (kernels/pack.hpp, kernels/gemv.hpp,
+// through kernels/detail/widen_avx2.hpp) and the Eigen packet casts
+// (formats/eigen_packet.hpp). They check blocks of e4m3fn codes for the NaN
+// code, and decode blocks without one with no NaN step.
 //
+//   nan_screen                 a running check for the e4m3fn NaN code over codes in registers
 //   any_e4m3fn_nan(p, n)       whether one of the n e4m3fn codes at p is NaN
 //   widen8_e4m3fn_no_nan(c)    8 e4m3fn codes (the low 64 bits of c), none NaN -> float32
 //   widen8_e5m2(c)             8 e5m2 codes -> float32 (NaN codes keep their payload)
@@ -26,19 +27,35 @@
 
 namespace scalify::simd::avx2 {
 
-/// Whether one of the n float8_e4m3fn codes at p is NaN. A code is NaN iff
-/// its 7 magnitude bits are all set (s.1111.111): code | 0x80 is then 0xFF,
-/// the largest byte, so the unsigned byte maximum of (code | 0x80) over the
-/// codes is 0xFF iff one is NaN (2 operations per 32 codes).
+/// A running check for the float8_e4m3fn NaN code over codes in registers:
+/// `add()` the codes as they are loaded, `hit()` tells whether one was NaN. A
+/// code is NaN iff its 7 magnitude bits are all set (s.1111.111): code | 0x80
+/// is then 0xFF, the largest byte, so the unsigned byte maximum of
+/// (code | 0x80) over the codes is 0xFF iff one is NaN (2 operations per 32
+/// codes).
+struct nan_screen {
+  __m256i m;
+  SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C nan_screen() : m(_mm256_setzero_si256()) {}
+  SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C void add(__m256i x) {
+    m = _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
+  }
+  SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C void add(__m128i x) {
+    add(_mm256_zextsi128_si256(x));
+  }
+  SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C bool hit() const {
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0;
+  }
+};
+
+/// Whether one of the n float8_e4m3fn codes at p is NaN (nan_screen over
+/// memory, 32 codes at a time, then the tail one by one).
 inline SCALIFY_TARGET_AVX2_F16C bool any_e4m3fn_nan(const uint8_t* p, std::ptrdiff_t n) {
-  const __m256i high = _mm256_set1_epi8(static_cast<char>(0x80));
-  __m256i m = _mm256_setzero_si256();
+  nan_screen screen;
   std::ptrdiff_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    m = _mm256_max_epu8(
-        m, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), high));
+    screen.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
   }
-  if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0) return true;
+  if (screen.hit()) return true;
   for (; i < n; ++i) {
     if ((p[i] | 0x80) == 0xFF) return true;
   }

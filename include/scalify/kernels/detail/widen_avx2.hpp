@@ -10,7 +10,8 @@
 // e4m3fn without the NaN step, for blocks of codes checked for the NaN code
 // (streaming GEMV, packers; docs/kernels.md, "Decoding e4m3fn"):
 //   has_nan_code(p, n)            whether any of n codes at p is NaN (false for other types)
-//   nan_screen                    the same, accumulated from the registers the *_no_nan widenings load
+//   nan_screen                    the same, accumulated from the registers the *_no_nan widenings
+//                                 load (simd/float8_avx2.hpp)
 //   widen8_no_nan(p)              widen8 for codes that are not NaN
 //   widen_pair_no_nan(p, lo, hi, screen)  widen16's value * 2^-8, codes that are not NaN
 //   widen_quad_no_nan(p, w, screen)       32 codes -> w[0..3] (codes 0-7, 8-15, 16-23, 24-31), the same
@@ -26,7 +27,7 @@
 #include "scalify/formats/float16.hpp"   // float16, bfloat16
 #include "scalify/formats/float8.hpp"    // float8_e4m3fn, float8_e5m2
 #include "scalify/simd/f32_avx2.hpp"     // f32x
-#include "scalify/simd/float8_avx2.hpp"  // any_e4m3fn_nan, widen8_e4m3fn_no_nan, widen8_e5m2
+#include "scalify/simd/float8_avx2.hpp"  // nan_screen, any_e4m3fn_nan, widen8_e4m3fn_no_nan, widen8_e5m2
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, F16C
@@ -100,28 +101,11 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
 }
 
 // ---------------------------------------------------------------------------
-// e4m3fn without the NaN code. A code is NaN iff its 7 magnitude bits are all
-// set (s.1111.111): code | 0x80 is then 0xFF, the largest byte, so the
-// unsigned byte maximum of (code | 0x80) over a block is 0xFF iff the block
-// has a NaN code (2 operations per 32 codes). The streaming GEMV widens a
-// block with the cheaper decode below and checks it in the same pass
-// (nan_screen), then computes a block that had a NaN code again with widen16
-// (NaN kept); the packers check a row's run first (has_nan_code).
-
-/// A running check for the e4m3fn NaN code over the codes widened by
-/// widen_pair_no_nan / widen_quad_no_nan (which update it from the registers
-/// they load): `hit()` after a block tells whether it had one.
-struct nan_screen {
-  __m256i m;
-  SCALIFY_ALWAYS_INLINE nan_screen() : m(_mm256_setzero_si256()) {}
-  SCALIFY_ALWAYS_INLINE void add(__m256i x) {
-    m = _mm256_max_epu8(m, _mm256_or_si256(x, _mm256_set1_epi8(static_cast<char>(0x80))));
-  }
-  SCALIFY_ALWAYS_INLINE void add(__m128i x) { add(_mm256_zextsi128_si256(x)); }
-  SCALIFY_ALWAYS_INLINE bool hit() const {
-    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0;
-  }
-};
+// e4m3fn without the NaN code. The streaming GEMV widens a block with the
+// cheaper decode below and checks it in the same pass (simd::avx2::nan_screen,
+// fed the registers the decode loads), then computes a block that had a NaN
+// code again with widen16 (NaN kept); the packers check a row's run first
+// (has_nan_code).
 
 /// The streaming GEMV (kernels/detail/gemv-inl.hpp) uses the decode without
 /// the NaN step for M <= 3 rows of A. At M = 4 the loop is bound by its 16

@@ -87,7 +87,7 @@ using avx2::kGemvScale;
 /// 0.58 -> 0.67, M = 3 0.51 -> 0.54, M = 4 0.45 -> 0.48).
 inline constexpr int kNoNanMaxRows = 1;
 
-/// avx2::nan_screen at 64 codes per operation.
+/// simd::avx2::nan_screen at 64 codes per operation.
 struct nan_screen {
   __m512i m;
   SCALIFY_ALWAYS_INLINE nan_screen() : m(_mm512_setzero_si512()) {}
