@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "scalify/core/config_scope.hpp"
+#include "scalify/cpu.hpp"
+#include "scalify/formats/cast.hpp"
 #include "scalify/nn/optim.hpp"
 
 namespace nn = scalify::nn;
@@ -251,6 +253,87 @@ TEST_CASE("sgd's stores rebase to pow2_round_down(RMS) of the stored values, wha
       CHECK(one.v_scale == two.v_scale);
       CHECK(one.w == two.w);
       CHECK(one.v == two.v);
+    }
+  }
+}
+
+TEST_CASE("sgd stores, element by element, the rounded update its file comment defines", "[nn][optim]") {
+  // Against scalar arithmetic written here from the definition (float32, the
+  // fused multiply-adds of nn/detail/sgd_kernels.hpp) and round_cast with the
+  // documented random bits: element i of parameter j's weights at step t is
+  // rounded with stochastic_bits(mix_seed(seed, (t << 20) + 3 j), i). Bit for
+  // bit, on every path this CPU has and on 1 and 2 threads, over 3 steps (the
+  // momentum is then read and stored in place), for a parameter of many
+  // blocks with a ragged end (613 x 301) and a small one.
+  using scalify::float16;
+  const float lr = 0.05f, mu = 0.9f, wd = 1e-2f;
+  const nn::state_config cfg{nn::dtype::float16, true, true, 9};
+  for (scalify::cpu_path path : scalify::all_cpu_paths) {
+    if (!scalify::cpu_supports(path)) continue;
+    for (int threads : {1, 2}) {
+      INFO(to_string(path) << ", " << threads << " thread(s)");
+      const scalify::scoped_cpu_path use(path);
+      const scalify::config_scope scope({.threads = threads});
+      std::vector<nn::Tensor> w = {nn::Tensor(random_matrix(613, 301, 31, 0.05).cast<float>(), 1.0f),
+                                   nn::Tensor(random_matrix(3, 5, 32, 1e-3).cast<float>(), 1.0f)};
+      std::vector<nn::Tensor> g = {nn::zeros(613, 301), nn::zeros(3, 5)};
+      nn::sgd opt({{"a", &w[0], &g[0]}, {"b", &w[1], &g[1]}}, {.lr = lr, .momentum = mu, .weight_decay = wd}, cfg);
+      for (int t = 1; t <= 3; ++t) {
+        INFO("step " << t);
+        for (size_t j = 0; j < 2; ++j) {
+          g[j] = nn::Tensor(random_matrix(w[j].rows(), w[j].cols(), 70 + 2 * t + static_cast<uint32_t>(j), 1e-2)
+                                .cast<float>(),
+                            0.25f);
+        }
+        // The definition, from the state before the step.
+        std::vector<std::vector<float>> v_want(2), u_want(2);
+        std::vector<float> sv(2), su(2);
+        for (size_t j = 0; j < 2; ++j) {
+          const auto n = static_cast<size_t>(w[j].size());
+          std::vector<float> p(n, 0.0f);
+          float ps = 0.0f;
+          if (t > 1) {
+            const auto& stored = std::get<scalify::ScaledMatrix<float16>>(opt.velocity(j).stored());
+            for (size_t i = 0; i < n; ++i) p[i] = static_cast<float>(stored.data().data()[i]);
+            ps = stored.scale();
+          }
+          std::vector<float> v(n), u(n);
+          double sum_v = 0.0, sum_u = 0.0;
+          for (size_t i = 0; i < n; ++i) {
+            const float wi = w[j].data().data()[i] * w[j].scale();
+            float vi = std::fma(wd, wi, g[j].data().data()[i] * g[j].scale());
+            if (t > 1) vi = std::fma(mu, p[i] * ps, vi);
+            v[i] = vi;
+            u[i] = std::fma(-lr, vi, wi);
+            sum_v += double(vi) * vi;
+            sum_u += double(u[i]) * u[i];
+          }
+          const auto pow2_down = [](double x) { return static_cast<float>(std::exp2(std::floor(std::log2(x)))); };
+          sv[j] = pow2_down(std::sqrt(sum_v / double(n)));
+          su[j] = pow2_down(std::sqrt(sum_u / double(n)));
+          const uint64_t seed = nn::detail::mix_seed(cfg.seed, (static_cast<uint64_t>(t) << 20) + 3 * j);
+          for (size_t i = 0; i < n; ++i) {
+            v_want[j].push_back(static_cast<float>(
+                scalify::round_cast<float16>(v[i] / sv[j], scalify::rounding::nearest_even, true)));
+            u_want[j].push_back(static_cast<float>(scalify::round_cast<float16>(
+                u[i] / su[j], scalify::rounding::stochastic, true, scalify::stochastic_bits(seed, i))));
+          }
+        }
+        REQUIRE(opt.step());
+        for (size_t j = 0; j < 2; ++j) {
+          INFO("parameter " << j);
+          CHECK(w[j].scale() == su[j]);
+          CHECK(opt.velocity(j).scale() == sv[j]);
+          const nn::Tensor v_got = opt.velocity(j).load();
+          size_t w_mismatches = 0, v_mismatches = 0;
+          for (size_t i = 0; i < u_want[j].size(); ++i) {
+            w_mismatches += std::bit_cast<uint32_t>(w[j].data().data()[i]) != std::bit_cast<uint32_t>(u_want[j][i]);
+            v_mismatches += std::bit_cast<uint32_t>(v_got.data().data()[i]) != std::bit_cast<uint32_t>(v_want[j][i]);
+          }
+          CHECK(w_mismatches == 0);
+          CHECK(v_mismatches == 0);
+        }
+      }
     }
   }
 }

@@ -26,8 +26,11 @@
 // in one per-tensor scale.
 //
 // Non-finite gradients: before changing anything, step() checks every
-// gradient (one pass over its data, data * scale, so an inf or NaN scale or a
-// product that overflows float counts too). If one is not finite the whole
+// gradient's values, data * scale, so an inf or NaN scale or a product that
+// overflows float counts too (one pass over its data; sgd with a dynamic
+// scale uses the pass that sums the squares for the scales, which reads the
+// same products, and reads a gradient again only if that sum is not
+// finite). If one is not finite the whole
 // step is skipped: no weight, momentum, moment, step count or rounding seed
 // changes, and skipped_steps() goes up by one. With nonfinite_policy::raise
 // it throws nonfinite_gradient_error instead (also with nothing changed).
@@ -49,6 +52,7 @@
 
 #include "scalify/core/pow2.hpp"  // pow2_round_down
 #include "scalify/errors.hpp"     // SCALIFY_CHECK, shape_error
+#include "scalify/nn/detail/sgd_kernels.hpp"  // sgd_kernels_for, sgd_block, step_sums
 #include "scalify/nn/mlp.hpp"     // param_ref
 #include "scalify/nn/tensor.hpp"  // Tensor, dtype, cast_to
 
@@ -187,12 +191,17 @@ class scaled_buffer {
   /// Replaces the stored tensor as it is (a checkpoint's; io/checkpoint.hpp
   /// checks its format and shape first).
   void restore(AnyTensor stored) { data_ = std::move(stored); }
-  /// The stored data, for an update in place, if it is float32 data of
-  /// rows x cols on scale 1 (what a store with plain float32 makes); else null.
-  float* plain_float_data(Eigen::Index rows, Eigen::Index cols) {
-    auto* t = std::get_if<ScaledMatrix<float>>(&data_);
-    if (t == nullptr || t->scale() != 1.0f || t->rows() != rows || t->cols() != cols) return nullptr;
+  /// The stored codes, for a store in place, if the stored tensor is a
+  /// ScaledMatrix<T> of rows x cols; else null.
+  template <class T>
+  T* data_as(Eigen::Index rows, Eigen::Index cols) {
+    auto* t = std::get_if<ScaledMatrix<T>>(&data_);
+    if (t == nullptr || t->rows() != rows || t->cols() != cols) return nullptr;
     return t->data().data();
+  }
+  /// Sets the stored tensor's scale (after a store in place through data_as()).
+  void set_scale(float scale) {
+    std::visit([&](auto& v) { v.set_scale(scale); }, data_);
   }
 
   /// The scale a store of `values` (a float matrix or expression) with
@@ -415,14 +424,21 @@ class optimizer_base {
                         scalify::detail::shape_string(*params_[i].value));
     }
   }
-  /// Checks shapes, then every gradient: true if the step may proceed; false
-  /// (skip) or throws (raise) if a gradient is not finite, counting it.
-  bool begin_step(const char* where, nonfinite_policy policy) {
+  /// Throws before a step changes anything: shape_error if a parameter
+  /// changed shape, std::invalid_argument for a policy outside the enum.
+  void check_step(const char* where, nonfinite_policy policy) const {
     check_unchanged_shapes();
     SCALIFY_CHECK(policy == nonfinite_policy::skip || policy == nonfinite_policy::raise, std::invalid_argument,
                   std::string(where) + ": unknown nonfinite_policy " + std::to_string(static_cast<int>(policy)));
-    for (const auto& p : params_) {
-      if (all_finite(*p.grad)) continue;
+  }
+  /// check_step(), then every gradient but those with known_finite[i] set:
+  /// true if the step may proceed; false (skip) or throws (raise) if a
+  /// gradient is not finite, counting it.
+  bool begin_step(const char* where, nonfinite_policy policy, const std::vector<bool>& known_finite = {}) {
+    check_step(where, policy);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const param_ref& p = params_[i];
+      if ((i < known_finite.size() && known_finite[i]) || all_finite(*p.grad)) continue;
       ++skipped_;
       if (policy == nonfinite_policy::raise) throw nonfinite_gradient_error(nonfinite_message(where, p.name, *p.grad));
       return false;
@@ -490,79 +506,116 @@ struct sgd_config {
 
 namespace detail {
 
-/// Sums of squares of the values an sgd step stores (momentum_pass).
-struct step_sums {
-  float v = 0.0f;  ///< of the new momentum v
-  float w = 0.0f;  ///< of the new weights w - lr v
+/// The fixed blocks of an SGD step's passes, in elements (a multiple of
+/// 16: the sums' lanes restart at each block). The blocks are split across
+/// the scope's threads and their sums added in order, so nothing depends on
+/// the thread count; the 4 KiB buffers of a block stay in L1.
+inline constexpr Eigen::Index kSgdBlock = 1024;
+static_assert(kSgdBlock % 16 == 0);
+
+/// Elements [at, at + n) of the momentum `p` as float: in place for float
+/// data, else widened into `buffer`.
+inline const float* momentum_block(const AnyTensor& p, Eigen::Index at, Eigen::Index n, float* buffer) {
+  return std::visit(
+      [&](const auto& m) -> const float* {
+        using P = typename std::decay_t<decltype(m)>::data_type::Scalar;
+        if constexpr (std::is_same_v<P, float>) {
+          return m.data().data() + at;
+        } else {
+          const auto count = static_cast<size_t>(n);
+          convert(std::span<const P>(m.data().data() + at, count), std::span<float>(buffer, count));
+          return buffer;
+        }
+      },
+      p);
+}
+
+/// Where the storing pass of an SGD step puts its results, in format T:
+/// v / sv rounded with `v_options` into `v_codes` (if not null), and
+/// u / su rounded with `u_options` (stochastic offsets: element indices)
+/// and widened back into `w_out`.
+template <class T>
+struct sgd_store {
+  T* v_codes;
+  float sv;
+  convert_options v_options;
+  float* w_out;
+  float su;
+  convert_options u_options;
 };
 
-/// SGD's momentum over all of parameter `wt`'s rows, in one pass:
-/// v = (g + weight_decay w) + momentum p, with p = p_data * p_scale the
-/// previous momentum (left out if p_data is null), g and w the values of
-/// `gt` and `wt`; v is written into `v` (row-major, w's shape; it may be
-/// p_data itself, P = float: updated in place). p's codes are widened one
-/// block of rows at a time, never into a whole float matrix. With `sums`,
-/// also the sums of squares of v and of w - lr v, which give the two stores'
-/// dynamic scales without a pass of their own. Rows go in fixed blocks of
-/// 32 KiB split across the scope's threads, and the blocks' sums are added
-/// in order: nothing depends on the thread count.
-template <class P>
-step_sums momentum_pass(const Tensor& wt, const Tensor& gt, const P* p_data, float p_scale, const sgd_config& cfg,
-                        bool sums, float* v) {
-  const Eigen::Index rows = wt.rows(), cols = wt.cols();
-  if (rows == 0 || cols == 0) return {};
-  const Eigen::Index block = std::max<Eigen::Index>(1, 8192 / cols), blocks = (rows + block - 1) / block;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (block * cols));  // >= 64 Ki values per thread
-  std::vector<float> sum_v(sums ? static_cast<size_t>(blocks) : 0), sum_w(sum_v.size());
-  const float ws = wt.scale(), gs = gt.scale(), mu = cfg.momentum, wd = cfg.weight_decay, lr = cfg.lr;
+/// One pass of an SGD step over the parameter (wt, gt), p its previous
+/// momentum (null: none), with the arithmetic of nn/detail/sgd_kernels.hpp:
+/// without `store`, the sums of squares of the new momentum v and of the new
+/// weights u, which give the two stores' dynamic scales; with it, v and u
+/// rounded into T (see sgd_store). Each element is read before it is
+/// written, so v_codes may be p's codes and w_out wt's data.
+template <class T>
+step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const sgd_config& cfg,
+                   const sgd_store<T>* store) {
+  const Eigen::Index size = wt.size(), blocks = (size + kSgdBlock - 1) / kSgdBlock;
+  if (size == 0) return {};
+  const sgd_block_fn block = sgd_kernels_for(active_cpu_path()).block[cfg.weight_decay != 0.0f][p != nullptr];
+  const float ps = p != nullptr ? std::visit([](const auto& m) { return m.scale(); }, *p) : 1.0f;
+  std::vector<step_sums> partial(store == nullptr ? static_cast<size_t>(blocks) : 0);
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / kSgdBlock);  // >= 64 Ki values per thread
   scalify::detail::parallel_ranges(blocks, grain, 1, current_config().threads, [&](int64_t begin, int64_t end) {
-    std::vector<float> widened(std::is_same_v<P, float> || p_data == nullptr ? 0 : static_cast<size_t>(block * cols));
+    std::vector<float> p_buffer(p != nullptr ? kSgdBlock : 0);
+    std::vector<float> v_buffer(kFloat || store == nullptr ? 0 : kSgdBlock), u_buffer(v_buffer.size());
+    std::vector<T> u_codes(kFloat || store == nullptr ? 0 : kSgdBlock);
     for (int64_t b = begin; b < end; ++b) {
-      const Eigen::Index r = b * block, count = std::min(block, rows - r), at = r * cols;
-      const auto w = Eigen::Map<const Matrix>(wt.data().data() + at, count, cols).array() * ws;
-      const auto g = Eigen::Map<const Matrix>(gt.data().data() + at, count, cols).array() * gs;
-      Eigen::Map<Matrix> vb(v + at, count, cols);
-      if (p_data != nullptr) {
-        const float* pf = nullptr;
-        if constexpr (std::is_same_v<P, float>) {
-          pf = p_data + at;
-        } else {
-          const auto n = static_cast<size_t>(count * cols);
-          convert(std::span<const P>(p_data + at, n), std::span<float>(widened.data(), n));
-          pf = widened.data();
-        }
-        const auto p = Eigen::Map<const Matrix>(pf, count, cols).array() * p_scale;
-        if (wd != 0.0f) {
-          vb = ((g + wd * w) + mu * p).matrix();
-        } else {
-          vb = (g + mu * p).matrix();
-        }
-      } else if (wd != 0.0f) {
-        vb = (g + wd * w).matrix();
-      } else {
-        vb = g.matrix();
+      const Eigen::Index at = b * kSgdBlock, n = std::min(kSgdBlock, size - at);
+      const sgd_block operands{wt.data().data() + at,
+                               gt.data().data() + at,
+                               p != nullptr ? momentum_block(*p, at, n, p_buffer.data()) : nullptr,
+                               wt.scale(),
+                               gt.scale(),
+                               ps,
+                               cfg.momentum,
+                               cfg.weight_decay,
+                               cfg.lr};
+      if (store == nullptr) {
+        partial[static_cast<size_t>(b)] = block(operands, n, {.sums = true});
+        continue;
       }
-      if (sums) {
-        sum_v[static_cast<size_t>(b)] = vb.squaredNorm();
-        sum_w[static_cast<size_t>(b)] = (w - lr * vb.array()).matrix().squaredNorm();
+      sgd_outputs out{.fv = 1.0f / store->sv, .fu = 1.0f / store->su};
+      if constexpr (kFloat) {
+        out.v_out = store->v_codes != nullptr ? store->v_codes + at : nullptr;
+        out.u_out = store->w_out + at;
+        block(operands, n, out);
+      } else {
+        out.v_out = store->v_codes != nullptr ? v_buffer.data() : nullptr;
+        out.u_out = u_buffer.data();
+        block(operands, n, out);
+        const auto count = static_cast<size_t>(n);
+        if (store->v_codes != nullptr) {
+          convert(std::span<const float>(v_buffer.data(), count), std::span<T>(store->v_codes + at, count),
+                  store->v_options);
+        }
+        convert_options u_options = store->u_options;
+        u_options.offset += static_cast<uint64_t>(at);
+        convert(std::span<const float>(u_buffer.data(), count), std::span<T>(u_codes.data(), count), u_options);
+        convert(std::span<const T>(u_codes.data(), count), std::span<float>(store->w_out + at, count));
       }
     }
   });
   step_sums out;
-  for (size_t b = 0; b < sum_v.size(); ++b) {
-    out.v += sum_v[b];
-    out.w += sum_w[b];
+  for (const step_sums& s : partial) {
+    out.v += s.v;
+    out.w += s.w;
   }
   return out;
 }
 
 }  // namespace detail
 
-/// A step reads each parameter's weights, gradient and momentum once
-/// (detail::momentum_pass, which also sums the squares behind both stores'
-/// dynamic scales), then stores the momentum and the weights, each in one
-/// pass: three passes over the parameter with a state format, two with plain
-/// float32 state (the momentum is then updated in place).
+/// A step makes two passes over each parameter's weights, gradient and
+/// momentum (detail::sgd_pass): one sums the squares behind both stores'
+/// dynamic scales, the other computes the new momentum and weights again and
+/// stores both, in place (one pass with plain float32 state: no dynamic
+/// scale). The arithmetic runs on the CPU path's routine
+/// (nn/detail/sgd_kernels.hpp), the roundings on the bulk casts.
 ///
 /// **Example**:
 /// ```
@@ -584,43 +637,26 @@ class sgd : public detail::optimizer_base {
   /// One update of the parameters' values from their grad tensors. Returns
   /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
   bool step() {
-    if (cfg_.momentum != 0.0f) check_state_shapes("scalify::nn::sgd::step", velocity_, "momentum");
-    if (!begin_step("scalify::nn::sgd::step", cfg_.on_nonfinite)) return false;
+    const char* where = "scalify::nn::sgd::step";
+    if (cfg_.momentum != 0.0f) check_state_shapes(where, velocity_, "momentum");
+    check_step(where, cfg_.on_nonfinite);
+    // With a dynamic scale, a first pass over every parameter sums the
+    // squares behind its two stores' scales. A finite sum of v^2 also shows
+    // that the gradient is finite (a NaN or inf in g * gs makes v so), and
+    // begin_step does not read that gradient again. Nothing changes before
+    // the check.
+    const long t = t_ + 1;  // the step number, if it is applied
+    std::vector<detail::step_sums> sums(params_.size());
+    std::vector<bool> finite(params_.size(), false);
+    if (state_.dynamic_scale) {
+      for (size_t i = 0; i < params_.size(); ++i) {
+        sums[i] = detail::sgd_pass<float>(*params_[i].value, *params_[i].grad, previous_momentum(i, t), cfg_, nullptr);
+        finite[i] = std::isfinite(sums[i].v);
+      }
+    }
+    if (!begin_step(where, cfg_.on_nonfinite, finite)) return false;
     for (size_t i = 0; i < params_.size(); ++i) {
-      const Tensor& wt = *params_[i].value;
-      const Tensor& gt = *params_[i].grad;
-      const Eigen::Index rows = wt.rows(), cols = wt.cols();
-      const bool momentum = cfg_.momentum != 0.0f;
-      const bool previous = momentum && t_ > 1 && !velocity_[i].empty();
-      // v = (g + wd w) + momentum v_prev in one pass (momentum_pass). With
-      // plain float32 state, v is the momentum buffer itself, updated in
-      // place: no copy in or out.
-      const bool plain = momentum && state_.format == dtype::float32 && !state_.dynamic_scale;
-      if (plain && !previous) velocity_[i].restore(Tensor(Matrix(rows, cols), 1.0f));
-      float* in_place = plain ? velocity_[i].plain_float_data(rows, cols) : nullptr;
-      if (in_place == nullptr && scratch_.size() < static_cast<size_t>(rows * cols)) {
-        scratch_.resize(static_cast<size_t>(rows * cols));
-      }
-      float* v = in_place != nullptr ? in_place : scratch_.data();
-      const bool sums = state_.dynamic_scale;
-      detail::step_sums s;
-      if (previous) {
-        s = std::visit(
-            [&](const auto& p) {
-              using P = typename std::decay_t<decltype(p)>::data_type::Scalar;
-              return detail::momentum_pass<P>(wt, gt, p.data().data(), p.scale(), cfg_, sums, v);
-            },
-            velocity_[i].stored());
-      } else {
-        s = detail::momentum_pass<float>(wt, gt, nullptr, 1.0f, cfg_, sums, v);
-      }
-      const Eigen::Map<const Matrix> vm(v, rows, cols);
-      if (momentum && in_place == nullptr) {
-        velocity_[i].store_with_scale(vm, scaled_buffer::scale_for(s.v, wt.size(), state_), state_, false,
-                                      state_seed(i, 0));
-      }
-      const auto w = wt.data().array() * wt.scale();
-      store_weights(i, w - cfg_.lr * vm.array(), scaled_buffer::scale_for(s.w, wt.size(), state_));
+      detail::with_dtype(state_.format, [&]<class T>() { store_parameter<T>(i, sums[i]); });
     }
     return true;
   }
@@ -634,9 +670,44 @@ class sgd : public detail::optimizer_base {
   std::vector<state_ref> state_tensors() { return named(velocity_, "momentum", cfg_.momentum != 0.0f && t_ > 0); }
 
  private:
+  /// Parameter i's momentum before step number t (null: none, the new momentum is the gradient term).
+  const AnyTensor* previous_momentum(size_t i, long t) const {
+    return cfg_.momentum != 0.0f && t > 1 && !velocity_[i].empty() ? &velocity_[i].stored() : nullptr;
+  }
+  /// The storing pass of parameter i's update with state format T, `sums`
+  /// from the first pass (with a dynamic scale): the momentum is stored in
+  /// place when its buffer already has format T and the shape.
+  template <class T>
+  void store_parameter(size_t i, const detail::step_sums& sums) {
+    Tensor& wt = *params_[i].value;
+    const Eigen::Index rows = wt.rows(), cols = wt.cols();
+    const bool momentum = cfg_.momentum != 0.0f;
+    const float sv = scaled_buffer::scale_for(sums.v, wt.size(), state_);
+    const float su = scaled_buffer::scale_for(sums.w, wt.size(), state_);
+    T* v_codes = momentum ? velocity_[i].data_as<T>(rows, cols) : nullptr;
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> fresh;
+    if (momentum && v_codes == nullptr) {
+      fresh.resize(rows, cols);
+      v_codes = fresh.data();
+    }
+    const uint64_t weight_seed = detail::mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
+    const detail::sgd_store<T> store{v_codes,
+                                     sv,
+                                     scaled_buffer::store_options(state_, false, state_seed(i, 0)),
+                                     wt.data().data(),
+                                     su,
+                                     scaled_buffer::store_options(state_, state_.stochastic_master, weight_seed)};
+    detail::sgd_pass<T>(wt, *params_[i].grad, previous_momentum(i, t_), cfg_, &store);
+    if (fresh.size() != 0) {
+      velocity_[i].restore(ScaledMatrix<T>(std::move(fresh), sv));
+    } else if (momentum) {
+      velocity_[i].set_scale(sv);
+    }
+    wt.set_scale(su);
+  }
+
   sgd_config cfg_;
   std::vector<scaled_buffer> velocity_;
-  std::vector<float> scratch_;  // the new momentum before its store, when not updated in place
 };
 
 /// AdamW hyperparameters (PyTorch's defaults, weight_decay 0.01 as there);

@@ -37,7 +37,7 @@
 namespace scalify::nn {
 
 /// Row-major float32 matrix (plain values, e.g. a batch of images).
-using Matrix = detail::RowMatrixF;
+using Matrix = scalify::detail::RowMatrixF;
 /// Activations and gradients between layers: float32 data with a per-tensor scale.
 using Tensor = ScaledMatrix<float>;
 
