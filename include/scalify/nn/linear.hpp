@@ -99,8 +99,10 @@ struct linear_grads {
   Tensor db;
 };
 
-/// What the forward pass keeps for the backward pass: x (as rebased, float
-/// data) and the matmul operands in their forward formats.
+/// What the forward pass keeps for the backward pass: the matmul operands in
+/// their forward formats, and x (as rebased, float data) when the backward
+/// pass casts it into another format than the forward pass (else x is
+/// empty: x_fwd is what dW = x^T dy reads).
 struct linear_cache {
   Tensor x;
   AnyTensor x_fwd;
@@ -186,8 +188,17 @@ inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, cons
   detail::check_linear_params("scalify::nn::linear_forward", p);
   check_shape("scalify::nn::linear_forward: x", x, -1, p.w.rows());
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
-  cache.x = cfg.scaled ? rescale(x, cfg.input_rescale) : unscaled(x);
-  cache.x_fwd = cast_to(cache.x, cfg.forward.lhs, cast);
+  // x as the matmuls see it: x itself (no copy) unless it is rebased.
+  Tensor rebased;
+  const bool as_is = cfg.scaled && cfg.input_rescale == rescale_mode::none;
+  if (!as_is) rebased = cfg.scaled ? rescale(x, cfg.input_rescale) : unscaled(x);
+  const Tensor& xr = as_is ? x : rebased;
+  cache.x_fwd = cast_to(xr, cfg.forward.lhs, cast);
+  if (cfg.grad_weight.lhs != cfg.forward.lhs) {
+    cache.x = as_is ? x : std::move(rebased);
+  } else {
+    cache.x = Tensor();
+  }
   cache.w_fwd = cast_to(cfg.scaled ? p.w : unscaled(p.w), cfg.forward.rhs, cast);
   // The bias, rebased onto the product's scale, is added in the GEMM's epilogue (no second pass over y).
   y = matmul_any(cache.x_fwd, cache.w_fwd, trans::no, trans::no, &p.b);
@@ -203,9 +214,16 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
                             const linear_params& p, const linear_config& cfg) {
   detail::check_linear_config("scalify::nn::linear_backward", cfg);
   detail::check_linear_params("scalify::nn::linear_backward", p);
-  check_shape("scalify::nn::linear_backward: dy", dy, cache.x.rows(), p.w.cols());
+  check_shape("scalify::nn::linear_backward: dy", dy, rows_of(cache.x_fwd), p.w.cols());
+  SCALIFY_CHECK(cfg.grad_weight.lhs == cfg.forward.lhs || cache.x.rows() == rows_of(cache.x_fwd), shape_error,
+                "scalify::nn::linear_backward: the cache holds no x for linear_config.grad_weight.lhs (was the "
+                "forward pass run with another config?)");
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
-  const Tensor dys = cfg.scaled ? rescale(dy, cfg.grad_rescale) : unscaled(dy);
+  // dy as the matmuls see it: dy itself (no copy) unless it is rebased.
+  Tensor rebased;
+  const bool as_is = cfg.scaled && cfg.grad_rescale == rescale_mode::none;
+  if (!as_is) rebased = cfg.scaled ? rescale(dy, cfg.grad_rescale) : unscaled(dy);
+  const Tensor& dys = as_is ? dy : rebased;
 
   // Operands already cast in the right format are used where they are (by
   // reference: no copy); the others are cast into these.
