@@ -349,6 +349,29 @@ TEST_CASE("linear: configurations with values outside the enums throw, naming th
                   {"scalify::nn::linear_backward", "grad_rescale", "rescale_mode 9"});
 }
 
+TEST_CASE("linear: the cache keeps x only for a backward pass that casts it again", "[nn][linear][errors]") {
+  nn::linear_params p;
+  nn::linear_init(p, 4, 3, 1);
+  const nn::Tensor x = to_tensor(random_matrix(5, 4, 6), 1.0f), dy = to_tensor(random_matrix(5, 3, 7), 1.0f);
+  nn::linear_cache cache;
+  nn::Tensor y, dx;
+  nn::linear_grads g;
+  // fp8: dW = x^T dy reads the forward pass's e4m3fn x: no float copy kept.
+  nn::linear_forward(y, cache, x, p, nn::linear_config::fp8());
+  CHECK(cache.x.size() == 0);
+  nn::linear_config other = nn::linear_config::fp8();
+  other.grad_weight.lhs = nn::dtype::float16;
+  CHECK_THROWS_WITH(nn::linear_backward(&dx, g, dy, cache, p, other),
+                    Catch::Contains("scalify::nn::linear_backward") && Catch::Contains("grad_weight.lhs"));
+  CHECK(g.dw.size() == 0);  // nothing accumulated
+  // With that config from the start, x is kept (as rebased) and the backward pass runs.
+  nn::linear_forward(y, cache, x, p, other);
+  CHECK(cache.x.data() == x.data());
+  CHECK(cache.x.scale() == x.scale());
+  nn::linear_backward(&dx, g, dy, cache, p, other);
+  CHECK(g.dw.rows() == 4);
+}
+
 TEST_CASE("nn: sizes that are negative or overflow throw", "[nn][linear][layernorm][errors]") {
   const Eigen::Index max = std::numeric_limits<Eigen::Index>::max();
   nn::linear_params p;
