@@ -149,7 +149,8 @@ step_sums sgd_block(const sgd_block& b, std::ptrdiff_t n, const sgd_outputs& out
     eight(i + 8, nullptr, 1);
   }
   for (int half = 0; half < 2 && i < n; ++half, i += 8) {
-    // Lanes below n - i (masked-off lanes load 0 and add 0 to the sums).
+    // Lanes below n - i. Masked-off lanes load 0 and add 0 to the sums (NaN
+    // if a scale is infinite: then the block's real lanes are not finite either).
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     eight(i, &mask, half);
