@@ -219,9 +219,10 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
                 "scalify::nn::linear_backward: the cache holds no x for linear_config.grad_weight.lhs (was the "
                 "forward pass run with another config?)");
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
-  // dy as the matmuls see it: dy itself (no copy) unless it is rebased.
+  // dy as the matmuls see it: dy itself (no copy) unless it is rebased, or
+  // unless dx is dy (then dx's store would overwrite it before dW and db read it).
   Tensor rebased;
-  const bool as_is = cfg.scaled && cfg.grad_rescale == rescale_mode::none;
+  const bool as_is = cfg.scaled && cfg.grad_rescale == rescale_mode::none && dx != &dy;
   if (!as_is) rebased = cfg.scaled ? rescale(dy, cfg.grad_rescale) : unscaled(dy);
   const Tensor& dys = as_is ? dy : rebased;
 
