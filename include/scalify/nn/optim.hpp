@@ -256,13 +256,9 @@ class scaled_buffer {
   /// the same shape, read twice, not copied) with `cfg`: rebased to
   /// pow2_round_down(RMS) if cfg.dynamic_scale, rounded into cfg.format
   /// (stochastically with seed `seed` if `stochastic`, saturating).
-  void store(const detail::row_source& values, const state_config& cfg, bool stochastic, uint64_t seed) {
-    store_with_scale(values, store_scale(values, cfg), cfg, stochastic, seed);
-  }
-  /// store() on the scale `scale` (store_scale's, computed by the caller).
   /// `values` must not read this buffer's data, but for a float32 store.
-  void store_with_scale(const detail::row_source& values, float scale, const state_config& cfg, bool stochastic,
-                        uint64_t seed) {
+  void store(const detail::row_source& values, const state_config& cfg, bool stochastic, uint64_t seed) {
+    const float scale = store_scale(values, cfg);
     const convert_options o = store_options(cfg, stochastic, seed);
     // values / scale (exact: a power of two) rounded into the format in one
     // pass, no float copy, into the stored tensor's memory when it has this
@@ -451,12 +447,10 @@ class optimizer_base {
   /// narrow tensor. Rows of w / scale are rounded into the format in a
   /// cache-sized buffer and widened straight back into the parameter (the
   /// rows read are the rows written, so w may read the parameter).
-  void store_weights(size_t i, const detail::row_source& w) { store_weights(i, w, scaled_buffer::store_scale(w, state_)); }
-  /// store_weights on the scale `scale` (store_scale's, computed by the caller).
-  void store_weights(size_t i, const detail::row_source& w, float scale) {
-    const uint64_t seed = mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
+  void store_weights(size_t i, const detail::row_source& w) {
+    const float scale = scaled_buffer::store_scale(w, state_);
     Tensor& param = *params_[i].value;
-    const convert_options o = scaled_buffer::store_options(state_, state_.stochastic_master, seed);
+    const convert_options o = scaled_buffer::store_options(state_, state_.stochastic_master, weight_seed(i));
     with_dtype(state_.format,
                [&]<class T>() { round_rows<T>(w, 1.0f / scale, o, nullptr, param.data().data()); });
     param.set_scale(scale);
@@ -480,6 +474,8 @@ class optimizer_base {
     for (size_t i = 0; i < buffers.size(); ++i) out.push_back({params_[i].name + "." + suffix, &buffers[i], required, i});
     return out;
   }
+  /// The seed of the stochastic rounding of parameter i's weights in the current step.
+  uint64_t weight_seed(size_t i) const { return mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i); }
   uint64_t state_seed(size_t i, int which) const {
     return mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i + 1 + static_cast<uint64_t>(which));
   }
@@ -690,13 +686,12 @@ class sgd : public detail::optimizer_base {
       fresh.resize(rows, cols);
       v_codes = fresh.data();
     }
-    const uint64_t weight_seed = detail::mix_seed(state_.seed, (static_cast<uint64_t>(t_) << 20) + 3 * i);
     const detail::sgd_store<T> store{v_codes,
                                      sv,
                                      scaled_buffer::store_options(state_, false, state_seed(i, 0)),
                                      wt.data().data(),
                                      su,
-                                     scaled_buffer::store_options(state_, state_.stochastic_master, weight_seed)};
+                                     scaled_buffer::store_options(state_, state_.stochastic_master, weight_seed(i))};
     detail::sgd_pass<T>(wt, *params_[i].grad, previous_momentum(i, t_), cfg_, &store);
     if (fresh.size() != 0) {
       velocity_[i].restore(ScaledMatrix<T>(std::move(fresh), sv));
