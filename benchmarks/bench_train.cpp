@@ -5,6 +5,8 @@
 //   BM_TrainStep/fp16   scaled float16 matmul operands and optimizer state
 //   BM_TrainStep/fp8    e4m3fn forward, e5m2 gradients, scaled float16 optimizer state
 //   BM_TrainStep/fp8_state32  fp8's matmuls with fp32's optimizer (separates the two costs)
+//   BM_SgdStep/fp32, fp16     the optimizer's step alone, on the same MLP's
+//                             1.86 M parameters (float32 or scaled float16 state)
 //
 // and one step of train_char_gpt's default GPT (3 blocks, dim 128, 4 heads,
 // batch 16 x 64 characters, vocabulary 114, AdamW, gradient clipping) on
@@ -94,6 +96,40 @@ BENCHMARK_CAPTURE(BM_TrainStep, fp8, std::string("fp8"), nn::linear_config::fp8(
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_TrainStep, fp8_state32, std::string("fp8_state32"), nn::linear_config::fp8(),
                   nn::state_config::fp32())
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_SgdStep(benchmark::State& state, const std::string& name, nn::state_config scfg) {
+  nn::sequential net = nn::make_mlp({.sizes = kSizes, .linear = nn::linear_config::fp32(), .seed = 1});
+  nn::sgd opt(net.parameters(), {.lr = 1e-4f, .momentum = 0.9f}, scfg);
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  nn::Matrix images(kBatch, kSizes.front());
+  for (Eigen::Index i = 0; i < images.size(); ++i) images.data()[i] = pixel(gen);
+  std::vector<int> labels(kBatch);
+  for (int i = 0; i < kBatch; ++i) labels[static_cast<size_t>(i)] = i % 10;
+  net.zero_grad();
+  nn::Tensor dlogits;
+  nn::softmax_cross_entropy(&dlogits, net.forward(nn::Tensor(images, 1.0f)), labels);
+  net.backward(dlogits);  // the gradients every step reads
+  double best = 1e30, params = 0.0;
+  for (const nn::param_ref& p : net.parameters()) params += static_cast<double>(p.value->size());
+  for (auto _ : state) {
+    const double t0 = wall_seconds();
+    benchmark::DoNotOptimize(opt.step());
+    best = std::min(best, wall_seconds() - t0);
+  }
+  state.counters["Mparams/s"] = benchmark::Counter(params * 1e-6, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["best_ms"] = best * 1e3;
+  const std::string key = "sgd_" + name;
+  best_step()[key] = best;
+  if (name != "fp32" && best_step().count("sgd_fp32") != 0) state.counters["vs_fp32"] = best / best_step()["sgd_fp32"];
+}
+
+BENCHMARK_CAPTURE(BM_SgdStep, fp32, std::string("fp32"), nn::state_config::fp32())
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_SgdStep, fp16, std::string("fp16"), nn::state_config{})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

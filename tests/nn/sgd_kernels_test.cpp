@@ -1,7 +1,8 @@
 // The arithmetic of an SGD step (nn/detail/sgd_kernels.hpp): the scalar
 // routine against float64, and every path this CPU has against the scalar
 // routine, bit for bit, in every mode (sums, stores with and without the
-// momentum, in place), for sizes around the 8- and 16-lane boundaries.
+// momentum, in place), for sizes around the 8- and 16-lane boundaries; the
+// float16 routines also against the float routine followed by the bulk casts.
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -9,9 +10,11 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "scalify/cpu.hpp"
+#include "scalify/formats/convert.hpp"
 #include "scalify/nn/detail/sgd_kernels.hpp"
 
 namespace nn = scalify::nn;
@@ -42,6 +45,13 @@ Operands random_operands(std::ptrdiff_t n, uint32_t seed, bool huge = true) {
 }
 
 bool same_bits(float a, float b) { return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); }
+
+/// `p` rounded to float16 (the float16 routines' momentum codes).
+std::vector<scalify::float16> half_codes(const std::vector<float>& p) {
+  std::vector<scalify::float16> codes;
+  for (float x : p) codes.push_back(scalify::round_cast<scalify::float16>(x, scalify::rounding::nearest_even, false));
+  return codes;
+}
 
 const std::ptrdiff_t kSizes[] = {0, 1, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 100, 1024};
 
@@ -162,6 +172,163 @@ TEST_CASE("sgd block routine: a non-finite value makes the sums non-finite on ev
         const auto sums = nn::detail::sgd_kernels_for(path).block[0][1](b, n, {.sums = true});
         INFO(to_string(path) << ", bad value " << bad << " at " << at);
         CHECK_FALSE(std::isfinite(sums.v));
+        // The same through the float16 routine (a float16 momentum).
+        const std::vector<scalify::float16> p16 = half_codes(o.p);
+        nn::detail::sgd_block bh = b;
+        bh.p = nullptr;
+        bh.p_half = p16.data();
+        CHECK_FALSE(std::isfinite(nn::detail::sgd_kernels_for(path).half[0][1](bh, n, nullptr).v));
+      }
+    }
+  }
+}
+
+
+TEST_CASE("sgd float16 routine (scalar) is the float routine followed by the bulk casts", "[nn][optim][kernels]") {
+  // What sgd::step did before the float16 routines: v and u rebased by the
+  // float routine into buffers, rounded by convert() (v to nearest even, u
+  // stochastically or to nearest even, saturating or not), u widened back.
+  using scalify::float16;
+  const std::ptrdiff_t n = 1000;
+  const float ws = 0.25f, gs = 0.5f, ps = 2.0f, mu = 0.9f, wd = 1e-2f, lr = 0.1f;
+  for (int combination = 0; combination < 4; ++combination) {
+    const int decay = combination & 1, previous = (combination >> 1) & 1;
+    const Operands o = random_operands(n, 11 + static_cast<uint32_t>(combination));
+    const std::vector<float16> p16 = half_codes(o.p);
+    std::vector<float> p_wide(static_cast<size_t>(n));
+    scalify::convert(std::span<const float16>(p16), std::span<float>(p_wide));
+    nn::detail::sgd_block b{o.w.data(), o.g.data(), previous ? p_wide.data() : nullptr, ws, gs, ps, mu,
+                            decay ? wd : 0.0f, lr};
+    b.p_half = previous ? p16.data() : nullptr;
+    const auto& scalar = nn::detail::sgd_kernels_for(cpu_path::scalar);
+    const nn::detail::step_sums want = scalar.block[decay][previous](b, n, {.sums = true});
+    const nn::detail::step_sums got = scalar.half[decay][previous](b, n, nullptr);
+    CHECK(same_bits(got.v, want.v));
+    CHECK(same_bits(got.w, want.w));
+    // fu: plain, most results float16 subnormals, most saturated.
+    for (float fu : {2.0f, 0x1p-16f, 0x1p14f}) {
+      for (int mode = 0; mode < 4; ++mode) {
+        const bool stochastic = mode & 1, saturate = mode & 2;
+        INFO("decay " << decay << ", previous " << previous << ", fu " << fu << ", stochastic " << stochastic
+                      << ", saturate " << saturate);
+        const uint64_t seed = 99, offset = 0xFFFF'FF00ull;  // the indices cross 2^32
+        std::vector<float> v(static_cast<size_t>(n)), u(v.size()), u_want(v.size());
+        scalar.block[decay][previous](b, n, {.v_out = v.data(), .fv = 0.5f, .u_out = u.data(), .fu = fu});
+        std::vector<float16> v_want(v.size()), u_codes(v.size());
+        scalify::convert(std::span<const float>(v), std::span<float16>(v_want), {.saturate = saturate});
+        const scalify::convert_options uo{.saturate = saturate,
+                                          .round = stochastic ? scalify::rounding::stochastic
+                                                              : scalify::rounding::nearest_even,
+                                          .seed = seed,
+                                          .offset = offset};
+        scalify::convert(std::span<const float>(u), std::span<float16>(u_codes), uo);
+        scalify::convert(std::span<const float16>(u_codes), std::span<float>(u_want));
+
+        std::vector<float16> v_got(v.size());
+        std::vector<float> u_got(v.size());
+        const nn::detail::sgd_half_outputs out{.v_codes = v_got.data(),
+                                               .fv = 0.5f,
+                                               .u_out = u_got.data(),
+                                               .fu = fu,
+                                               .saturate = saturate,
+                                               .stochastic = stochastic,
+                                               .keys = scalify::detail::make_stochastic_keys(seed),
+                                               .offset = offset};
+        scalar.half[decay][previous](b, n, &out);
+        int mismatches = 0;
+        for (std::ptrdiff_t i = 0; i < n; ++i) {
+          const auto k = static_cast<size_t>(i);
+          mismatches += (scalify::float16_bits(v_got[k]) != scalify::float16_bits(v_want[k])) +
+                        !same_bits(u_got[k], u_want[k]);
+        }
+        CHECK(mismatches == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("sgd float16 routine: every path matches the scalar one bit for bit", "[nn][optim][kernels]") {
+  using scalify::float16;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (cpu_path path : scalify::all_cpu_paths) {
+    if (path == cpu_path::scalar || !scalify::cpu_supports(path)) continue;
+    for (std::ptrdiff_t n : kSizes) {
+      for (int combination = 0; combination < 8; ++combination) {
+        const int decay = combination & 1, previous = (combination >> 1) & 1, bad = combination >> 2;
+        INFO(to_string(path) << ", n " << n << ", decay " << decay << ", previous momentum " << previous
+                             << ", an inf gradient " << bad);
+        Operands o = random_operands(n, static_cast<uint32_t>(n * 8 + combination));
+        if (bad && n > 3) o.g[static_cast<size_t>(n / 2)] = -inf;  // a non-finite v and u (the stores' fallback)
+        const std::vector<float16> p16 = half_codes(o.p);
+        nn::detail::sgd_block b{o.w.data(), o.g.data(), nullptr, 0.125f, 0.5f, 4.0f, 0.9f, decay ? 1e-2f : 0.0f,
+                                0.05f};
+        b.p_half = previous ? p16.data() : nullptr;
+        const auto ref = nn::detail::sgd_kernels_for(cpu_path::scalar).half[decay][previous];
+        const auto fn = nn::detail::sgd_kernels_for(path).half[decay][previous];
+
+        const nn::detail::step_sums want = ref(b, n, nullptr), got = fn(b, n, nullptr);
+        CHECK(same_bits(got.v, want.v));
+        CHECK(same_bits(got.w, want.w));
+
+        // Stores: with and without the momentum, each rounding, saturating or
+        // not, with subnormal and saturated results (fu), indices that cross
+        // 2^32 or not; a sentinel after the end must stay.
+        const float16 v_sentinel = scalify::float16_from_bits(0x5A5A);
+        const float u_sentinel = -7.5f;
+        int mismatches = 0, sentinels = 0;
+        for (int mode = 0; mode < 8; ++mode) {
+          const bool with_v = mode & 1, stochastic = mode & 2, saturate = mode & 4;
+          for (float fu : {2.0f, 0x1p-16f, 0x1p14f}) {
+            for (uint64_t offset : {uint64_t{0}, uint64_t{0xFFFF'FFF5u}, (uint64_t{5} << 32) + 3}) {
+              std::vector<float16> v_want(static_cast<size_t>(n + 1), v_sentinel), v_got = v_want;
+              std::vector<float> u_want(static_cast<size_t>(n + 1), u_sentinel), u_got = u_want;
+              nn::detail::sgd_half_outputs out{.v_codes = with_v ? v_want.data() : nullptr,
+                                               .fv = 0.25f,
+                                               .u_out = u_want.data(),
+                                               .fu = fu,
+                                               .saturate = saturate,
+                                               .stochastic = stochastic,
+                                               .keys = scalify::detail::make_stochastic_keys(17),
+                                               .offset = offset};
+              ref(b, n, &out);
+              out.v_codes = with_v ? v_got.data() : nullptr;
+              out.u_out = u_got.data();
+              fn(b, n, &out);
+              for (std::ptrdiff_t i = 0; i <= n; ++i) {
+                const auto k = static_cast<size_t>(i);
+                mismatches += (scalify::float16_bits(v_got[k]) != scalify::float16_bits(v_want[k])) +
+                              !same_bits(u_got[k], u_want[k]);
+              }
+              sentinels += scalify::float16_bits(v_got[static_cast<size_t>(n)]) == 0x5A5A &&
+                           same_bits(u_got[static_cast<size_t>(n)], u_sentinel);
+            }
+          }
+        }
+        CHECK(mismatches == 0);
+        CHECK(sentinels == 8 * 3 * 3);
+
+        // In place: the momentum over p's codes, the weights over w.
+        Operands inplace = o;
+        std::vector<float16> p_inplace = p16;
+        nn::detail::sgd_block bi = b;
+        bi.w = inplace.w.data();
+        bi.p_half = previous ? p_inplace.data() : nullptr;
+        std::vector<float16> v_want(static_cast<size_t>(n));
+        std::vector<float> u_want(static_cast<size_t>(n));
+        nn::detail::sgd_half_outputs out{.v_codes = v_want.data(), .fv = 1.0f, .u_out = u_want.data(), .fu = 1.0f,
+                                         .saturate = true, .stochastic = true,
+                                         .keys = scalify::detail::make_stochastic_keys(5), .offset = 64};
+        ref(b, n, &out);
+        out.v_codes = previous ? p_inplace.data() : nullptr;
+        out.u_out = inplace.w.data();
+        fn(bi, n, &out);
+        int inplace_mismatches = 0;
+        for (std::ptrdiff_t i = 0; i < n; ++i) {
+          const auto k = static_cast<size_t>(i);
+          inplace_mismatches += !same_bits(inplace.w[k], u_want[k]);
+          if (previous) inplace_mismatches += scalify::float16_bits(p_inplace[k]) != scalify::float16_bits(v_want[k]);
+        }
+        CHECK(inplace_mismatches == 0);
       }
     }
   }

@@ -545,32 +545,63 @@ struct sgd_store {
 /// without `store`, the sums of squares of the new momentum v and of the new
 /// weights u, which give the two stores' dynamic scales; with it, v and u
 /// rounded into T (see sgd_store). Each element is read before it is
-/// written, so v_codes may be p's codes and w_out wt's data.
+/// written, so v_codes may be p's codes and w_out wt's data. A float16
+/// momentum is read, and float16 stores are rounded, by the kernels'
+/// float16 routines in the same pass; other formats go through the bulk
+/// casts and buffers of a block.
 template <class T>
 step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const sgd_config& cfg,
                    const sgd_store<T>* store) {
   const Eigen::Index size = wt.size(), blocks = (size + kSgdBlock - 1) / kSgdBlock;
   if (size == 0) return {};
-  const sgd_block_fn block = sgd_kernels_for(active_cpu_path()).block[cfg.weight_decay != 0.0f][p != nullptr];
+  const sgd_kernels& kernels = sgd_kernels_for(active_cpu_path());
+  const bool decay = cfg.weight_decay != 0.0f;
+  const sgd_block_fn block = kernels.block[decay][p != nullptr];
+  const sgd_half_fn half = kernels.half[decay][p != nullptr];
   const float ps = p != nullptr ? std::visit([](const auto& m) { return m.scale(); }, *p) : 1.0f;
+  const auto* p16 = p != nullptr ? std::get_if<ScaledMatrix<float16>>(p) : nullptr;
+  constexpr bool kFloat = std::is_same_v<T, float>, kHalf = std::is_same_v<T, float16>;
+  // The float16 routine: sums with a float16 momentum or none; stores into
+  // float16 when the momentum is float16 or none.
+  const bool fused = (p == nullptr || p16 != nullptr) && (store == nullptr ? p16 != nullptr : kHalf);
   std::vector<step_sums> partial(store == nullptr ? static_cast<size_t>(blocks) : 0);
-  constexpr bool kFloat = std::is_same_v<T, float>;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / kSgdBlock);  // >= 64 Ki values per thread
   scalify::detail::parallel_ranges(blocks, grain, 1, current_config().threads, [&](int64_t begin, int64_t end) {
-    std::vector<float> p_buffer(p != nullptr ? kSgdBlock : 0);
-    std::vector<float> v_buffer(kFloat || store == nullptr ? 0 : kSgdBlock), u_buffer(v_buffer.size());
-    std::vector<T> u_codes(kFloat || store == nullptr ? 0 : kSgdBlock);
+    const bool buffers = !fused && store != nullptr && !kFloat;
+    std::vector<float> p_buffer(p != nullptr && !fused ? kSgdBlock : 0);
+    std::vector<float> v_buffer(buffers ? kSgdBlock : 0), u_buffer(v_buffer.size());
+    std::vector<T> u_codes(buffers ? kSgdBlock : 0);
     for (int64_t b = begin; b < end; ++b) {
       const Eigen::Index at = b * kSgdBlock, n = std::min(kSgdBlock, size - at);
       const sgd_block operands{wt.data().data() + at,
                                gt.data().data() + at,
-                               p != nullptr ? momentum_block(*p, at, n, p_buffer.data()) : nullptr,
+                               p != nullptr && !fused ? momentum_block(*p, at, n, p_buffer.data()) : nullptr,
                                wt.scale(),
                                gt.scale(),
                                ps,
                                cfg.momentum,
                                cfg.weight_decay,
-                               cfg.lr};
+                               cfg.lr,
+                               p16 != nullptr ? p16->data().data() + at : nullptr};
+      if (fused) {
+        if (store == nullptr) {
+          partial[static_cast<size_t>(b)] = half(operands, n, nullptr);
+          continue;
+        }
+        if constexpr (kHalf) {
+          const sgd_half_outputs out{.v_codes = store->v_codes != nullptr ? store->v_codes + at : nullptr,
+                                     .fv = 1.0f / store->sv,
+                                     .u_out = store->w_out + at,
+                                     .fu = 1.0f / store->su,
+                                     // v_options saturates as u_options: both are store_options(state_).
+                                     .saturate = store->u_options.saturate,
+                                     .stochastic = store->u_options.round == rounding::stochastic,
+                                     .keys = scalify::detail::make_stochastic_keys(store->u_options.seed),
+                                     .offset = store->u_options.offset + static_cast<uint64_t>(at)};
+          half(operands, n, &out);
+        }
+        continue;
+      }
       if (store == nullptr) {
         partial[static_cast<size_t>(b)] = block(operands, n, {.sums = true});
         continue;
