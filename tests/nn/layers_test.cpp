@@ -134,6 +134,44 @@ TEST_CASE("linear: gradients accumulate and zero_grad clears them", "[nn][linear
   CHECK(values(g.dw).norm() == 0.0);
 }
 
+TEST_CASE("linear: zero_grad clears gradients in their own memory, whatever they held", "[nn][linear]") {
+  nn::linear_params p;
+  nn::linear_init(p, 8, 3, 1);
+  nn::linear_cache cache;
+  nn::Tensor y;
+  const nn::Tensor x = to_tensor(random_matrix(4, 8, 2), 1.0f), dy = to_tensor(random_matrix(4, 3, 3), 0.5f);
+  nn::linear_forward(y, cache, x, p, {});
+
+  nn::linear_grads fresh;  // what a new gradient gets
+  nn::linear_backward(nullptr, fresh, dy, cache, p, {});
+
+  nn::linear_grads g;
+  nn::linear_zero_grad(g, p);
+  nn::linear_backward(nullptr, g, dy, cache, p, {});
+  // A bad step's leftovers: NaN and inf data on a large scale.
+  g.dw.data()(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  g.db.data()(0, 1) = -std::numeric_limits<float>::infinity();
+  g.dw.set_scale(8.0f);
+  const float* dw_memory = g.dw.data().data();
+  nn::linear_zero_grad(g, p);
+  CHECK(g.dw.data().data() == dw_memory);
+  CHECK(g.dw.scale() == 0.0f);
+  CHECK(g.db.scale() == 0.0f);
+  CHECK((g.dw.data().array() == 0.0f).all());
+  CHECK((g.db.data().array() == 0.0f).all());
+  nn::linear_backward(nullptr, g, dy, cache, p, {});
+  CHECK(g.dw.scale() == fresh.dw.scale());
+  CHECK(g.dw.data() == fresh.dw.data());
+  CHECK(g.db.data() == fresh.db.data());
+
+  // Another shape (the parameter was replaced): the gradient takes it.
+  nn::linear_params q;
+  nn::linear_init(q, 5, 2, 1);
+  nn::linear_zero_grad(g, q);
+  CHECK((g.dw.rows() == 5 && g.dw.cols() == 2 && g.db.rows() == 1 && g.db.cols() == 2));
+  CHECK(values(g.dw).norm() == 0.0);
+}
+
 TEST_CASE("linear: shapes are checked", "[nn][linear]") {
   nn::linear_params p;
   nn::linear_init(p, 8, 3, 1);

@@ -55,7 +55,7 @@ inline void embedding_init(embedding_params& p, Eigen::Index rows, Eigen::Index 
 
 /// g.dtable = zeros of the table's shape (scale 0).
 inline void embedding_zero_grad(embedding_grads& g, const embedding_params& p) {
-  g.dtable = zeros(p.table.rows(), p.table.cols());
+  set_zeros(g.dtable, p.table.rows(), p.table.cols());
 }
 
 namespace detail {

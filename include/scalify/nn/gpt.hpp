@@ -195,8 +195,8 @@ class transformer_block : public module {
   }
   void zero_grad() override {
     for (layernorm_grads* g : {&ln1g_, &ln2g_}) {
-      g->dgamma = zeros(1, ln1_.gamma.cols());
-      g->dbeta = zeros(1, ln1_.gamma.cols());
+      set_zeros(g->dgamma, 1, ln1_.gamma.cols());
+      set_zeros(g->dbeta, 1, ln1_.gamma.cols());
     }
     linear_zero_grad(qkvg_, qkv_);
     linear_zero_grad(projg_, proj_);
@@ -330,8 +330,8 @@ class gpt {
     embedding_zero_grad(tokg_, tok_);
     embedding_zero_grad(posg_, pos_);
     for (auto& b : blocks_) b->zero_grad();
-    lnfg_.dgamma = zeros(1, cfg_.dim);
-    lnfg_.dbeta = zeros(1, cfg_.dim);
+    set_zeros(lnfg_.dgamma, 1, cfg_.dim);
+    set_zeros(lnfg_.dbeta, 1, cfg_.dim);
     if (!cfg_.tie_head) linear_zero_grad(headg_, head_);
   }
 

@@ -133,8 +133,8 @@ inline void linear_init(linear_params& p, Eigen::Index in, Eigen::Index out, uin
 
 /// Sets the gradients to zero tensors of the parameters' shapes.
 inline void linear_zero_grad(linear_grads& g, const linear_params& p) {
-  g.dw = zeros(p.w.rows(), p.w.cols());
-  g.db = zeros(1, p.b.cols());
+  set_zeros(g.dw, p.w.rows(), p.w.cols());
+  set_zeros(g.db, 1, p.b.cols());
 }
 
 namespace detail {

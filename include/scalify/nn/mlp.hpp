@@ -169,8 +169,8 @@ class layernorm_layer : public module {
     return {{"gamma", &params_.gamma, &grads_.dgamma}, {"beta", &params_.beta, &grads_.dbeta}};
   }
   void zero_grad() override {
-    grads_.dgamma = zeros(1, params_.gamma.cols());
-    grads_.dbeta = zeros(1, params_.beta.cols());
+    set_zeros(grads_.dgamma, 1, params_.gamma.cols());
+    set_zeros(grads_.dbeta, 1, params_.beta.cols());
   }
 
  private:

@@ -296,6 +296,20 @@ inline Tensor zeros(Eigen::Index rows, Eigen::Index cols) {
   return Tensor(Matrix::Zero(rows, cols), 0.0f);
 }
 
+/// Makes `t` zeros(rows, cols), in t's own memory when it already has that
+/// shape: a gradient cleared every step gets no new allocation (and no page
+/// faults). Throws as zeros().
+///
+/// **Example**: `scalify::nn::set_zeros(g.dw, 784, 512);`
+inline void set_zeros(Tensor& t, Eigen::Index rows, Eigen::Index cols) {
+  if (t.rows() != rows || t.cols() != cols) {
+    t = zeros(rows, cols);
+    return;
+  }
+  t.data().setZero();
+  t.set_scale(0.0f);
+}
+
 }  // namespace scalify::nn
 
 #endif  // SCALIFY_NN_TENSOR_HPP_
