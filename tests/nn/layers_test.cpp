@@ -210,6 +210,43 @@ TEST_CASE("activations: reference backward matches finite differences", "[nn][ac
                  dx) < 1e-7);
 }
 
+TEST_CASE("activations: gelu forward and backward, split across threads, are the formula element by element",
+          "[nn][activations]") {
+  // gelu_forward and gelu_backward fill their results in ranges of >= 4096
+  // elements on the scope's threads. Definition, element by element:
+  // y = gelu_tanh_on_scale(x, sx) on x's scale, dx = dy * gelu_tanh_grad(x sx)
+  // on dy's scale. 300 x 70 elements: several ranges, a short last one.
+  nn::Matrix x(300, 70), dy(300, 70);
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (Eigen::Index i = 0; i < x.size(); ++i) {
+    x.data()[i] = normal(rng);
+    dy.data()[i] = normal(rng);
+  }
+  x.data()[5000] = std::numeric_limits<float>::infinity();
+  x.data()[9000] = -std::numeric_limits<float>::infinity();
+  x.data()[13000] = 3e38f;  // x * sx overflows: gelu in double
+  const nn::Tensor xt(x, 2.0f), dyt(dy, 0.125f);
+  for (int threads : {1, 2}) {
+    const scalify::config_scope scope({.threads = threads});
+    nn::Tensor y, dx;
+    nn::gelu_forward(y, xt);
+    nn::gelu_backward(dx, dyt, xt);
+    CHECK(y.scale() == 2.0f);
+    CHECK(dx.scale() == 0.125f);
+    int y_mismatches = 0, dx_mismatches = 0;
+    for (Eigen::Index i = 0; i < x.size(); ++i) {
+      const float want_y = scalify::gelu_tanh_on_scale(x.data()[i], 2.0f);
+      const float want_dx = dy.data()[i] * scalify::gelu_tanh_grad(x.data()[i] * 2.0f);
+      y_mismatches += std::bit_cast<std::uint32_t>(want_y) != std::bit_cast<std::uint32_t>(y.data().data()[i]);
+      dx_mismatches += std::bit_cast<std::uint32_t>(want_dx) != std::bit_cast<std::uint32_t>(dx.data().data()[i]);
+    }
+    INFO(threads << " threads");
+    CHECK(y_mismatches == 0);
+    CHECK(dx_mismatches == 0);
+  }
+}
+
 TEST_CASE("activations: relu_backward passes dy's bits where x > 0 and +0 elsewhere, NaN and -0 included",
           "[nn][activations]") {
   // relu_backward is a vectorized Eigen expression (packets of 4, 8 or 16 and
