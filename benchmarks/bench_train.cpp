@@ -63,17 +63,18 @@ class trainer {
   trainer(nn::linear_config lcfg, nn::state_config scfg)
       : net_(nn::make_mlp({.sizes = kSizes, .linear = lcfg, .seed = 1})),
         opt_(net_.parameters(), {.lr = 0.01f, .momentum = 0.9f}, scfg),
-        images_(kBatch, kSizes.front()),
         labels_(kBatch) {
     std::mt19937 gen(3);
     std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
-    for (Eigen::Index i = 0; i < images_.size(); ++i) images_.data()[i] = pixel(gen);
+    nn::Matrix images(kBatch, kSizes.front());
+    for (Eigen::Index i = 0; i < images.size(); ++i) images.data()[i] = pixel(gen);
+    x_ = nn::Tensor(images, 1.0f);
     for (int i = 0; i < kBatch; ++i) labels_[static_cast<size_t>(i)] = i % 10;
   }
   double step() {
     const double t0 = wall_seconds();
     net_.zero_grad();
-    const nn::Tensor logits = net_.forward(nn::Tensor(images_, 1.0f));
+    const nn::Tensor logits = net_.forward(x_);
     nn::Tensor dlogits;
     const float loss = nn::softmax_cross_entropy(&dlogits, logits, labels_);
     net_.backward(dlogits);
@@ -85,7 +86,7 @@ class trainer {
  private:
   nn::sequential net_;
   nn::sgd opt_;
-  nn::Matrix images_;
+  nn::Tensor x_;
   std::vector<int> labels_;
 };
 

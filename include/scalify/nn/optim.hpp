@@ -562,8 +562,14 @@ step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const
   const auto* p16 = p != nullptr ? std::get_if<ScaledMatrix<float16>>(p) : nullptr;
   constexpr bool kFloat = std::is_same_v<T, float>, kHalf = std::is_same_v<T, float16>;
   // The float16 routine: sums with a float16 momentum or none; stores into
-  // float16 when the momentum is float16 or none.
-  const bool fused = (p == nullptr || p16 != nullptr) && (store == nullptr ? p16 != nullptr : kHalf);
+  // float16 when the momentum is float16 or none, with the roundings it has
+  // (v to nearest even, u to nearest even or stochastically, both saturating
+  // alike: store_options gives these).
+  const bool roundings = store == nullptr || (store->v_options.round == rounding::nearest_even &&
+                                              store->v_options.saturate == store->u_options.saturate &&
+                                              (store->u_options.round == rounding::nearest_even ||
+                                               store->u_options.round == rounding::stochastic));
+  const bool fused = (p == nullptr || p16 != nullptr) && (store == nullptr ? p16 != nullptr : kHalf) && roundings;
   std::vector<step_sums> partial(store == nullptr ? static_cast<size_t>(blocks) : 0);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / kSgdBlock);  // >= 64 Ki values per thread
   scalify::detail::parallel_ranges(blocks, grain, 1, current_config().threads, [&](int64_t begin, int64_t end) {
@@ -593,7 +599,6 @@ step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const
                                      .fv = 1.0f / store->sv,
                                      .u_out = store->w_out + at,
                                      .fu = 1.0f / store->su,
-                                     // v_options saturates as u_options: both are store_options(state_).
                                      .saturate = store->u_options.saturate,
                                      .stochastic = store->u_options.round == rounding::stochastic,
                                      .keys = scalify::detail::make_stochastic_keys(store->u_options.seed),

@@ -352,7 +352,7 @@ step_sums sgd_half(const detail::sgd_block& b, std::ptrdiff_t n, const sgd_half_
     }
     if (v_codes != nullptr) {
       const __m256 vc = saturate ? _mm256_min_ps(_mm256_max_ps(vs, k_min), k_max) : vs;
-      const __m128i codes = _mm256_cvtps_ph(vc, _MM_FROUND_TO_NEAREST_INT);
+      const __m128i codes = _mm256_cvtps_ph(vc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       if (whole) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(v_codes + i), codes);
       } else {
@@ -370,7 +370,7 @@ step_sums sgd_half(const detail::sgd_block& b, std::ptrdiff_t n, const sgd_half_
       r = _mm256_or_ps(_mm256_castsi256_ps(t), _mm256_andnot_ps(_mm256_castsi256_ps(k_abs), us));
     } else {
       const __m256 uc = saturate ? _mm256_min_ps(_mm256_max_ps(us, k_min), k_max) : us;
-      r = _mm256_cvtph_ps(_mm256_cvtps_ph(uc, _MM_FROUND_TO_NEAREST_INT));
+      r = _mm256_cvtph_ps(_mm256_cvtps_ph(uc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     if (whole) {
       _mm256_storeu_ps(u_out + i, r);
