@@ -41,7 +41,7 @@ if ((sanitize == 2)); then
   # Only the programs with [threads] test cases, and in them only those cases:
   # the rest is single-threaded and covered by the other two runs.
   targets=(cpu_test core_config_scope_test core_evaluation_test formats_eigen_packet_test kernels_gemm_test
-           kernels_thread_pool_test ops_batched_test)
+           kernels_thread_pool_test ops_batched_test nn_layers_test nn_optim_test)
   build=build-tsan
   config+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
            -DSCALIFY_SANITIZE_THREAD=ON -DSCALIFY_BUILD_BENCHMARKS=OFF -DSCALIFY_BUILD_EXAMPLES=OFF)

@@ -211,7 +211,7 @@ TEST_CASE("activations: reference backward matches finite differences", "[nn][ac
 }
 
 TEST_CASE("activations: gelu forward and backward, split across threads, are the formula element by element",
-          "[nn][activations]") {
+          "[nn][activations][threads]") {
   // gelu_forward and gelu_backward fill their results in ranges of >= 4096
   // elements on the scope's threads. Definition, element by element:
   // y = gelu_tanh_on_scale(x, sx) on x's scale, dx = dy * gelu_tanh_grad(x sx)

@@ -257,7 +257,8 @@ TEST_CASE("sgd's stores rebase to pow2_round_down(RMS) of the stored values, wha
   }
 }
 
-TEST_CASE("sgd stores, element by element, the rounded update its file comment defines", "[nn][optim]") {
+TEST_CASE("sgd stores, element by element, the rounded update its file comment defines",
+          "[nn][optim][threads]") {
   // Against scalar arithmetic written here from the definition (float32, the
   // fused multiply-adds of nn/detail/sgd_kernels.hpp) and round_cast with the
   // documented random bits: element i of parameter j's weights at step t is
