@@ -66,7 +66,7 @@ namespace scalify::nn {
 namespace detail {
 
 /// out[i] = f(i) for every element of `out`, split across the scope's
-/// threads: for the GELUs, whose libm tanh costs tens of nanoseconds per
+/// threads: for the GELUs, whose libm tanh costs several nanoseconds per
 /// element (element-wise, so the bits do not depend on the split).
 template <class F>
 void parallel_fill(Matrix& out, F&& f) {
