@@ -212,11 +212,12 @@ TEST_CASE("activations: reference backward matches finite differences", "[nn][ac
 
 TEST_CASE("activations: gelu forward and backward, split across threads, are the formula element by element",
           "[nn][activations][threads]") {
-  // gelu_forward and gelu_backward fill their results in ranges of >= 4096
-  // elements on the scope's threads. Definition, element by element:
-  // y = gelu_tanh_on_scale(x, sx) on x's scale, dx = dy * gelu_tanh_grad(x sx)
-  // on dy's scale. 300 x 70 elements: several ranges, a short last one.
-  nn::Matrix x(300, 70), dy(300, 70);
+  // gelu_forward and gelu_backward evaluate their results on the scope's
+  // threads (evaluate_in_place: >= 64 Ki elements per thread). Definition,
+  // element by element: y = gelu_tanh_on_scale(x, sx) on x's scale,
+  // dx = dy * gelu_tanh_grad(x sx) on dy's scale. 501 x 300 elements: two
+  // ranges on 2 threads, rows split unevenly.
+  nn::Matrix x(501, 300), dy(501, 300);
   std::mt19937 rng(23);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   for (Eigen::Index i = 0; i < x.size(); ++i) {
@@ -226,6 +227,7 @@ TEST_CASE("activations: gelu forward and backward, split across threads, are the
   x.data()[5000] = std::numeric_limits<float>::infinity();
   x.data()[9000] = -std::numeric_limits<float>::infinity();
   x.data()[13000] = 3e38f;  // x * sx overflows: gelu in double
+  x.data()[100000] = -std::numeric_limits<float>::infinity();  // in the second thread's range
   const nn::Tensor xt(x, 2.0f), dyt(dy, 0.125f);
   for (int threads : {1, 2}) {
     const scalify::config_scope scope({.threads = threads});

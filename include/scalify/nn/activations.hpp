@@ -19,15 +19,13 @@
 
 #include <Eigen/Core>  // Eigen::Array
 #include <cmath>       // std::isinf, std::isfinite
-#include <cstdint>     // int64_t
 #include <string>      // std::string
 #include <utility>     // std::move
 
-#include "scalify/activation.hpp"             // gelu_tanh, gelu_tanh_grad
-#include "scalify/core/config_scope.hpp"      // current_config
-#include "scalify/core/detail/parallel.hpp"  // parallel_ranges
-#include "scalify/errors.hpp"                 // SCALIFY_CHECK, shape_error
-#include "scalify/ops/detail/common.hpp"      // shape_string
+#include "scalify/activation.hpp"         // gelu_tanh, gelu_tanh_grad
+#include "scalify/core/scaled_array.hpp"  // detail::evaluate_in_place
+#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
+#include "scalify/ops/detail/common.hpp"  // shape_string
 
 #include "scalify/nn/tensor.hpp"  // Tensor, RefMatrix, check_shape
 
@@ -63,21 +61,6 @@ struct Eigen::internal::functor_traits<scalify::nn::detail::relu_grad_op> {
 
 namespace scalify::nn {
 
-namespace detail {
-
-/// out[i] = f(i) for every element of `out`, split across the scope's
-/// threads: for the GELUs, whose libm tanh costs several nanoseconds per
-/// element (element-wise, so the bits do not depend on the split).
-template <class F>
-void parallel_fill(Matrix& out, F&& f) {
-  float* o = out.data();
-  scalify::detail::parallel_ranges(out.size(), 4096, 1, current_config().threads, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) o[i] = f(static_cast<Eigen::Index>(i));
-  });
-}
-
-}  // namespace detail
-
 /// y = max(x, 0). x and y are (B, C); scale unchanged.
 ///
 /// **Example**: `Tensor y; scalify::nn::relu_forward(y, x);`
@@ -96,9 +79,10 @@ inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
 /// **Example**: `Tensor y; scalify::nn::gelu_forward(y, x);`
 inline void gelu_forward(Tensor& y, const Tensor& x) {
   const float sx = x.scale();
-  const float* xd = x.data().data();
+  // On the scope's threads (libm's tanh costs several nanoseconds per element).
   Matrix out(x.rows(), x.cols());
-  detail::parallel_fill(out, [&](Eigen::Index i) { return gelu_tanh_on_scale(xd[i], sx); });
+  scalify::detail::evaluate_in_place(out, x.data().unaryExpr([sx](float d) { return gelu_tanh_on_scale(d, sx); }),
+                                     convert_options{});
   y = detail::propagated(std::move(out), sx > 0.0f ? sx : 1.0f);
 }
 
@@ -106,9 +90,9 @@ inline void gelu_forward(Tensor& y, const Tensor& x) {
 inline void gelu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_shape("scalify::nn::gelu_backward: dy", dy, x.rows(), x.cols());
   const float sx = x.scale();
-  const float *xd = x.data().data(), *dyd = dy.data().data();
   Matrix out(x.rows(), x.cols());
-  detail::parallel_fill(out, [&](Eigen::Index i) { return dyd[i] * gelu_tanh_grad(xd[i] * sx); });
+  const auto grad = [sx](float d, float xd) { return d * gelu_tanh_grad(xd * sx); };
+  scalify::detail::evaluate_in_place(out, dy.data().binaryExpr(x.data(), grad), convert_options{});
   dx = detail::propagated(std::move(out), dy.scale());
 }
 
