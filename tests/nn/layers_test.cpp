@@ -213,10 +213,11 @@ TEST_CASE("activations: reference backward matches finite differences", "[nn][ac
 TEST_CASE("activations: gelu forward and backward, split across threads, are the formula element by element",
           "[nn][activations][threads]") {
   // gelu_forward and gelu_backward evaluate their results on the scope's
-  // threads (evaluate_in_place: >= 64 Ki elements per thread). Definition,
-  // element by element: y = gelu_tanh_on_scale(x, sx) on x's scale,
-  // dx = dy * gelu_tanh_grad(x sx) on dy's scale. 501 x 300 elements: two
-  // ranges on 2 threads, rows split unevenly.
+  // threads (nn::detail::kGeluGrain: >= 32 Ki elements per thread), with the
+  // path's vector routines. Definition, element by element:
+  // y = gelu_tanh_on_scale(x, sx) on x's scale, dx = dy * gelu_tanh_grad(x sx)
+  // on dy's scale. 501 x 300 elements: two ranges on 2 threads, the second
+  // starting mid-row.
   nn::Matrix x(501, 300), dy(501, 300);
   std::mt19937 rng(23);
   std::normal_distribution<float> normal(0.0f, 3.0f);

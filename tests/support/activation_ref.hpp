@@ -26,3 +26,15 @@ inline double activation_ref(double v, scalify::activation a) {
 }
 
 }  // namespace scalify_test
+
+namespace scalify_test {
+
+/// d gelu_ref / dx, differentiated by hand: 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2),
+/// t = tanh(k (x + 0.044715 x^3)).
+inline double gelu_grad_ref(double x) {
+  const double k = std::sqrt(2.0 / 3.14159265358979323846);
+  const double t = std::tanh(k * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+}  // namespace scalify_test

@@ -18,6 +18,7 @@
 #ifndef SCALIFY_KERNELS_EPILOGUE_HPP_
 #define SCALIFY_KERNELS_EPILOGUE_HPP_
 
+#include <algorithm>    // std::min
 #include <cmath>        // std::fabs, std::fma
 #include <cstddef>      // ptrdiff_t
 #include <limits>       // std::numeric_limits
@@ -28,6 +29,7 @@
 #include "scalify/formats/cast.hpp"     // round_cast
 #include "scalify/formats/float16.hpp"  // float16, bfloat16
 #include "scalify/formats/float8.hpp"   // float8_e4m3fn, float8_e5m2
+#include "scalify/kernels/gelu.hpp"     // gelu_forward_fn, gelu_forward_scalar
 
 #if SCALIFY_HAVE_X86_SIMD
 #include <immintrin.h>  // AVX2, FMA
@@ -85,10 +87,13 @@ inline float activate(float v, activation act, float act_scale = 1.0f) {
 /// Applies the epilogue to the valid m x n part of an accumulator tile (row
 /// stride `ld`) whose element (0, 0) is C's (i0, j0). Returns max |out| over
 /// the non-NaN outputs written (0 if none), +inf if a cast overflowed to NaN,
-/// so that an amax-driven rescaling sees every overflow.
+/// so that an amax-driven rescaling sees every overflow. A GELU runs through
+/// `gelu` (the path's kernels::gelu_kernels::forward: same bits as activate()),
+/// on up to 64 values of a row at a time.
 template <gemm_output TC>
 float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t i0,
-                    std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c) {
+                    std::ptrdiff_t j0, const epilogue_params& p, const strided_out<TC>& c,
+                    gelu_forward_fn gelu = &gelu_forward_scalar) {
   float amax = 0.0f;
   const bool plain = p.beta == 0.0f && p.bias == nullptr && p.act == activation::none;
   for (std::ptrdiff_t i = 0; i < m; ++i) {
@@ -105,23 +110,32 @@ float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::
         continue;
       }
     }
-    for (std::ptrdiff_t j = 0; j < n; ++j) {
-      float v = p.alpha * row[j];
-      if (p.beta != 0.0f) v = std::fma(p.beta, static_cast<float>(out[j * c.cs]), v);
-      if (p.bias != nullptr) v += p.bias[j0 + j];
-      v = activate(v, p.act, p.act_scale);
-      TC stored;
-      if constexpr (std::is_same_v<TC, float>) {
-        stored = v;
-      } else {
-        stored = round_cast<TC>(v, rounding::nearest_even, p.saturate);
+    constexpr std::ptrdiff_t kChunk = 64;
+    for (std::ptrdiff_t jc = 0; jc < n; jc += kChunk) {
+      const std::ptrdiff_t nc = std::min(kChunk, n - jc);
+      float vs[kChunk];
+      for (std::ptrdiff_t j = jc; j < jc + nc; ++j) {
+        float v = p.alpha * row[j];
+        if (p.beta != 0.0f) v = std::fma(p.beta, static_cast<float>(out[j * c.cs]), v);
+        if (p.bias != nullptr) v += p.bias[j0 + j];
+        vs[j - jc] = p.act == activation::gelu_tanh ? v : activate(v, p.act);
       }
-      out[j * c.cs] = stored;
-      float a = std::fabs(static_cast<float>(stored));
-      if constexpr (!std::numeric_limits<TC>::has_infinity) {
-        if (a != a && v == v) a = std::numeric_limits<float>::infinity();  // overflow into NaN: reported as inf
+      if (p.act == activation::gelu_tanh) gelu(vs, p.act_scale, vs, nc);
+      for (std::ptrdiff_t j = jc; j < jc + nc; ++j) {
+        const float v = vs[j - jc];
+        TC stored;
+        if constexpr (std::is_same_v<TC, float>) {
+          stored = v;
+        } else {
+          stored = round_cast<TC>(v, rounding::nearest_even, p.saturate);
+        }
+        out[j * c.cs] = stored;
+        float a = std::fabs(static_cast<float>(stored));
+        if constexpr (!std::numeric_limits<TC>::has_infinity) {
+          if (a != a && v == v) a = std::numeric_limits<float>::infinity();  // overflow into NaN: reported as inf
+        }
+        amax = a > amax ? a : amax;  // NaN compares false: skipped
       }
-      amax = a > amax ? a : amax;  // NaN compares false: skipped
     }
   }
   return amax;

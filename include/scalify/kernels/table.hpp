@@ -7,8 +7,9 @@
 //   operand_kernels_for<T>(path)  the routines that depend on an operand's element type T:
 //                                 packing of A and B, the streaming GEMV (M <= 4)
 //
-// The bulk casts have their table one layer down, beside them
-// (formats/convert.hpp, detail::cast_kernels_for). A null entry means the
+// The GELU routines (the epilogue's and the nn layers') have their table in
+// kernels/gelu.hpp (gelu_kernels_for), the bulk casts one layer down, beside
+// them (formats/convert.hpp, detail::cast_kernels_for). A null entry means the
 // portable scalar routine, which every path can run. docs/kernels.md shows
 // the whole table:
 //
@@ -37,6 +38,7 @@
 #include "scalify/config.hpp"             // SCALIFY_HAVE_X86_SIMD
 #include "scalify/cpu.hpp"                // cpu_path
 #include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, kernels::avx2::epilogue_tile_f32
+#include "scalify/kernels/gelu.hpp"       // gelu_kernels_for
 #include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, kernels::*::gemv_block, gemv_dot_block
 #include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
 #include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows, pack_*_cols
@@ -193,7 +195,7 @@ float epilogue_tile_with(const path_kernels& t, const float* acc, std::ptrdiff_t
       return t.epilogue_f32(acc, ld, m, n, i0, j0, p, c);
     }
   }
-  return epilogue_tile(acc, ld, m, n, i0, j0, p, c);
+  return epilogue_tile(acc, ld, m, n, i0, j0, p, c, gelu_kernels_for(t.path).forward);
 }
 
 /// acc (m x n, row stride ld) = A(0..m, :) * B(:, j0 .. j0 + n), m <= kGemvMaxRows,

@@ -13,19 +13,23 @@
 // which the GEMM epilogue's activation::gelu_tanh uses too (the same float32
 // input gives the same float32 value). It is computed from the values x = d * s
 // and stored on x's scale: gelu(x) ~ x for large x, ~0 for very negative x, so
-// the output data stays of the input data's magnitude.
+// the output data stays of the input data's magnitude. The layers run the
+// vector routines of kernels/gelu.hpp (the same bits) on the scope's threads.
 #ifndef SCALIFY_NN_ACTIVATIONS_HPP_
 #define SCALIFY_NN_ACTIVATIONS_HPP_
 
 #include <Eigen/Core>  // Eigen::Array
-#include <cmath>       // std::isinf, std::isfinite
+#include <cstdint>     // int64_t
 #include <string>      // std::string
 #include <utility>     // std::move
 
-#include "scalify/activation.hpp"         // gelu_tanh, gelu_tanh_grad
-#include "scalify/core/scaled_array.hpp"  // detail::evaluate_in_place
-#include "scalify/errors.hpp"             // SCALIFY_CHECK, shape_error
-#include "scalify/ops/detail/common.hpp"  // shape_string
+#include "scalify/activation.hpp"            // gelu_tanh, gelu_tanh_grad
+#include "scalify/core/config_scope.hpp"     // current_config
+#include "scalify/core/detail/parallel.hpp"  // detail::parallel_ranges
+#include "scalify/cpu.hpp"                   // active_cpu_path
+#include "scalify/errors.hpp"                // SCALIFY_CHECK, shape_error
+#include "scalify/kernels/gelu.hpp"          // kernels::gelu_kernels_for
+#include "scalify/ops/detail/common.hpp"     // shape_string
 
 #include "scalify/nn/tensor.hpp"  // Tensor, RefMatrix, check_shape
 
@@ -72,6 +76,14 @@ inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   dx = detail::propagated(Matrix(dy.data().binaryExpr(x.data(), detail::relu_grad_op{})), dy.scale());
 }
 
+namespace detail {
+
+/// Elements per thread below which the GELU layers stay on one thread (a few
+/// microseconds of the vector routines, well above the pool's hand-off).
+inline constexpr int64_t kGeluGrain = int64_t{1} << 15;
+
+}  // namespace detail
+
 /// y = gelu(x) (tanh approximation), on x's scale (scale 1 if x's is 0).
 /// Where the value d * s overflows float, gelu is taken of the exact value in
 /// double, so the data stays d (gelu(x) = x far out) instead of inf.
@@ -79,10 +91,12 @@ inline void relu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
 /// **Example**: `Tensor y; scalify::nn::gelu_forward(y, x);`
 inline void gelu_forward(Tensor& y, const Tensor& x) {
   const float sx = x.scale();
-  // On the scope's threads (libm's tanh costs several nanoseconds per element).
   Matrix out(x.rows(), x.cols());
-  scalify::detail::evaluate_in_place(out, x.data().unaryExpr([sx](float d) { return gelu_tanh_on_scale(d, sx); }),
-                                     convert_options{});
+  const float* in = x.data().data();
+  float* o = out.data();
+  const kernels::gelu_forward_fn f = kernels::gelu_kernels_for(active_cpu_path()).forward;
+  scalify::detail::parallel_ranges(out.size(), detail::kGeluGrain, 8, current_config().threads,
+                                   [&](int64_t begin, int64_t end) { f(in + begin, sx, o + begin, end - begin); });
   y = detail::propagated(std::move(out), sx > 0.0f ? sx : 1.0f);
 }
 
@@ -91,8 +105,14 @@ inline void gelu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_shape("scalify::nn::gelu_backward: dy", dy, x.rows(), x.cols());
   const float sx = x.scale();
   Matrix out(x.rows(), x.cols());
-  const auto grad = [sx](float d, float xd) { return d * gelu_tanh_grad(xd * sx); };
-  scalify::detail::evaluate_in_place(out, dy.data().binaryExpr(x.data(), grad), convert_options{});
+  const float* g = dy.data().data();
+  const float* in = x.data().data();
+  float* o = out.data();
+  const kernels::gelu_backward_fn f = kernels::gelu_kernels_for(active_cpu_path()).backward;
+  scalify::detail::parallel_ranges(out.size(), detail::kGeluGrain, 8, current_config().threads,
+                                   [&](int64_t begin, int64_t end) {
+                                     f(g + begin, in + begin, sx, o + begin, end - begin);
+                                   });
   dx = detail::propagated(std::move(out), dy.scale());
 }
 
