@@ -516,9 +516,20 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
               }
               for (index ir = ib; ir < ib_end; ++ir) {
                 const index row = i_begin + ir * mr, rows = std::min<index>(mr, i_end - row);
-                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, bs + (jr0 + jr) * panel_stride,
-                          acc + ((jr0 + jr) * ir_total + ir) * mr * nr, row, rows, col, cols, local_amax,
-                          amax_lanes);
+                float* tile = acc + ((jr0 + jr) * ir_total + ir) * mr * nr;
+                if (pc > 0) {
+                  // The next tile's accumulators, loaded before its first
+                  // multiply-add: from L3 or memory (the buffer is larger
+                  // than L2), fetched while this tile runs.
+                  const float* next = ir + 1 < ib_end      ? tile + mr * nr
+                                      : jr + 1 < jr_count ? acc + ((jr0 + jr + 1) * ir_total + ib) * mr * nr
+                                                          : nullptr;
+                  if (next != nullptr) {
+                    for (index o = 0; o < mr * nr; o += 16) __builtin_prefetch(next + o, 0, 3);
+                  }
+                }
+                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, bs + (jr0 + jr) * panel_stride, tile, row, rows, col,
+                          cols, local_amax, amax_lanes);
               }
             }
           }
