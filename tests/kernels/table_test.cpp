@@ -411,6 +411,22 @@ TEST_CASE("kernel table: the float32 epilogue entry equals epilogue_tile", "[ker
           const float a_want = k::epilogue_tile(acc.data(), ld, m, n, 3, 5, ep, k::strided_out<float>{c_want.data(), 50, 1});
           CHECK(std::memcmp(c_got.data(), c_want.data(), c_got.size() * sizeof(float)) == 0);
           CHECK(a_got == a_want);
+          if (beta == 0.0f) {
+            // The definition, with the product rounded on its own (volatile: no
+            // compiler may fuse it into the add, whatever -ffp-contract says).
+            long off = 0;
+            for (std::ptrdiff_t i = 0; i < m; ++i) {
+              for (std::ptrdiff_t j = 0; j < n; ++j) {
+                volatile float product = ep.alpha * acc[static_cast<std::size_t>(i * ld + j)];
+                float v = product;
+                if (with_bias) v += bias[static_cast<std::size_t>(5 + j)];
+                if (act == scalify::activation::relu) v = v > 0.0f ? v : 0.0f;
+                const float got = c_got[static_cast<std::size_t>((3 + i) * 50 + 5 + j)];
+                off += std::memcmp(&got, &v, sizeof v) != 0 && !(std::isnan(got) && std::isnan(v));
+              }
+            }
+            CHECK(off == 0);
+          }
         }
       }
     }

@@ -67,6 +67,13 @@ f32x f32_lanewise(f32x a, f32x b, Op op) {
   return r;
 }
 inline f32x f32_mul(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x * y; }); }
+/// a * b rounded on its own (volatile: never fused into a following add).
+inline f32x f32_mul_rounded(f32x a, f32x b) {
+  return f32_lanewise(a, b, [](float x, float y) {
+    volatile float p = x * y;
+    return static_cast<float>(p);
+  });
+}
 inline f32x f32_add(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x + y; }); }
 /// maxps: the first operand if it is greater, else the second (NaN, equal zeros).
 inline f32x f32_max(f32x a, f32x b) { return f32_lanewise(a, b, [](float x, float y) { return x > y ? x : y; }); }

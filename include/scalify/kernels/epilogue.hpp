@@ -12,7 +12,8 @@
 //                                                (e4m3fn overflow) counts as +inf
 //
 // in float32, in this order, on every path (so paths agree bit for bit; the
-// fused multiply-add is explicit so no compiler contraction can differ). On
+// fused multiply-add is explicit, and alpha * acc is rounded behind a barrier,
+// so no compiler contraction can differ). On
 // the SIMD paths a float32 C with unit column stride and no GELU takes an
 // AVX2 version of the same operations.
 #ifndef SCALIFY_KERNELS_EPILOGUE_HPP_
@@ -72,6 +73,20 @@ struct f32_tile_out {
   float* amax;                  ///< one running max |C| per vector lane (16 floats suffice), or null
 };
 
+/// a * b rounded to float on its own: never fused by the compiler with the add
+/// that follows (-ffp-contract=fast, GCC's default, fuses a product into an
+/// add in some routines and builds and not in others; the epilogue's bits must
+/// not depend on that). The empty asm makes the product opaque.
+SCALIFY_ALWAYS_INLINE float rounded_product(float a, float b) {
+  float v = a * b;
+#if defined(__GNUC__) && defined(__SSE2__)
+  __asm__("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#endif
+  return v;
+}
+
 /// activation(v) in float32; GELU of the value v * act_scale, as data on
 /// act_scale (relu commutes with a positive scale and ignores it).
 inline float activate(float v, activation act, float act_scale = 1.0f) {
@@ -115,7 +130,7 @@ float epilogue_tile(const float* acc, std::ptrdiff_t ld, std::ptrdiff_t m, std::
       const std::ptrdiff_t nc = std::min(kChunk, n - jc);
       float vs[kChunk];
       for (std::ptrdiff_t j = jc; j < jc + nc; ++j) {
-        float v = p.alpha * row[j];
+        float v = rounded_product(p.alpha, row[j]);
         if (p.beta != 0.0f) v = std::fma(p.beta, static_cast<float>(out[j * c.cs]), v);
         if (p.bias != nullptr) v += p.bias[j0 + j];
         vs[j - jc] = p.act == activation::gelu_tanh ? v : activate(v, p.act);
@@ -163,6 +178,7 @@ inline float epilogue_tile_f32(const float* acc, std::ptrdiff_t ld, std::ptrdiff
     // AMD), the tail with masks.
     auto one = [&](std::ptrdiff_t j, bool full, __m256i mask) __attribute__((always_inline)) {
       __m256 v = _mm256_mul_ps(alpha, _mm256_loadu_ps(row + j));  // the tile is full: no mask needed
+      __asm__("" : "+x"(v));  // rounded on its own, as kernels::rounded_product
       if (use_beta) {
         v = _mm256_fmadd_ps(beta, full ? _mm256_loadu_ps(out + j) : _mm256_maskload_ps(out + j, mask), v);
       }

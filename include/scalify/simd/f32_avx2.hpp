@@ -5,6 +5,7 @@
 //
 //   f32x  f32_zero(), f32_set1(x), f32_broadcast(p), f32_load(p), f32_store(p, v),
 //         f32_fmadd(a, b, c) = a * b + c, f32_mul, f32_add, f32_abs(a),
+//         f32_mul_rounded(a, b) = a * b, never fused into a following add by the compiler,
 //         f32_max(a, b) = a > b ? a : b per lane (maxps: b when either is NaN or both are zeros)
 //
 // Loads take `const uint32_t*`: the packed GEMM panels hold float32 bits
@@ -42,6 +43,13 @@ SCALIFY_ALWAYS_INLINE void f32_store(float* p, f32x a) { _mm256_storeu_ps(p, a.v
 SCALIFY_ALWAYS_INLINE f32x f32_fmadd(f32x a, f32x b, f32x c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_set1(float x) { return {_mm256_set1_ps(x)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_mul(f32x a, f32x b) { return {_mm256_mul_ps(a.v, b.v)}; }
+/// a * b, rounded on its own: the compiler may not fuse it into a following
+/// add (-ffp-contract=fast), where a routine's bits must not depend on the build.
+SCALIFY_ALWAYS_INLINE f32x f32_mul_rounded(f32x a, f32x b) {
+  __m256 v = _mm256_mul_ps(a.v, b.v);
+  __asm__("" : "+x"(v));
+  return {v};
+}
 SCALIFY_ALWAYS_INLINE f32x f32_add(f32x a, f32x b) { return {_mm256_add_ps(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_max(f32x a, f32x b) { return {_mm256_max_ps(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_abs(f32x a) {

@@ -3,7 +3,7 @@
 // simd::avx512bf16), with the interface of simd/f32_avx2.hpp:
 //
 //   f32x   f32_zero(), f32_set1(x), f32_broadcast(p), f32_load(p), f32_store(p, v),
-//          f32_fmadd(a, b, c), f32_mul, f32_add, f32_max, f32_abs
+//          f32_fmadd(a, b, c), f32_mul, f32_mul_rounded, f32_add, f32_max, f32_abs
 //   bf16x2 (avx512bf16 only): bf16x2_load(p), bf16x2_broadcast(p),
 //          f32_dpbf16(acc, a, b): per lane acc += a.hi * b.hi, then += a.lo * b.lo (vdpbf16ps)
 #ifndef SCALIFY_SIMD_F32_AVX512_HPP_
@@ -35,6 +35,13 @@ SCALIFY_ALWAYS_INLINE void f32_store(float* p, f32x a) { _mm512_storeu_ps(p, a.v
 SCALIFY_ALWAYS_INLINE f32x f32_fmadd(f32x a, f32x b, f32x c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_set1(float x) { return {_mm512_set1_ps(x)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_mul(f32x a, f32x b) { return {_mm512_mul_ps(a.v, b.v)}; }
+/// a * b, rounded on its own: the compiler may not fuse it into a following
+/// add (-ffp-contract=fast), where a routine's bits must not depend on the build.
+SCALIFY_ALWAYS_INLINE f32x f32_mul_rounded(f32x a, f32x b) {
+  __m512 v = _mm512_mul_ps(a.v, b.v);
+  __asm__("" : "+v"(v));
+  return {v};
+}
 SCALIFY_ALWAYS_INLINE f32x f32_add(f32x a, f32x b) { return {_mm512_add_ps(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_max(f32x a, f32x b) { return {_mm512_max_ps(a.v, b.v)}; }
 SCALIFY_ALWAYS_INLINE f32x f32_abs(f32x a) {
@@ -56,6 +63,7 @@ using avx512::f32_fmadd;
 using avx512::f32_load;
 using avx512::f32_max;
 using avx512::f32_mul;
+using avx512::f32_mul_rounded;
 using avx512::f32_set1;
 using avx512::f32_store;
 using avx512::f32_zero;

@@ -90,7 +90,7 @@ SCALIFY_ALWAYS_INLINE f32x store_tile_epilogue_as(f32x (&acc)[MR][NV], const ker
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       float* p = out.c + i * out.ldc + v * static_cast<std::ptrdiff_t>(kF32Lanes);
-      f32x x = f32_mul(alpha, acc[i][v]);
+      f32x x = f32_mul_rounded(alpha, acc[i][v]);  // never fused into the bias add below
       if constexpr (Beta) x = f32_fmadd(beta, f32_load(p), x);
       x = f32_add(x, bias[v]);
       if constexpr (Relu) x = f32_max(x, zero);
