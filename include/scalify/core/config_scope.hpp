@@ -44,7 +44,7 @@ enum class scale_format {
 /// | `seed` | seed of stochastic pow2 rounding: the i-th stochastic rounding on this thread in the scope uses `stochastic_bits(seed, i)` |
 /// | `store` | cast options used when a value is stored into a narrow data type: every ScaledArray store, `as_scaled`, `x.cast<T>()` (default: nearest even, **saturating**: finite data beyond the type's range becomes its largest finite value of that sign; NaN stays NaN; +-inf stays +-inf, or becomes NaN in float8_e4m3fn, which has no infinity). `{.saturate = false}` gives the OCP reference cast (overflow to inf, or NaN in e4m3fn) |
 /// | `scale` | preferred scale format for new scales |
-/// | `threads` | the most threads of every parallel region started on this thread (thread_limit()): the GEMM of a scaled matmul or of gemm(), the evaluation of a large stored result (at least 2^16 elements per thread), casts through it. 0 (default) = SCALIFY_NUM_THREADS if set, else every hardware thread; 1 = the calling thread only; never more than the hardware threads |
+/// | `threads` | the most threads of every parallel region started on this thread (thread_limit()): the GEMM of a scaled matmul or of gemm(), the evaluation of a large stored result (at least 2^16 elements per thread), casts through it, the nn GELU layers (2^15). 0 (default) = SCALIFY_NUM_THREADS if set, else every hardware thread; 1 = the calling thread only; never more than the hardware threads |
 struct scalify_config {
   pow2_mode rounding = pow2_mode::down;
   uint64_t seed = 0;

@@ -9,8 +9,9 @@
 // The AVX2 routines evaluate activation.hpp's float formula 8 lanes at a time
 // with the same operations in the same order (explicit fused multiply-adds,
 // correctly rounded divisions, the same bit tricks), so they give the same
-// bits as the scalar definition, which the tests check over sampled float32
-// inputs and every special class. The one place the scalar definition leaves
+// bits as the scalar definition (a NaN as a NaN, whatever its sign and
+// payload), which the tests check over sampled float32 inputs and every
+// special class. The one place the scalar definition leaves
 // float, a value d * s that overflows while d is finite (then gelu is taken
 // in double), runs element by element through it. out may be d (forward) or
 // dy or x (backward): each element is read before it is written.
