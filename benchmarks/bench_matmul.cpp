@@ -8,6 +8,13 @@
 //   counters: GFLOPS (2 M N K / s, wall time), x_eigen (eigen_f32 time / this time, same
 //   process, same shape and threads; > 1 is faster than Eigen)
 //
+//   BM_Microkernel/<kernel>   one core: the micro-kernel of each path this CPU has, alone,
+//     on panels that stay in L1/L2 (KC units of A and B, as the GEMM hands it), and
+//     BM_Peak/<instruction>, independent chains of the instruction it is built on
+//     (vfmadd231ps ymm or zmm, vdpbf16ps zmm) with nothing else in the loop: the
+//     core's peak. counters: GFLOPS, x_peak (this kernel's GFLOPS / the peak's,
+//     same process): how far the kernel is from its instruction bound.
+//
 // A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
 // 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
 // B are used in turn so the weights stream from memory, as in inference: 128
@@ -36,6 +43,7 @@
 #include <vector>
 
 #include "scalify/kernels/gemm.hpp"
+#include "scalify/kernels/table.hpp"  // kernels_for, microkernel
 
 #include "context.hpp"  // scalify_bench::run
 
@@ -43,6 +51,10 @@
 
 #ifdef SCALIFY_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
+
+#if SCALIFY_HAVE_X86_SIMD
+#include <immintrin.h>  // the peak loops
 #endif
 
 namespace {
@@ -222,6 +234,147 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
   state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
 }
 
+// ---------------------------------------------------------------------------
+// The micro-kernels alone, against the peak of the instruction they use.
+
+/// Best seconds per call of f over `batches` batches of `calls` calls.
+template <class F>
+double best_seconds_per_call(F&& f, int batches, long calls) {
+  double best = 1e30;
+  for (int r = 0; r < batches; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < calls; ++i) f();
+    best = std::min(best, seconds_since(t0) / static_cast<double>(calls));
+  }
+  return best;
+}
+
+enum class peak_kind { fma8, fma16, dpbf16 };
+
+#if SCALIFY_HAVE_X86_SIMD
+// Independent chains (more than the 2 pipes x 4 cycles of latency need), one
+// instruction each per step, nothing else in the loop. Returns flops per step.
+SCALIFY_BEGIN_TARGET_AVX2
+double peak_step_fma8(long steps) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(1e-3f * static_cast<float>(i));
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+  for (long t = 0; t < steps; ++t) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+  benchmark::DoNotOptimize(acc[0]);
+  return 12.0 * 8 * 2;
+}
+SCALIFY_END_TARGET
+SCALIFY_BEGIN_TARGET_AVX512
+double peak_step_fma16(long steps) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+  for (long t = 0; t < steps; ++t) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  for (int i = 1; i < 24; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  benchmark::DoNotOptimize(acc[0]);
+  return 24.0 * 16 * 2;
+}
+SCALIFY_END_TARGET
+SCALIFY_BEGIN_TARGET_AVX512BF16
+double peak_step_dpbf16(long steps) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3F803F80), b = (__m512bh)_mm512_set1_epi32(0x33D633D6);
+  for (long t = 0; t < steps; ++t) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  for (int i = 1; i < 24; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  benchmark::DoNotOptimize(acc[0]);
+  return 24.0 * 16 * 4;  // a pair of multiply-adds per lane
+}
+SCALIFY_END_TARGET
+#endif
+
+/// The peak in flops per second, measured once per process.
+double peak_flops(peak_kind kind) {
+  static std::map<peak_kind, double> cache;
+  if (auto it = cache.find(kind); it != cache.end()) return it->second;
+  double flops = 0.0;
+#if SCALIFY_HAVE_X86_SIMD
+  constexpr long kSteps = 1 << 20;
+  double (*step)(long) = kind == peak_kind::fma8    ? &peak_step_fma8
+                         : kind == peak_kind::fma16 ? &peak_step_fma16
+                                                    : &peak_step_dpbf16;
+  double per_step = 0.0;
+  const double s = best_seconds_per_call([&] { per_step = step(kSteps); }, 20, 1);
+  flops = per_step * kSteps / s;
+#endif
+  cache[kind] = flops;
+  return flops;
+}
+
+const char* peak_name(peak_kind kind) {
+  return kind == peak_kind::fma8 ? "vfmadd231ps_ymm" : kind == peak_kind::fma16 ? "vfmadd231ps_zmm" : "vdpbf16ps_zmm";
+}
+
+void bm_peak(benchmark::State& state, peak_kind kind) {
+  for (auto _ : state) benchmark::DoNotOptimize(peak_flops(kind));
+  state.counters["GFLOPS"] = peak_flops(kind) * 1e-9;
+}
+
+/// The micro-kernel `mk` on one core: KC units of 4 A panels in turn (L1/L2)
+/// and one B micro-panel (L1), accumulating into one tile.
+void bm_microkernel(benchmark::State& state, const scalify::kernels::microkernel& mk, peak_kind kind) {
+  const int mr = mk.block.mr, nr = mk.block.nr;
+  const std::ptrdiff_t ku = mk.block.kc / mk.k_per_unit();
+  // Small normal values; as bfloat16 pairs, 0x3A80 (~1e-3) above a zero.
+  std::vector<uint32_t> a(static_cast<std::size_t>(4 * mr * ku), 0x3A800000u), b(static_cast<std::size_t>(nr * ku), 0x3A800000u);
+  std::vector<float> c(static_cast<std::size_t>(mr * nr), 0.0f);
+  long i = 0;
+  auto call = [&] { mk.tile(ku, a.data() + (i++ & 3) * mr * ku, b.data(), c.data(), true); };
+  constexpr long kCalls = 1000;
+  call();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    for (long r = 0; r < kCalls; ++r) call();
+    benchmark::DoNotOptimize(c.data());
+  }
+  const double flops = 2.0 * mr * nr * static_cast<double>(ku) * mk.k_per_unit() * kCalls;
+  const double rate = flops * static_cast<double>(state.iterations()) / seconds_since(t0);
+  state.counters["GFLOPS"] = rate * 1e-9;
+  state.counters["x_peak"] = rate / peak_flops(kind);
+  state.SetLabel(peak_name(kind));
+}
+
+void register_microkernels() {
+  using scalify::cpu_path;
+  std::vector<std::string> seen;
+  std::vector<peak_kind> peaks;
+  for (cpu_path p : scalify::all_cpu_paths) {
+    if (p == cpu_path::scalar || !scalify::cpu_supports(p)) continue;
+    const auto& t = scalify::kernels::kernels_for(p);
+    for (const scalify::kernels::microkernel* mk : {t.tile_f32, t.tile_bf16}) {
+      if (std::find(seen.begin(), seen.end(), mk->name) != seen.end()) continue;
+      seen.emplace_back(mk->name);
+      const peak_kind kind = mk->pack == scalify::kernels::packing::bf16x2 ? peak_kind::dpbf16
+                             : p == cpu_path::avx2                           ? peak_kind::fma8
+                                                                              : peak_kind::fma16;
+      if (std::find(peaks.begin(), peaks.end(), kind) == peaks.end()) {
+        peaks.push_back(kind);
+        benchmark::RegisterBenchmark((std::string("BM_Peak/") + peak_name(kind)).c_str(),
+                                     [kind](benchmark::State& s) { bm_peak(s, kind); })
+            ->Iterations(1);
+      }
+      benchmark::RegisterBenchmark((std::string("BM_Microkernel/") + mk->name).c_str(),
+                                   [mk, kind](benchmark::State& s) { bm_microkernel(s, *mk, kind); })
+          ->UseRealTime();
+    }
+  }
+}
+
 bool want_large(int& argc, char** argv) {
   bool large = false;
   if (const char* e = std::getenv("SCALIFY_BENCH_LARGE"); e != nullptr && *e != '\0' && *e != '0') large = true;
@@ -288,6 +441,7 @@ int main(int argc, char** argv) {
     execv("/proc/self/exe", argv);  // returns only on failure: then go on
   }
   const bool large = want_large(argc, argv);
+  register_microkernels();
   register_all(large);
   return scalify_bench::run(argc, argv);
 }
