@@ -26,8 +26,8 @@
 // 4 u |x| of the formula evaluated exactly and gelu_tanh_grad within 8 u
 // (u = 2^-24; the largest errors found, over every float in [0.125, 10) of
 // either sign, are 2.07 u |x| and 3.63 u). Far in the negative tail, where gelu
-// is tiny, the relative error grows (z's rounding, times 2|z| in the
-// exponent: ~200 u at x = -10), not the error relative to x.
+// is tiny, its error relative to gelu(x) itself grows (z's rounding, times 2|z|
+// in the exponent: ~200 u at x = -10); relative to |x| it stays in the bound.
 //
 // Non-finite and far inputs: gelu_tanh(+inf) = +inf, gelu_tanh(-inf) = -0 (not
 // -inf * 0 = NaN), NaN stays NaN; where |z| > 43.5 (|x| > ~10.0; 354 in
