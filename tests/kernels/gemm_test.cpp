@@ -963,19 +963,24 @@ std::vector<uint32_t> random_f32_units(std::size_t n, std::mt19937& rng) {
 TEST_CASE("gemm: AVX-512F f32 micro-kernel logic (emulated 16 lanes) equals the scalar reference bit for bit",
           "[kernels][gemm][emulated]") {
   std::mt19937 rng(5);
-  for (std::ptrdiff_t ku : {0, 1, 2, 5, 64, 300}) {
-    for (bool accumulate : {false, true}) {
-      const auto a = random_f32_units(static_cast<std::size_t>(ku * 12 + 1), rng);
-      const auto b = random_f32_units(static_cast<std::size_t>(ku * 32 + 1), rng);
-      std::vector<float> c0(12 * 32);
-      for (auto& x : c0) x = std::normal_distribution<float>()(rng);
-      auto got = c0, expected = c0;
-      scalify::kernels::emulated16_f32::gemm_tile_f32<12, 2>(ku, a.data(), b.data(), got.data(), accumulate);
-      scalify::kernels::scalar::gemm_tile_f32_ref<12, 32>(ku, a.data(), b.data(), expected.data(), accumulate);
-      INFO("ku " << ku << " accumulate " << accumulate);
-      CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+  auto check = [&](auto rows) {  // the 12-row tile and the 11-row short tile
+    constexpr int kMR = decltype(rows)::value;
+    for (std::ptrdiff_t ku : {0, 1, 2, 5, 64, 300}) {
+      for (bool accumulate : {false, true}) {
+        const auto a = random_f32_units(static_cast<std::size_t>(ku * kMR + 1), rng);
+        const auto b = random_f32_units(static_cast<std::size_t>(ku * 32 + 1), rng);
+        std::vector<float> c0(kMR * 32);
+        for (auto& x : c0) x = std::normal_distribution<float>()(rng);
+        auto got = c0, expected = c0;
+        scalify::kernels::emulated16_f32::gemm_tile_f32<kMR, 2>(ku, a.data(), b.data(), got.data(), accumulate);
+        scalify::kernels::scalar::gemm_tile_f32_ref<kMR, 32>(ku, a.data(), b.data(), expected.data(), accumulate);
+        INFO("rows " << kMR << " ku " << ku << " accumulate " << accumulate);
+        CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+      }
     }
-  }
+  };
+  check(std::integral_constant<int, 12>{});
+  check(std::integral_constant<int, 11>{});
 }
 
 TEST_CASE("gemm: fused-epilogue micro-kernels (emulated 16 lanes) equal tile + epilogue_tile bit for bit",
@@ -1094,6 +1099,19 @@ TEMPLATE_TEST_CASE("gemm: AVX-512 BF16 micro-kernel logic (emulated) with bf16-p
     scalify::kernels::scalar::gemm_tile_bf16_ref<kMR, kNR>(ku, ap.data(), bp.data(), expected.data(), false);
     INFO("k " << k);
     CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+    {  // The short tile (kMR - 1 rows) on a panel packed kMR - 1 high.
+      std::vector<uint32_t> ap_short(static_cast<std::size_t>(ku * (kMR - 1)));
+      scalify::kernels::pack_a_panel<packing::bf16x2>(strided<TA>{a.buf.data(), a.ld, 1}, a.rows, k, 0, kMR - 1,
+                                                      ap_short.data());
+      std::vector<float> got_short((kMR - 1) * kNR), expected_short((kMR - 1) * kNR);
+      scalify::kernels::emulated16_f32::gemm_tile_bf16<kMR - 1, 2>(ku, ap_short.data(), bp.data(), got_short.data(),
+                                                                   false);
+      scalify::kernels::scalar::gemm_tile_bf16_ref<kMR - 1, kNR>(ku, ap_short.data(), bp.data(),
+                                                                 expected_short.data(), false);
+      CHECK(std::memcmp(got_short.data(), expected_short.data(), got_short.size() * sizeof(float)) == 0);
+      // Its rows are the full tile's first kMR - 1 rows.
+      CHECK(std::memcmp(got_short.data(), got.data(), got_short.size() * sizeof(float)) == 0);
+    }
     // And the values: the exact fp8 product sums within the bound; zero padding outside.
     int bad = 0;
     for (index_t i = 0; i < kMR; ++i) {

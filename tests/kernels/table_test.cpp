@@ -3,6 +3,7 @@
 // called directly, against the portable scalar routine it stands for.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -70,38 +71,45 @@ void check_operand_entries(cpu_path path) {
     CHECK(t.gemv_dot[0] == nullptr);
   }
   CHECK((t.pack_a_bf16 == nullptr || k::kExactInBf16<T>));
-  const int mr = pk.tile_f32->block.mr, nr = 16;  // nr: any multiple of 8
+  const int nr = 16;  // nr: any multiple of 8
+  // Panel heights: the tile's, and the short tile's (MR - 1; 5 on AVX2, its own transposing packer).
+  const int tile_mr = pk.tile_f32->block.mr;
   for (const auto& [m, kk] : {std::pair<int, int>{13, 37}, {6, 64}, {1, 9}, {20, 1}, {40, 21}}) {
     INFO(m << " x " << kk);
     // A, row-major (a.cs == 1).
     const std::vector<T> a = random_values<T>(static_cast<std::size_t>(m * kk), 7);
     const k::strided<T> as{a.data(), kk, 1};
-    for (int i0 = 0; i0 < m; i0 += mr) {
-      if (t.pack_a_f32 != nullptr) {
-        std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr), 0xDEADBEEFu), want(got);
-        t.pack_a_f32(as, m, kk, i0, mr, got.data());
-        k::pack_a_panel<k::packing::f32>(as, m, kk, i0, mr, want.data());
-        CHECK(same_bits(got, want));
-      }
-      if (t.pack_a_bf16 != nullptr) {
-        const std::ptrdiff_t ku = (kk + 1) / 2;
-        std::vector<uint32_t> got(static_cast<std::size_t>(ku * mr), 0xDEADBEEFu), want(got);
-        t.pack_a_bf16(as, m, kk, i0, mr, got.data());
-        k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
-        CHECK(same_bits(got, want));
+    for (const int mr : {tile_mr, tile_mr - 1}) {
+      for (int i0 = 0; i0 < m; i0 += mr) {
+        INFO("panel height " << mr << ", i0 " << i0);
+        if (t.pack_a_f32 != nullptr) {
+          std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr), 0xDEADBEEFu), want(got);
+          t.pack_a_f32(as, m, kk, i0, mr, got.data());
+          k::pack_a_panel<k::packing::f32>(as, m, kk, i0, mr, want.data());
+          CHECK(same_bits(got, want));
+        }
+        if (t.pack_a_bf16 != nullptr) {
+          const std::ptrdiff_t ku = (kk + 1) / 2;
+          std::vector<uint32_t> got(static_cast<std::size_t>(ku * mr), 0xDEADBEEFu), want(got);
+          t.pack_a_bf16(as, m, kk, i0, mr, got.data());
+          k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
+          CHECK(same_bits(got, want));
+        }
       }
     }
     // A with contiguous columns (a.rs == 1: a transposed row-major matrix);
     // the panel buffer has a margin that must stay untouched.
     const k::strided<T> at{a.data(), 1, m};
-    for (int i0 = 0; i0 < m; i0 += mr) {
-      if (path == cpu_path::scalar) CHECK(t.pack_a_f32_cols == nullptr);
-      if (t.pack_a_f32_cols == nullptr) continue;
-      INFO("pack_a_f32_cols, i0 " << i0);
-      std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr + 16), 0xDEADBEEFu), want(got);
-      t.pack_a_f32_cols(at, m, kk, i0, mr, got.data());
-      k::pack_a_panel<k::packing::f32>(at, m, kk, i0, mr, want.data());
-      CHECK(same_bits(got, want));
+    for (const int mr : {tile_mr, tile_mr - 1}) {
+      for (int i0 = 0; i0 < m; i0 += mr) {
+        if (path == cpu_path::scalar) CHECK(t.pack_a_f32_cols == nullptr);
+        if (t.pack_a_f32_cols == nullptr) continue;
+        INFO("pack_a_f32_cols, panel height " << mr << ", i0 " << i0);
+        std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr + 16), 0xDEADBEEFu), want(got);
+        t.pack_a_f32_cols(at, m, kk, i0, mr, got.data());
+        k::pack_a_panel<k::packing::f32>(at, m, kk, i0, mr, want.data());
+        CHECK(same_bits(got, want));
+      }
     }
     // B (kk x n), rows contiguous, every panel of columns [j0, n).
     const int n = 3 * nr + 5, j0 = 2;
@@ -431,6 +439,86 @@ TEST_CASE("kernel table: the float32 epilogue entry equals epilogue_tile", "[ker
       }
     }
   }
+}
+
+TEST_CASE("kernel table: every micro-kernel, full and short tiles, plain and fused, equals a scalar sum",
+          "[kernels][table]") {
+  // Each path's kernels called directly on random packed panels: the tile
+  // against a per-element std::fma (or dpbf16_lane) loop in unit order, the
+  // fused tile_out against that loop followed by the scalar epilogue_tile.
+  // The short tiles (MR - 1 rows) read panels packed MR - 1 high.
+  std::mt19937 gen(11);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  auto unit = [&](bool bf16) {
+    const uint32_t hi = std::bit_cast<uint32_t>(dist(gen));
+    return bf16 ? (hi & 0xFFFF0000u) | (std::bit_cast<uint32_t>(dist(gen)) >> 16) : hi;
+  };
+  std::vector<float> bias(64);
+  for (float& v : bias) v = dist(gen);
+  int checked = 0;
+  for (cpu_path p : machine_paths()) {
+    const k::path_kernels& t = k::kernels_for(p);
+    for (const k::microkernel* mk : {t.tile_f32, t.tile_bf16}) {
+      const bool bf16 = mk->pack == k::packing::bf16x2;
+      const int nr = mk->block.nr;
+      CHECK((mk->short_tile == nullptr) == (mk->tile_out == nullptr));
+      CHECK((mk->short_tile_out == nullptr) == (mk->tile_out == nullptr));
+      for (const int rows : {mk->block.mr, mk->block.mr - 1}) {
+        const bool tall = rows == mk->block.mr;
+        const auto tile = tall ? mk->tile : mk->short_tile;
+        const auto tile_out = tall ? mk->tile_out : mk->short_tile_out;
+        if (tile == nullptr) continue;
+        for (const std::ptrdiff_t ku : {0, 1, 7, 300}) {
+          std::vector<uint32_t> a(static_cast<std::size_t>(ku * rows)), b(static_cast<std::size_t>(ku * nr));
+          for (auto& x : a) x = unit(bf16);
+          for (auto& x : b) x = unit(bf16);
+          std::vector<float> c0(static_cast<std::size_t>(rows * nr));
+          for (float& v : c0) v = dist(gen);
+          for (const bool accumulate : {false, true}) {
+            INFO(mk->name << ", rows " << rows << ", ku " << ku << ", accumulate " << accumulate);
+            std::vector<float> want = c0;
+            for (int i = 0; i < rows; ++i) {
+              for (int j = 0; j < nr; ++j) {
+                float s = accumulate ? c0[static_cast<std::size_t>(i * nr + j)] : 0.0f;
+                for (std::ptrdiff_t u = 0; u < ku; ++u) {
+                  const uint32_t x = a[static_cast<std::size_t>(u * rows + i)], y = b[static_cast<std::size_t>(u * nr + j)];
+                  s = bf16 ? k::scalar::dpbf16_lane(s, x, y)
+                           : std::fma(std::bit_cast<float>(x), std::bit_cast<float>(y), s);
+                }
+                want[static_cast<std::size_t>(i * nr + j)] = s;
+              }
+            }
+            std::vector<float> got = c0;
+            tile(ku, a.data(), b.data(), got.data(), accumulate);
+            CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+            ++checked;
+            if (tile_out == nullptr) continue;
+            for (const float beta : {0.0f, 0.5f}) {
+              for (const bool relu : {false, true}) {
+                INFO("beta " << beta << ", relu " << relu);
+                const std::ptrdiff_t ldc = nr + 3;
+                std::vector<float> c_got(static_cast<std::size_t>(rows * ldc));
+                for (float& v : c_got) v = dist(gen);
+                std::vector<float> c_want = c_got;
+                const k::epilogue_params ep{0.75f, beta, bias.data(),
+                                            relu ? scalify::activation::relu : scalify::activation::none, false, true};
+                const float amax_want =
+                    k::epilogue_tile(want.data(), nr, rows, nr, 0, 0, ep, k::strided_out<float>{c_want.data(), ldc, 1});
+                alignas(64) float lanes[16] = {};
+                tile_out(ku, a.data(), b.data(), accumulate ? c0.data() : nullptr,
+                         k::f32_tile_out{c_got.data(), ldc, 0.75f, beta, bias.data(), relu, lanes});
+                CHECK(std::memcmp(c_got.data(), c_want.data(), c_got.size() * sizeof(float)) == 0);
+                float amax_got = 0.0f;
+                for (float l : lanes) amax_got = std::max(amax_got, l);
+                CHECK(amax_got == amax_want);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(checked >= 8);
 }
 
 TEMPLATE_TEST_CASE("kernel table: packing and GEMV entries equal the scalar routines", "[kernels][table]", float,

@@ -346,8 +346,9 @@ struct typed_ops {
   float* c_f32 = nullptr;   // C's data when C is float (the fused tile output), else null
   index c_rs = 0, c_cs = 0;
   index b_size = 0;  // sizeof(TB)
-  /// Packs A panel p (rows p * mr ...) for mk into dst.
-  void (*pack_a)(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) = nullptr;
+  /// Packs rows [i0, i0 + height) of A (zero past m) into one panel for mk, height values per unit.
+  void (*pack_a)(const kernels::microkernel& mk, const void* a, index m, index k, index i0, int height,
+                 uint32_t* dst) = nullptr;
   /// A b_packer of op(B) columns [j0, j0 + n) into dst.
   b_packer (*b_packer_for)(const kernels::microkernel& mk, const void* b, index k, index n_total, index j0, index n,
                            uint32_t* dst) = nullptr;
@@ -357,13 +358,14 @@ struct typed_ops {
 };
 
 template <class TA>
-void pack_a_erased(const kernels::microkernel& mk, const void* a, index m, index k, index p, uint32_t* dst) {
+void pack_a_erased(const kernels::microkernel& mk, const void* a, index m, index k, index i0, int height,
+                   uint32_t* dst) {
   const auto& as = *static_cast<const kernels::strided<TA>*>(a);
   const kernels::operand_kernels<TA>& table = kernels::operand_kernels_for<TA>(mk.path);
   if (mk.pack == kernels::packing::f32) {
-    kernels::pack_a_panel_with<kernels::packing::f32>(table, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+    kernels::pack_a_panel_with<kernels::packing::f32>(table, as, m, k, i0, height, dst);
   } else {
-    kernels::pack_a_panel_with<kernels::packing::bf16x2>(table, as, m, k, p * mk.block.mr, mk.block.mr, dst);
+    kernels::pack_a_panel_with<kernels::packing::bf16x2>(table, as, m, k, i0, height, dst);
   }
 }
 
@@ -398,6 +400,30 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
   return ops;
 }
 
+/// The A panels of a blocked product of m rows: `full` panels of MR rows,
+/// then `count - full` of MR - 1 (the micro-kernel's short tile), so that no
+/// row is padding; or, when m cannot be cut so (or there is no short tile),
+/// ceil(m / MR) panels of MR, the last zero-padded. A panel's packed units
+/// take its height in values each: panel p starts at row start(p) and at
+/// start(p) * ku in a buffer of consecutive packed panels.
+struct row_panels {
+  index mr = 1, full = 0, count = 0;
+
+  row_panels(const kernels::microkernel& mk, index m) : mr(mk.block.mr) {
+    const index shorts = mk.short_tile != nullptr ? (mr - m % mr) % mr : 0;
+    if (shorts > 0 && m >= shorts * (mr - 1)) {
+      full = (m - shorts * (mr - 1)) / mr;
+      count = full + shorts;
+    } else {
+      full = count = (m + mr - 1) / mr;
+    }
+  }
+  /// The first row of panel p, for p <= count (start(count): the padded row count).
+  index start(index p) const { return p * mr - (p > full ? p - full : 0); }
+  /// The rows panel p is packed with (its valid rows: at most m - start(p)).
+  int height(index p) const { return static_cast<int>(p < full ? mr : mr - 1); }
+};
+
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
 ///
 /// One task per thread, over its own rows (or columns) of C; each thread
@@ -425,7 +451,8 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   const index kpu = mk.k_per_unit();
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
-  const index m_panels = (m + mr - 1) / mr, n_panels = (n + nr - 1) / nr;
+  const row_panels panels(mk, m);
+  const index n_panels = (n + nr - 1) / nr;
   kernels::thread_pool& pool = kernels::thread_pool::instance();
   // The fused tile output: a float C with contiguous rows, no GELU.
   const bool fused = ops.c_f32 != nullptr && mk.tile_out != nullptr && ops.c_cs == 1 &&
@@ -444,31 +471,34 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   // packs all of B again: 16 / (2 x rows) of the work, <= 0.8 %.
   const index slab_rows = std::max<index>(mk.block.mc, (index{ku >= ncs ? 1 << 22 : 1 << 20}) / ncs);
 
-  // Packs A panels [p0, p1) (panel p: rows p * mr ...) into this thread's A
-  // buffer; each element widened once.
+  // Packs A panels [p0, p1) into this thread's A buffer, one after the
+  // other; each element widened once.
   auto pack_a_rows = [&](index p0, index p1) {
-    uint32_t* ap = buffer(0, static_cast<std::size_t>((p1 - p0) * ku * mr));
-    for (index p = p0; p < p1; ++p) ops.pack_a(mk, ops.a, m, k, p, ap + (p - p0) * ku * mr);
+    uint32_t* ap = buffer(0, static_cast<std::size_t>((panels.start(p1) - panels.start(p0)) * ku));
+    for (index p = p0; p < p1; ++p) {
+      ops.pack_a(mk, ops.a, m, k, panels.start(p), panels.height(p), ap + (panels.start(p) - panels.start(p0)) * ku);
+    }
     return ap;
   };
 
   // KC pass pc (kun units) of the tile at rows [row, row + rows) and columns
-  // [col, col + cols) of C, from A and B panels at that pass's units, its
-  // float accumulators in `tile`; on the last pass the epilogue, from the
-  // kernel's registers for a full tile of a float32 C (tile_out), else
-  // through `tile` (epilogue_tile_on). The amax of what it stored into
-  // `local_amax`, or into `amax_lanes` (tile_out).
+  // [col, col + cols) of C, from A (packed `height` high: MR or MR - 1) and B
+  // panels at that pass's units, its float accumulators in `tile`; on the
+  // last pass the epilogue, from the kernel's registers for a full tile of a
+  // float32 C (tile_out), else through `tile` (epilogue_tile_on). The amax of
+  // what it stored into `local_amax`, or into `amax_lanes` (tile_out).
   auto tile_pass = [&](index pc, index kun, const uint32_t* apanel, const uint32_t* bpanel, float* tile, index row,
-                       index rows, index col, index cols, float& local_amax, float* amax_lanes) {
+                       int height, index rows, index col, index cols, float& local_amax, float* amax_lanes) {
     const bool last = pc == n_pc - 1;
-    if (last && fused && rows == mr && cols == nr) {
+    const bool tall = height == mr;
+    if (last && fused && rows == height && cols == nr) {
       const kernels::f32_tile_out out{ops.c_f32 + row * ops.c_rs + col, ops.c_rs, ep.alpha, ep.beta,
                                       ep.bias != nullptr ? ep.bias + col : nullptr,
                                       ep.act == activation::relu, ep.amax ? amax_lanes : nullptr};
-      mk.tile_out(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
+      (tall ? mk.tile_out : mk.short_tile_out)(kun, apanel, bpanel, pc > 0 ? tile : nullptr, out);
       return;
     }
-    mk.tile(kun, apanel, bpanel, tile, pc > 0);
+    (tall ? mk.tile : mk.short_tile)(kun, apanel, bpanel, tile, pc > 0);
     if (last) {
       const float t_amax = ops.epilogue(mk.path, tile, nr, rows, cols, row, col, ep, ops.c);
       local_amax = t_amax > local_amax ? t_amax : local_amax;
@@ -479,13 +509,13 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     atomic_max(amax, local_amax);
   };
 
-  // Rows [i_begin, i_end) by columns [j_begin, j_end) of C from `ap` (those
-  // rows of A packed whole) and B one KC x ncs slab at a time: packed here
-  // (its panels kcu * nr apart), or read in place from the prepacked B
+  // The rows of A panels [p0, p1) by columns [j_begin, j_end) of C from `ap`
+  // (those panels packed whole) and B one KC x ncs slab at a time: packed
+  // here (its panels kcu * nr apart), or read in place from the prepacked B
   // (ku * nr apart); each NC block of the slab against every row, MC rows at
   // a time, before the next slab.
-  auto compute_slabs = [&](index i_begin, index i_end, index j_begin, index j_end, const uint32_t* ap) {
-    const index ir_total = (i_end - i_begin + mr - 1) / mr, ir_block = std::max(1, mk.block.mc / mr);
+  auto compute_slabs = [&](index p0, index p1, index j_begin, index j_end, const uint32_t* ap) {
+    const index ir_total = p1 - p0, ir_block = std::max(1, mk.block.mc / mr);
     float* acc = acc_buffer(static_cast<std::size_t>(ir_total * mr) * static_cast<std::size_t>(ncs));
     uint32_t* slab = b_packed != nullptr ? nullptr : buffer(1, static_cast<std::size_t>(kcu * ncs));
     const b_packer packer = ops.b_packer_for(mk, ops.b, k, n, j_begin, j_end - j_begin, nullptr);
@@ -515,7 +545,9 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
                 for (index o = 0; o < kun * nr * 4; o += 64) __builtin_prefetch(next + o, 0, 2);
               }
               for (index ir = ib; ir < ib_end; ++ir) {
-                const index row = i_begin + ir * mr, rows = std::min<index>(mr, i_end - row);
+                const index row = panels.start(p0 + ir);
+                const int height = panels.height(p0 + ir);
+                const index rows = std::min<index>(height, m - row);
                 float* tile = acc + ((jr0 + jr) * ir_total + ir) * mr * nr;
                 if (pc > 0) {
                   // The next tile's accumulators, loaded before its first
@@ -528,8 +560,8 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
                     for (index o = 0; o < mr * nr; o += 16) __builtin_prefetch(next + o, 0, 3);
                   }
                 }
-                tile_pass(pc, kun, ap + ir * ku * mr + u0 * mr, bs + (jr0 + jr) * panel_stride, tile, row, rows, col,
-                          cols, local_amax, amax_lanes);
+                tile_pass(pc, kun, ap + (row - panels.start(p0)) * ku + u0 * height, bs + (jr0 + jr) * panel_stride,
+                          tile, row, height, rows, col, cols, local_amax, amax_lanes);
               }
             }
           }
@@ -550,27 +582,27 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     const double packed = static_cast<double>(k) * static_cast<double>(a_rows + (packs_b ? b_cols : 0));
     return tiles + 16.0 * packed;
   };
+  const index m_panels = panels.count;
   const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
   const bool packs_b = b_packed == nullptr;
   const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, packs_b) <=
-                                                                      cost(m_panels * mr, cols_share, packs_b));
+                                                                      cost(panels.start(m_panels), cols_share, packs_b));
   pool.run(team, threads, [&](index t) {
-    index i_begin = 0, i_end = m, j_begin = 0, j_end = n;
+    index p_begin = 0, p_end = m_panels, j_begin = 0, j_end = n;
     if (split_rows) {
-      i_begin = t * m_panels / team * mr;
-      i_end = std::min<index>(m, (t + 1) * m_panels / team * mr);
+      p_begin = t * m_panels / team;
+      p_end = (t + 1) * m_panels / team;
     } else {
       j_begin = t * n_panels / team * nr;
       j_end = std::min<index>(n, (t + 1) * n_panels / team * nr);
     }
-    if (i_begin >= i_end || j_begin >= j_end) return;
-    const index p_begin = i_begin / mr, p_end = (i_end + mr - 1) / mr;
+    if (p_begin >= p_end || j_begin >= j_end) return;
     // Rows in even groups of at most slab_rows, B packed again (or read
     // again, prepacked) for each.
     const index groups = ((p_end - p_begin) * mr + slab_rows - 1) / slab_rows;
     for (index g = 0; g < groups; ++g) {
       const index p0 = p_begin + g * (p_end - p_begin) / groups, p1 = p_begin + (g + 1) * (p_end - p_begin) / groups;
-      compute_slabs(p0 * mr, std::min(i_end, p1 * mr), j_begin, j_end, pack_a_rows(p0, p1));
+      compute_slabs(p0, p1, j_begin, j_end, pack_a_rows(p0, p1));
     }
   });
 }

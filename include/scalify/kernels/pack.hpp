@@ -274,44 +274,56 @@ SCALIFY_ALWAYS_INLINE void scatter_panel_rows(std::ptrdiff_t rows, std::ptrdiff_
   }
 }
 
+/// The AVX2 tile's panels (pack_a_panel_rows with rows == mr == R, R = 6 or
+/// the short tile's 5): R rows x 8 k widened into registers, transposed (8 x 8
+/// with 8 - R zero rows), and stored as 8 units of R floats. Each 8-float store
+/// spills 8 - R lanes into the next unit, which the next store overwrites; the
+/// last unit is stored as 4 + (R - 4) floats (never past the panel).
+template <int R, class T>
+void pack_a_panel_rows_transposed(const kernels::strided<T>& a, std::ptrdiff_t k_size, std::ptrdiff_t i0,
+                                  uint32_t* dst) {
+  static_assert(R == 5 || R == 6);
+  const std::ptrdiff_t k8 = k_size / 8 * 8;
+  const T* r[R];
+  bool nan = false;
+  for (int i = 0; i < R; ++i) {
+    r[i] = a.data + (i0 + i) * a.rs;
+    nan = nan || has_nan_code(r[i], k8);
+  }
+  float* out = reinterpret_cast<float*>(dst);
+  const __m256 z = _mm256_setzero_ps();
+  with_widen8<T>(nan, [&](auto widen8) {
+    for (std::ptrdiff_t u = 0; u < k8; u += 8) {
+      __m256 rows8[8];
+      for (int i = 0; i < 8; ++i) rows8[i] = i < R ? widen8(r[i] + u) : z;
+      __m256 t[8];
+      transpose8x8(rows8, t);  // t[q]: k = u + q, rows 0..R-1 and zeros
+      float* o = out + u * R;
+      // In order: each store's zeros are overwritten by the next; the last stores its R only.
+      for (int q = 0; q < 7; ++q) _mm256_storeu_ps(o + R * q, t[q]);
+      _mm_storeu_ps(o + 7 * R, _mm256_castps256_ps128(t[7]));
+      if constexpr (R == 6) {
+        _mm_storel_pi(reinterpret_cast<__m64*>(o + 7 * R + 4), _mm256_extractf128_ps(t[7], 1));
+      } else {
+        _mm_store_ss(o + 7 * R + 4, _mm256_extractf128_ps(t[7], 1));
+      }
+    }
+  });
+  for (std::ptrdiff_t i = 0; i < R; ++i) {
+    for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * R + i] = kernels::widen_f32_bits(r[i][u]);
+  }
+}
+
 /// pack_a_panel<packing::f32> for an A with contiguous rows (a.cs == 1): each
-/// row widened 8 at a time, then scattered into the panel. Same bits.
+/// row widened 8 at a time, then scattered into the panel (transposed in
+/// registers for the AVX2 tiles' full panels). Same bits.
 template <class T>
 void pack_a_panel_rows(const kernels::strided<T>& a, std::ptrdiff_t m_size, std::ptrdiff_t k_size,
                        std::ptrdiff_t i0, int mr, uint32_t* dst) {
   const std::ptrdiff_t rows = m_size - i0 < mr ? m_size - i0 : mr;
   const std::ptrdiff_t k8 = k_size / 8 * 8;
-  if (mr == 6 && rows == 6) {
-    // The AVX2 tile: 6 rows x 8 k widened into registers, transposed (8 x 8 with
-    // two zero rows), and stored as 8 units of 6 floats. Each 8-float store
-    // spills 2 lanes into the next unit, which the next store overwrites; the
-    // last unit is stored as 4 + 2 floats (never past the panel).
-    const T* r[6];
-    bool nan = false;
-    for (int i = 0; i < 6; ++i) {
-      r[i] = a.data + (i0 + i) * a.rs;
-      nan = nan || has_nan_code(r[i], k8);
-    }
-    float* out = reinterpret_cast<float*>(dst);
-    const __m256 z = _mm256_setzero_ps();
-    with_widen8<T>(nan, [&](auto widen8) {
-      for (std::ptrdiff_t u = 0; u < k8; u += 8) {
-        __m256 rows8[8] = {widen8(r[0] + u), widen8(r[1] + u), widen8(r[2] + u), widen8(r[3] + u),
-                           widen8(r[4] + u), widen8(r[5] + u), z, z};
-        __m256 t[8];
-        transpose8x8(rows8, t);  // t[q]: k = u + q, rows 0..5 and 2 zeros
-        float* o = out + u * 6;
-        // In order: each store's 2 zeros are overwritten by the next; the last stores its 6 only.
-        for (int q = 0; q < 7; ++q) _mm256_storeu_ps(o + 6 * q, t[q]);
-        _mm_storeu_ps(o + 42, _mm256_castps256_ps128(t[7]));
-        _mm_storel_pi(reinterpret_cast<__m64*>(o + 46), _mm256_extractf128_ps(t[7], 1));
-      }
-    });
-    for (std::ptrdiff_t i = 0; i < 6; ++i) {
-      for (std::ptrdiff_t u = k8; u < k_size; ++u) dst[u * mr + i] = kernels::widen_f32_bits(r[i][u]);
-    }
-    return;
-  }
+  if (rows == mr && mr == 6) return pack_a_panel_rows_transposed<6>(a, k_size, i0, dst);
+  if (rows == mr && mr == 5) return pack_a_panel_rows_transposed<5>(a, k_size, i0, dst);
   auto row = [&](std::ptrdiff_t i) { return a.data + (i0 + i) * a.rs; };
   bool nan = false;
   for (std::ptrdiff_t i = 0; i < rows && !nan; ++i) nan = has_nan_code(row(i), k8);

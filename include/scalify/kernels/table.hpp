@@ -14,8 +14,8 @@
 // the whole table:
 //
 //   entry           scalar         avx2                 avx512               avx512bf16
-//   tile_f32        ref 4x8        avx2 6x16            avx512 12x32         avx512 12x32
-//   tile_bf16       ref 4x8        avx2 6x16            avx512 12x32         avx512bf16 12x32 (bf16 pairs)
+//   tile_f32        ref 4x8        avx2 6x16 (+5x16)    avx512 12x32 (+11x32) avx512 12x32 (+11x32)
+//   tile_bf16       ref 4x8        avx2 6x16 (+5x16)    avx512 12x32 (+11x32) avx512bf16 12x32 (+11x32; bf16 pairs)
 //   epilogue_f32    scalar         avx2                 avx2                 avx2
 //   pack_a, pack_b  scalar         avx2                 avx2                 avx2 (bf16 pairs)
 //   pack_a_f32_cols scalar         avx2                 avx2                 avx2

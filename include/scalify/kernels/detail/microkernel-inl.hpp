@@ -21,7 +21,8 @@
 //   bf16 kernel: a unit is a pair of bfloat16 (k = 2u in the low half, 2u + 1 in
 //                the high half) and A.B is vdpbf16ps: the odd k first, then the even.
 // Edges are padded with zeros by the packing, so the tile is always full; the
-// epilogue writes only the valid part.
+// epilogue writes only the valid part. The driver also uses each kernel with
+// MR - 1 rows (microkernel::short_tile), on panels packed MR - 1 high.
 //
 // No include guard on purpose (one inclusion per path).
 #if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
