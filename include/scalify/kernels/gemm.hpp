@@ -171,10 +171,19 @@ byte_runs runs_of(const kernels::strided<T>& s, index rows, index cols) {
 /// floor(x / y) for y > 0.
 inline index floor_div(index x, index y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
 
-/// Whether x and y (each with count >= 1 and bytes >= 1) share a byte: for
-/// each run of the one with fewer runs, the runs of the other that could meet
-/// it form one range of indices (O(min count), no allocation).
+/// Whether x and y (each with count >= 1 and bytes >= 1) share a byte: none
+/// if their spans (first byte to last) are disjoint, the usual case (O(1));
+/// else, for each run of the one with fewer runs, the runs of the other that
+/// could meet it form one range of indices (O(min count) divisions, no
+/// allocation; 256 x 256 float8 operands took 1.3 % of a 256^3 GEMM in it).
 inline bool overlap(const byte_runs& x, const byte_runs& y) {
+  // The spans, as unsigned offsets from x.begin (wrap-around arithmetic: a
+  // span does not wrap past the end of the address space).
+  const auto span = [](const byte_runs& r) {
+    return static_cast<std::uintptr_t>((r.count - 1) * r.stride + r.bytes);
+  };
+  const std::uintptr_t y_start = y.begin - x.begin;  // y's first byte, from x's
+  if (y_start >= span(x) && x.begin - y.begin >= span(y)) return false;
   const byte_runs& few = x.count <= y.count ? x : y;
   const byte_runs& many = x.count <= y.count ? y : x;
   // Addresses relative to many.begin (wrap-around subtraction, then signed).
