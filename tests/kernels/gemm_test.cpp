@@ -631,30 +631,42 @@ TEST_CASE("gemm: rows in several groups (B packed again for each) give the same 
   // for a float8 B), so 1 thread takes them in three groups, 2 threads split
   // the rows and take two groups each; a prepacked B is read whole, on 1 and
   // 2 threads.
+  // 2099: a short panel as well (AVX2: 349 x 6 + 1 x 5, 175 panels per
+  // thread on 2).
   case_desc d{.m = 2100, .n = 40, .k = 600, .beta = 0.5f, .bias = true, .threads = 1, .seed = 60};
-  for_each_path([&](cpu_path) {
-    d.threads = 1;
-    d.prepack = false;
-    const auto groups = run_case<float8_e4m3fn, float8_e5m2, float>(d);
-    d.threads = 2;
-    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
-    d.prepack = true;
-    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
-    d.threads = 1;
-    CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
-  });
+  for (const index_t m : {2100, 2099}) {
+    d.m = m;
+    for_each_path([&](cpu_path) {
+      d.threads = 1;
+      d.prepack = false;
+      const auto groups = run_case<float8_e4m3fn, float8_e5m2, float>(d);
+      d.threads = 2;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+      d.prepack = true;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+      d.threads = 1;
+      CHECK(run_case<float8_e4m3fn, float8_e5m2, float>(d) == groups);
+    });
+  }
 }
 
 TEST_CASE("gemm: 2 threads (rows or columns split, B prepacked or not) give the 1-thread bits",
           "[kernels][gemm][threads]") {
   // Tall (rows split), wide (columns split), a long K (several KC passes), one
   // row panel (columns split whatever the cost), with every epilogue option.
+  // Narrow ones split the rows with short panels (MR - 1 rows). On AVX2: 128
+  // and 43 as even row ranges, each cut on its own (64 + 64: 9 x 6 + 2 x 5
+  // each; 21 + 22), 26 and 121 as whole panels of the whole (6 + 5 | 5 + 5 +
+  // 5, where 13 + 13 would pad to 18 + 18; 10 x 6 | 6 x 6 + 5 x 5), the
+  // second thread starting past the full panels. On AVX-512: 121 as 5 | 6
+  // panels of 11 rows, 128 as 7 x 12 + 4 x 11 split 5 | 6.
   struct shape {
     index_t m, n, k;
   };
   for_each_path([&](cpu_path) {
     uint32_t seed = 900;
-    for (const shape s : {shape{300, 40, 129}, shape{40, 300, 129}, shape{30, 40, 1000}, shape{6, 700, 300}}) {
+    for (const shape s : {shape{300, 40, 129}, shape{40, 300, 129}, shape{30, 40, 1000}, shape{6, 700, 300},
+                          shape{128, 16, 300}, shape{43, 16, 1500}, shape{121, 16, 1100}, shape{26, 16, 200}}) {
       for (const bool prepack : {false, true}) {
         case_desc d{.m = s.m, .n = s.n, .k = s.k, .beta = 0.5f, .bias = true, .act = activation::relu, .seed = seed++};
         d.prepack = prepack;

@@ -409,28 +409,33 @@ typed_ops make_typed_ops(const kernels::strided<TA>& a, const kernels::strided<T
   return ops;
 }
 
-/// The A panels of a blocked product of m rows: `full` panels of MR rows,
-/// then `count - full` of MR - 1 (the micro-kernel's short tile), so that no
-/// row is padding; or, when m cannot be cut so (or there is no short tile),
-/// ceil(m / MR) panels of MR, the last zero-padded. A panel's packed units
-/// take its height in values each: panel p starts at row start(p) and at
-/// start(p) * ku in a buffer of consecutive packed panels.
+/// The A panels of rows [first, first + rows) of a blocked product: `full`
+/// panels of MR rows, then `count - full` of MR - 1 (the micro-kernel's short
+/// tile), so that no row is padding; or, when the rows cannot be cut so (or
+/// the kernel has no short tile), ceil(rows / MR) panels of MR, the last
+/// zero-padded. A panel's packed units take its height in values each:
+/// panel p starts at row start(p), and at (start(p) - first) * ku in a
+/// buffer of consecutive packed panels.
 struct row_panels {
-  index mr = 1, full = 0, count = 0;
+  index mr = 1, first = 0, end = 0, full = 0, count = 0;
 
-  row_panels(const kernels::microkernel& mk, index m) : mr(mk.block.mr) {
-    const index shorts = mk.short_tile != nullptr ? (mr - m % mr) % mr : 0;
-    if (shorts > 0 && m >= shorts * (mr - 1)) {
-      full = (m - shorts * (mr - 1)) / mr;
+  row_panels(const kernels::microkernel& mk, index first_row, index rows)
+      : mr(mk.block.mr), first(first_row), end(first_row + rows) {
+    const bool short_tiles = mk.short_tile != nullptr && mk.short_tile_out != nullptr;
+    const index shorts = short_tiles ? (mr - rows % mr) % mr : 0;
+    if (shorts > 0 && rows >= shorts * (mr - 1)) {
+      full = (rows - shorts * (mr - 1)) / mr;
       count = full + shorts;
     } else {
-      full = count = (m + mr - 1) / mr;
+      full = count = (rows + mr - 1) / mr;
     }
   }
-  /// The first row of panel p, for p <= count (start(count): the padded row count).
-  index start(index p) const { return p * mr - (p > full ? p - full : 0); }
-  /// The rows panel p is packed with (its valid rows: at most m - start(p)).
+  /// The first row of panel p, for p <= count (start(count) - first: the rows with padding).
+  index start(index p) const { return first + p * mr - (p > full ? p - full : 0); }
+  /// The rows panel p is packed with (its valid rows: at most end - start(p)).
   int height(index p) const { return static_cast<int>(p < full ? mr : mr - 1); }
+  /// The rows with padding of panels [p0, p1): the multiply-adds they cost, per column and k.
+  index padded_rows(index p0, index p1) const { return start(p1) - start(p0); }
 };
 
 /// The blocked driver. `b_packed` non-null: all of op(B) already packed for mk.
@@ -460,7 +465,7 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   const index kpu = mk.k_per_unit();
   const index ku = (k + kpu - 1) / kpu, kcu = mk.block.kc / kpu;
   const index n_pc = std::max<index>(1, (ku + kcu - 1) / kcu);
-  const row_panels panels(mk, m);
+  const row_panels panels(mk, 0, m);
   const index n_panels = (n + nr - 1) / nr;
   kernels::thread_pool& pool = kernels::thread_pool::instance();
   // The fused tile output: a float C with contiguous rows, no GELU.
@@ -480,12 +485,12 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   // packs all of B again: 16 / (2 x rows) of the work, <= 0.8 %.
   const index slab_rows = std::max<index>(mk.block.mc, (index{ku >= ncs ? 1 << 22 : 1 << 20}) / ncs);
 
-  // Packs A panels [p0, p1) into this thread's A buffer, one after the
-  // other; each element widened once.
-  auto pack_a_rows = [&](index p0, index p1) {
-    uint32_t* ap = buffer(0, static_cast<std::size_t>((panels.start(p1) - panels.start(p0)) * ku));
+  // Packs A panels [p0, p1) of `rp` into this thread's A buffer, one after
+  // the other; each element widened once.
+  auto pack_a_rows = [&](const row_panels& rp, index p0, index p1) {
+    uint32_t* ap = buffer(0, static_cast<std::size_t>(rp.padded_rows(p0, p1) * ku));
     for (index p = p0; p < p1; ++p) {
-      ops.pack_a(mk, ops.a, m, k, panels.start(p), panels.height(p), ap + (panels.start(p) - panels.start(p0)) * ku);
+      ops.pack_a(mk, ops.a, m, k, rp.start(p), rp.height(p), ap + rp.padded_rows(p0, p) * ku);
     }
     return ap;
   };
@@ -499,7 +504,7 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
   auto tile_pass = [&](index pc, index kun, const uint32_t* apanel, const uint32_t* bpanel, float* tile, index row,
                        int height, index rows, index col, index cols, float& local_amax, float* amax_lanes) {
     const bool last = pc == n_pc - 1;
-    const bool tall = height == mr;
+    const bool tall = height == mr;  // else a short panel (MR - 1; row_panels: both short kernels exist)
     if (last && fused && rows == height && cols == nr) {
       const kernels::f32_tile_out out{ops.c_f32 + row * ops.c_rs + col, ops.c_rs, ep.alpha, ep.beta,
                                       ep.bias != nullptr ? ep.bias + col : nullptr,
@@ -518,12 +523,13 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     atomic_max(amax, local_amax);
   };
 
-  // The rows of A panels [p0, p1) by columns [j_begin, j_end) of C from `ap`
-  // (those panels packed whole) and B one KC x ncs slab at a time: packed
-  // here (its panels kcu * nr apart), or read in place from the prepacked B
-  // (ku * nr apart); each NC block of the slab against every row, MC rows at
-  // a time, before the next slab.
-  auto compute_slabs = [&](index p0, index p1, index j_begin, index j_end, const uint32_t* ap) {
+  // The rows of A panels [p0, p1) of `rp` by columns [j_begin, j_end) of C
+  // from `ap` (those panels packed whole) and B one KC x ncs slab at a time:
+  // packed here (its panels kcu * nr apart), or read in place from the
+  // prepacked B (ku * nr apart); each NC block of the slab against every
+  // row, MC rows at a time, before the next slab.
+  auto compute_slabs = [&](const row_panels& rp, index p0, index p1, index j_begin, index j_end,
+                           const uint32_t* ap) {
     const index ir_total = p1 - p0, ir_block = std::max(1, mk.block.mc / mr);
     float* acc = acc_buffer(static_cast<std::size_t>(ir_total * mr) * static_cast<std::size_t>(ncs));
     uint32_t* slab = b_packed != nullptr ? nullptr : buffer(1, static_cast<std::size_t>(kcu * ncs));
@@ -554,9 +560,9 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
                 for (index o = 0; o < kun * nr * 4; o += 64) __builtin_prefetch(next + o, 0, 2);
               }
               for (index ir = ib; ir < ib_end; ++ir) {
-                const index row = panels.start(p0 + ir);
-                const int height = panels.height(p0 + ir);
-                const index rows = std::min<index>(height, m - row);
+                const index row = rp.start(p0 + ir);
+                const int height = rp.height(p0 + ir);
+                const index rows = std::min<index>(height, rp.end - row);
                 float* tile = acc + ((jr0 + jr) * ir_total + ir) * mr * nr;
                 if (pc > 0) {
                   // The next tile's accumulators, loaded before its first
@@ -569,7 +575,7 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
                     for (index o = 0; o < mr * nr; o += 16) __builtin_prefetch(next + o, 0, 3);
                   }
                 }
-                tile_pass(pc, kun, ap + (row - panels.start(p0)) * ku + u0 * height, bs + (jr0 + jr) * panel_stride,
+                tile_pass(pc, kun, ap + (row - rp.start(p0)) * ku + u0 * height, bs + (jr0 + jr) * panel_stride,
                           tile, row, height, rows, col, cols, local_amax, amax_lanes);
               }
             }
@@ -592,13 +598,29 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     return tiles + 16.0 * packed;
   };
   const index m_panels = panels.count;
-  const index rows_share = (m_panels + team - 1) / team * mr, cols_share = (n_panels + team - 1) / team * nr;
+  // Split rows go either as whole panels of `panels`, or as even row ranges,
+  // each cut into panels of its own: whichever leaves the busiest thread
+  // fewer rows with padding. 128 rows on AVX2, 2 threads: 64 + 64 (9 x 6 +
+  // 2 x 5 each), where 22 panels split 11 + 11 gave 66 + 62.
+  auto even_rows = [&](index t) { return row_panels(mk, t * m / team, (t + 1) * m / team - t * m / team); };
+  index busiest_panels = 0, busiest_even = 0;
+  for (index t = 0; t < team; ++t) {
+    busiest_panels = std::max(busiest_panels, panels.padded_rows(t * m_panels / team, (t + 1) * m_panels / team));
+    const row_panels rp = even_rows(t);
+    busiest_even = std::max(busiest_even, rp.padded_rows(0, rp.count));
+  }
+  const bool even = busiest_even < busiest_panels;
+  const index rows_share = std::min(busiest_panels, busiest_even), cols_share = (n_panels + team - 1) / team * nr;
   const bool packs_b = b_packed == nullptr;
   const bool split_rows = m_panels >= team && (n_panels < team || cost(rows_share, n_panels * nr, packs_b) <=
                                                                       cost(panels.start(m_panels), cols_share, packs_b));
   pool.run(team, threads, [&](index t) {
+    row_panels rp = panels;
     index p_begin = 0, p_end = m_panels, j_begin = 0, j_end = n;
-    if (split_rows) {
+    if (split_rows && even) {
+      rp = even_rows(t);
+      p_end = rp.count;
+    } else if (split_rows) {
       p_begin = t * m_panels / team;
       p_end = (t + 1) * m_panels / team;
     } else {
@@ -611,7 +633,7 @@ inline void run_blocked(const kernels::microkernel& mk, const typed_ops& ops, co
     const index groups = ((p_end - p_begin) * mr + slab_rows - 1) / slab_rows;
     for (index g = 0; g < groups; ++g) {
       const index p0 = p_begin + g * (p_end - p_begin) / groups, p1 = p_begin + (g + 1) * (p_end - p_begin) / groups;
-      compute_slabs(p0, p1, j_begin, j_end, pack_a_rows(p0, p1));
+      compute_slabs(rp, p0, p1, j_begin, j_end, pack_a_rows(rp, p0, p1));
     }
   });
 }
