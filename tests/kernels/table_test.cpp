@@ -82,15 +82,15 @@ void check_operand_entries(cpu_path path) {
     for (const int mr : {tile_mr, tile_mr - 1}) {
       for (int i0 = 0; i0 < m; i0 += mr) {
         INFO("panel height " << mr << ", i0 " << i0);
-        if (t.pack_a_f32 != nullptr) {
-          std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr), 0xDEADBEEFu), want(got);
+        if (t.pack_a_f32 != nullptr) {  // a margin after the panel, which must stay untouched
+          std::vector<uint32_t> got(static_cast<std::size_t>(kk * mr + 16), 0xDEADBEEFu), want(got);
           t.pack_a_f32(as, m, kk, i0, mr, got.data());
           k::pack_a_panel<k::packing::f32>(as, m, kk, i0, mr, want.data());
           CHECK(same_bits(got, want));
         }
         if (t.pack_a_bf16 != nullptr) {
           const std::ptrdiff_t ku = (kk + 1) / 2;
-          std::vector<uint32_t> got(static_cast<std::size_t>(ku * mr), 0xDEADBEEFu), want(got);
+          std::vector<uint32_t> got(static_cast<std::size_t>(ku * mr + 16), 0xDEADBEEFu), want(got);
           t.pack_a_bf16(as, m, kk, i0, mr, got.data());
           k::pack_a_panel<k::packing::bf16x2>(as, m, kk, i0, mr, want.data());
           CHECK(same_bits(got, want));

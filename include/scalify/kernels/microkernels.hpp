@@ -6,6 +6,7 @@
 //   avx512      kernels::avx512::gemm_tile_f32<12, 2>    12 x 32  every type, widened to float32
 //   avx512bf16  kernels::avx512bf16::gemm_tile_bf16<12,2> 12 x 32 e4m3fn, e5m2, bfloat16 (exact in
 //               bfloat16); float16 and float32 operands use the avx512 float32 kernel
+// and on each SIMD path the same kernel for MR - 1 rows (5 x 16, 11 x 32: short_tile).
 //
 // float16 has an 11-bit significand and does not fit bfloat16's 8 bits, so on
 // the BF16 path any float16 (or float32) operand sends the whole product to
