@@ -27,6 +27,15 @@
 // benchmark is built with -mavx2 -mfma -mf16c, see benchmarks/CMakeLists.txt
 // and formats/eigen_packet.hpp); `packet_casts` says whether they were built.
 //
+// BM_FusedXYplusW/primitives_e4m3fn (AVX2 builds; 256 x 1024, in cache) is
+// the fp8 -> fp8 pass without Eigen's evaluator, on one thread: each chunk of
+// 8192 elements screened for NaN codes (simd::avx2::any_e4m3fn_nan), widened
+// with the decode the screened packets use (widen8_e4m3fn_no_nan),
+// z = x * y + w computed in float32 into a buffer, then rounded with
+// scalify::convert, as the library's evaluation does: the bound of those
+// instructions. Its distance from scalify_e4m3fn/threads:1 is what Eigen's
+// evaluator adds (per-packet window checks, pointer bookkeeping).
+//
 //   build/benchmarks/bench_ops --benchmark_filter=FusedXYplusW
 #include <benchmark/benchmark.h>
 
@@ -35,10 +44,13 @@
 #include <chrono>       // std::chrono::steady_clock
 #include <map>          // std::map (cached baselines)
 #include <random>       // std::mt19937, std::normal_distribution
+#include <span>         // std::span (scalify::convert)
 #include <type_traits>  // std::is_same_v
+#include <vector>       // std::vector (a chunk's float buffer)
 
 #include "scalify/ops/elementwise.hpp"  // operator*, operator+ on ScaledArray
 #include "scalify/scalify.hpp"
+#include "scalify/simd/float8_avx2.hpp"  // any_e4m3fn_nan, widen8_e4m3fn_no_nan
 
 #include "context.hpp"  // scalify_bench::run
 
@@ -135,6 +147,57 @@ void bm_scalify(benchmark::State& state) {
   state.counters["vs_eigen_f32"] = baseline / best;  // best run against best run
 }
 
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+// z = x * y + w from float8_e4m3fn codes, by hand with scalify's primitives
+// (see the header comment): the bound of the library's two passes.
+void bm_primitives_e4m3fn(benchmark::State& state) {
+  const std::int64_t rows = state.range(0), cols = state.range(1), n = rows * cols;
+  using RowArrayXXf = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const auto codes = [&](unsigned seed) {
+    return scalify::ScaledMatrix<float8_e4m3fn>::data_type(
+        random_values<RowArrayXXf>(rows, cols, seed).matrix().template cast<float8_e4m3fn>());
+  };
+  const auto x = codes(1), y = codes(2), w = codes(3);
+  scalify::ScaledMatrix<float8_e4m3fn>::data_type z(rows, cols);
+  const auto* px = reinterpret_cast<const std::uint8_t*>(x.data());
+  const auto* py = reinterpret_cast<const std::uint8_t*>(y.data());
+  const auto* pw = reinterpret_cast<const std::uint8_t*>(w.data());
+  constexpr std::int64_t kChunk = 8192;  // as core/scaled_array.hpp's evaluation
+  std::vector<float> buffer(kChunk);
+  const __m256 kxy = _mm256_set1_ps(1.0f), kw = _mm256_set1_ps(0.5f);  // the scales' ratios
+  const scalify::convert_options store = {.saturate = true};
+  const double baseline = eigen_f32_seconds(rows, cols);
+  double best = 1e30;
+  for (auto _ : state) {
+    const double t0 = wall_seconds();
+    for (std::int64_t b = 0; b < n; b += kChunk) {
+      const std::int64_t count = std::min(kChunk, n - b);
+      if (count % 8 != 0 || scalify::simd::avx2::any_e4m3fn_nan(px + b, count) ||
+          scalify::simd::avx2::any_e4m3fn_nan(py + b, count) || scalify::simd::avx2::any_e4m3fn_nan(pw + b, count)) {
+        state.SkipWithError("the data hold a NaN code, or a chunk is not a multiple of 8");
+        return;
+      }
+      const auto widen = [](const std::uint8_t* p) {
+        return scalify::simd::avx2::widen8_e4m3fn_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      };
+      for (std::int64_t i = 0; i < count; i += 8) {
+        const std::int64_t k = b + i;
+        const __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(widen(px + k), widen(py + k)), kxy,
+                                         _mm256_mul_ps(widen(pw + k), kw));
+        _mm256_storeu_ps(buffer.data() + i, v);
+      }
+      scalify::convert(std::span<const float>(buffer.data(), static_cast<std::size_t>(count)),
+                       std::span<float8_e4m3fn>(z.data() + b, static_cast<std::size_t>(count)), store);
+    }
+    benchmark::DoNotOptimize(z.data());
+    benchmark::ClobberMemory();
+    best = std::min(best, wall_seconds() - t0);
+  }
+  set_counters(state, n, 4.0);
+  state.counters["vs_eigen_f32"] = baseline / best;
+}
+#endif
+
 void register_all() {
   for (const auto& shape : kShapes) {
     benchmark::RegisterBenchmark("BM_FusedXYplusW/eigen_f32", bm_eigen_f32)
@@ -156,6 +219,15 @@ void register_all() {
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f16", bm_scalify<float8_e4m3fn, float16>);
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f32", bm_scalify<float8_e4m3fn, float>);
   add("BM_FusedXYplusW/scalify_e5m2", bm_scalify<float8_e5m2, float8_e5m2>);
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+  // In cache only: the instructions' bound. (From memory its up-front
+  // screens of each chunk read the codes twice.)
+  benchmark::RegisterBenchmark("BM_FusedXYplusW/primitives_e4m3fn", bm_primitives_e4m3fn)
+      ->Args({kShapes[0][0], kShapes[0][1]})
+      ->ArgNames({"rows", "cols"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+#endif
   add("BM_FusedXYplusW/scalify_e5m2_to_f32", bm_scalify<float8_e5m2, float>);
 }
 

@@ -280,6 +280,13 @@ TEMPLATE_TEST_CASE("eigen packets: codes screened for NaN a window at a time wid
       check_widened(where + ", row-major", r, RowMajorX<float>(r.template cast<float>()));
     }
   }
+  // Two NaN codes: clean windows between and after windows that hold one.
+  for (const auto& [a, b] : {std::pair<Eigen::Index, Eigen::Index>{7, 1030}, {513, 520}, {0, 1600}, {511, 1024}}) {
+    ArrayX<T> x = finite;
+    x(a) = T::from_bits(nans.front());
+    x(b) = T::from_bits(nans.back());
+    check_widened("NaN codes at " + std::to_string(a) + " and " + std::to_string(b), x, widened(x, n));
+  }
 #else
   WARN("formats/eigen_packet.hpp is inactive in this build: no NaN screening to test");
 #endif

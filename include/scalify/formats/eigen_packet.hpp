@@ -465,7 +465,7 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
       if (codes.innerStride() == 1 && end > 0) {
         codes_ = reinterpret_cast<const uint8_t*>(codes.data());
         end_ = end;
-        window_end_ = 0;  // screen at the first packet
+        nan_begin_ = nan_end_ = 0;  // screen at the first packet
       }
     }
   }
@@ -516,20 +516,39 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
                                     (int(ArgEvaluator::Flags) & LinearAccessBit) != 0;
   static constexpr Index kWindow = 512;  // codes screened at a time
 
+  /// The packet at `index`: a range check and the short decode when the
+  /// packet lies in the last window screened clean, else widen_unscreened().
   EIGEN_STRONG_INLINE Packet8f widen_screened(Index index) const {
-    if (index < window_begin_ || index + 8 > window_end_) {
-      window_begin_ = index;
-      window_end_ = std::min(end_, index + kWindow);
-      // A packet past screen_end (an evaluation nested in another, with other
-      // indices) is decoded exactly.
-      window_nan_ = index + 8 > window_end_ ||
-                    scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end_ - index);
+    if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
+      return widen_clean(index);
     }
-    if (!window_nan_) {
-      return scalify::simd::avx2::widen8_e4m3fn_no_nan(
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
+    return widen_unscreened(index);
+  }
+
+  /// A packet outside the clean window: screens the window starting here
+  /// (kWindow codes at most, never past end_) unless the packet lies in the
+  /// last window found to hold a NaN code; a clean window becomes the clean
+  /// one. Packets in a window with a NaN code, past end_ (an evaluation
+  /// nested in another, with other indices) or outside any screen_scope (the
+  /// NaN window is then everything) decode exactly.
+  Packet8f widen_unscreened(Index index) const {
+    if (index < nan_begin_ || index + 8 > nan_end_) {
+      const Index window_end = std::min(end_, index + kWindow);
+      if (index + 8 <= window_end) {
+        if (!scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end - index)) {
+          clean_begin_ = index;
+          clean_span_ = static_cast<UIndex>(window_end - 8 - index);
+          return widen_clean(index);
+        }
+        nan_begin_ = index;
+        nan_end_ = window_end;
+      }
     }
     return pcast<FromPacket, Packet8f>(arg_.template packet<Unaligned, FromPacket>(index));
+  }
+
+  EIGEN_STRONG_INLINE Packet8f widen_clean(Index index) const {
+    return scalify::simd::avx2::widen8_e4m3fn_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
   }
 
 #ifdef EIGEN_VECTORIZE_AVX512
@@ -568,14 +587,18 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
 
   scalar_cast_op<From, To> op_;
   ArgEvaluator arg_;
-  // The screened window [window_begin_, window_end_) of codes_ (screened up
-  // to end_), and whether it holds a NaN code. Without screening the window
-  // is everything, with a NaN: every packet decodes exactly.
+  // Screening (kScreened): codes_[0, end_) may be screened. Packets starting
+  // at clean_begin_ + [0, clean_span_] lie in a window screened clean (none
+  // at first: the unsigned difference from the lowest index is at least
+  // 2^63); [nan_begin_, nan_end_) is the last window found to hold a NaN
+  // code, everything when not screening, so every packet decodes exactly.
+  using UIndex = std::make_unsigned_t<Index>;
   const uint8_t* codes_ = nullptr;
   Index end_ = 0;
-  mutable Index window_begin_ = 0;
-  mutable Index window_end_ = NumTraits<Index>::highest();
-  mutable bool window_nan_ = true;
+  mutable Index clean_begin_ = NumTraits<Index>::lowest();
+  mutable UIndex clean_span_ = 0;
+  mutable Index nan_begin_ = NumTraits<Index>::lowest();
+  mutable Index nan_end_ = NumTraits<Index>::highest();
 };
 
 template <class T, class ArgType>
