@@ -34,7 +34,8 @@
 // z = x * y + w computed in float32 into a buffer, then rounded with
 // scalify::convert, as the library's evaluation does: the bound of those
 // instructions. Its distance from scalify_e4m3fn/threads:1 is what Eigen's
-// evaluator adds (per-packet window checks, pointer bookkeeping).
+// evaluator (per-packet window checks, pointer bookkeeping) and the
+// assignment (scales, the thread split) add.
 //
 //   build/benchmarks/bench_ops --benchmark_filter=FusedXYplusW
 #include <benchmark/benchmark.h>
@@ -164,7 +165,9 @@ void bm_primitives_e4m3fn(benchmark::State& state) {
   const auto* pw = reinterpret_cast<const std::uint8_t*>(w.data());
   constexpr std::int64_t kChunk = 8192;  // as core/scaled_array.hpp's evaluation
   std::vector<float> buffer(kChunk);
-  const __m256 kxy = _mm256_set1_ps(1.0f), kw = _mm256_set1_ps(0.5f);  // the scales' ratios
+  // The data factors the scaled expression multiplies by: 1 and 1 for x, y, w
+  // of scales 0.5, 2 and 1 (x * y has scale 1, and add's rule keeps 1).
+  const __m256 kxy = _mm256_set1_ps(1.0f), kw = _mm256_set1_ps(1.0f);
   const scalify::convert_options store = {.saturate = true};
   const double baseline = eigen_f32_seconds(rows, cols);
   double best = 1e30;
@@ -220,8 +223,9 @@ void register_all() {
   add("BM_FusedXYplusW/scalify_e4m3fn_to_f32", bm_scalify<float8_e4m3fn, float>);
   add("BM_FusedXYplusW/scalify_e5m2", bm_scalify<float8_e5m2, float8_e5m2>);
 #if SCALIFY_EIGEN_PACKET_FLOAT8
-  // In cache only: the instructions' bound. (From memory its up-front
-  // screens of each chunk read the codes twice.)
+  // In cache only: the instructions' bound. (From memory it is slower than
+  // the library: each chunk is screened in a pass of its own, ahead of the
+  // loop that widens it.)
   benchmark::RegisterBenchmark("BM_FusedXYplusW/primitives_e4m3fn", bm_primitives_e4m3fn)
       ->Args({kShapes[0][0], kShapes[0][1]})
       ->ArgNames({"rows", "cols"})

@@ -21,6 +21,7 @@
 #endif
 
 #include <Eigen/Core>
+#include <algorithm>  // std::shuffle
 #include <bit>      // std::bit_cast
 #include <cmath>    // std::isnan
 #include <cstdint>  // std::uint8_t, std::uint32_t
@@ -286,6 +287,36 @@ TEMPLATE_TEST_CASE("eigen packets: codes screened for NaN a window at a time wid
     x(a) = T::from_bits(nans.front());
     x(b) = T::from_bits(nans.back());
     check_widened("NaN codes at " + std::to_string(a) + " and " + std::to_string(b), x, widened(x, n));
+  }
+  // Packets asked for out of order, as a nested or strided evaluation may:
+  // the evaluator keeps the last window screened clean and the last one with
+  // a NaN code, and must widen every packet exactly whichever it lies in.
+  {
+    ArrayX<T> x = finite;
+    x(600) = T::from_bits(nans.front());
+    x(1100) = T::from_bits(nans.back());
+    const auto expr = x.template cast<float>();
+    const screen_scope scope(n);
+    const Eigen::internal::evaluator<std::remove_const_t<decltype(expr)>> source(expr);
+    std::vector<Eigen::Index> order = {0, 504, 592, 8, 600, 1096, 1100, 500, 598, 1104, 604, 1093, 0, 1593};
+    std::vector<Eigen::Index> shuffled;
+    for (Eigen::Index i = 0; i + 8 <= n; ++i) shuffled.push_back(i);
+    std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(12));
+    order.insert(order.end(), shuffled.begin(), shuffled.end());
+    int failures = 0;
+    for (const Eigen::Index i : order) {
+      alignas(32) float lanes[8];
+      Eigen::internal::pstoreu(lanes, source.template packet<Eigen::Unaligned, Eigen::internal::Packet8f>(i));
+      for (int k = 0; k < 8; ++k) {
+        const std::uint32_t expected = float_bits(static_cast<float>(x(i + k)));
+        if (float_bits(lanes[k]) != expected && ++failures <= 8) {
+          FAIL_CHECK("out of order: packet at " << i << ", lane " << k << ": expected "
+                                               << scalify_test::hex(expected, 8) << " actual "
+                                               << scalify_test::hex(float_bits(lanes[k]), 8));
+        }
+      }
+    }
+    CHECK(failures == 0);
   }
 #else
   WARN("formats/eigen_packet.hpp is inactive in this build: no NaN screening to test");
