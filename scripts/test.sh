@@ -56,7 +56,7 @@ elif ((sanitize)); then
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
   # Skipped here, covered by the plain run: the cmake.* consumer tests (they build
   # plain programs). The [exhaustive] tests do run under the sanitizers; there they
-  # check every 4th chunk of the 2^32 float32 inputs unless
+  # check every 17th chunk of the 2^32 float32 inputs unless
   # SCALIFY_TEST_EXHAUSTIVE_STRIDE says otherwise (=1: all of them).
   ctest_args=(-LE '^cmake$' "${ctest_args[@]}")
 else
