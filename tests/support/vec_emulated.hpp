@@ -78,6 +78,15 @@ inline void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
   store_u8(p + 2 * kLanes, c);
   store_u8(p + 3 * kLanes, d);
 }
+inline void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc, u32x sd) {
+  const u32x* codes[4] = {&a, &b, &c, &d};
+  const u32x* signs[4] = {&sa, &sb, &sc, &sd};
+  for (std::size_t k = 0; k < 4; ++k) {
+    for (std::size_t i = 0; i < kLanes; ++i) {
+      p[k * kLanes + i] = static_cast<uint8_t>(codes[k]->v[i] | ((signs[k]->v[i] >> 31) << 7));
+    }
+  }
+}
 #define SCALIFY_EMU_BINARY(op)                                          \
   inline u32x operator op(u32x a, u32x b) {                             \
     return map([&](std::size_t i) { return uint32_t(a.v[i] op b.v[i]); }); \
@@ -138,6 +147,9 @@ inline u32x int_to_float_bits_scaled(u32x a, float scale) {
 }
 inline u32x float_add_bits(u32x a, float c) {
   return map([&](std::size_t i) { return std::bit_cast<uint32_t>(std::bit_cast<float>(a.v[i]) + c); });
+}
+inline u32x float_add_bits(u32x a, u32x b) {
+  return map([&](std::size_t i) { return std::bit_cast<uint32_t>(std::bit_cast<float>(a.v[i]) + std::bit_cast<float>(b.v[i])); });
 }
 inline uint64_t reduce_add(u32x a) {
   uint64_t s = 0;

@@ -55,6 +55,19 @@ SCALIFY_ALWAYS_INLINE void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d)
       reinterpret_cast<__m256i*>(p),
       _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
+/// As store4_u8 for lanes < 2^7, with bit 7 of each byte the sign bit (bit
+/// 31) of the matching lane of sa, sb, sc and sd: those pack alike with signed
+/// saturation, which keeps each lane's sign, so the signs cost 3 packs and an
+/// and-or for 4 vectors instead of a shift, an and and an or per vector.
+SCALIFY_ALWAYS_INLINE void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc,
+                                            u32x sd) {
+  const __m256i codes = _mm256_packus_epi16(_mm256_packus_epi32(a.v, b.v), _mm256_packus_epi32(c.v, d.v));
+  const __m256i signs = _mm256_packs_epi16(_mm256_packs_epi32(sa.v, sb.v), _mm256_packs_epi32(sc.v, sd.v));
+  const __m256i bytes = _mm256_or_si256(codes, _mm256_and_si256(signs, _mm256_set1_epi8(static_cast<char>(0x80))));
+  _mm256_storeu_si256(
+      reinterpret_cast<__m256i*>(p),
+      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
 
 /// The kLanes float16 at p widened to float32 bits (vcvtph2ps: exact; a NaN
 /// is quieted and keeps its payload).
@@ -113,6 +126,11 @@ SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {
 /// The bits of float(a) + c, where the lanes of `a` hold float bits (one IEEE addition).
 SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, float c) {
   return {_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a.v), _mm256_set1_ps(c)))};
+}
+
+/// The bits of float(a) + float(b), lane by lane (one IEEE addition).
+SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, u32x b) {
+  return {_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a.v), _mm256_castsi256_ps(b.v)))};
 }
 
 /// Sum of all lanes, in 64 bits.

@@ -50,6 +50,17 @@ SCALIFY_ALWAYS_INLINE void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d)
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   _mm512_storeu_si512(p, _mm512_permutexvar_epi32(order, bytes));
 }
+/// As in vec_avx2.hpp: lanes < 2^7 with the signs of sa..sd as bit 7 (signed
+/// packs keep the signs; one ternary-logic or-and merges them).
+SCALIFY_ALWAYS_INLINE void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc,
+                                            u32x sd) {
+  const __m512i codes = _mm512_packus_epi16(_mm512_packus_epi32(a.v, b.v), _mm512_packus_epi32(c.v, d.v));
+  const __m512i signs = _mm512_packs_epi16(_mm512_packs_epi32(sa.v, sb.v), _mm512_packs_epi32(sc.v, sd.v));
+  // codes | (signs & 0x80): truth table 0xF8 for (A, B, C) = (codes, signs, 0x80).
+  const __m512i bytes = _mm512_ternarylogic_epi32(codes, signs, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi32(order, bytes));
+}
 
 /// As in vec_avx2.hpp: float16 <-> float32 bits in hardware (vcvtph2ps, vcvtps2ph nearest even).
 SCALIFY_ALWAYS_INLINE u32x load_f16_as_f32(const uint16_t* p) {
@@ -98,6 +109,10 @@ SCALIFY_ALWAYS_INLINE u32x int_to_float_bits_scaled(u32x a, float scale) {
 /// The bits of float(a) + c, where the lanes of `a` hold float bits (one IEEE addition).
 SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, float c) {
   return {_mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a.v), _mm512_set1_ps(c)))};
+}
+
+SCALIFY_ALWAYS_INLINE u32x float_add_bits(u32x a, u32x b) {
+  return {_mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a.v), _mm512_castsi512_ps(b.v)))};
 }
 
 SCALIFY_ALWAYS_INLINE uint64_t reduce_add(u32x a) {

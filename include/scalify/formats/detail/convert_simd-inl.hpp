@@ -8,9 +8,11 @@
 // third time over a portable 16-lane emulation, tests/support/vec_emulated.hpp,
 // so the kernel logic at AVX-512's width is checked on any CPU.) Each kernel converts the leading multiple of
 // kLanes elements and returns how many it did; the caller finishes the tail
-// with the scalar codec, so both agree bit for bit by construction: the
-// kernels compute, lane by lane, the same integer steps as detail::encode()
-// and detail::decode_float_bits() (formats/detail/codec.hpp).
+// with the scalar codec, and both agree bit for bit: the kernels compute,
+// lane by lane, the results of detail::encode() and detail::decode_float_bits()
+// (formats/detail/codec.hpp), mostly by the same integer steps (the float8
+// nearest-even kernel rounds with a float addition instead), and the
+// [exhaustive] tests compare them on every float32 input.
 //
 // No include guard on purpose (one inclusion per path).
 #if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
@@ -44,16 +46,27 @@ SCALIFY_ALWAYS_INLINE u32x stochastic_bits_x(detail::stochastic_keys keys, uint6
 
 /// float32 -> narrow format S, round to nearest even, without statistics: the
 /// common case (every store of a scaled result), in about half the
-/// instructions of the general kernel below. Same results, bit for bit:
+/// instructions of the general kernel below. Same results, bit for bit.
+///
+/// float8 (e4m3fn, e5m2) rounds with one float addition per value. With e the
+/// exponent of |x| raised to the format's smallest normal exponent 1 - B, the
+/// magic number M = 2^(e + 23 - M_bits) has an ulp of 2^(e - M_bits), the
+/// format's step at |x|; |x| < 2^(e + 1) <= M / 2^(22 - M_bits), so |x| + M
+/// stays in M's binade and the hardware rounds it once, to nearest even, to a
+/// multiple of that step (subnormal results included, where e is raised).
+/// bits(|x| + M) - bits(M) counts the steps, and adding (e - (1 - B)) << M_bits
+/// gives the code. |x| is first clamped to the value of the code that
+/// overflow gives (inf, NaN, or the largest finite one when saturating): that
+/// code is then what the steps give, so no clamp of codes, and M stays finite.
+/// The signs join the codes when they are packed to bytes.
+///
+/// The 16-bit formats (bfloat16; float16 goes through the hardware):
 ///   normal results: adding (half - 1 + lowest kept bit) to the float bits
 ///     carries into the kept bits exactly when rounding up (also into the
 ///     exponent); then rebias;
-///   subnormal results (|x| < 2^(1 - B)): one float addition of
-///     M = 2^(24 - B - M_bits), whose ulp is the format's subnormal step, rounds
-///     |x| to nearest even in hardware; the code is bits(|x| + M) - bits(M)
-///     (bfloat16 shares float32's exponent range: the integer rounding covers
-///     its subnormals, no float addition there, so DAZ cannot matter);
-///   then overflow (to inf, NaN or the largest finite value), inf and NaN inputs,
+///   bfloat16 shares float32's exponent range: the integer rounding covers
+///     its subnormals, no float addition there, so DAZ cannot matter;
+///   then overflow (to inf or the largest finite value), inf and NaN inputs,
 ///   and the sign, as the general kernel.
 template <const detail::format_spec& S>
 std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n, bool saturate) {
@@ -61,22 +74,12 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
   constexpr int kShift = 23 - kM;
   using code_t = std::conditional_t<S.bits == 8, uint8_t, uint16_t>;
   code_t* out = static_cast<code_t*>(dst);
-  // 2^(24 - B - M): adding it rounds |x| < 2^(1 - B) to a multiple of 2^(1 - B - M).
-  constexpr float kMagic = kB < 127 ? std::bit_cast<float>(static_cast<uint32_t>(127 + 24 - kB - kM) << 23) : 0.0f;
-  const u32x k_sign = set1(0x8000'0000u), k_inf = set1(0x7F80'0000u), k_one = set1(1);
-  const u32x k_half_minus_one = set1((1u << (kShift - 1)) - 1);
-  const u32x k_rebias = set1(static_cast<uint32_t>(127 - kB) << kM);
-  const u32x k_min_normal = set1(static_cast<uint32_t>(128 - kB) << 23);
-  const u32x k_magic_bits = set1(std::bit_cast<uint32_t>(kMagic));
+  const u32x k_sign = set1(0x8000'0000u), k_inf = set1(0x7F80'0000u);
   const u32x k_nan_out = set1(S.nan_code), k_inf_out = set1(S.has_inf ? S.inf_code : S.nan_code);
-  // Without saturation, every code above max_code means overflow: clamp to the
-  // next code when that is the overflow result (inf, or e4m3fn's NaN).
-  const u32x k_clamp = set1(saturate ? S.max_code : S.max_code + 1);
   static_assert(!S.has_inf || S.inf_code == S.max_code + 1, "inf follows the largest finite code");
   static_assert(S.has_inf || S.nan_code == S.max_code + 1, "without inf, NaN follows the largest finite code");
   static_assert(S.has_inf || (S.nan_code & (S.nan_code + 1)) == 0,
                 "without inf, the NaN code is all ones");
-  const u32x k_max_finite = set1(0x7F7F'FFFFu);  // the largest finite float's bits
 
   std::size_t i = 0;
   if constexpr (S.bits == 16 && kB == 15) {
@@ -94,53 +97,71 @@ std::size_t narrow_nearest_from_float(const float* src, void* dst, std::size_t n
       store_f32_as_f16(out + i, a | (u & k_sign));
     }
     return i;
-  }
-  // One loop per value of `saturate` (a constant inside): a run-time test in
-  // the unrolled body costs registers, and the constants then reload.
-  const auto run = [&](auto saturating) __attribute__((always_inline)) {
-    const auto encode = [&](const float* p) __attribute__((always_inline)) {
-      const u32x u = load_u32(p);
+  } else if constexpr (S.bits == 8) {
+    static_assert(kB < 127 && S.max_code < 0x7F, "float8 with a sign bit and a subnormal range below float's");
+    // The float bits of the value a code would have as a normal number.
+    constexpr auto value_bits = [](uint32_t code) { return (code << kShift) + (static_cast<uint32_t>(127 - kB) << 23); };
+    const u32x k_min_normal = set1(static_cast<uint32_t>(128 - kB) << 23);  // 2^(1 - B)
+    const u32x k_magic_offset = set1((static_cast<uint32_t>(128 - kB) << 23) + (static_cast<uint32_t>(kShift) << 23));
+    // Without saturation, overflow gives the code after max_code (inf, or e4m3fn's NaN).
+    const u32x k_limit = set1(value_bits(saturate ? S.max_code : S.max_code + 1));
+    const u32x k_max_finite = set1(0x7F7F'FFFFu);  // the largest finite float's bits
+    // One loop per value of `saturate` (a constant inside): a run-time test in
+    // the unrolled body costs registers, and the constants then reload.
+    const auto run = [&](auto saturating) __attribute__((always_inline)) {
+      // The code of |x| (bits 0-6), from the float bits u of x.
+      const auto magnitude = [&](u32x u) __attribute__((always_inline)) {
+        const u32x a = and_not(u, k_sign), clamped = min(a, k_limit);
+        const u32x e = max(clamped & k_inf, k_min_normal) - k_min_normal;  // (e - (1 - B)) << 23
+        const u32x magic = e + k_magic_offset;                              // M
+        u32x code = (float_add_bits(clamped, magic) - magic) + shift_right<kShift>(e);
+        // a < 2^31 in the compares: signed ones (one instruction).
+        if constexpr (S.has_inf && decltype(saturating)::value) {
+          // Non-finite inputs: inf -> inf, NaN -> NaN (overflow gave max_code).
+          const u32x finite = gt_i32(k_inf, a);
+          code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
+        } else if constexpr (S.has_inf) {
+          code = select(gt_i32(a, k_inf), k_nan_out, code);  // NaN -> NaN (inf and overflow gave inf)
+        } else if constexpr (decltype(saturating)::value) {
+          code = select(gt_i32(a, k_max_finite), k_nan_out, code);  // inf, NaN -> NaN (overflow gave max_code)
+        }  // else inf, NaN and overflow gave NaN
+        return code;
+      };
+      // Four vectors of codes packed into bytes together, their signs with
+      // them: a quarter of the shuffles of four store_u8.
+      for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+        const u32x u0 = load_u32(src + i), u1 = load_u32(src + i + kLanes), u2 = load_u32(src + i + 2 * kLanes),
+                   u3 = load_u32(src + i + 3 * kLanes);
+        store4_u8_signed(out + i, magnitude(u0), magnitude(u1), magnitude(u2), magnitude(u3), u0, u1, u2, u3);
+      }
+      for (; i + kLanes <= n; i += kLanes) {
+        const u32x u = load_u32(src + i);
+        store_u8(out + i, magnitude(u) | shift_right<24>(u & k_sign));
+      }
+    };
+    if (saturate) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+    return i;
+  } else {
+    static_assert(kB == 127, "the 16-bit formats besides float16: bfloat16");
+    const u32x k_one = set1(1), k_half_minus_one = set1((1u << (kShift - 1)) - 1);
+    // Without saturation, every code above max_code means overflow: clamp to inf.
+    const u32x k_clamp = set1(saturate ? S.max_code : S.max_code + 1);
+    for (; i + kLanes <= n; i += kLanes) {
+      const u32x u = load_u32(src + i);
       const u32x a = and_not(u, k_sign);
       const u32x odd = shift_right<kShift>(a) & k_one;
-      u32x code = shift_right<kShift>(a + k_half_minus_one + odd) - k_rebias;
-      if constexpr (kB < 127) {
-        const u32x subnormal = gt_i32(k_min_normal, a);  // a < 2^31: signed compares
-        code = select(subnormal, float_add_bits(a, kMagic) - k_magic_bits, code);
-      }
-      code = min(code, k_clamp);  // inputs with a >= inf land above max_code too
-      if constexpr (S.has_inf) {
-        // Non-finite inputs: inf -> inf, NaN -> NaN.
-        const u32x finite = gt_i32(k_inf, a);
-        code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
-      } else if constexpr (decltype(saturating)::value) {
-        // Non-finite inputs give the NaN code, whose magnitude bits are all
-        // ones and above every clamped code: or-ing it in is the select.
-        code = code | (gt_i32(a, k_max_finite) & k_nan_out);
-      }
-      return code | shift_right<32 - S.bits>(u & k_sign);
-    };
-    if constexpr (S.bits == 8) {
-      // Four vectors of codes packed into bytes together: a quarter of the
-      // shuffles of four store_u8.
-      for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
-        store4_u8(out + i, encode(src + i), encode(src + i + kLanes), encode(src + i + 2 * kLanes),
-                  encode(src + i + 3 * kLanes));
-      }
+      u32x code = min(shift_right<kShift>(a + k_half_minus_one + odd), k_clamp);  // rebias 0
+      // Non-finite inputs: inf -> inf, NaN -> NaN.
+      const u32x finite = gt_i32(k_inf, a);  // a < 2^31: signed compares
+      code = select(finite, code, select(eq(a, k_inf), k_inf_out, k_nan_out));
+      store_u16(out + i, code | shift_right<16>(u & k_sign));
     }
-    for (; i + kLanes <= n; i += kLanes) {
-      if constexpr (S.bits == 8) {
-        store_u8(out + i, encode(src + i));
-      } else {
-        store_u16(out + i, encode(src + i));
-      }
-    }
-  };
-  if (saturate) {
-    run(std::true_type{});
-  } else {
-    run(std::false_type{});
+    return i;
   }
-  return i;
 }
 
 /// float32 -> narrow format S (8- or 16-bit codes written to `dst`), the
