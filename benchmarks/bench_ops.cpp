@@ -30,7 +30,8 @@
 // BM_FusedXYplusW/primitives_e4m3fn (AVX2 builds; 256 x 1024, in cache) is
 // the fp8 -> fp8 pass without Eigen's evaluator, on one thread: each chunk of
 // 8192 elements screened for NaN codes (simd::avx2::any_e4m3fn_nan), widened
-// with the decode the screened packets use (widen8_e4m3fn_no_nan),
+// with the decode the screened packets use when their 2^8 is folded into the
+// constant factors (widen8_e4m3fn_no_nan_over_256),
 // z = x * y + w computed in float32 into a buffer, then rounded with
 // scalify::convert, as the library's evaluation does: the bound of those
 // instructions. Its distance from scalify_e4m3fn/threads:1 is what Eigen's
@@ -51,7 +52,7 @@
 
 #include "scalify/ops/elementwise.hpp"  // operator*, operator+ on ScaledArray
 #include "scalify/scalify.hpp"
-#include "scalify/simd/float8_avx2.hpp"  // any_e4m3fn_nan, widen8_e4m3fn_no_nan
+#include "scalify/simd/float8_avx2.hpp"  // any_e4m3fn_nan, widen8_e4m3fn_no_nan_over_256
 
 #include "context.hpp"  // scalify_bench::run
 
@@ -166,11 +167,13 @@ void bm_primitives_e4m3fn(benchmark::State& state) {
   constexpr std::int64_t kChunk = 8192;  // as core/scaled_array.hpp's evaluation
   std::vector<float> buffer(kChunk);
   // The data factors the scaled expression multiplies by: 1 and 1 for x, y, w
-  // of scales 0.5, 2 and 1 (x * y has scale 1, and add's rule keeps 1).
-  const __m256 kxy = _mm256_set1_ps(1.0f), kw = _mm256_set1_ps(1.0f);
+  // of scales 0.5, 2 and 1 (x * y has scale 1, and add's rule keeps 1), times
+  // the decodes' 2^8 each, folded into them as the library's evaluation does
+  // (formats/detail/eigen_fold.hpp).
+  const __m256 kxy = _mm256_set1_ps(1.0f * 65536.0f), kw = _mm256_set1_ps(1.0f * 256.0f);
   const scalify::convert_options store = {.saturate = true};
   const auto widen = [](const std::uint8_t* p) {
-    return scalify::simd::avx2::widen8_e4m3fn_no_nan(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return scalify::simd::avx2::widen8_e4m3fn_no_nan_over_256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   };
   const double baseline = eigen_f32_seconds(rows, cols);
   double best = 1e30;

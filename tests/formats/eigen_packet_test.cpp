@@ -25,7 +25,10 @@
 #include <bit>      // std::bit_cast
 #include <cmath>    // std::isnan
 #include <cstdint>  // std::uint8_t, std::uint32_t
-#include <random>   // std::mt19937
+#include <initializer_list>  // std::initializer_list
+#include <limits>   // std::numeric_limits
+#include <random>   // std::mt19937, std::normal_distribution
+#include <sstream>  // std::ostringstream
 #include <string>   // std::string
 #include <type_traits>  // std::is_same_v
 #include <utility>  // std::pair
@@ -401,6 +404,196 @@ TEMPLATE_TEST_CASE(
           }
         }
         CHECK(failures == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("eigen packets: clean runs of screened e4m3fn codes hold no NaN code", "[formats][eigen][packet]") {
+  SKIP_WITHOUT_AVX2();
+  // The folded evaluation (below) decodes runs of packets with no check each:
+  // clean_run(i) promises that codes [i, i + run) hold no NaN code, and
+  // packet_clean_over_256 decodes them as value * 2^-8. Checked at every
+  // packet, walked in order as evaluate_linear does and in a shuffled order
+  // (which starts windows anywhere), on codes with NaN codes scattered
+  // (about one in 700: many windows of 512 are clean, many are not).
+  using scalify::detail::eigen_packet::screen_scope;
+  const Eigen::Index n = 50001;
+  std::mt19937 rng(5);
+  ArrayX<float8_e4m3fn> c(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    auto code = static_cast<std::uint8_t>(rng());
+    if ((code | 0x80) == 0xFF) code = 0x31;
+    if (rng() % 700 == 0) code = rng() % 2 ? 0x7F : 0xFF;
+    c(i) = float8_e4m3fn::from_bits(code);
+  }
+  const auto nan_in = [&](Eigen::Index begin, Eigen::Index end) {
+    for (Eigen::Index k = begin; k < std::min(end, n); ++k) {
+      if (scalify::isnan(c(k))) return true;
+    }
+    return false;
+  };
+  const auto expr = c.cast<float>();
+  std::vector<Eigen::Index> order;
+  for (Eigen::Index i = 0; i + 8 <= n; i += 8) order.push_back(i);
+  for (const bool shuffled : {false, true}) {
+    if (shuffled) std::shuffle(order.begin(), order.end(), rng);
+    const screen_scope scope(n);
+    const Eigen::internal::evaluator<std::remove_const_t<decltype(expr)>> ev(expr);
+    Eigen::Index clean_packets = 0;
+    int failures = 0;
+    for (const Eigen::Index i : order) {
+      const Eigen::Index run = ev.clean_run(i);
+      const bool ok = run >= 0 && run <= n - i && !nan_in(i, i + run);
+      if (!ok && ++failures <= 8) FAIL_CHECK((shuffled ? "shuffled" : "in order") << ": clean_run(" << i << ") = " << run);
+      if (run < 8) continue;
+      ++clean_packets;
+      alignas(32) float lanes[8];
+      Eigen::internal::pstoreu(lanes, ev.template packet_clean_over_256<Eigen::internal::Packet8f>(i));
+      for (int k = 0; k < 8; ++k) {
+        const float expected = static_cast<float>(c(i + k)) / 256.0f;  // exact
+        if (float_bits(lanes[k]) != float_bits(expected) && ++failures <= 8) {
+          FAIL_CHECK("packet_clean_over_256(" << i << ") lane " << k << ": code "
+                                             << scalify_test::hex(c(i + k).bits(), 2) << " expected "
+                                             << scalify_test::hex(float_bits(expected), 8) << " actual "
+                                             << scalify_test::hex(float_bits(lanes[k]), 8));
+        }
+      }
+    }
+    CHECK(failures == 0);
+    // Most windows are clean: the runs were used, not only the exact decode.
+    CHECK(clean_packets > static_cast<Eigen::Index>(order.size()) / 4);
+  }
+}
+
+TEST_CASE("eigen packets: e4m3fn decodes folded into constant factors give Eigen's bits",
+          "[formats][eigen][packet]") {
+  SKIP_WITHOUT_AVX2();
+  // scalify's evaluation of stored results (evaluate_linear) lets e4m3fn
+  // decodes skip their * 2^8 where the expression multiplies them by a float
+  // constant, which takes the factor (formats/detail/eigen_fold.hpp). Each
+  // expression below is evaluated that way (detail::evaluate_into into float
+  // storage), by Eigen's own assignment loop (which never folds), and by a
+  // scalar reference: each float operation in double, rounded to float at
+  // once (exact for one product or sum of two floats), in Eigen's order. The
+  // codes are all 256, NaN and subnormals included; the constants include
+  // subnormals, zeros, inf, NaN, and values whose folded form c * 2^(8k)
+  // overflows (the fold must then stand aside) or just fits.
+  using scalify::detail::eigen_packet::folds_completely;
+  for (const bool sparse_nan : {false, true}) {
+    // Every code at random (NaN codes everywhere: packets decode one at a
+    // time), then codes without NaN but for a few planted at window (512) and
+    // chunk boundaries, a different place in each operand: runs of packets
+    // screened clean, which decode without a check each.
+    const Eigen::Index rows = sparse_nan ? 131 : 67, cols = sparse_nan ? 130 : 61;  // 17030, 4087: tails
+    std::mt19937 rng(sparse_nan ? 12 : 11);
+    const auto random_codes = [&](std::initializer_list<Eigen::Index> nan_at) {
+      RowMajorX<float8_e4m3fn> c(rows, cols);
+      for (Eigen::Index i = 0; i < c.size(); ++i) {
+        c(i) = float8_e4m3fn::from_bits(static_cast<std::uint8_t>(rng()));
+        if (sparse_nan && scalify::isnan(c(i))) c(i) = float8_e4m3fn::from_bits(0x31);
+      }
+      if (sparse_nan) {
+        for (const Eigen::Index at : nan_at) c(at) = float8_e4m3fn::from_bits(at % 2 ? 0xFF : 0x7F);
+      }
+      return c;
+    };
+    // Windows start every 512 codes here; a NaN code right after a clean run
+    // (4096, 2055, 8192) catches a run that reaches one packet too far.
+    const RowMajorX<float8_e4m3fn> x = random_codes({0, 511, 4096}), y = random_codes({2055}),
+                                   w = random_codes({8192, 12000}), v = random_codes({1535, 17029});
+    RowMajorX<float> f(rows, cols);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (Eigen::Index i = 0; i < f.size(); ++i) f(i) = normal(rng);
+    const auto X = x.cast<float>();
+    const auto Y = y.cast<float>();
+    const auto W = w.cast<float>();
+    const auto V = v.cast<float>();
+
+    // Float operations rounded once, whatever the compiler's contraction setting.
+    const auto mul = [](float a, float b) { return static_cast<float>(static_cast<double>(a) * b); };
+    const auto add = [](float a, float b) { return static_cast<float>(static_cast<double>(a) + b); };
+    const auto sub = [](float a, float b) { return static_cast<float>(static_cast<double>(a) - b); };
+    const auto at = [](const RowMajorX<float8_e4m3fn>& c, Eigen::Index i) { return static_cast<float>(c(i)); };
+
+    const auto check = [&](const std::string& name, const auto& expr, const auto& reference) {
+      RowMajorX<float> folded(rows, cols);
+      scalify::detail::evaluate_into(folded, expr, scalify::convert_options{});
+      const RowMajorX<float> eigen = expr;
+      int failures = 0;
+      for (Eigen::Index i = 0; i < folded.size(); ++i) {
+        const float expected = reference(i);
+        // Which NaN operand a NaN result keeps is the compiler's choice (it may
+        // swap a product's operands; IEEE 754 leaves it open): NaN only needs NaN.
+        const bool ok = std::isnan(expected) ? std::isnan(folded(i)) && std::isnan(eigen(i))
+                                             : float_bits(folded(i)) == float_bits(expected) &&
+                                                   float_bits(eigen(i)) == float_bits(expected);
+        if (!ok && ++failures <= 8) {
+          FAIL_CHECK(name << ", element " << i << ": x " << scalify_test::hex(x(i).bits(), 2) << " y "
+                          << scalify_test::hex(y(i).bits(), 2) << " w " << scalify_test::hex(w(i).bits(), 2) << " v "
+                          << scalify_test::hex(v(i).bits(), 2) << ": expected " << scalify_test::hex(float_bits(expected), 8)
+                          << ", Eigen " << scalify_test::hex(float_bits(eigen(i)), 8) << ", folded "
+                          << scalify_test::hex(float_bits(folded(i)), 8));
+        }
+      }
+      CHECK(failures == 0);
+    };
+
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const float constants[][2] = {
+        {1.0f, 1.0f},       {0.5f, 3.0f},       {-1.25e-3f, 7.0f},    {1e-40f, 0x1p-149f},  // subnormal
+        {0x1p111f, 0x1p119f},                   // folded: 2^127 for k = 2 and k = 1, the largest that fit
+        {0x1p112f, 0x1p120f},                   // folded: 2^128, overflow: the fold stands aside
+        {std::numeric_limits<float>::max(), 1.0f}, {0x1p72f, 0x1p71f},  // k = 7: 2^128 and 2^127
+        {inf, -inf},        {nan, 1.0f},        {0.0f, -0.0f}};
+    for (const auto& [a, b] : constants) {
+      std::ostringstream with;
+      with << std::hexfloat << " with a = " << a << ", b = " << b;
+      {
+        const auto expr = (X * Y) * a + W * b;  // add's rule: both products folded
+  #if SCALIFY_EIGEN_PACKET_FLOAT8
+        static_assert(folds_completely<std::remove_const_t<decltype(expr)>>);
+  #endif
+        check("(x * y) * a + w * b" + with.str(), expr,
+              [&](Eigen::Index i) { return add(mul(mul(at(x, i), at(y, i)), a), mul(at(w, i), b)); });
+      }
+      {
+        const auto expr = a * X - (Y * W) * b;  // the constant on the left, a difference
+  #if SCALIFY_EIGEN_PACKET_FLOAT8
+        static_assert(folds_completely<std::remove_const_t<decltype(expr)>>);
+  #endif
+        check("a * x - (y * w) * b" + with.str(), expr,
+              [&](Eigen::Index i) { return sub(mul(a, at(x, i)), mul(mul(at(y, i), at(w, i)), b)); });
+      }
+      {
+        const auto expr = ((((((X * Y) * W) * V) * X) * Y) * W) * a;  // k = 7: folded
+  #if SCALIFY_EIGEN_PACKET_FLOAT8
+        static_assert(folds_completely<std::remove_const_t<decltype(expr)>>);
+  #endif
+        check("seven factors * a" + with.str(), expr, [&](Eigen::Index i) {
+          float p = mul(at(x, i), at(y, i));
+          for (const auto* c : {&w, &v, &x, &y, &w}) p = mul(p, at(*c, i));
+          return mul(p, a);
+        });
+      }
+      {
+        const auto expr = (((((((X * Y) * W) * V) * X) * Y) * W) * V) * a;  // k = 8: not folded
+  #if SCALIFY_EIGEN_PACKET_FLOAT8
+        static_assert(!folds_completely<std::remove_const_t<decltype(expr)>>);
+  #endif
+        check("eight factors * a" + with.str(), expr, [&](Eigen::Index i) {
+          float p = mul(at(x, i), at(y, i));
+          for (const auto* c : {&w, &v, &x, &y, &w, &v}) p = mul(p, at(*c, i));
+          return mul(p, a);
+        });
+      }
+      {
+        const auto expr = (X * f) * a + W * b;  // a float operand: only w * b folded
+  #if SCALIFY_EIGEN_PACKET_FLOAT8
+        static_assert(folds_completely<std::remove_const_t<decltype(expr)>>);
+  #endif
+        check("(x * f) * a + w * b" + with.str(), expr,
+              [&](Eigen::Index i) { return add(mul(mul(at(x, i), f(i)), a), mul(at(w, i), b)); });
       }
     }
   }

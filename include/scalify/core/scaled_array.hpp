@@ -33,6 +33,7 @@
 #include "scalify/errors.hpp"             // SCALIFY_CHECK
 #include "scalify/formats/cast.hpp"       // round_cast
 #include "scalify/formats/convert.hpp"    // convert
+#include "scalify/formats/detail/eigen_fold.hpp"  // fold_evaluator (e4m3fn decodes' 2^8 into constants)
 #include "scalify/formats/eigen.hpp"      // NumTraits of the float8 types
 #include "scalify/formats/float16.hpp"    // float16, bfloat16
 #include "scalify/formats/float8.hpp"     // float8 types
@@ -251,16 +252,38 @@ concept linear_packet_access =
 /// (Eigen's own loop reaches its evaluator through a reference and reloads
 /// them after every packet store, which may alias anything). float8_e4m3fn
 /// operands are screened for NaN codes ahead of the packets, up to the last
-/// coefficient read (formats/eigen_packet.hpp).
+/// coefficient read (formats/eigen_packet.hpp), and where the expression
+/// multiplies them by constants, their decodes leave the factor 2^8 to those
+/// (formats/detail/eigen_fold.hpp).
 template <class Values>
 void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, float* out) {
   using Packet = typename Eigen::internal::packet_traits<float>::type;
   constexpr Eigen::Index kSize = Eigen::internal::packet_traits<float>::size;
+  Eigen::Index i = 0;
 #if SCALIFY_EIGEN_PACKET_FLOAT8
   const eigen_packet::screen_scope screen(first + n);
+  if constexpr (eigen_packet::folds_completely<Values>) {
+    // e4m3fn decodes without their * 2^8, folded into the constant factors:
+    // the same bits, one multiply per operand less (formats/detail/eigen_fold.hpp).
+    // Runs of packets whose e4m3fn codes were screened clean decode with no
+    // check per packet; a packet near a NaN code takes the exact decode.
+    const eigen_packet::fold_evaluator<Values> folded(values);
+    if (folded.applies()) {
+      while (i + kSize <= n) {
+        const Eigen::Index run = folded.clean_run(first + i);
+        const Eigen::Index stop = run >= n - i ? n : i + run;
+        if (i + kSize > stop) {
+          Eigen::internal::pstoreu(out + i, folded.template packet<Packet>(first + i));
+          i += kSize;
+        }
+        for (; i + kSize <= stop; i += kSize) {
+          Eigen::internal::pstoreu(out + i, folded.template packet_clean<Packet>(first + i));
+        }
+      }
+    }
+  }
 #endif
   const Eigen::internal::evaluator<Values> source(values);
-  Eigen::Index i = 0;
   for (; i + kSize <= n; i += kSize) {
     Eigen::internal::pstoreu(out + i, source.template packet<Eigen::Unaligned, Packet>(first + i));
   }

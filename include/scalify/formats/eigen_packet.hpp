@@ -501,6 +501,75 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
         [&](Index k) { return coeff(index + k); });
   }
 
+  /// Widening float8_e4m3fn: the packet at linear `index` times 2^-8,
+  /// exactly, for scalify::detail::eigen_packet::fold_evaluator, which folds
+  /// the 2^8 into a constant factor: in a clean screened window, the decode
+  /// without its multiply (simd::avx2::widen8_e4m3fn_no_nan_over_256); any
+  /// other packet decodes exactly and is scaled (NaN stays the same NaN).
+  template <typename PacketType>
+  EIGEN_STRONG_INLINE PacketType packet_over_256(Index index) const {
+    static_assert(std::is_same_v<From, scalify::float8_e4m3fn> && std::is_same_v<To, float>);
+    constexpr float kOver256 = 1.0f / 256.0f;
+    if constexpr (std::is_same_v<PacketType, Packet8f>) {
+      if constexpr (kScreened) {
+        if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
+          return scalify::simd::avx2::widen8_e4m3fn_no_nan_over_256(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
+        }
+        return pmul(widen_unscreened(index), pset1<Packet8f>(kOver256));
+      }
+#ifdef EIGEN_VECTORIZE_AVX512
+    } else if constexpr (std::is_same_v<PacketType, Packet16f>) {
+      return join(packet_over_256<Packet8f>(index), packet_over_256<Packet8f>(index + 8));
+#endif
+    }
+    return pmul(packet<Unaligned, PacketType>(index), pset1<PacketType>(kOver256));
+  }
+
+  /// Widening float8_e4m3fn: how many codes from linear `index` on
+  /// packet_clean_over_256 may read without a check per packet: those of a
+  /// window screened clean (screening the window that starts there if
+  /// needed); 0 in a window with a NaN code and where nothing may be screened
+  /// (outside a screen_scope, or strided codes): packet_over_256 then decodes
+  /// packet by packet; all of them for operands never screened (not in
+  /// memory), which packet_clean_over_256 decodes exactly.
+  Index clean_run(Index index) const {
+    if constexpr (kScreened) {
+      if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
+        return clean_begin_ + static_cast<Index>(clean_span_) + 8 - index;
+      }
+      if (index >= nan_begin_ && index + 8 <= nan_end_) return 0;
+      const Index window_end = std::min(end_, index + kWindow);
+      if (index + 8 > window_end) return 0;
+      if (scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end - index)) {
+        nan_begin_ = index;
+        nan_end_ = window_end;
+        return 0;
+      }
+      clean_begin_ = index;
+      clean_span_ = static_cast<UIndex>(window_end - 8 - index);
+      return window_end - index;
+    } else {
+      static_cast<void>(index);
+      return NumTraits<Index>::highest();  // not screened: packet_clean_over_256 decodes exactly
+    }
+  }
+
+  /// packet_over_256 for a packet that clean_run() put in a clean window: no check.
+  template <typename PacketType>
+  EIGEN_STRONG_INLINE PacketType packet_clean_over_256(Index index) const {
+    if constexpr (kScreened && std::is_same_v<PacketType, Packet8f>) {
+      return scalify::simd::avx2::widen8_e4m3fn_no_nan_over_256(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
+#ifdef EIGEN_VECTORIZE_AVX512
+    } else if constexpr (kScreened && std::is_same_v<PacketType, Packet16f>) {
+      return join(packet_clean_over_256<Packet8f>(index), packet_clean_over_256<Packet8f>(index + 8));
+#endif
+    } else {
+      return packet_over_256<PacketType>(index);
+    }
+  }
+
  private:
   /// Widening float8_e4m3fn codes that lie contiguously in memory, read by
   /// linear index, inside a screen_scope: the codes are screened for NaN

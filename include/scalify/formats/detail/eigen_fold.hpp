@@ -1,0 +1,254 @@
+// scalify: float8_e4m3fn widening with its factor 2^8 folded into the
+// constant factors of an expression, for scalify's evaluation of stored
+// results (core/scaled_array.hpp's evaluate_linear). Same values as Eigen's
+// evaluator of the same expression, bit for bit (NaN for NaN: which NaN
+// operand a product keeps is the compiler's choice, as in Eigen).
+//
+// The AVX2 decode of e4m3fn codes makes the float16 of value * 2^-8 and
+// multiplies it by 2^8 after vcvtph2ps (simd/float8_avx2.hpp). Scaled
+// expressions multiply their terms by constant factors anyway (add's rule
+// gives `(x * y) * a + w * b`), so the decodes may skip their multiply and
+// the constants take it: a * 2^16 and b * 2^8, one multiply per code less.
+// fold_evaluator<Expr> evaluates Expr that way, node by node:
+//   - `codes.cast<float>()` of e4m3fn codes gives value * 2^-8, exactly (a
+//     leaf, k = 1; eigen_packet.hpp's packet_over_256);
+//   - a product of two folded operands gives value * 2^(-8k), k = kl + kr,
+//     exactly, for k <= 7: each leaf is 0, NaN, or 2^-17 <= |v| <= 1.75, so
+//     every partial product is 0, NaN, or between 2^-119 (a normal float) and
+//     1.75^7 < 51, and scaling the operands by powers of two scales the
+//     product exactly, its one rounding included;
+//   - a folded operand (k > 0) times a float constant c, on either side,
+//     gives the value itself (k = 0): the operand times c * 2^(8k) is the
+//     same real number as the product Eigen computes, so it rounds the same,
+//     overflow, underflow and NaN included. When c is finite but c * 2^(8k)
+//     is not, the fold does not apply (applies() is false) and the caller
+//     evaluates the whole expression with Eigen's evaluator;
+//   - sums and differences of operands with k = 0 add as Eigen does;
+//   - ArrayWrapper and MatrixWrapper pass through.
+// Any other node is evaluated by Eigen's evaluator (k = 0, no fold inside).
+// The caller uses fold_evaluator only where kFolds (something was folded) and
+// kEighths == 0 (nothing left over): the float results are then Eigen's, bit
+// for bit, with the operands combined in the same order. (Under
+// -ffp-contract=fast, GCC's default in gnu++ mode, the compiler may fuse a
+// product into the add that follows, here as in Eigen's loop, and not always
+// in both alike; formats/eigen_packet_test builds with -ffp-contract=off.)
+//
+// Runs of packets: clean_run(i) is how many elements from i on every e4m3fn
+// operand has in a window screened clean for NaN codes (eigen_packet.hpp), and
+// packet_clean() decodes such packets with no check each; evaluate_linear
+// asks once per run (512 codes at most) instead of once per packet and operand.
+//
+// Active where formats/eigen_packet.hpp is (SCALIFY_EIGEN_PACKET_FLOAT8).
+#ifndef SCALIFY_FORMATS_DETAIL_EIGEN_FOLD_HPP_
+#define SCALIFY_FORMATS_DETAIL_EIGEN_FOLD_HPP_
+
+#include <Eigen/Core>  // Eigen::CwiseBinaryOp, Eigen::internal::evaluator
+
+#include "scalify/formats/eigen.hpp"   // eigen_packet.hpp: SCALIFY_EIGEN_PACKET_FLOAT8, packet_over_256
+#include "scalify/formats/float8.hpp"  // float8_e4m3fn
+
+#if SCALIFY_EIGEN_PACKET_FLOAT8
+
+#include <algorithm>    // std::min
+#include <cmath>        // std::isfinite, std::ldexp
+#include <type_traits>  // std::conditional_t, std::remove_const_t
+
+namespace scalify::detail::eigen_packet {
+
+/// A node evaluated by Eigen's evaluator: packets of its value (k = 0).
+template <class Expr>
+struct eigen_node {
+  static constexpr int kEighths = 0;    ///< packets hold value * 2^(-8 * kEighths)
+  static constexpr bool kFolds = false; ///< a 2^8 was folded somewhere inside
+  explicit eigen_node(const Expr& expr) : ev_(expr) {}
+  bool applies() const { return true; }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return ev_.template packet<Eigen::Unaligned, Packet>(index);
+  }
+  Index clean_run(Index) const { return Eigen::NumTraits<Index>::highest(); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return packet<Packet>(index);
+  }
+  Eigen::internal::evaluator<Expr> ev_;
+};
+
+/// The node types that fold; kApplies false for every other (and for these
+/// where the operands do not allow it).
+template <class Expr>
+struct fold_node {
+  static constexpr bool kApplies = false;
+};
+
+/// The evaluator of one node: fold_node where it applies, else eigen_node.
+template <class Expr>
+using fold_evaluator =
+    std::conditional_t<fold_node<std::remove_const_t<Expr>>::kApplies, fold_node<std::remove_const_t<Expr>>,
+                       eigen_node<std::remove_const_t<Expr>>>;
+
+template <class Expr>
+inline constexpr bool is_float_constant = false;
+template <class Plain>
+inline constexpr bool is_float_constant<Eigen::CwiseNullaryOp<Eigen::internal::scalar_constant_op<float>, Plain>> =
+    true;
+
+/// Leaf: e4m3fn codes widened to float, as value * 2^-8.
+template <class Arg>
+struct fold_node<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3fn, float>, Arg>> {
+  using Expr = Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3fn, float>, Arg>;
+  static constexpr bool kApplies = true;
+  static constexpr int kEighths = 1;
+  static constexpr bool kFolds = false;
+  explicit fold_node(const Expr& expr) : ev_(expr) {}
+  bool applies() const { return true; }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return ev_.template packet_over_256<Packet>(index);
+  }
+  Index clean_run(Index index) const { return ev_.clean_run(index); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return ev_.template packet_clean_over_256<Packet>(index);
+  }
+  Eigen::internal::evaluator<Expr> ev_;  // scalify_cast_evaluator
+};
+
+/// Products: of two folded operands (k adds up), or of a folded operand and a
+/// float constant, which takes the operand's 2^(8k).
+template <class L, class R>
+struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>> {
+  using Expr = Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>;
+  using LEval = fold_evaluator<L>;
+  using REval = fold_evaluator<R>;
+  static constexpr bool kConstantRight = is_float_constant<std::remove_const_t<R>> && LEval::kEighths > 0;
+  static constexpr bool kConstantLeft = is_float_constant<std::remove_const_t<L>> && REval::kEighths > 0;
+  static constexpr bool kBothFolded =
+      LEval::kEighths > 0 && REval::kEighths > 0 && LEval::kEighths + REval::kEighths <= 7;
+  static constexpr bool kApplies = kConstantRight || kConstantLeft || kBothFolded;
+  static constexpr int kEighths = kBothFolded ? LEval::kEighths + REval::kEighths : 0;
+  static constexpr bool kFolds = kConstantRight || kConstantLeft || LEval::kFolds || REval::kFolds;
+
+  explicit fold_node(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {
+    if constexpr (kConstantRight || kConstantLeft) {
+      float c;
+      if constexpr (kConstantRight) {
+        c = expr.rhs().functor().m_other;
+      } else {
+        c = expr.lhs().functor().m_other;
+      }
+      constexpr int k = kConstantRight ? LEval::kEighths : REval::kEighths;
+      constant_ = std::ldexp(c, 8 * k);  // exact unless it overflows
+      fits_ = std::isfinite(constant_) || !std::isfinite(c);
+    }
+  }
+  bool applies() const {
+    if constexpr (kConstantRight) {
+      return fits_ && lhs_.applies();
+    } else if constexpr (kConstantLeft) {
+      return fits_ && rhs_.applies();
+    } else {
+      return lhs_.applies() && rhs_.applies();
+    }
+  }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
+  }
+  Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return combine<Packet>([&](const auto& node) { return node.template packet_clean<Packet>(index); });
+  }
+  /// The product of the operands' packets, `get(operand)`, in Eigen's order.
+  template <class Packet, class Get>
+  EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
+    if constexpr (kConstantRight) {
+      return Eigen::internal::pmul(get(lhs_), Eigen::internal::pset1<Packet>(constant_));
+    } else if constexpr (kConstantLeft) {
+      return Eigen::internal::pmul(Eigen::internal::pset1<Packet>(constant_), get(rhs_));
+    } else {
+      return Eigen::internal::pmul(get(lhs_), get(rhs_));
+    }
+  }
+
+  LEval lhs_;
+  REval rhs_;
+  float constant_ = 0.0f;
+  bool fits_ = true;
+};
+
+/// Sums and differences of operands holding their values (k = 0), at least
+/// one of them folded inside.
+template <class Op, class L, class R>
+  requires std::is_same_v<Op, Eigen::internal::scalar_sum_op<float, float>> ||
+           std::is_same_v<Op, Eigen::internal::scalar_difference_op<float, float>>
+struct fold_node<Eigen::CwiseBinaryOp<Op, L, R>> {
+  using Expr = Eigen::CwiseBinaryOp<Op, L, R>;
+  using LEval = fold_evaluator<L>;
+  using REval = fold_evaluator<R>;
+  static constexpr bool kApplies =
+      LEval::kEighths == 0 && REval::kEighths == 0 && (LEval::kFolds || REval::kFolds);
+  static constexpr int kEighths = 0;
+  static constexpr bool kFolds = true;
+  explicit fold_node(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {}
+  bool applies() const { return lhs_.applies() && rhs_.applies(); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
+  }
+  Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return combine<Packet>([&](const auto& node) { return node.template packet_clean<Packet>(index); });
+  }
+  template <class Packet, class Get>
+  EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
+    if constexpr (std::is_same_v<Op, Eigen::internal::scalar_sum_op<float, float>>) {
+      return Eigen::internal::padd(get(lhs_), get(rhs_));
+    } else {
+      return Eigen::internal::psub(get(lhs_), get(rhs_));
+    }
+  }
+  LEval lhs_;
+  REval rhs_;
+};
+
+/// ArrayWrapper and MatrixWrapper: their operand's packets.
+template <class Wrapper, class Nested>
+struct fold_wrapper {
+  using NestedEval = fold_evaluator<Nested>;
+  static constexpr bool kApplies = NestedEval::kEighths > 0 || NestedEval::kFolds;
+  static constexpr int kEighths = NestedEval::kEighths;
+  static constexpr bool kFolds = NestedEval::kFolds;
+  explicit fold_wrapper(const Wrapper& expr) : nested_(expr.nestedExpression()) {}
+  bool applies() const { return nested_.applies(); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return nested_.template packet<Packet>(index);
+  }
+  Index clean_run(Index index) const { return nested_.clean_run(index); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return nested_.template packet_clean<Packet>(index);
+  }
+  NestedEval nested_;
+};
+template <class Nested>
+struct fold_node<Eigen::ArrayWrapper<Nested>> : fold_wrapper<Eigen::ArrayWrapper<Nested>, Nested> {
+  using fold_wrapper<Eigen::ArrayWrapper<Nested>, Nested>::fold_wrapper;
+};
+template <class Nested>
+struct fold_node<Eigen::MatrixWrapper<Nested>> : fold_wrapper<Eigen::MatrixWrapper<Nested>, Nested> {
+  using fold_wrapper<Eigen::MatrixWrapper<Nested>, Nested>::fold_wrapper;
+};
+
+/// True when fold_evaluator<Expr> folds something and leaves no factor over:
+/// worth a loop of its own.
+template <class Expr>
+inline constexpr bool folds_completely = fold_evaluator<Expr>::kFolds && fold_evaluator<Expr>::kEighths == 0;
+
+}  // namespace scalify::detail::eigen_packet
+
+#endif  // SCALIFY_EIGEN_PACKET_FLOAT8
+#endif  // SCALIFY_FORMATS_DETAIL_EIGEN_FOLD_HPP_
