@@ -82,6 +82,43 @@ TEMPLATE_TEST_CASE("convert narrows like the scalar round_cast, on every CPU pat
   }
 }
 
+TEMPLATE_TEST_CASE("convert narrows like round_cast whatever the floating-point rounding mode", "[formats][convert]",
+                   float8_e4m3fn, float8_e5m2, float16, bfloat16) {
+  // The casts round as their options say, not as the FPU's mode does: the
+  // float8 nearest-even kernel, which rounds with a float addition, stands
+  // aside when the mode (fesetround, MXCSR) is not round to nearest.
+  // Expected bytes from the scalar cast (integer arithmetic), in the default mode.
+  const std::vector<float> x = edge_inputs(4099, 13);
+  const scalify::convert_options cases[] = {{}, {.saturate = true}, {.round = scalify::rounding::toward_zero}};
+  struct restore_rounding {
+    int saved = std::fegetround();
+    ~restore_rounding() { std::fesetround(saved); }
+  } restore;
+  for (const auto& o : cases) {
+    std::vector<TestType> expected(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) expected[i] = scalify::round_cast<TestType>(x[i], o.round, o.saturate);
+    for (const int mode : {FE_TOWARDZERO, FE_UPWARD, FE_DOWNWARD, FE_TONEAREST}) {
+      for (scalify::cpu_path path : scalify::all_cpu_paths) {
+        if (!scalify::cpu_supports(path)) continue;
+        scalify::scoped_cpu_path guard(path);
+        std::vector<TestType> y(x.size());
+        REQUIRE(std::fesetround(mode) == 0);
+        scalify::convert(x, y, o);
+        std::fesetround(restore.saved);
+        int misses = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          if (code_of(y[i]) != code_of(expected[i]) && ++misses <= 4) {
+            FAIL_CHECK("path " << scalify::to_string(path) << ", fesetround mode " << mode << ", saturate "
+                               << o.saturate << ": input 0x" << std::hex << std::bit_cast<uint32_t>(x[i])
+                               << " expected 0x" << code_of(expected[i]) << ", got 0x" << code_of(y[i]));
+          }
+        }
+        CHECK(misses == 0);
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("convert_with_stats counts what the cast did", "[formats][convert]", float8_e4m3fn, float8_e5m2,
                    float16, bfloat16) {
   const std::vector<float> x = edge_inputs(10007, 11);

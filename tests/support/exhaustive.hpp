@@ -139,9 +139,10 @@ inline double thread_cpu_seconds() {
 // Nth one with SCALIFY_TEST_EXHAUSTIVE_STRIDE=N in the environment. Sanitizer
 // builds default to every 17th chunk (they run the code under test 5-20 times
 // slower, and look for memory errors, which every chunk exercises alike; the
-// Release build checks every input). An odd stride keeps every value of the
-// chunk index's low bits, the float's top mantissa bits, where rounding to
-// float8 decides: a power of two would pin them to zero.
+// Release build checks every input). An odd stride lets the chunk index's low
+// bits, the float's top mantissa bits, where rounding to float8 is decided,
+// take every value over the run (a few per exponent): a power of two would
+// pin them to zero.
 // SCALIFY_TEST_EXHAUSTIVE_STRIDE=1 forces the full run there too. report()
 // warns whenever inputs are skipped.
 inline std::uint64_t exhaustive_stride() {

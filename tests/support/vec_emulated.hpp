@@ -72,12 +72,6 @@ inline void store_u16(uint16_t* p, u32x a) {
 inline void store_u8(uint8_t* p, u32x a) {
   for (std::size_t i = 0; i < kLanes; ++i) p[i] = static_cast<uint8_t>(a.v[i]);
 }
-inline void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
-  store_u8(p, a);
-  store_u8(p + kLanes, b);
-  store_u8(p + 2 * kLanes, c);
-  store_u8(p + 3 * kLanes, d);
-}
 inline void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc, u32x sd) {
   const u32x* codes[4] = {&a, &b, &c, &d};
   const u32x* signs[4] = {&sa, &sb, &sc, &sd};

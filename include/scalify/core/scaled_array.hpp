@@ -33,7 +33,7 @@
 #include "scalify/errors.hpp"             // SCALIFY_CHECK
 #include "scalify/formats/cast.hpp"       // round_cast
 #include "scalify/formats/convert.hpp"    // convert
-#include "scalify/formats/detail/eigen_fold.hpp"  // fold_evaluator (e4m3fn decodes' 2^8 into constants)
+#include "scalify/formats/detail/eigen_fold.hpp"  // fold_evaluator (e4m3fn decodes' 2^8 to constants)
 #include "scalify/formats/eigen.hpp"      // NumTraits of the float8 types
 #include "scalify/formats/float16.hpp"    // float16, bfloat16
 #include "scalify/formats/float8.hpp"     // float8 types
@@ -283,6 +283,7 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
     }
   }
 #endif
+  if (i == n) return;  // no second evaluator (one may compute a temporary when built)
   const Eigen::internal::evaluator<Values> source(values);
   for (; i + kSize <= n; i += kSize) {
     Eigen::internal::pstoreu(out + i, source.template packet<Eigen::Unaligned, Packet>(first + i));

@@ -31,6 +31,10 @@
 //     evaluation reads, and packets in a window without one skip the NaN step
 //     of the decode (6 uops per 8 codes instead of 10; the same bits). Plain
 //     Eigen assignments read nothing ahead and decode every packet exactly.
+//   - for formats/detail/eigen_fold.hpp, which folds the e4m3fn decode's 2^8
+//     into an expression's constant factors inside scalify's evaluations:
+//     packet_over_256 (value * 2^-8, exact), clean_run (how far the screened
+//     windows let packets decode without a check) and packet_clean_over_256.
 //   - evaluators for `cast<float>()` and `cast<T>()` expressions that call those
 //     pcasts. Eigen 3.4 never vectorizes a cast expression in Core (its
 //     scalar_cast_op has PacketAccess = false, for half and bfloat16 too; only

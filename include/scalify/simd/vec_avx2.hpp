@@ -45,20 +45,12 @@ SCALIFY_ALWAYS_INLINE void store_u8(uint8_t* p, u32x a) {
   const __m128i w = _mm_packus_epi32(lo, hi);
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
-/// Stores the low 8 bits of each lane of a, b, c and d (lanes < 2^8), in
-/// that order: two in-lane packs to bytes, then one permute puts the 4-byte
-/// groups in order.
-SCALIFY_ALWAYS_INLINE void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
-  const __m256i bytes =
-      _mm256_packus_epi16(_mm256_packus_epi32(a.v, b.v), _mm256_packus_epi32(c.v, d.v));
-  _mm256_storeu_si256(
-      reinterpret_cast<__m256i*>(p),
-      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-}
-/// As store4_u8 for lanes < 2^7, with bit 7 of each byte the sign bit (bit
-/// 31) of the matching lane of sa, sb, sc and sd: those pack alike with signed
-/// saturation, which keeps each lane's sign, so the signs cost 3 packs and an
-/// and-or for 4 vectors instead of a shift, an and and an or per vector.
+/// Stores the low 7 bits of each lane of a, b, c and d (lanes < 2^7), in
+/// that order, with bit 7 of each byte the sign bit (bit 31) of the matching
+/// lane of sa, sb, sc and sd: two in-lane packs to bytes for each set (signed
+/// saturation keeps each lane's sign), an and-or, then one permute puts the
+/// 4-byte groups in order. The signs cost 3 packs and an and-or for 4 vectors
+/// instead of a shift, an and and an or per vector.
 SCALIFY_ALWAYS_INLINE void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc,
                                             u32x sd) {
   const __m256i codes = _mm256_packus_epi16(_mm256_packus_epi32(a.v, b.v), _mm256_packus_epi32(c.v, d.v));

@@ -42,16 +42,9 @@ SCALIFY_ALWAYS_INLINE void store_u16(uint16_t* p, u32x a) {
 SCALIFY_ALWAYS_INLINE void store_u8(uint8_t* p, u32x a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(a.v));
 }
-/// As in vec_avx2.hpp: the low 8 bits of each lane of a, b, c and d, in that
-/// order (in-lane packs, then one permute of the 4-byte groups).
-SCALIFY_ALWAYS_INLINE void store4_u8(uint8_t* p, u32x a, u32x b, u32x c, u32x d) {
-  const __m512i bytes =
-      _mm512_packus_epi16(_mm512_packus_epi32(a.v, b.v), _mm512_packus_epi32(c.v, d.v));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  _mm512_storeu_si512(p, _mm512_permutexvar_epi32(order, bytes));
-}
 /// As in vec_avx2.hpp: lanes < 2^7 with the signs of sa..sd as bit 7 (signed
-/// packs keep the signs; one ternary-logic or-and merges them).
+/// packs keep the signs; one ternary-logic or-and merges them; then one
+/// permute of the 4-byte groups).
 SCALIFY_ALWAYS_INLINE void store4_u8_signed(uint8_t* p, u32x a, u32x b, u32x c, u32x d, u32x sa, u32x sb, u32x sc,
                                             u32x sd) {
   const __m512i codes = _mm512_packus_epi16(_mm512_packus_epi32(a.v, b.v), _mm512_packus_epi32(c.v, d.v));

@@ -5,8 +5,9 @@
 // `decode_float<Spec>()` widens a code to float32. Every cast in scalify
 // (float8, float16, bfloat16; nearest-even, toward-zero, stochastic; default
 // and saturating) is this one function with different arguments, and the SIMD
-// bulk casts (formats/detail/convert_simd-inl.hpp) compute the same integer
-// steps lane by lane, so scalar and SIMD results agree bit for bit.
+// bulk casts (formats/detail/convert_simd-inl.hpp) compute the same results
+// lane by lane (mostly by the same integer steps; float8 nearest-even rounds
+// with a float addition), so scalar and SIMD results agree bit for bit.
 //
 // References: OCP 8-bit Floating Point Specification (OFP8) rev 1.0, 2023;
 // Micikevicius et al., "FP8 Formats for Deep Learning", arXiv 2209.05433;

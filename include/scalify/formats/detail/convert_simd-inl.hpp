@@ -58,7 +58,9 @@ SCALIFY_ALWAYS_INLINE u32x stochastic_bits_x(detail::stochastic_keys keys, uint6
 /// gives the code. |x| is first clamped to the value of the code that
 /// overflow gives (inf, NaN, or the largest finite one when saturating): that
 /// code is then what the steps give, so no clamp of codes, and M stays finite.
-/// The signs join the codes when they are packed to bytes.
+/// The signs join the codes when they are packed to bytes. (The addition
+/// rounds in the MXCSR's mode: narrow_from_float calls this kernel only when
+/// that is round to nearest, the default.)
 ///
 /// The 16-bit formats (bfloat16; float16 goes through the hardware):
 ///   normal results: adding (half - 1 + lowest kept bit) to the float bits
@@ -334,6 +336,15 @@ std::size_t narrow_from_float(const float* src, void* dst, std::size_t n, bool s
   static_assert(S.has_sign && S.has_zero && S.has_subnormals && S.exponent_bias <= 127,
                 "the SIMD casts cover float8_e4m3fn, float8_e5m2, float16 and bfloat16");
   if constexpr (kMode == rounding::nearest_even && !kStats) {
+    // The float8 kernel rounds with a float addition, right only in the
+    // default rounding mode (MXCSR.RC = round to nearest); under any other
+    // (fesetround), the general kernel, integer arithmetic throughout, still
+    // gives the scalar cast's bytes. One read of MXCSR per call.
+    if constexpr (S.bits == 8) {
+      if ((_mm_getcsr() & 0x6000u) != 0) {
+        return narrow_general_from_float<S, kMode, kStats>(src, dst, n, saturate, keys, offset, stats);
+      }
+    }
     return narrow_nearest_from_float<S>(src, dst, n, saturate);
   } else if constexpr (kMode == rounding::stochastic && !kStats) {
     return narrow_stochastic_from_float<S>(src, dst, n, saturate, keys, offset);

@@ -114,13 +114,40 @@ struct fold_node<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3
   Eigen::internal::evaluator<Expr> ev_;  // scalify_cast_evaluator
 };
 
+/// What the binary nodes share: their operands, and packets that are
+/// Derived::combine() of the operands' packets.
+template <class Derived, class L, class R>
+struct fold_binary {
+  using LEval = fold_evaluator<L>;
+  using REval = fold_evaluator<R>;
+  template <class Expr>
+  explicit fold_binary(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {}
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet(Index index) const {
+    return derived().template combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
+  }
+  Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
+  template <class Packet>
+  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
+    return derived().template combine<Packet>(
+        [&](const auto& node) { return node.template packet_clean<Packet>(index); });
+  }
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+  LEval lhs_;
+  REval rhs_;
+};
+
 /// Products: of two folded operands (k adds up), or of a folded operand and a
 /// float constant, which takes the operand's 2^(8k).
 template <class L, class R>
-struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>> {
+struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>>
+    : fold_binary<fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>>, L, R> {
   using Expr = Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, float>, L, R>;
-  using LEval = fold_evaluator<L>;
-  using REval = fold_evaluator<R>;
+  using Base = fold_binary<fold_node, L, R>;
+  using typename Base::LEval;
+  using typename Base::REval;
+  using Base::lhs_;
+  using Base::rhs_;
   static constexpr bool kConstantRight = is_float_constant<std::remove_const_t<R>> && LEval::kEighths > 0;
   static constexpr bool kConstantLeft = is_float_constant<std::remove_const_t<L>> && REval::kEighths > 0;
   static constexpr bool kBothFolded =
@@ -129,7 +156,7 @@ struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, 
   static constexpr int kEighths = kBothFolded ? LEval::kEighths + REval::kEighths : 0;
   static constexpr bool kFolds = kConstantRight || kConstantLeft || LEval::kFolds || REval::kFolds;
 
-  explicit fold_node(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {
+  explicit fold_node(const Expr& expr) : Base(expr) {
     if constexpr (kConstantRight || kConstantLeft) {
       float c;
       if constexpr (kConstantRight) {
@@ -151,15 +178,6 @@ struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, 
       return lhs_.applies() && rhs_.applies();
     }
   }
-  template <class Packet>
-  EIGEN_STRONG_INLINE Packet packet(Index index) const {
-    return combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
-  }
-  Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
-  template <class Packet>
-  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
-    return combine<Packet>([&](const auto& node) { return node.template packet_clean<Packet>(index); });
-  }
   /// The product of the operands' packets, `get(operand)`, in Eigen's order.
   template <class Packet, class Get>
   EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
@@ -172,8 +190,6 @@ struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, 
     }
   }
 
-  LEval lhs_;
-  REval rhs_;
   float constant_ = 0.0f;
   bool fits_ = true;
 };
@@ -183,25 +199,19 @@ struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, 
 template <class Op, class L, class R>
   requires std::is_same_v<Op, Eigen::internal::scalar_sum_op<float, float>> ||
            std::is_same_v<Op, Eigen::internal::scalar_difference_op<float, float>>
-struct fold_node<Eigen::CwiseBinaryOp<Op, L, R>> {
+struct fold_node<Eigen::CwiseBinaryOp<Op, L, R>> : fold_binary<fold_node<Eigen::CwiseBinaryOp<Op, L, R>>, L, R> {
   using Expr = Eigen::CwiseBinaryOp<Op, L, R>;
-  using LEval = fold_evaluator<L>;
-  using REval = fold_evaluator<R>;
+  using Base = fold_binary<fold_node, L, R>;
+  using typename Base::LEval;
+  using typename Base::REval;
+  using Base::lhs_;
+  using Base::rhs_;
   static constexpr bool kApplies =
       LEval::kEighths == 0 && REval::kEighths == 0 && (LEval::kFolds || REval::kFolds);
   static constexpr int kEighths = 0;
   static constexpr bool kFolds = true;
-  explicit fold_node(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {}
+  explicit fold_node(const Expr& expr) : Base(expr) {}
   bool applies() const { return lhs_.applies() && rhs_.applies(); }
-  template <class Packet>
-  EIGEN_STRONG_INLINE Packet packet(Index index) const {
-    return combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
-  }
-  Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
-  template <class Packet>
-  EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
-    return combine<Packet>([&](const auto& node) { return node.template packet_clean<Packet>(index); });
-  }
   template <class Packet, class Get>
   EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
     if constexpr (std::is_same_v<Op, Eigen::internal::scalar_sum_op<float, float>>) {
@@ -210,8 +220,6 @@ struct fold_node<Eigen::CwiseBinaryOp<Op, L, R>> {
       return Eigen::internal::psub(get(lhs_), get(rhs_));
     }
   }
-  LEval lhs_;
-  REval rhs_;
 };
 
 /// ArrayWrapper and MatrixWrapper: their operand's packets.
