@@ -516,10 +516,7 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
     constexpr float kOver256 = 1.0f / 256.0f;
     if constexpr (std::is_same_v<PacketType, Packet8f>) {
       if constexpr (kScreened) {
-        if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
-          return scalify::simd::avx2::widen8_e4m3fn_no_nan_over_256(
-              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes_ + index)));
-        }
+        if (in_clean_window(index)) return packet_clean_over_256<Packet8f>(index);
         return pmul(widen_unscreened(index), pset1<Packet8f>(kOver256));
       }
 #ifdef EIGEN_VECTORIZE_AVX512
@@ -539,20 +536,8 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
   /// memory), which packet_clean_over_256 decodes exactly.
   Index clean_run(Index index) const {
     if constexpr (kScreened) {
-      if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
-        return clean_begin_ + static_cast<Index>(clean_span_) + 8 - index;
-      }
-      if (index >= nan_begin_ && index + 8 <= nan_end_) return 0;
-      const Index window_end = std::min(end_, index + kWindow);
-      if (index + 8 > window_end) return 0;
-      if (scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end - index)) {
-        nan_begin_ = index;
-        nan_end_ = window_end;
-        return 0;
-      }
-      clean_begin_ = index;
-      clean_span_ = static_cast<UIndex>(window_end - 8 - index);
-      return window_end - index;
+      if (!in_clean_window(index) && !screen_window(index)) return 0;
+      return clean_begin_ + static_cast<Index>(clean_span_) + 8 - index;
     } else {
       static_cast<void>(index);
       return NumTraits<Index>::highest();  // not screened: packet_clean_over_256 decodes exactly
@@ -592,31 +577,39 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
   /// The packet at `index`: a range check and the short decode when the
   /// packet lies in the last window screened clean, else widen_unscreened().
   EIGEN_STRONG_INLINE Packet8f widen_screened(Index index) const {
-    if (static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_) {
-      return widen_clean(index);
-    }
+    if (in_clean_window(index)) return widen_clean(index);
     return widen_unscreened(index);
   }
 
-  /// A packet outside the clean window: screens the window starting here
-  /// (kWindow codes at most, never past end_) unless the packet lies in the
-  /// last window found to hold a NaN code; a clean window becomes the clean
-  /// one. Packets in a window with a NaN code, past end_ (an evaluation
-  /// nested in another, with other indices) or outside any screen_scope (the
-  /// NaN window is then everything) decode exactly.
-  Packet8f widen_unscreened(Index index) const {
-    if (index < nan_begin_ || index + 8 > nan_end_) {
-      const Index window_end = std::min(end_, index + kWindow);
-      if (index + 8 <= window_end) {
-        if (!scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end - index)) {
-          clean_begin_ = index;
-          clean_span_ = static_cast<UIndex>(window_end - 8 - index);
-          return widen_clean(index);
-        }
-        nan_begin_ = index;
-        nan_end_ = window_end;
-      }
+  /// Whether the packet at `index` lies in the last window screened clean.
+  EIGEN_STRONG_INLINE bool in_clean_window(Index index) const {
+    return static_cast<UIndex>(index) - static_cast<UIndex>(clean_begin_) <= clean_span_;
+  }
+
+  /// Screens the window starting at `index` (kWindow codes at most, never
+  /// past end_) unless the packet lies in the last window found to hold a NaN
+  /// code; a clean window becomes the clean one (true), one with a NaN code
+  /// the NaN one (false). False too where no packet fits before end_.
+  bool screen_window(Index index) const {
+    if (index >= nan_begin_ && index + 8 <= nan_end_) return false;
+    const Index window_end = std::min(end_, index + kWindow);
+    if (index + 8 > window_end) return false;
+    if (scalify::simd::avx2::any_e4m3fn_nan(codes_ + index, window_end - index)) {
+      nan_begin_ = index;
+      nan_end_ = window_end;
+      return false;
     }
+    clean_begin_ = index;
+    clean_span_ = static_cast<UIndex>(window_end - 8 - index);
+    return true;
+  }
+
+  /// A packet outside the clean window: screens the window starting here
+  /// (screen_window). Packets in a window with a NaN code, past end_ (an
+  /// evaluation nested in another, with other indices) or outside any
+  /// screen_scope (the NaN window is then everything) decode exactly.
+  Packet8f widen_unscreened(Index index) const {
+    if (screen_window(index)) return widen_clean(index);
     return pcast<FromPacket, Packet8f>(arg_.template packet<Unaligned, FromPacket>(index));
   }
 
