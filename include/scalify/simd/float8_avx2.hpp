@@ -8,6 +8,8 @@
 //   any_e4m3fn_nan(p, n)       whether one of the n e4m3fn codes at p is NaN
 //   widen8_e4m3fn_no_nan(c)    8 e4m3fn codes (the low 64 bits of c), none NaN -> float32
 //   widen8_e4m3fn_no_nan_over_256(c)  the same values times 2^-8 (one multiply less)
+//   e4m3fn_halves_over_256(p, h)  32 e4m3fn codes, none NaN -> float16 bits of value * 2^-8 in memory
+//   cvtph_ps_from(h)           8 float16 in memory -> float32 (vcvtph2ps with a memory operand)
 //   widen8_e5m2(c)             8 e5m2 codes -> float32 (NaN codes keep their payload)
 //
 // The functions ask only for AVX2 and F16C (not the FMA and BMI2 of
@@ -82,6 +84,36 @@ SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 widen8_e4m3fn_no_nan_over_
 }
 SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 widen8_e4m3fn_no_nan(__m128i codes) {
   return _mm256_mul_ps(widen8_e4m3fn_no_nan_over_256(codes), _mm256_set1_ps(256.0f));
+}
+
+/// 32 float8_e4m3fn codes at p, none of them NaN, to the float16 bits of
+/// their values times 2^-8 (widen8_e4m3fn_no_nan_over_256's halves) at h: 32
+/// halves, 32-byte aligned, in groups of 8 codes in the order of the in-lane
+/// unpacks: codes 0-7, 16-23, 8-15, 24-31. Each code x and t = x & 0x80 make
+/// one 16-bit lane, and vpmaddubsw with weights 128, 128 gives 128 x + 128 t
+/// as signed bytes: 128 |x| - 32768 s = s.0.eeee.mmm.0000000, the same bits
+/// (no saturation: the extremes are 16256 and -32768). Per 32 codes: the
+/// load, 5 vector uops and 2 stores, and no shift (on Zen 2, shifts, vector
+/// stores and the register form of vcvtph2ps share one pipe). Returns the
+/// codes, for a nan_screen.
+SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256i e4m3fn_halves_over_256(const uint8_t* p, uint16_t* h) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i c = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i t = _mm256_and_si256(x, c);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(h), _mm256_maddubs_epi16(c, _mm256_unpacklo_epi8(x, t)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(h + 16), _mm256_maddubs_epi16(c, _mm256_unpackhi_epi8(x, t)));
+  return x;
+}
+
+/// 8 float16 at p -> float32: vcvtph2ps with a memory operand. Inline
+/// assembly, because compilers turn a store and a reload of the register form
+/// into vextracti128, and the register form costs one uop more anyway (on Zen
+/// 2 on the pipe of the shifts and stores: 2 cycles per 8 values converted
+/// and stored from registers, 1 from memory).
+SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 cvtph_ps_from(const uint16_t* p) {
+  __m256 r;
+  __asm__("vcvtph2ps {%1, %0|%0, %1}" : "=x"(r) : "m"(*reinterpret_cast<const __m128i*>(p)));
+  return r;
 }
 
 /// The 8 float8_e5m2 codes in the low 64 bits of `codes`, widened exactly to

@@ -140,36 +140,18 @@ SCALIFY_ALWAYS_INLINE __m128i e4m3fn_halves(__m128i upper) {
   return _mm_and_si128(_mm_srai_epi16(upper, 1), _mm_set1_epi16(static_cast<short>(0xBF80)));
 }
 
-/// 8 float16 at p -> float32: vcvtph2ps with a memory operand. Inline
-/// assembly, because compilers turn a store and a reload of the register form
-/// into vextracti128: one shuffle uop (the port vcvtph2ps also needs) for
-/// each 8 values, where the memory form adds only a load (of a line just
-/// stored, forwarded) and the store of the 16 halves beforehand.
-SCALIFY_ALWAYS_INLINE __m256 cvtph_ps_from(const uint16_t* p) {
-  __m256 r;
-  __asm__("vcvtph2ps {%1, %0|%0, %1}" : "=x"(r) : "m"(*reinterpret_cast<const __m128i*>(p)));
-  return r;
-}
-
 /// 32 e4m3fn codes, none NaN -> value * 2^-8 (as widen16): w[0] codes 0-7,
-/// w[1] 8-15, w[2] 16-23, w[3] 24-31. Each code x and t = x & 0x80 make one
-/// 16-bit lane (in-lane unpacks), and vpmaddubsw with weights 128, 128 gives
-/// 128 x + 128 t as signed bytes, i.e. 128 |x| - 32768 s = s.0.eeee.mmm.0000000,
-/// widen16's float16 bits (no saturation: the extremes are 16256 and -32768).
-/// The float16 halves go through memory to vcvtph2ps (cvtph_ps_from). Per 32
-/// codes, vector uops on this Xeon (vcvtph2ps: 2 in either form): 1 and,
-/// 2 unpacks, 2 vpmaddubsw, 8 vcvtph2ps, plus 2 for the NaN screen: 15,
-/// against 12 for e5m2's widen16 twice and 20 for widen16 (e4m3fn) twice.
+/// w[1] 8-15, w[2] 16-23, w[3] 24-31. The float16 halves of
+/// simd::avx2::e4m3fn_halves_over_256 (vpmaddubsw, no shift) go through
+/// memory to vcvtph2ps (cvtph_ps_from). Per 32 codes, vector uops on this
+/// Xeon (vcvtph2ps: 2 in either form): 1 and, 2 unpacks, 2 vpmaddubsw, 8
+/// vcvtph2ps, plus 2 for the NaN screen: 15, against 12 for e5m2's widen16
+/// twice and 20 for widen16 (e4m3fn) twice.
 template <class T>  // float8_e4m3fn (a template so that discarded calls for other types compile)
 SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const T* p, f32x* w, nan_screen& screen) {
   static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_quad_no_nan: e4m3fn codes only");
-  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m256i c = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i t = _mm256_and_si256(x, c);
   alignas(32) uint16_t h[32];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(h), _mm256_maddubs_epi16(c, _mm256_unpacklo_epi8(x, t)));
-  _mm256_store_si256(reinterpret_cast<__m256i*>(h + 16), _mm256_maddubs_epi16(c, _mm256_unpackhi_epi8(x, t)));
-  screen.add(x);
+  screen.add(e4m3fn_halves_over_256(reinterpret_cast<const uint8_t*>(p), h));
   w[0].v = cvtph_ps_from(h);       // codes 0-7   (lane 0 of the low unpack)
   w[1].v = cvtph_ps_from(h + 16);  // codes 8-15  (lane 0 of the high unpack)
   w[2].v = cvtph_ps_from(h + 8);   // codes 16-23
