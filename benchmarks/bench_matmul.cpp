@@ -15,6 +15,12 @@
 //     core's peak. counters: GFLOPS, x_peak (this kernel's GFLOPS / the peak's,
 //     same process): how far the kernel is from its instruction bound.
 //
+//   BM_GemvInCache/<impl>   one core: the streaming GEMV (M = 1) of scalify_e4m3, scalify_e5m2,
+//     scalify_f16 with B in L2 (1 x 512 x 256, 128 KiB of float8), the rate of its
+//     instructions with no memory stall; counters GFLOPS and x_openblas_memory (this
+//     GFLOPS / OpenBLAS sgemv's from memory, 1 x 4096 x 4096 on one thread, same process):
+//     below 3, the kernel's instructions alone keep the GEMV target (3x sgemv) out of reach.
+//
 // A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
 // 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
 // B are used in turn so the weights stream from memory, as in inference: 128
@@ -235,6 +241,57 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
 }
 
 // ---------------------------------------------------------------------------
+// The GEMV from L2: the instruction rate of its decode and multiply-adds.
+
+#ifdef SCALIFY_HAVE_OPENBLAS
+/// OpenBLAS sgemv GFLOP/s, 1 x 4096 x 4096 with the weights from memory, one
+/// thread; measured once per process.
+double openblas_gemv_memory_gflops() {
+  static const double gflops = [] {
+    constexpr int64_t n = 4096, k = 4096;
+    set_threads_eigen_blas(1);
+    eigen_case e(1, n, k);
+    double best = 1e30;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (const RowMatrixF& b : e.b) {
+        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b.data(),
+                    static_cast<int>(n), e.a.data(), 1, 0.0f, e.c.data(), 1);
+      }
+      best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
+    }
+    return 2.0 * n * k / best * 1e-9;
+  }();
+  return gflops;
+}
+#endif
+
+template <class T>
+void bm_gemv_in_cache(benchmark::State& state) {
+  constexpr int64_t n = 512, k = 256;
+  const auto a = narrow<T>(random_floats(static_cast<std::size_t>(k), 1));
+  const auto b = narrow<T>(random_floats(static_cast<std::size_t>(k * n), 2));
+  std::vector<float> c(static_cast<std::size_t>(n));
+  const auto av = scalify::row_major_view(a.data(), 1, k);
+  const auto bv = scalify::row_major_view(b.data(), k, n);
+  const auto cv = scalify::row_major_view(c.data(), 1, n);
+  constexpr long kCalls = 200;
+  scalify::gemm(av, bv, cv, {.threads = 1});
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    for (long r = 0; r < kCalls; ++r) scalify::gemm(av, bv, cv, {.threads = 1});
+    benchmark::DoNotOptimize(c.data());
+  }
+  const double gflops =
+      2.0 * n * k * kCalls * static_cast<double>(state.iterations()) / seconds_since(t0) * 1e-9;
+  state.counters["GFLOPS"] = gflops;
+#ifdef SCALIFY_HAVE_OPENBLAS
+  state.counters["x_openblas_memory"] = gflops / openblas_gemv_memory_gflops();
+#endif
+  state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
+}
+
+// ---------------------------------------------------------------------------
 // The micro-kernels alone, against the peak of the instruction they use.
 
 /// Best seconds per call of f over `batches` batches of `calls` calls.
@@ -442,6 +499,9 @@ int main(int argc, char** argv) {
   }
   const bool large = want_large(argc, argv);
   register_microkernels();
+  benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e4m3", bm_gemv_in_cache<scalify::float8_e4m3fn>)->UseRealTime();
+  benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e5m2", bm_gemv_in_cache<scalify::float8_e5m2>)->UseRealTime();
+  benchmark::RegisterBenchmark("BM_GemvInCache/scalify_f16", bm_gemv_in_cache<scalify::float16>)->UseRealTime();
   register_all(large);
   return scalify_bench::run(argc, argv);
 }
