@@ -267,7 +267,11 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
     // the same bits, one multiply per operand less (formats/detail/eigen_fold.hpp).
     // Runs of packets whose e4m3fn codes were screened clean decode with no
     // check per packet; a packet near a NaN code takes the exact decode.
-    eigen_packet::fold_evaluator<Values> folded(values);
+    const eigen_packet::fold_evaluator<Values> folded(values);
+    // AVX2 (8-float packets): clean runs in blocks of 32 codes through staged
+    // float16 halves, unless the evaluation is long (a float result streaming
+    // to memory, eigen_packet::kStagedRangeMax).
+    [[maybe_unused]] const bool staged = n <= eigen_packet::kStagedRangeMax;
     if (folded.applies()) {
       while (i + kSize <= n) {
         const Eigen::Index run = folded.clean_run(first + i);
@@ -275,15 +279,18 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
         if (i + kSize > stop) {
           Eigen::internal::pstoreu(out + i, folded.template packet<Packet>(first + i));
           i += kSize;
-        } else if constexpr (kSize == 8) {  // Packet8f
-          // Blocks of 32 codes decoded through staged float16 halves.
-          const Eigen::Index m = (stop - i) / kSize * kSize;
-          eigen_packet::evaluate_clean_run(folded, first + i, m, out + i);
-          i += m;
-        } else {
-          for (; i + kSize <= stop; i += kSize) {
-            Eigen::internal::pstoreu(out + i, folded.template packet_clean<Packet>(first + i));
+          continue;
+        }
+        if constexpr (kSize == 8) {  // Packet8f
+          if (staged) {
+            const Eigen::Index m = (stop - i) / kSize * kSize;
+            eigen_packet::evaluate_clean_run(folded, first + i, m, out + i);
+            i += m;
+            continue;
           }
+        }
+        for (; i + kSize <= stop; i += kSize) {
+          Eigen::internal::pstoreu(out + i, folded.template packet_clean<Packet>(first + i));
         }
       }
     }

@@ -39,11 +39,13 @@
 // asks once per run (512 codes at most) instead of once per packet and operand.
 // With 8-float packets (AVX2), evaluate_clean_run decodes such a run 32 codes
 // at a time: each e4m3fn operand first stages the float16 bits of its run
-// (stage(): vpmaddubsw, no shift, simd::avx2::e4m3fn_halves_over_256), and
-// the packets convert them from memory (packet_staged). On a Zen 2, where
-// shifts, vector stores and the register form of vcvtph2ps share one pipe,
-// that takes the three decodes of `x * y + w` from 7.1 to 5.0 cycles per 8
-// values (docs/benchmarks.md).
+// in a buffer on the stack (stage(): vpmaddubsw, no shift,
+// simd::avx2::e4m3fn_halves_over_256), and the packets convert them from
+// memory (packet_staged). On a Zen 2, where shifts, vector stores and the
+// register form of vcvtph2ps share one pipe, that takes the three decodes of
+// `x * y + w` from 7.1 to 5.0 cycles per 8 values (docs/kernels.md). Long
+// evaluations (float results written straight to memory, kStagedRangeMax)
+// keep the packet-by-packet decode.
 //
 // Active where formats/eigen_packet.hpp is (SCALIFY_EIGEN_PACKET_FLOAT8).
 #ifndef SCALIFY_FORMATS_DETAIL_EIGEN_FOLD_HPP_
@@ -90,9 +92,10 @@ struct eigen_node {
   EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
     return packet<Packet>(index);
   }
-  void stage(Index, Index) {}
+  static constexpr int kStagedLeaves = 0;  ///< e4m3fn operands that stage halves, here and below
+  void stage(Index, Index, uint16_t*) const {}
   template <int kSlot>
-  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index) const {
+  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index, const uint16_t*) const {
     return packet<Packet8f>(index);
   }
   Eigen::internal::evaluator<Expr> ev_;
@@ -135,30 +138,26 @@ struct fold_node<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3
   EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
     return ev_.template packet_clean_over_256<Packet>(index);
   }
-  /// Stages the float16 halves of the `count` codes from `index` on (codes
-  /// in memory; others decode in packet_staged).
-  void stage(Index index, Index count) {
-    if constexpr (kStaged) ev_.stage_over_256(index, count, staged_.halves);
+  /// Stages the float16 halves of the `count` codes from `index` on into
+  /// `halves` (kStageCodes of them; codes in memory only: others decode in
+  /// packet_staged).
+  void stage(Index index, Index count, uint16_t* halves) const {
+    if constexpr (kStagedLeaves > 0) ev_.stage_over_256(index, count, halves);
   }
-  /// The packet at `index`, packet kSlot of the block of 32 staged from
-  /// `block` codes past the start of the stage.
+  /// The packet at `index`, packet kSlot of the block of 32 staged `block`
+  /// codes past the start of `halves`.
   template <int kSlot>
-  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block) const {
-    if constexpr (kStaged) {
-      return scalify::simd::avx2::cvtph_ps_from(staged_.halves + block + kStagedOffset[kSlot]);
+  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
+    if constexpr (kStagedLeaves > 0) {
+      return scalify::simd::avx2::cvtph_ps_from(halves + block + kStagedOffset[kSlot]);
     } else {
       return packet_clean<Packet8f>(index);
     }
   }
 
   using Evaluator = Eigen::internal::evaluator<Expr>;  // scalify_cast_evaluator
-  static constexpr bool kStaged = Evaluator::kStageable;
-  struct staged_halves {
-    alignas(32) uint16_t halves[kStageCodes];
-  };
-  struct no_halves {};
+  static constexpr int kStagedLeaves = Evaluator::kStageable ? 1 : 0;
   Evaluator ev_;
-  [[no_unique_address]] std::conditional_t<kStaged, staged_halves, no_halves> staged_;
 };
 
 /// What the binary nodes share: their operands, and packets that are
@@ -179,14 +178,19 @@ struct fold_binary {
     return derived().template combine<Packet>(
         [&](const auto& node) { return node.template packet_clean<Packet>(index); });
   }
-  void stage(Index index, Index count) {
-    lhs_.stage(index, count);
-    rhs_.stage(index, count);
+  /// The operands' halves: the left one's, then the right one's.
+  static constexpr int kStagedLeaves = LEval::kStagedLeaves + REval::kStagedLeaves;
+  static constexpr Index kRightHalves = LEval::kStagedLeaves * kStageCodes;
+  void stage(Index index, Index count, uint16_t* halves) const {
+    lhs_.stage(index, count, halves);
+    rhs_.stage(index, count, halves + kRightHalves);
   }
   template <int kSlot>
-  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block) const {
-    return derived().template combine<Packet8f>(
-        [&](const auto& node) { return node.template packet_staged<kSlot>(index, block); });
+  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
+    return derived().template combine<Packet8f>([&](const auto& node) {
+      const bool right = static_cast<const void*>(&node) == static_cast<const void*>(&rhs_);
+      return node.template packet_staged<kSlot>(index, block, right ? halves + kRightHalves : halves);
+    });
   }
   const Derived& derived() const { return static_cast<const Derived&>(*this); }
   LEval lhs_;
@@ -296,10 +300,11 @@ struct fold_wrapper {
   EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
     return nested_.template packet_clean<Packet>(index);
   }
-  void stage(Index index, Index count) { nested_.stage(index, count); }
+  static constexpr int kStagedLeaves = NestedEval::kStagedLeaves;
+  void stage(Index index, Index count, uint16_t* halves) const { nested_.stage(index, count, halves); }
   template <int kSlot>
-  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block) const {
-    return nested_.template packet_staged<kSlot>(index, block);
+  EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
+    return nested_.template packet_staged<kSlot>(index, block, halves);
   }
   NestedEval nested_;
 };
@@ -317,22 +322,33 @@ struct fold_node<Eigen::MatrixWrapper<Nested>> : fold_wrapper<Eigen::MatrixWrapp
 template <class Expr>
 inline constexpr bool folds_completely = fold_evaluator<Expr>::kFolds && fold_evaluator<Expr>::kEighths == 0;
 
+/// The longest evaluation (elements) that evaluate_linear runs through
+/// evaluate_clean_run. Longer ones are float results written straight to
+/// their storage (narrow results go through chunks of 8192 floats), which
+/// then stream to memory: there, decoding packet by packet measured faster
+/// (Zen 2, e4m3fn `x * y + w` into float32, one thread: 1024 x 1024, 1 Mi
+/// elements, 3.22 -> 3.81 G/s staged; 2048 x 2048 2.49 -> 2.36; 4096 x 4096
+/// 2.33 -> 1.89).
+inline constexpr Index kStagedRangeMax = Index{1} << 20;
+
 /// Evaluates the `count` values (a multiple of 8) from linear index `first`
-/// on, all in one run that node.clean_run() returned, into `out`: blocks of 32
-/// through the operands' staged halves (stage, packet_staged), the rest
-/// packet by packet (packet_clean). For 8-float packets.
+/// on, all in one run that node.clean_run() returned, into `out`: blocks of
+/// 32 through the operands' halves staged on the stack (stage,
+/// packet_staged), the rest packet by packet (packet_clean). For 8-float
+/// packets.
 template <class Node>
-void evaluate_clean_run(Node& node, Index first, Index count, float* out) {
+void evaluate_clean_run(const Node& node, Index first, Index count, float* out) {
+  alignas(32) uint16_t halves[(Node::kStagedLeaves > 0 ? Node::kStagedLeaves : 1) * kStageCodes];
   Index i = 0;
   while (count - i >= 32) {
     const Index m = std::min(count - i, kStageCodes) / 32 * 32;
-    node.stage(first + i, m);
+    node.stage(first + i, m, halves);
     for (Index b = 0; b < m; b += 32) {
       const Index at = first + i + b;
-      Eigen::internal::pstoreu(out + i + b, node.template packet_staged<0>(at, b));
-      Eigen::internal::pstoreu(out + i + b + 8, node.template packet_staged<1>(at + 8, b));
-      Eigen::internal::pstoreu(out + i + b + 16, node.template packet_staged<2>(at + 16, b));
-      Eigen::internal::pstoreu(out + i + b + 24, node.template packet_staged<3>(at + 24, b));
+      Eigen::internal::pstoreu(out + i + b, node.template packet_staged<0>(at, b, halves));
+      Eigen::internal::pstoreu(out + i + b + 8, node.template packet_staged<1>(at + 8, b, halves));
+      Eigen::internal::pstoreu(out + i + b + 16, node.template packet_staged<2>(at + 16, b, halves));
+      Eigen::internal::pstoreu(out + i + b + 24, node.template packet_staged<3>(at + 24, b, halves));
     }
     i += m;
   }
