@@ -107,9 +107,11 @@ SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256i e4m3fn_halves_over_256(co
 
 /// 8 float16 at p -> float32: vcvtph2ps with a memory operand. Inline
 /// assembly, because compilers turn a store and a reload of the register form
-/// into vextracti128, and the register form costs one uop more anyway (on Zen
-/// 2 on the pipe of the shifts and stores: 2 cycles per 8 values converted
-/// and stored from registers, 1 from memory).
+/// into vextracti128. On a Zen 2 the register form shares a pipe with the
+/// vector shifts and stores (8 values converted and stored: 2 cycles from a
+/// register, 1 from memory), while the memory form shares the FMA pipes (12
+/// conversions and 12 independent FMAs: 18 cycles, 12 from registers):
+/// which form is faster depends on the loop around it.
 SCALIFY_ALWAYS_INLINE SCALIFY_TARGET_AVX2_F16C __m256 cvtph_ps_from(const uint16_t* p) {
   __m256 r;
   __asm__("vcvtph2ps {%1, %0|%0, %1}" : "=x"(r) : "m"(*reinterpret_cast<const __m128i*>(p)));
