@@ -269,8 +269,8 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
     // check per packet; a packet near a NaN code takes the exact decode.
     const eigen_packet::fold_evaluator<Values> folded(values);
     // AVX2 (8-float packets): clean runs in blocks of 32 codes through staged
-    // float16 halves, unless the evaluation is long (a float result streaming
-    // to memory, eigen_packet::kStagedRangeMax).
+    // float16 halves (eigen_packet::stages), unless the evaluation is long (a
+    // float result streaming to memory, eigen_packet::kStagedRangeMax).
     [[maybe_unused]] const bool staged = n <= eigen_packet::kStagedRangeMax;
     if (folded.applies()) {
       while (i + kSize <= n) {
@@ -281,7 +281,7 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
           i += kSize;
           continue;
         }
-        if constexpr (kSize == 8) {  // Packet8f
+        if constexpr (kSize == 8 && eigen_packet::stages<eigen_packet::fold_evaluator<Values>>) {  // Packet8f
           if (staged) {
             const Eigen::Index m = (stop - i) / kSize * kSize;
             eigen_packet::evaluate_clean_run(folded, first + i, m, out + i);

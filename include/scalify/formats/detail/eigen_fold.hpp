@@ -331,6 +331,12 @@ inline constexpr bool folds_completely = fold_evaluator<Expr>::kFolds && fold_ev
 /// 2.33 -> 1.89).
 inline constexpr Index kStagedRangeMax = Index{1} << 20;
 
+/// Whether evaluate_linear stages the e4m3fn operands of fold_evaluator
+/// `Node`: some are in memory, and at most 8 (their halves, 1 KiB each, are
+/// on the stack).
+template <class Node>
+inline constexpr bool stages = Node::kStagedLeaves > 0 && Node::kStagedLeaves <= 8;
+
 /// Evaluates the `count` values (a multiple of 8) from linear index `first`
 /// on, all in one run that node.clean_run() returned, into `out`: blocks of
 /// 32 through the operands' halves staged on the stack (stage,
