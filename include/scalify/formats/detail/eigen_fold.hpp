@@ -161,7 +161,10 @@ struct fold_node<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3
 };
 
 /// What the binary nodes share: their operands, and packets that are
-/// Derived::combine() of the operands' packets.
+/// Derived::combine() of the operands' packets. combine(get) calls
+/// get(lhs_, std::false_type{}) and get(rhs_, std::true_type{}): the second
+/// argument tells the right operand apart at compile time (packet_staged
+/// hands it the right operand's halves).
 template <class Derived, class L, class R>
 struct fold_binary {
   using LEval = fold_evaluator<L>;
@@ -170,13 +173,14 @@ struct fold_binary {
   explicit fold_binary(const Expr& expr) : lhs_(expr.lhs()), rhs_(expr.rhs()) {}
   template <class Packet>
   EIGEN_STRONG_INLINE Packet packet(Index index) const {
-    return derived().template combine<Packet>([&](const auto& node) { return node.template packet<Packet>(index); });
+    return derived().template combine<Packet>(
+        [&](const auto& node, auto) { return node.template packet<Packet>(index); });
   }
   Index clean_run(Index index) const { return std::min(lhs_.clean_run(index), rhs_.clean_run(index)); }
   template <class Packet>
   EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
     return derived().template combine<Packet>(
-        [&](const auto& node) { return node.template packet_clean<Packet>(index); });
+        [&](const auto& node, auto) { return node.template packet_clean<Packet>(index); });
   }
   /// The operands' halves: the left one's, then the right one's.
   static constexpr int kStagedLeaves = LEval::kStagedLeaves + REval::kStagedLeaves;
@@ -187,8 +191,7 @@ struct fold_binary {
   }
   template <int kSlot>
   EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
-    return derived().template combine<Packet8f>([&](const auto& node) {
-      const bool right = static_cast<const void*>(&node) == static_cast<const void*>(&rhs_);
+    return derived().template combine<Packet8f>([&](const auto& node, auto right) {
       return node.template packet_staged<kSlot>(index, block, right ? halves + kRightHalves : halves);
     });
   }
@@ -238,15 +241,15 @@ struct fold_node<Eigen::CwiseBinaryOp<Eigen::internal::scalar_product_op<float, 
       return lhs_.applies() && rhs_.applies();
     }
   }
-  /// The product of the operands' packets, `get(operand)`, in Eigen's order.
+  /// The product of the operands' packets, `get(operand, right)`, in Eigen's order.
   template <class Packet, class Get>
   EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
     if constexpr (kConstantRight) {
-      return Eigen::internal::pmul(get(lhs_), Eigen::internal::pset1<Packet>(constant_));
+      return Eigen::internal::pmul(get(lhs_, std::false_type{}), Eigen::internal::pset1<Packet>(constant_));
     } else if constexpr (kConstantLeft) {
-      return Eigen::internal::pmul(Eigen::internal::pset1<Packet>(constant_), get(rhs_));
+      return Eigen::internal::pmul(Eigen::internal::pset1<Packet>(constant_), get(rhs_, std::true_type{}));
     } else {
-      return Eigen::internal::pmul(get(lhs_), get(rhs_));
+      return Eigen::internal::pmul(get(lhs_, std::false_type{}), get(rhs_, std::true_type{}));
     }
   }
 
@@ -275,9 +278,9 @@ struct fold_node<Eigen::CwiseBinaryOp<Op, L, R>> : fold_binary<fold_node<Eigen::
   template <class Packet, class Get>
   EIGEN_STRONG_INLINE Packet combine(const Get& get) const {
     if constexpr (std::is_same_v<Op, Eigen::internal::scalar_sum_op<float, float>>) {
-      return Eigen::internal::padd(get(lhs_), get(rhs_));
+      return Eigen::internal::padd(get(lhs_, std::false_type{}), get(rhs_, std::true_type{}));
     } else {
-      return Eigen::internal::psub(get(lhs_), get(rhs_));
+      return Eigen::internal::psub(get(lhs_, std::false_type{}), get(rhs_, std::true_type{}));
     }
   }
 };
@@ -344,7 +347,8 @@ inline constexpr bool stages = Node::kStagedLeaves > 0 && Node::kStagedLeaves <=
 /// packets.
 template <class Node>
 void evaluate_clean_run(const Node& node, Index first, Index count, float* out) {
-  alignas(32) uint16_t halves[(Node::kStagedLeaves > 0 ? Node::kStagedLeaves : 1) * kStageCodes];
+  static_assert(stages<Node>);
+  alignas(32) uint16_t halves[Node::kStagedLeaves * kStageCodes];
   Index i = 0;
   while (count - i >= 32) {
     const Index m = std::min(count - i, kStageCodes) / 32 * 32;
