@@ -180,22 +180,23 @@ void bm_eigen(benchmark::State& state, int64_t m, int64_t n, int64_t k, int thre
 }
 
 #ifdef SCALIFY_HAVE_OPENBLAS
+/// e.c = e.a * b with OpenBLAS: cblas_sgemv for one row of A (y = B^T x), else cblas_sgemm.
+void openblas_product(eigen_case& e, const RowMatrixF& b) {
+  const int m = static_cast<int>(e.a.rows()), k = static_cast<int>(b.rows()), n = static_cast<int>(b.cols());
+  if (m == 1) {
+    cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, b.data(), n, e.a.data(), 1, 0.0f, e.c.data(), 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, e.a.data(), k, b.data(), n, 0.0f,
+                e.c.data(), n);
+  }
+}
+
 void bm_openblas(benchmark::State& state, int64_t m, int64_t n, int64_t k, int threads) {
   const double eigen_s = measure_eigen(m, n, k, threads);
   set_threads_eigen_blas(threads);
   eigen_case e(m, n, k);
   std::size_t i = 0;
-  auto run = [&] {
-    const RowMatrixF& b = e.b[i++ % e.b.size()];
-    if (m == 1) {  // the GEMV routine: y = B^T x
-      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b.data(),
-                  static_cast<int>(n), e.a.data(), 1, 0.0f, e.c.data(), 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
-                  static_cast<int>(k), 1.0f, e.a.data(), static_cast<int>(k), b.data(), static_cast<int>(n), 0.0f,
-                  e.c.data(), static_cast<int>(n));
-    }
-  };
+  auto run = [&] { openblas_product(e, e.b[i++ % e.b.size()]); };
   run();
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
@@ -254,10 +255,7 @@ double openblas_gemv_memory_gflops() {
     double best = 1e30;
     for (int r = 0; r < 3; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (const RowMatrixF& b : e.b) {
-        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(n), 1.0f, b.data(),
-                    static_cast<int>(n), e.a.data(), 1, 0.0f, e.c.data(), 1);
-      }
+      for (const RowMatrixF& b : e.b) openblas_product(e, b);
       best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
     }
     return 2.0 * n * k / best * 1e-9;
