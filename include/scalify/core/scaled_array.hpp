@@ -268,11 +268,17 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
     // Runs of packets whose e4m3fn codes were screened clean decode with no
     // check per packet; a packet near a NaN code takes the exact decode.
     const eigen_packet::fold_evaluator<Values> folded(values);
-    // AVX2 (8-float packets): clean runs in blocks of 32 codes through staged
-    // float16 halves (eigen_packet::stages), unless the evaluation is long (a
-    // float result streaming to memory, eigen_packet::kStagedRangeMax).
-    [[maybe_unused]] const bool staged = n <= eigen_packet::kStagedRangeMax;
     if (folded.applies()) {
+      // AVX2 (8-float packets): blocks of 32 values through staged float16
+      // halves, each operand's codes screened as they are staged
+      // (eigen_packet::evaluate_staged), unless the evaluation is long (a
+      // float result streaming to memory, eigen_packet::kStagedRangeMax).
+      if constexpr (kSize == 8 && eigen_packet::stages<eigen_packet::fold_evaluator<Values>>) {  // Packet8f
+        if (n <= eigen_packet::kStagedRangeMax && folded.stageable(first + n)) {
+          i = n / kSize * kSize;
+          eigen_packet::evaluate_staged(folded, first, i, out);
+        }
+      }
       while (i + kSize <= n) {
         const Eigen::Index run = folded.clean_run(first + i);
         const Eigen::Index stop = run >= n - i ? n : i + run;
@@ -280,14 +286,6 @@ void evaluate_linear(const Values& values, Eigen::Index first, Eigen::Index n, f
           Eigen::internal::pstoreu(out + i, folded.template packet<Packet>(first + i));
           i += kSize;
           continue;
-        }
-        if constexpr (kSize == 8 && eigen_packet::stages<eigen_packet::fold_evaluator<Values>>) {  // Packet8f
-          if (staged) {
-            const Eigen::Index m = (stop - i) / kSize * kSize;
-            eigen_packet::evaluate_clean_run(folded, first + i, m, out + i);
-            i += m;
-            continue;
-          }
         }
         for (; i + kSize <= stop; i += kSize) {
           Eigen::internal::pstoreu(out + i, folded.template packet_clean<Packet>(first + i));

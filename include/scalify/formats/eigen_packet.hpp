@@ -544,18 +544,30 @@ struct scalify_cast_evaluator : evaluator_base<CwiseUnaryOp<scalar_cast_op<From,
     }
   }
 
-  /// Widening float8_e4m3fn codes that clean_run() may screen (kStageable):
-  /// the float16 bits of value * 2^-8 of the `count` codes from linear
-  /// `index` on, `count` a multiple of 32 and every code in a run clean_run()
-  /// returned, into `halves` (32-byte aligned), in the order of
-  /// simd::avx2::e4m3fn_halves_over_256 within each 32, for
-  /// simd::avx2::cvtph_ps_from: scalify's evaluation decodes blocks of 32
-  /// codes so, with fewer uops than packet_clean_over_256's 8 at a time
+  /// Widening float8_e4m3fn codes in memory (kStageable, stageable()): the
+  /// float16 bits of value * 2^-8 of the `count` codes from linear `index`
+  /// on, `count` a multiple of 32, into `halves` (32-byte aligned), in the
+  /// order of simd::avx2::e4m3fn_halves_over_256 within each 32, for
+  /// simd::avx2::cvtph_ps_from; every code also goes through `screen`. A NaN
+  /// code's halves are wrong (a finite value): the caller decodes the codes
+  /// again packet by packet when screen.hit(). scalify's evaluation decodes
+  /// blocks of 32 codes so, with fewer uops than packet_clean_over_256's 8 at
+  /// a time, and no second pass over the codes for screening
   /// (formats/detail/eigen_fold.hpp).
-  void stage_over_256(Index index, Index count, uint16_t* halves) const {
+  void stage_over_256(Index index, Index count, uint16_t* halves, scalify::simd::avx2::nan_screen& screen) const {
     static_assert(kStageable);
     for (Index k = 0; k < count; k += 32) {
-      scalify::simd::avx2::e4m3fn_halves_over_256(codes_ + index + k, halves + k);
+      screen.add(scalify::simd::avx2::e4m3fn_halves_over_256(codes_ + index + k, halves + k));
+    }
+  }
+  /// Whether stage_over_256 may read every code below linear index `end`:
+  /// contiguous codes, inside a screen_scope reaching `end`.
+  bool stageable(Index end) const {
+    if constexpr (kStageable) {
+      return codes_ != nullptr && end <= end_;
+    } else {
+      static_cast<void>(end);
+      return false;
     }
   }
 

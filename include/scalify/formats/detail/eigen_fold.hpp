@@ -33,19 +33,21 @@
 // product into the add that follows, here as in Eigen's loop, and not always
 // in both alike; formats/eigen_packet_test builds with -ffp-contract=off.)
 //
-// Runs of packets: clean_run(i) is how many elements from i on every e4m3fn
-// operand has in a window screened clean for NaN codes (eigen_packet.hpp), and
-// packet_clean() decodes such packets with no check each; evaluate_linear
-// asks once per run (512 codes at most) instead of once per packet and operand.
-// With 8-float packets (AVX2), evaluate_clean_run decodes such a run 32 codes
-// at a time: each e4m3fn operand first stages the float16 bits of its run
-// in a buffer on the stack (stage(): vpmaddubsw, no shift,
-// simd::avx2::e4m3fn_halves_over_256), and the packets convert them from
-// memory (packet_staged). On a Zen 2, where shifts, vector stores and the
-// register form of vcvtph2ps share one pipe, that takes the three decodes of
-// `x * y + w` from 7.1 to 5.0 cycles per 8 values (docs/kernels.md). Long
+// With 8-float packets (AVX2), evaluate_staged decodes blocks of up to 512
+// codes 32 at a time: each e4m3fn operand first stages the float16 bits of
+// its block in a buffer on the stack (stage(): vpmaddubsw, no shift,
+// simd::avx2::e4m3fn_halves_over_256), screening the codes for NaN as it
+// loads them, and the packets convert the halves from memory
+// (packet_staged). On a Zen 2, where shifts, vector stores and the register
+// form of vcvtph2ps share one pipe, that takes the three decodes of
+// `x * y + w` from 7.1 to 5.0 cycles per 8 values (docs/kernels.md). A block
+// with a NaN code is evaluated again packet by packet, exactly. Long
 // evaluations (float results written straight to memory, kStagedRangeMax)
-// keep the packet-by-packet decode.
+// and wider packets go by runs instead: clean_run(i) is how many elements
+// from i on every e4m3fn operand has in a window screened clean for NaN codes
+// (eigen_packet.hpp), and packet_clean() decodes such packets with no check
+// each; evaluate_linear asks once per run (512 codes at most) instead of
+// once per packet and operand.
 //
 // Active where formats/eigen_packet.hpp is (SCALIFY_EIGEN_PACKET_FLOAT8).
 #ifndef SCALIFY_FORMATS_DETAIL_EIGEN_FOLD_HPP_
@@ -67,9 +69,10 @@
 namespace scalify::detail::eigen_packet {
 
 using Eigen::internal::Packet8f;
+using scalify::simd::avx2::nan_screen;
 
-/// Codes an operand stages at a time (evaluate_clean_run): a clean run is at
-/// most one screened window, 512 codes.
+/// Codes an operand stages at a time (evaluate_staged): 1 KiB of halves on
+/// the stack per operand.
 inline constexpr Index kStageCodes = 512;
 
 /// Where the 8 codes of packet `slot` (0-3) of a block of 32 lie among the
@@ -93,7 +96,8 @@ struct eigen_node {
     return packet<Packet>(index);
   }
   static constexpr int kStagedLeaves = 0;  ///< e4m3fn operands that stage halves, here and below
-  void stage(Index, Index, uint16_t*) const {}
+  bool stageable(Index) const { return true; }
+  void stage(Index, Index, uint16_t*, nan_screen&) const {}
   template <int kSlot>
   EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index, const uint16_t*) const {
     return packet<Packet8f>(index);
@@ -138,11 +142,20 @@ struct fold_node<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<float8_e4m3
   EIGEN_STRONG_INLINE Packet packet_clean(Index index) const {
     return ev_.template packet_clean_over_256<Packet>(index);
   }
+  /// Whether stage() may read the codes below linear index `end` (codes in
+  /// memory only: others decode in packet_staged).
+  bool stageable(Index end) const {
+    if constexpr (kStagedLeaves > 0) {
+      return ev_.stageable(end);
+    } else {
+      static_cast<void>(end);
+      return true;
+    }
+  }
   /// Stages the float16 halves of the `count` codes from `index` on into
-  /// `halves` (kStageCodes of them; codes in memory only: others decode in
-  /// packet_staged).
-  void stage(Index index, Index count, uint16_t* halves) const {
-    if constexpr (kStagedLeaves > 0) ev_.stage_over_256(index, count, halves);
+  /// `halves` (kStageCodes of them), the codes through `screen`.
+  void stage(Index index, Index count, uint16_t* halves, nan_screen& screen) const {
+    if constexpr (kStagedLeaves > 0) ev_.stage_over_256(index, count, halves, screen);
   }
   /// The packet at `index`, packet kSlot of the block of 32 staged `block`
   /// codes past the start of `halves`.
@@ -185,9 +198,10 @@ struct fold_binary {
   /// The operands' halves: the left one's, then the right one's.
   static constexpr int kStagedLeaves = LEval::kStagedLeaves + REval::kStagedLeaves;
   static constexpr Index kRightHalves = LEval::kStagedLeaves * kStageCodes;
-  void stage(Index index, Index count, uint16_t* halves) const {
-    lhs_.stage(index, count, halves);
-    rhs_.stage(index, count, halves + kRightHalves);
+  bool stageable(Index end) const { return lhs_.stageable(end) && rhs_.stageable(end); }
+  void stage(Index index, Index count, uint16_t* halves, nan_screen& screen) const {
+    lhs_.stage(index, count, halves, screen);
+    rhs_.stage(index, count, halves + kRightHalves, screen);
   }
   template <int kSlot>
   EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
@@ -304,7 +318,10 @@ struct fold_wrapper {
     return nested_.template packet_clean<Packet>(index);
   }
   static constexpr int kStagedLeaves = NestedEval::kStagedLeaves;
-  void stage(Index index, Index count, uint16_t* halves) const { nested_.stage(index, count, halves); }
+  bool stageable(Index end) const { return nested_.stageable(end); }
+  void stage(Index index, Index count, uint16_t* halves, nan_screen& screen) const {
+    nested_.stage(index, count, halves, screen);
+  }
   template <int kSlot>
   EIGEN_STRONG_INLINE Packet8f packet_staged(Index index, Index block, const uint16_t* halves) const {
     return nested_.template packet_staged<kSlot>(index, block, halves);
@@ -326,7 +343,7 @@ template <class Expr>
 inline constexpr bool folds_completely = fold_evaluator<Expr>::kFolds && fold_evaluator<Expr>::kEighths == 0;
 
 /// The longest evaluation (elements) that evaluate_linear runs through
-/// evaluate_clean_run. Longer ones are float results written straight to
+/// evaluate_staged. Longer ones are float results written straight to
 /// their storage (narrow results go through chunks of 8192 floats), which
 /// then stream to memory: there, decoding packet by packet measured faster
 /// (Zen 2, e4m3fn `x * y + w` into float32, one thread: 1024 x 1024, 1 Mi
@@ -341,29 +358,38 @@ template <class Node>
 inline constexpr bool stages = Node::kStagedLeaves > 0 && Node::kStagedLeaves <= 8;
 
 /// Evaluates the `count` values (a multiple of 8) from linear index `first`
-/// on, all in one run that node.clean_run() returned, into `out`: blocks of
-/// 32 through the operands' halves staged on the stack (stage,
-/// packet_staged), the rest packet by packet (packet_clean). For 8-float
-/// packets.
+/// on into `out`, where node.stageable(first + count): blocks of up to
+/// kStageCodes codes, each e4m3fn operand staging its halves on the stack
+/// (stage) and screening its codes as it goes; a block without a NaN code
+/// then evaluates 32 values at a time from the halves (packet_staged), a
+/// block with one packet by packet, exactly (packet). The rest (fewer than
+/// 32 values) packet by packet. For 8-float packets.
 template <class Node>
-void evaluate_clean_run(const Node& node, Index first, Index count, float* out) {
+void evaluate_staged(const Node& node, Index first, Index count, float* out) {
   static_assert(stages<Node>);
   alignas(32) uint16_t halves[Node::kStagedLeaves * kStageCodes];
   Index i = 0;
   while (count - i >= 32) {
     const Index m = std::min(count - i, kStageCodes) / 32 * 32;
-    node.stage(first + i, m, halves);
-    for (Index b = 0; b < m; b += 32) {
-      const Index at = first + i + b;
-      Eigen::internal::pstoreu(out + i + b, node.template packet_staged<0>(at, b, halves));
-      Eigen::internal::pstoreu(out + i + b + 8, node.template packet_staged<1>(at + 8, b, halves));
-      Eigen::internal::pstoreu(out + i + b + 16, node.template packet_staged<2>(at + 16, b, halves));
-      Eigen::internal::pstoreu(out + i + b + 24, node.template packet_staged<3>(at + 24, b, halves));
+    nan_screen screen;
+    node.stage(first + i, m, halves, screen);
+    if (!screen.hit()) [[likely]] {
+      for (Index b = 0; b < m; b += 32) {
+        const Index at = first + i + b;
+        Eigen::internal::pstoreu(out + i + b, node.template packet_staged<0>(at, b, halves));
+        Eigen::internal::pstoreu(out + i + b + 8, node.template packet_staged<1>(at + 8, b, halves));
+        Eigen::internal::pstoreu(out + i + b + 16, node.template packet_staged<2>(at + 16, b, halves));
+        Eigen::internal::pstoreu(out + i + b + 24, node.template packet_staged<3>(at + 24, b, halves));
+      }
+    } else {
+      for (Index b = 0; b < m; b += 8) {
+        Eigen::internal::pstoreu(out + i + b, node.template packet<Packet8f>(first + i + b));
+      }
     }
     i += m;
   }
   for (; i + 8 <= count; i += 8) {
-    Eigen::internal::pstoreu(out + i, node.template packet_clean<Packet8f>(first + i));
+    Eigen::internal::pstoreu(out + i, node.template packet<Packet8f>(first + i));
   }
 }
 
