@@ -19,7 +19,12 @@
 //     scalify_f16 with B in L2 (1 x 512 x 256, 128 KiB of float8), the rate of its
 //     instructions with no memory stall; counters GFLOPS and x_openblas_memory (this
 //     GFLOPS / OpenBLAS sgemv's from memory, 1 x 4096 x 4096 on one thread, same process):
-//     below 3, the kernel's instructions alone keep the GEMV target (3x sgemv) out of reach.
+//     below 3, the kernel's instructions alone keep one core from 3x one core's sgemv (the
+//     target is on two threads: see BM_GemvReadBound).
+//   BM_GemvReadBound/t:<threads>   1 x 4096 x 4096 float8 weights from memory read in the
+//     streaming GEMV's order and nothing else (no decode, no FMA), on 1 or 2 threads; counters
+//     GFLOPS (a GEMV streaming that fast), GB/s, x_openblas_memory (against OpenBLAS sgemv from
+//     memory on as many threads): below 3, the reads alone keep the GEMV target out of reach.
 //
 // A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
 // 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
@@ -39,6 +44,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -245,22 +251,21 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
 // The GEMV from L2: the instruction rate of its decode and multiply-adds.
 
 #ifdef SCALIFY_HAVE_OPENBLAS
-/// OpenBLAS sgemv GFLOP/s, 1 x 4096 x 4096 with the weights from memory, one
-/// thread; measured once per process.
-double openblas_gemv_memory_gflops() {
-  static const double gflops = [] {
-    constexpr int64_t n = 4096, k = 4096;
-    set_threads_eigen_blas(1);
-    eigen_case e(1, n, k);
-    double best = 1e30;
-    for (int r = 0; r < 3; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      for (const RowMatrixF& b : e.b) openblas_product(e, b);
-      best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
-    }
-    return 2.0 * n * k / best * 1e-9;
-  }();
-  return gflops;
+/// OpenBLAS sgemv GFLOP/s, 1 x 4096 x 4096 with the weights from memory, on
+/// `threads` threads; measured once per process and thread count.
+double openblas_gemv_memory_gflops(int threads) {
+  static std::map<int, double> measured;
+  if (const auto it = measured.find(threads); it != measured.end()) return it->second;
+  constexpr int64_t n = 4096, k = 4096;
+  set_threads_eigen_blas(threads);
+  eigen_case e(1, n, k);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const RowMatrixF& b : e.b) openblas_product(e, b);
+    best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
+  }
+  return measured[threads] = 2.0 * n * k / best * 1e-9;
 }
 #endif
 
@@ -284,10 +289,78 @@ void bm_gemv_in_cache(benchmark::State& state) {
       2.0 * n * k * kCalls * static_cast<double>(state.iterations()) / seconds_since(t0) * 1e-9;
   state.counters["GFLOPS"] = gflops;
 #ifdef SCALIFY_HAVE_OPENBLAS
-  state.counters["x_openblas_memory"] = gflops / openblas_gemv_memory_gflops();
+  state.counters["x_openblas_memory"] = gflops / openblas_gemv_memory_gflops(1);
 #endif
   state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
 }
+
+// ---------------------------------------------------------------------------
+// The GEMV's read bound: B's codes read from memory in the streaming GEMV's
+// order, and nothing else done with them.
+
+#if SCALIFY_HAVE_X86_SIMD
+/// Reads the float8 codes of rows [0, k) (a multiple of 8) and columns
+/// [j0, j0 + nj) (a multiple of 64) of b (row stride n bytes) in the order of
+/// the streaming GEMV for M = 1 (kernels/detail/gemv-inl.hpp): sweeps of 8
+/// rows, 64 columns of each per step, one cache line of each of the next
+/// sweep's rows prefetched per step. The bytes are or-ed together: no decode,
+/// no multiply-add.
+SCALIFY_BEGIN_TARGET_AVX2
+int read_like_gemv(const uint8_t* b, int64_t k, int64_t n, int64_t j0, int64_t nj) {
+  __m256i acc = _mm256_setzero_si256();
+  for (int64_t k0 = 0; k0 < k; k0 += 8) {
+    for (int64_t j = j0; j < j0 + nj; j += 64) {
+      for (int64_t q = 0; q < 8; ++q) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + std::min(k0 + 8 + q, k - 1) * n + j), _MM_HINT_T0);
+      }
+#pragma GCC unroll 8
+      for (int64_t q = 0; q < 8; ++q) {
+        const auto* p = reinterpret_cast<const __m256i*>(b + (k0 + q) * n + j);
+        acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_loadu_si256(p), _mm256_loadu_si256(p + 1)));
+      }
+    }
+  }
+  return _mm256_movemask_epi8(acc);
+}
+SCALIFY_END_TARGET
+
+/// 1 x 4096 x 4096 float8 weights from memory (copies used in turn, as
+/// BM_Gemm's M = 1 rows), read by read_like_gemv on `threads` threads, each
+/// its range of columns, as the GEMV splits them. GFLOPS: the rate of a GEMV
+/// that streamed its weights this fast (2 flops per byte); x_openblas_memory:
+/// that over OpenBLAS sgemv's from memory on as many threads. Below 3, even a
+/// free decode and free multiply-adds would keep the GEMV target out of reach
+/// with this order of reads.
+void bm_gemv_read_bound(benchmark::State& state, int threads) {
+  constexpr int64_t n = 4096, k = 4096;
+  std::vector<std::vector<uint8_t>> b(copies_for(static_cast<std::size_t>(n * k), 1));
+  for (std::size_t c = 0; c < b.size(); ++c) {
+    b[c].resize(static_cast<std::size_t>(n * k));
+    for (std::size_t i = 0; i < b[c].size(); ++i) b[c][i] = static_cast<uint8_t>(i * 131 + c);
+  }
+  auto& pool = scalify::kernels::thread_pool::instance();
+  const int t_count = std::max(1, std::min(threads, pool.size()));
+  std::size_t i = 0;
+  std::atomic<int> sink{0};
+  const auto run = [&] {
+    const uint8_t* codes = b[i++ % b.size()].data();
+    pool.run(t_count, t_count, [&](std::ptrdiff_t t) {
+      const int64_t nj = n / t_count;
+      sink.fetch_or(read_like_gemv(codes, k, n, t * nj, nj), std::memory_order_relaxed);
+    });
+  };
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) run();
+  const double seconds = seconds_since(t0) / static_cast<double>(state.iterations());
+  benchmark::DoNotOptimize(sink.load());
+  state.counters["GFLOPS"] = 2.0 * n * k / seconds * 1e-9;
+  state.counters["GB/s"] = static_cast<double>(n * k) / seconds * 1e-9;
+#ifdef SCALIFY_HAVE_OPENBLAS
+  state.counters["x_openblas_memory"] = 2.0 * n * k / seconds * 1e-9 / openblas_gemv_memory_gflops(threads);
+#endif
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // The micro-kernels alone, against the peak of the instruction they use.
@@ -500,6 +573,14 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e4m3", bm_gemv_in_cache<scalify::float8_e4m3fn>)->UseRealTime();
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e5m2", bm_gemv_in_cache<scalify::float8_e5m2>)->UseRealTime();
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_f16", bm_gemv_in_cache<scalify::float16>)->UseRealTime();
+#if SCALIFY_HAVE_X86_SIMD
+  if (scalify::cpu_supports(scalify::cpu_path::avx2)) {
+    for (const int t : {1, 2}) {
+      benchmark::RegisterBenchmark(("BM_GemvReadBound/t:" + std::to_string(t)).c_str(), bm_gemv_read_bound, t)
+          ->UseRealTime();
+    }
+  }
+#endif
   register_all(large);
   return scalify_bench::run(argc, argv);
 }
