@@ -135,6 +135,19 @@ ArrayX<T> codes(Eigen::Index n) {
   return c;
 }
 
+// `n` random e4m3fn codes, NaN codes (0x7F, 0xFF) only where planted, about
+// one in `one_in`.
+ArrayX<float8_e4m3fn> e4m3fn_codes_with_nan(Eigen::Index n, std::mt19937& rng, unsigned one_in) {
+  ArrayX<float8_e4m3fn> c(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    auto code = static_cast<std::uint8_t>(rng());
+    if ((code | 0x80) == 0xFF) code = 0x31;
+    if (rng() % one_in == 0) code = rng() % 2 ? 0x7F : 0xFF;
+    c(i) = float8_e4m3fn::from_bits(code);
+  }
+  return c;
+}
+
 // Lengths around multiples of the packets (8 codes; 8 or 16 floats).
 constexpr Eigen::Index kLengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 255, 256, 257, 263, 1000};
 
@@ -423,13 +436,7 @@ TEST_CASE("eigen packets: clean runs of screened e4m3fn codes hold no NaN code",
   using scalify::detail::eigen_packet::screen_scope;
   const Eigen::Index n = 50001;
   std::mt19937 rng(5);
-  ArrayX<float8_e4m3fn> c(n);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    auto code = static_cast<std::uint8_t>(rng());
-    if ((code | 0x80) == 0xFF) code = 0x31;
-    if (rng() % 700 == 0) code = rng() % 2 ? 0x7F : 0xFF;
-    c(i) = float8_e4m3fn::from_bits(code);
-  }
+  const ArrayX<float8_e4m3fn> c = e4m3fn_codes_with_nan(n, rng, 700);
   const auto nan_in = [&](Eigen::Index begin, Eigen::Index end) {
     for (Eigen::Index k = begin; k < std::min(end, n); ++k) {
       if (scalify::isnan(c(k))) return true;
@@ -488,13 +495,7 @@ TEST_CASE("eigen packets: staged e4m3fn halves are value * 2^-8, and their scree
   using scalify::detail::eigen_packet::screen_scope;
   const Eigen::Index n = 4096;
   std::mt19937 rng(17);
-  ArrayX<float8_e4m3fn> c(n);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    auto code = static_cast<std::uint8_t>(rng());
-    if ((code | 0x80) == 0xFF) code = 0x31;
-    if (rng() % 600 == 0) code = rng() % 2 ? 0x7F : 0xFF;
-    c(i) = float8_e4m3fn::from_bits(code);
-  }
+  const ArrayX<float8_e4m3fn> c = e4m3fn_codes_with_nan(n, rng, 600);
   const auto half_value = [](std::uint16_t h) {  // float16 bits -> value, exactly
     const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
     if (e == 0x1F) return std::numeric_limits<double>::quiet_NaN();  // inf or NaN: never expected
