@@ -71,6 +71,13 @@ struct cpu_features {
   /// on a Sapphire Rapids-class Xeon it retires one per 2 cycles against two
   /// FMAs per cycle (half the rate; docs/benchmarks.md).
   bool fast_bf16_dot = false;
+  /// FMAs take float32 subnormal operands at full speed, so the streaming
+  /// GEMV may decode e4m3fn codes straight to float32 bits (subnormal codes
+  /// -> subnormal floats; kernels::gemv_block_with). True on AMD (measured on
+  /// a Zen 5: the same FMA rate with subnormal operands); false elsewhere:
+  /// Intel cores may take a microcode assist on subnormal operands (not
+  /// measured here), which would make the decode far slower there.
+  bool fast_subnormal_fma = false;
 };
 
 inline cpu_features detect_cpu_features() {
@@ -95,6 +102,7 @@ inline cpu_features detect_cpu_features() {
   __cpuid_count(0, 0, a, b, c, d);  // vendor string in ebx, edx, ecx
   const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "Auth" "enti" "cAMD"
   f.fast_bf16_dot = f.avx512bf16 && amd;
+  f.fast_subnormal_fma = amd;
 #endif
   return f;
 }

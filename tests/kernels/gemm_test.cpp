@@ -34,6 +34,10 @@
 #include "support/activation_ref.hpp"
 #include "support/f32_emulated.hpp"
 
+#if SCALIFY_HAVE_X86_SIMD
+#include <xmmintrin.h>  // _mm_getcsr, _mm_setcsr
+#endif
+
 using scalify::activation;
 using scalify::bfloat16;
 using scalify::cpu_path;
@@ -939,6 +943,90 @@ TEST_CASE("gemm: streaming path with e4m3fn B and huge A (no overflow from its i
     if (first.empty()) first = bits;
     CHECK(bits == first);
   });
+}
+
+namespace {
+
+/// C (m x 256) = A (m x k) * B (k x 256), B's rows each holding every e4m3fn
+/// code (rotated by the row), on every path, as float32 bits (NaN: one
+/// pattern); threads = 1, so the calling thread's MXCSR applies.
+std::vector<std::vector<uint32_t>> every_code_products(const std::vector<float>& a, index_t m, index_t k) {
+  constexpr index_t n = 256;
+  std::vector<float8_e4m3fn> b(static_cast<std::size_t>(k * n));
+  for (index_t q = 0; q < k; ++q) {
+    for (index_t j = 0; j < n; ++j) {
+      b[std::size_t(q * n + j)] = scalify::detail::from_code<float8_e4m3fn>(uint32_t((j + 37 * q) % n));
+    }
+  }
+  std::vector<std::vector<uint32_t>> out;
+  for_each_path([&](cpu_path) {
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    scalify::gemm(scalify::row_major_view(a.data(), m, k), scalify::row_major_view(b.data(), k, n),
+                  scalify::row_major_view(c.data(), m, n), {.threads = 1});
+    std::vector<uint32_t> bits;
+    for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
+    out.push_back(std::move(bits));
+  });
+  return out;
+}
+
+}  // namespace
+
+// The AVX2 streaming loop may decode e4m3fn codes straight to float32 bits
+// (value * 2^-120, A scaled by 2^120; on CPUs with full-speed subnormal
+// operands): only where every finite |A| is below 2^8 and MXCSR's DAZ is
+// off. Around those limits every path must give the scalar path's bits.
+TEST_CASE("gemm: streaming path with e4m3fn B, |A| at and above 2^8 and under DAZ, gives the scalar bits",
+          "[kernels][gemm]") {
+  auto same_as_scalar = [](const std::vector<std::vector<uint32_t>>& runs) {
+    int bad = 0;
+    for (std::size_t r = 1; r < runs.size(); ++r) {
+      for (std::size_t q = 0; q < runs[0].size(); ++q) {
+        if (runs[r][q] != runs[0][q] && bad++ < 3) {
+          FAIL_CHECK("path #" << r << " index " << q << ": " << std::bit_cast<float>(runs[r][q])
+                              << " != " << std::bit_cast<float>(runs[0][q]));
+        }
+      }
+    }
+    return bad == 0;
+  };
+  for (const index_t m : {1, 2, 3}) {
+    for (const float big : {0x1p8f, 300.0f, 0x1p100f, 0x1.fffffep7f}) {
+      // One |A| at the limit among small ones (its row's products reach 448 * |A|).
+      constexpr index_t k = 9;
+      std::vector<float> a(static_cast<std::size_t>(m * k));
+      for (std::size_t q = 0; q < a.size(); ++q) a[q] = (q % 3 == 0 ? -0.75f : 1.25f) * float(q % 5);
+      a[std::size_t(m * k / 2)] = -big;
+      INFO("m " << m << " A holds " << -big);
+      const auto runs = every_code_products(a, m, k);
+      CHECK(same_as_scalar(runs));
+      // And the values: the sums in double, within k roundings (NaN codes: NaN).
+      if (m == 1) {
+        for (index_t j = 0; j < 256; ++j) {
+          const float g = std::bit_cast<float>(runs[0][std::size_t(j)]);
+          double s = 0, sabs = 0;
+          bool nan = false;
+          for (index_t q = 0; q < k; ++q) {
+            const float w = static_cast<float>(scalify::detail::from_code<float8_e4m3fn>(uint32_t((j + 37 * q) % 256)));
+            nan = nan || std::isnan(w);
+            s += double(a[std::size_t(q)]) * w;
+            sabs += std::abs(double(a[std::size_t(q)]) * w);
+          }
+          CHECK((nan ? std::isnan(g) : std::abs(g - s) <= k * 0x1p-24 * sabs));
+        }
+      }
+    }
+  }
+#if SCALIFY_HAVE_X86_SIMD
+  {  // DAZ on: the decoded subnormal codes would read as zero (k = 1: C holds them alone).
+    const std::vector<float> a = {0.75f};
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x0040u);
+    const auto runs = every_code_products(a, 1, 1);
+    _mm_setcsr(csr);
+    CHECK(same_as_scalar(runs));
+  }
+#endif
 }
 
 TEST_CASE("gemm: streaming dot-product form (weights N x K used transposed), odd K, every M <= 4", "[kernels][gemm]") {

@@ -43,6 +43,10 @@
 #include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
 #include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows, pack_*_cols
 
+#if SCALIFY_HAVE_X86_SIMD
+#include <xmmintrin.h>  // _mm_getcsr
+#endif
+
 namespace scalify::kernels {
 
 /// The routines of one CPU path for operands of element type T. Null: the
@@ -73,6 +77,9 @@ struct operand_kernels {
   pack_b_fn pack_b_bf16 = nullptr;
   gemv_fn gemv_axpy[kGemvMaxRows] = {};    ///< B's rows contiguous (b.cs == 1): same bits as the GEMM
   gemv_dot_fn gemv_dot[kGemvMaxRows] = {};  ///< B's columns contiguous (b.rs == 1): dot products
+  /// gemv_axpy decoding e4m3fn straight to float32 bits (AVX2; same bits, for
+  /// every finite |A| below 2^8 with MXCSR's DAZ off; see gemv_block_with).
+  gemv_fn gemv_axpy_bits[kGemvMaxRows] = {};
 };
 
 /// The routines of one CPU path that do not depend on the operand types.
@@ -112,6 +119,11 @@ constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
     t.gemv_axpy[1] = &kernels::avx2::gemv_block<2, float, T>;
     t.gemv_axpy[2] = &kernels::avx2::gemv_block<3, float, T>;
     t.gemv_axpy[3] = &kernels::avx2::gemv_block<4, float, T>;
+    if constexpr (std::is_same_v<T, float8_e4m3fn>) {  // M = 4 decodes with the NaN step anyway
+      t.gemv_axpy_bits[0] = &kernels::avx2::gemv_block<1, float, T, true>;
+      t.gemv_axpy_bits[1] = &kernels::avx2::gemv_block<2, float, T, true>;
+      t.gemv_axpy_bits[2] = &kernels::avx2::gemv_block<3, float, T, true>;
+    }
   }
   t.gemv_dot[0] = &kernels::avx2::gemv_dot_block<1, float, T>;
   t.gemv_dot[1] = &kernels::avx2::gemv_dot_block<2, float, T>;
@@ -202,20 +214,33 @@ float epilogue_tile_with(const path_kernels& t, const float* acc, std::ptrdiff_t
 /// A widened to float. B's rows contiguous: the axpy form (same bits as the
 /// blocked GEMM); else, B's columns contiguous: the dot form (`aw`: m * k
 /// floats of scratch); else scalar. An e4m3fn B scales A by 2^8 on the SIMD
-/// routines (kGemvScale): an |A| of 2^119 or more (but inf) goes to the scalar one.
+/// routines (kGemvScale): an |A| of 2^119 or more (but inf) goes to the scalar
+/// one. The float32-bits decode (gemv_axpy_bits) scales A by 2^120: only where
+/// every finite |A| is below 2^8, MXCSR's DAZ is off in this thread (it reads
+/// the decoded subnormals) and the CPU takes subnormal operands at full speed.
 template <gemm_input TB>
 void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, const strided<TB>& b, std::ptrdiff_t m,
                      std::ptrdiff_t k, std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
   bool scalable = m >= 1 && m <= kGemvMaxRows;
+  [[maybe_unused]] bool small = true;  // every finite |A| below 2^8
   if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
     for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
       for (std::ptrdiff_t q = 0; q < k; ++q) {
         const float v = std::fabs(a.at(i, q));
+        if (v >= 0x1p8f && v != std::numeric_limits<float>::infinity()) small = false;
         if (v >= 0x1p119f && v != std::numeric_limits<float>::infinity()) scalable = false;
       }
     }
   }
   if (scalable) {
+#if SCALIFY_HAVE_X86_SIMD
+    if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
+      const auto bits = t.gemv_axpy_bits[m - 1];
+      if (bits != nullptr && b.cs == 1 && small && (_mm_getcsr() & 0x40u) == 0 && scalify::detail::cpu().fast_subnormal_fma) {
+        return bits(a, b, k, j0, n, acc, ld);
+      }
+    }
+#endif
     const auto axpy = t.gemv_axpy[m - 1];
     if (axpy != nullptr && b.cs == 1) return axpy(a, b, k, j0, n, acc, ld);
     const auto dot = t.gemv_dot[m - 1];

@@ -23,8 +23,11 @@ using namespace ::scalify::simd::SCALIFY_SIMD_NS;  // the path's vector types (s
 /// in k order); B's rows contiguous. Four rows of B (eight for M = 1 over
 /// float8) per sweep over the accumulators, so the accumulators are loaded and
 /// stored once per 4 (8) k. For e4m3fn B, every |A| must be below 2^119 (A is
-/// scaled by kGemvScale = 2^8, see widen16).
-template <int M, class TA, class TB>
+/// scaled by kGemvScale = 2^8, see widen16). kBits (AVX2, e4m3fn B, M <= 3):
+/// the blocks without a NaN code decode B straight to float32 bits
+/// (widen_quad_bits_no_nan, value * 2^-120, A scaled by kGemvBitsScale); every
+/// finite |A| must then be below 2^8 and MXCSR's DAZ off (gemv_block_with).
+template <int M, class TA, class TB, bool kBits = false>
 void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
   // float8 B: a prefetch of the next sweep's rows, and 8 rows per sweep for
@@ -40,7 +43,8 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
     const TB* rows[kQ];
     const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
     float ai[kQ][M];
-    f32x as[kQ][M];
+    f32x as[kQ][M];                    // A * kGemvScale: the halves' scale
+    f32x as_bits[kBits ? kQ : 1][M];  // A * kGemvBitsScale: the float32 bits' scale
     for (int q = 0; q < kQ; ++q) {
       const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
       rows[q] = b.data + k * b.rs + j0;
@@ -49,6 +53,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
       for (int i = 0; i < M; ++i) {
         ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
         as[q][i] = f32_set1(ai[q][i] * kGemvScale<TB>);
+        if constexpr (kBits) as_bits[q][i] = f32_set1(ai[q][i] * kGemvBitsScale);
       }
     }
     std::ptrdiff_t j = 0;
@@ -71,7 +76,15 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         // widen_pair, which keeps the NaN. Same bits either way.
         auto block = [&](auto exact) __attribute__((always_inline)) {  // one call per block: inlined
           constexpr bool kFast = std::is_same_v<TB, float8_e4m3fn> && !decltype(exact)::value;
+          constexpr bool kFastBits = kFast && kBits;
           constexpr int kStep = kFast && H % 2 == 0 ? 2 : 1;  // chunks per widening
+          const auto& scale = [&]() -> const auto& {
+            if constexpr (kFastBits) {
+              return as_bits;
+            } else {
+              return as;
+            }
+          }();
           f32x c[H][2][M];
 #pragma GCC unroll 4
           for (int h = 0; h < H; ++h) {
@@ -86,7 +99,11 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
 #pragma GCC unroll 4
             for (int h = 0; h < H; h += kStep) {
               f32x w[4];
-              if constexpr (kStep == 2) {
+              if constexpr (kFastBits && kStep == 2) {
+                widen_quad_bits_no_nan(rows[q] + j + kChunk * h, w, screen);
+              } else if constexpr (kFastBits) {
+                widen_pair_bits_no_nan(rows[q] + j + kChunk * h, w[0], w[1], screen);
+              } else if constexpr (kStep == 2) {
                 widen_quad_no_nan(rows[q] + j + kChunk * h, w, screen);
               } else if constexpr (kFast) {
                 widen_pair_no_nan(rows[q] + j + kChunk * h, w[0], w[1], screen);
@@ -97,8 +114,8 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
               for (int g = 0; g < kStep; ++g) {
 #pragma GCC unroll 4
                 for (int i = 0; i < M; ++i) {
-                  c[h + g][0][i] = f32_fmadd(as[q][i], w[2 * g], c[h + g][0][i]);
-                  c[h + g][1][i] = f32_fmadd(as[q][i], w[2 * g + 1], c[h + g][1][i]);
+                  c[h + g][0][i] = f32_fmadd(scale[q][i], w[2 * g], c[h + g][0][i]);
+                  c[h + g][1][i] = f32_fmadd(scale[q][i], w[2 * g + 1], c[h + g][1][i]);
                 }
               }
             }

@@ -79,6 +79,7 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
 }
 
 using avx2::kGemvScale;
+using avx2::kGemvBitsScale;  // named by the shared GEMV loop; its float32-bits decode is AVX2 only
 
 /// The streaming GEMV uses the decode without the NaN step for M = 1 only:
 /// for M = 2..4 (32 columns per step, a store and reload per 32 codes for
