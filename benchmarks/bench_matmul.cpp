@@ -328,9 +328,10 @@ SCALIFY_END_TARGET
 /// BM_Gemm's M = 1 rows), read by read_like_gemv on `threads` threads, each
 /// its range of columns, as the GEMV splits them. GFLOPS: the rate of a GEMV
 /// that streamed its weights this fast (2 flops per byte); x_openblas_memory:
-/// that over OpenBLAS sgemv's from memory on as many threads. Below 3, even a
-/// free decode and free multiply-adds would keep the GEMV target out of reach
-/// with this order of reads.
+/// that over OpenBLAS sgemv's from memory on as many threads. Meant as the
+/// read bound of the GEMV, but it is not a strict one: on a Zen 2 it stayed
+/// above the GEMV (2026-12-06), on a Zen 5 the e5m2 GEMV passed it by up to
+/// 20 % in the same runs (docs/benchmarks.md).
 void bm_gemv_read_bound(benchmark::State& state, int threads) {
   constexpr int64_t n = 4096, k = 4096;
   std::vector<std::vector<uint8_t>> b(copies_for(static_cast<std::size_t>(n * k), 1));
