@@ -1007,7 +1007,8 @@ TEST_CASE("gemm: streaming path with e4m3fn B, |A| at and above 2^8 and under DA
           double s = 0, sabs = 0;
           bool nan = false;
           for (index_t q = 0; q < k; ++q) {
-            const float w = static_cast<float>(scalify::detail::from_code<float8_e4m3fn>(uint32_t((j + 37 * q) % 256)));
+            const auto code = uint32_t((j + 37 * q) % 256);
+            const float w = static_cast<float>(scalify::detail::from_code<float8_e4m3fn>(code));
             nan = nan || std::isnan(w);
             s += double(a[std::size_t(q)]) * w;
             sabs += std::abs(double(a[std::size_t(q)]) * w);

@@ -236,7 +236,8 @@ void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, cons
 #if SCALIFY_HAVE_X86_SIMD
     if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
       const auto bits = t.gemv_axpy_bits[m - 1];
-      if (bits != nullptr && b.cs == 1 && small && (_mm_getcsr() & 0x40u) == 0 && scalify::detail::cpu().fast_subnormal_fma) {
+      const bool daz = (_mm_getcsr() & 0x40u) != 0;  // MXCSR bit 6: denormals are zero
+      if (bits != nullptr && b.cs == 1 && small && !daz && scalify::detail::cpu().fast_subnormal_fma) {
         return bits(a, b, k, j0, n, acc, ld);
       }
     }
