@@ -141,6 +141,19 @@ SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const T* p, f32x* w, nan_screen& sc
   for (int q = 0; q < 4; ++q) w[q].v = cvtph_ps_from(h + 16 * q);
 }
 
+/// The float32-bits decode of the streaming loop (kernels/detail/gemv-inl.hpp,
+/// kBits) is AVX2 only: never called on this path. Declared so that the shared
+/// loop compiles here (clang resolves the call once TB is known, before the
+/// branch is discarded); a call that is not discarded fails to compile.
+template <class T>
+void widen_quad_bits_no_nan(const T*, f32x*, nan_screen&) {
+  static_assert(!std::is_same_v<T, T>, "widen_quad_bits_no_nan: AVX2 only");
+}
+template <class T>
+void widen_pair_bits_no_nan(const T*, f32x&, f32x&, nan_screen&) {
+  static_assert(!std::is_same_v<T, T>, "widen_pair_bits_no_nan: AVX2 only");
+}
+
 }  // namespace scalify::kernels::avx512
 SCALIFY_END_TARGET
 
