@@ -172,6 +172,14 @@ std::string describe(const case_desc& d) {
          (d.prepack ? " prepacked" : "");
 }
 
+/// C's float32 bits, every NaN as one pattern (paths may give NaN different payloads).
+std::vector<uint32_t> nan_canonical_bits(const std::vector<float>& c) {
+  std::vector<uint32_t> bits;
+  bits.reserve(c.size());
+  for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
+  return bits;
+}
+
 /// Runs one gemm on the active path and checks it against the double
 /// reference; returns C's element codes (row-major order) for bit-exact
 /// comparisons between runs.
@@ -859,8 +867,7 @@ TEST_CASE("gemm: streaming path, e4m3fn NaN codes anywhere (blocks checked, then
           for_each_path([&](cpu_path p) {
             std::vector<float> c(static_cast<std::size_t>(m * n));
             scalify::gemm(a.view(), b.view(), scalify::row_major_view(c.data(), m, n));
-            std::vector<uint32_t> bits;
-            for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
+            const std::vector<uint32_t> bits = nan_canonical_bits(c);
             if (p == cpu_path::scalar) {
               ref = bits;
               return;
@@ -963,9 +970,7 @@ std::vector<std::vector<uint32_t>> every_code_products(const std::vector<float>&
     std::vector<float> c(static_cast<std::size_t>(m * n));
     scalify::gemm(scalify::row_major_view(a.data(), m, k), scalify::row_major_view(b.data(), k, n),
                   scalify::row_major_view(c.data(), m, n), {.threads = 1});
-    std::vector<uint32_t> bits;
-    for (float x : c) bits.push_back(std::isnan(x) ? 0x7FC00000u : std::bit_cast<uint32_t>(x));
-    out.push_back(std::move(bits));
+    out.push_back(nan_canonical_bits(c));
   });
   return out;
 }
