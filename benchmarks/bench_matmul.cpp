@@ -16,7 +16,8 @@
 //     same process): how far the kernel is from its instruction bound.
 //
 //   BM_GemvInCache/<impl>   one core: the streaming GEMV (M = 1) of scalify_e4m3, scalify_e5m2,
-//     scalify_f16 with B in L2 (1 x 512 x 256, 128 KiB of float8), the rate of its
+//     scalify_f16, scalify_bf16, scalify_f32 with B in cache (1 x 512 x 256: 128 KiB of
+//     float8, in L2; 512 KiB of float32, in L2 where it is 1 MiB), the rate of its
 //     instructions with no memory stall; counters GFLOPS and x_openblas_memory (this
 //     GFLOPS / OpenBLAS sgemv's from memory, 1 x 4096 x 4096 on one thread, same process):
 //     below 3, the kernel's instructions alone keep one core from 3x one core's sgemv (the
@@ -574,6 +575,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e4m3", bm_gemv_in_cache<scalify::float8_e4m3fn>)->UseRealTime();
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_e5m2", bm_gemv_in_cache<scalify::float8_e5m2>)->UseRealTime();
   benchmark::RegisterBenchmark("BM_GemvInCache/scalify_f16", bm_gemv_in_cache<scalify::float16>)->UseRealTime();
+  benchmark::RegisterBenchmark("BM_GemvInCache/scalify_bf16", bm_gemv_in_cache<scalify::bfloat16>)->UseRealTime();
+  benchmark::RegisterBenchmark("BM_GemvInCache/scalify_f32", bm_gemv_in_cache<float>)->UseRealTime();
 #if SCALIFY_HAVE_X86_SIMD
   if (scalify::cpu_supports(scalify::cpu_path::avx2)) {
     for (const int t : {1, 2}) {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "scalify/kernels/gemm.hpp"
+#include "scalify/kernels/gemv.hpp"  // kGemvPrefetchBytes
 #include "scalify/ops/matmul.hpp"
 #include "support/activation_ref.hpp"
 #include "support/f32_emulated.hpp"
@@ -840,6 +841,25 @@ TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
   check_all(float8_e5m2{}, 256);
   check_all(float16{}, 65536);
   check_all(bfloat16{}, 65536);
+}
+
+TEST_CASE("gemm: streaming path over a B larger than kGemvPrefetchBytes (sweeps prefetched) gives the scalar bits",
+          "[kernels][gemm]") {
+  // K rows of N columns (N not a multiple of any step, so the tails run too),
+  // just over the prefetch threshold; every M <= 4, the columns split over 2 threads.
+  auto over_threshold = [](auto tag, uint32_t seed) {
+    using T = decltype(tag);
+    constexpr index_t n = 1100;
+    const index_t k = scalify::kernels::kGemvPrefetchBytes / (n * index_t(sizeof(T))) + 3;
+    for (const index_t m : {1, 2, 3, 4}) {
+      run_all_paths<float, T, float>({.m = m, .n = n, .k = k, .threads = 2, .seed = seed + uint32_t(m)});
+    }
+  };
+  over_threshold(float8_e4m3fn{}, 700);
+  over_threshold(float8_e5m2{}, 710);
+  over_threshold(float16{}, 720);
+  over_threshold(bfloat16{}, 730);
+  over_threshold(float{}, 740);
 }
 
 TEST_CASE("gemm: streaming path, e4m3fn NaN codes anywhere (blocks checked, then redone) give the scalar bits",

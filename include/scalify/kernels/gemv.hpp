@@ -35,6 +35,13 @@ namespace scalify::kernels {
 /// The largest M the streaming path takes.
 inline constexpr std::ptrdiff_t kGemvMaxRows = 4;
 
+/// The axpy loop prefetches the next sweep's rows of B when B spans more
+/// than this many bytes (its rows times its row stride, whatever the thread
+/// split). Weights that large mostly come from memory, where the prefetch
+/// makes a 16-bit GEMV 1.7-2x faster; from cache it can cost up to 25 %
+/// (docs/kernels.md, "The streaming path").
+inline constexpr std::ptrdiff_t kGemvPrefetchBytes = std::ptrdiff_t{4} << 20;
+
 /// acc[i * ld + j] = sum_k A(i, k) * B(k, j0 + j) for i < m, j < n (scalar reference).
 template <gemm_input TA, gemm_input TB>
 void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_t m, std::ptrdiff_t k_size,
