@@ -21,6 +21,7 @@
 //   pack_a_f32_cols scalar         avx2                 avx2                 avx2
 //   pack_b_f32_cols scalar         avx2                 avx2                 avx2
 //   gemv_axpy       scalar         avx2                 avx512               avx512
+//   gemv_axpy_bits  -              avx2 (e4m3fn, M<=3)  avx512 (e4m3fn, M=1) avx512 (e4m3fn, M=1)
 //   gemv_dot        scalar         avx2                 avx2                 avx2
 //
 // The packers and the epilogue run about 8 % of a large GEMM's time, and the
@@ -77,8 +78,8 @@ struct operand_kernels {
   pack_b_fn pack_b_bf16 = nullptr;
   gemv_fn gemv_axpy[kGemvMaxRows] = {};    ///< B's rows contiguous (b.cs == 1): same bits as the GEMM
   gemv_dot_fn gemv_dot[kGemvMaxRows] = {};  ///< B's columns contiguous (b.rs == 1): dot products
-  /// gemv_axpy decoding e4m3fn straight to float32 bits (AVX2; same bits, for
-  /// every finite |A| below 2^8 with MXCSR's DAZ off; see gemv_block_with).
+  /// gemv_axpy decoding e4m3fn straight to float32 bits (same bits, for every
+  /// finite |A| below 2^8 with MXCSR's DAZ off; see gemv_block_with).
   gemv_fn gemv_axpy_bits[kGemvMaxRows] = {};
 };
 
@@ -114,6 +115,9 @@ constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
     t.gemv_axpy[1] = &kernels::avx512::gemv_block<2, float, T>;
     t.gemv_axpy[2] = &kernels::avx512::gemv_block<3, float, T>;
     t.gemv_axpy[3] = &kernels::avx512::gemv_block<4, float, T>;
+    if constexpr (std::is_same_v<T, float8_e4m3fn>) {  // M = 2..4 decode with the NaN step (kNoNanMaxRows)
+      t.gemv_axpy_bits[0] = &kernels::avx512::gemv_block<1, float, T, true>;
+    }
   } else {
     t.gemv_axpy[0] = &kernels::avx2::gemv_block<1, float, T>;
     t.gemv_axpy[1] = &kernels::avx2::gemv_block<2, float, T>;

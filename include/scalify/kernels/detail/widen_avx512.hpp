@@ -12,12 +12,14 @@
 //   nan_screen                      whether the codes widened since it was made had the NaN code
 //   widen_pair_no_nan(p, lo, hi, screen)  widen32's value * 2^-8 for codes that are not NaN
 //   widen_quad_no_nan(p, w, screen)       64 codes -> w[0..3] (codes 0-15, 16-31, 32-47, 48-63)
+//   widen_pair_bits_no_nan, widen_quad_bits_no_nan   the same codes -> value * 2^-120
+//                                   (float32 bits, no float16 step; A scaled by kGemvBitsScale)
 //   kNoNanMaxRows                   the largest M for which the streaming GEMV uses them
 #ifndef SCALIFY_KERNELS_DETAIL_WIDEN_AVX512_HPP_
 #define SCALIFY_KERNELS_DETAIL_WIDEN_AVX512_HPP_
 
 #include <cstddef>      // ptrdiff_t
-#include <cstdint>      // uint16_t
+#include <cstdint>      // uint8_t, uint16_t
 #include <type_traits>  // std::is_same_v
 
 #include "scalify/config.hpp"           // SCALIFY_HAVE_X86_SIMD, SCALIFY_BEGIN_TARGET_AVX512
@@ -79,7 +81,7 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
 }
 
 using avx2::kGemvScale;
-using avx2::kGemvBitsScale;  // named by the shared GEMV loop; its float32-bits decode is AVX2 only
+using avx2::kGemvBitsScale;
 
 /// The streaming GEMV uses the decode without the NaN step for M = 1 only:
 /// for M = 2..4 (32 columns per step, a store and reload per 32 codes for
@@ -141,17 +143,37 @@ SCALIFY_ALWAYS_INLINE void widen_quad_no_nan(const T* p, f32x* w, nan_screen& sc
   for (int q = 0; q < 4; ++q) w[q].v = cvtph_ps_from(h + 16 * q);
 }
 
-/// The float32-bits decode of the streaming loop (kernels/detail/gemv-inl.hpp,
-/// kBits) is AVX2 only: never called on this path. Declared so that the shared
-/// loop compiles here (clang resolves the call once TB is known, before the
-/// branch is discarded); a call that is not discarded fails to compile.
-template <class T>
-void widen_quad_bits_no_nan(const T*, f32x*, nan_screen&) {
-  static_assert(!std::is_same_v<T, T>, "widen_quad_bits_no_nan: AVX2 only");
+/// 16 e4m3fn codes at p (none NaN) -> value * 2^-120: avx2::e4m3fn_f32_bits
+/// at twice the width (vpmovsxbd from memory, shift left by 20, and with
+/// 0x87F00000: float32 s.0000eeee.mmm0..0, e4m3fn's subnormals on float32
+/// subnormals). The streaming loop scales A by kGemvBitsScale to match, under
+/// avx2's conditions (kernels::gemv_block_with).
+SCALIFY_ALWAYS_INLINE __m512 e4m3fn_f32_bits(const uint8_t* p) {
+  const __m512i d = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(_mm512_slli_epi32(d, 20), _mm512_set1_epi32(static_cast<int>(0x87F00000u))));
 }
-template <class T>
-void widen_pair_bits_no_nan(const T*, f32x&, f32x&, nan_screen&) {
-  static_assert(!std::is_same_v<T, T>, "widen_pair_bits_no_nan: AVX2 only");
+
+/// 64 e4m3fn codes, none NaN -> value * 2^-120, in widen_quad_no_nan's order.
+template <class T>  // float8_e4m3fn (a template so that discarded calls for other types compile)
+SCALIFY_ALWAYS_INLINE void widen_quad_bits_no_nan(const T* p, f32x* w, nan_screen& screen) {
+  static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_quad_bits_no_nan: e4m3fn codes only");
+  const auto* u = reinterpret_cast<const uint8_t*>(p);
+  screen.add(_mm512_loadu_si512(u));
+  w[0].v = e4m3fn_f32_bits(u);  // written out, as avx2's
+  w[1].v = e4m3fn_f32_bits(u + 16);
+  w[2].v = e4m3fn_f32_bits(u + 32);
+  w[3].v = e4m3fn_f32_bits(u + 48);
+}
+
+/// 32 e4m3fn codes, none NaN -> value * 2^-120.
+template <class T>  // float8_e4m3fn
+SCALIFY_ALWAYS_INLINE void widen_pair_bits_no_nan(const T* p, f32x& lo, f32x& hi, nan_screen& screen) {
+  static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_pair_bits_no_nan: e4m3fn codes only");
+  const auto* u = reinterpret_cast<const uint8_t*>(p);
+  screen.add(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+  lo.v = e4m3fn_f32_bits(u);
+  hi.v = e4m3fn_f32_bits(u + 16);
 }
 
 }  // namespace scalify::kernels::avx512
