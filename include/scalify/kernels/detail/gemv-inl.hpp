@@ -23,8 +23,9 @@ using namespace ::scalify::simd::SCALIFY_SIMD_NS;  // the path's vector types (s
 /// in k order); B's rows contiguous. Four rows of B (eight for M = 1 over
 /// float8) per sweep over the accumulators, so the accumulators are loaded and
 /// stored once per 4 (8) k. For e4m3fn B, every |A| must be below 2^119 (A is
-/// scaled by kGemvScale = 2^8, see widen16). kBits (AVX2, e4m3fn B, M <= 3):
-/// the blocks without a NaN code decode B straight to float32 bits
+/// scaled by kGemvScale = 2^8, see widen16). kBits (e4m3fn B, M <=
+/// kNoNanMaxRows: 3 on AVX2, 1 on AVX-512): the blocks without a NaN code
+/// decode B straight to float32 bits
 /// (widen_quad_bits_no_nan, value * 2^-120, A scaled by kGemvBitsScale); every
 /// finite |A| must then be below 2^8 and MXCSR's DAZ off (gemv_block_with).
 template <int M, class TA, class TB, bool kBits = false>
