@@ -846,13 +846,18 @@ TEST_CASE("gemm: streaming path widens every code exactly", "[kernels][gemm]") {
 TEST_CASE("gemm: streaming path over a B larger than kGemvPrefetchBytes (sweeps prefetched) gives the scalar bits",
           "[kernels][gemm]") {
   // K rows of N columns (N not a multiple of any step, so the tails run too),
-  // just over the prefetch threshold; every M <= 4, the columns split over 2 threads.
+  // just over the prefetch threshold; every M <= 4, the columns split over 2
+  // threads. For M = 1 (8- and 16-bit B: the prefetch in address order) also
+  // N = 300 (threads' segments of 256 and 44 columns) and N = 40: segments of
+  // rows shorter than a cache line.
   auto over_threshold = [](auto tag, uint32_t seed) {
     using T = decltype(tag);
-    constexpr index_t n = 1100;
-    const index_t k = scalify::kernels::kGemvPrefetchBytes / (n * index_t(sizeof(T))) + 3;
-    for (const index_t m : {1, 2, 3, 4}) {
-      run_all_paths<float, T, float>({.m = m, .n = n, .k = k, .threads = 2, .seed = seed + uint32_t(m)});
+    for (const index_t n : {1100, 300, 40}) {
+      const index_t k = scalify::kernels::kGemvPrefetchBytes / (n * index_t(sizeof(T))) + 3;
+      for (const index_t m : {1, 2, 3, 4}) {
+        if (n != 1100 && m != 1) continue;
+        run_all_paths<float, T, float>({.m = m, .n = n, .k = k, .threads = 2, .seed = seed + uint32_t(m + n)});
+      }
     }
   };
   over_threshold(float8_e4m3fn{}, 700);

@@ -33,10 +33,20 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
                 std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld) {
   // 8 rows per sweep for M = 1 over float8, else 4 (8 streams of float32 or
   // 16-bit types were slower). A B larger than kGemvPrefetchBytes: a
-  // prefetch of the next sweep's rows, one per cache line.
+  // prefetch of the next sweep's rows, one per cache line, as many lines per
+  // step as the step reads, in one of two orders:
+  // - by column (float32 B, M = 2..4): the lines below the next sweep's
+  //   columns [j, j + step), one in each of its kQ rows;
+  // - by address (kLinear: M = 1 over 8- and 16-bit B): the next sweep's
+  //   segments of rows one after the other, so the memory sees one stream.
+  // Measured on a Zen 5 (docs/kernels.md, "Prefetch"), 1 x 4096 x 4096 from
+  // memory: by address 1.4-1.7x faster on one thread, the same on two
+  // (the memory's limit); slower over float32 and for M = 2..4.
   constexpr bool kNarrow = sizeof(TB) == 1;
   constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
+  constexpr bool kLinear = M == 1 && sizeof(TB) <= 2;
   const bool prefetch = k_size * b.rs * static_cast<std::ptrdiff_t>(sizeof(TB)) > kGemvPrefetchBytes;
+  [[maybe_unused]] const std::ptrdiff_t row_bytes = n * static_cast<std::ptrdiff_t>(sizeof(TB));  // a row's segment
   constexpr std::ptrdiff_t kChunk = 2 * static_cast<std::ptrdiff_t>(kF32Lanes);  // columns per widen_pair
   for (int i = 0; i < M; ++i) {
     for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
@@ -63,7 +73,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
     // Columns [j, j + kChunk * H) for every row of the sweep: each element's
     // k order stays, but H independent chains of FMAs per row of A hide the
     // FMA latency (one chunk is a chain of kQ dependent FMAs).
-    auto step = [&](auto q_count, auto chunks) {  // int or std::integral_constant; chunks: H
+    auto step = [&](auto q_count, auto chunks) __attribute__((always_inline)) {  // int or integral_constant; chunks: H
       constexpr int H = decltype(chunks)::value;
       const std::ptrdiff_t end = n / (kChunk * H) * (kChunk * H);
       for (; j < end; j += kChunk * H) {
@@ -71,9 +81,22 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         // prefetchers): fetch the next sweep's rows one cache line at a time.
         constexpr std::ptrdiff_t kStepBytes = kChunk * H * static_cast<std::ptrdiff_t>(sizeof(TB));
         if (prefetch && (kStepBytes >= 64 || (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0)) {
-          for (int q = 0; q < kQ; ++q) {
-            const char* line = reinterpret_cast<const char*>(next[q] + j);
-            for (std::ptrdiff_t off = 0; off < kStepBytes; off += 64) _mm_prefetch(line + off, _MM_HINT_T0);
+          if constexpr (kLinear) {
+            constexpr int kLines = kQ * (kStepBytes >= 64 ? static_cast<int>(kStepBytes / 64) : 1);
+            // This step is at byte j * sizeof(TB) of its kQ rows' segments:
+            // it fetches from byte kQ times that of the next sweep's
+            // segments laid end to end (next[r] + off).
+            const std::ptrdiff_t pos = j * static_cast<std::ptrdiff_t>(sizeof(TB)) * kQ;
+            std::ptrdiff_t r = pos / row_bytes, off = pos - r * row_bytes;
+            for (int l = 0; l < kLines && r < kQ; ++l) {
+              _mm_prefetch(reinterpret_cast<const char*>(next[r]) + off, _MM_HINT_T0);
+              for (off += 64; off >= row_bytes; off -= row_bytes) ++r;  // segments under 64 bytes too
+            }
+          } else {
+            for (int q = 0; q < kQ; ++q) {
+              const char* line = reinterpret_cast<const char*>(next[q] + j);
+              for (std::ptrdiff_t off = 0; off < kStepBytes; off += 64) _mm_prefetch(line + off, _MM_HINT_T0);
+            }
           }
         }
         // e4m3fn: each block is first computed with the cheaper decode
