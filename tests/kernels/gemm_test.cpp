@@ -848,8 +848,9 @@ TEST_CASE("gemm: streaming path over a B larger than kGemvPrefetchBytes (sweeps 
   // K rows of N columns (N not a multiple of any step, so the tails run too),
   // just over the prefetch threshold; every M <= 4, the columns split over 2
   // threads. For M = 1 (8- and 16-bit B: the prefetch in address order) also
-  // N = 300 (threads' segments of 256 and 44 columns) and N = 40: segments of
-  // rows shorter than a cache line.
+  // N = 300 (threads' segments of 256 and 44 columns) and N = 40 (one
+  // segment): over float8 the 44- and 40-byte segments are shorter than a
+  // cache line.
   auto over_threshold = [](auto tag, uint32_t seed) {
     using T = decltype(tag);
     for (const index_t n : {1100, 300, 40}) {

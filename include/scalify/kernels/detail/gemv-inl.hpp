@@ -41,7 +41,8 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
   //   segments of rows one after the other, so the memory sees one stream.
   // Measured on a Zen 5 (docs/kernels.md, "The order of the prefetches"),
   // 1 x 4096 x 4096 from memory: by address 1.1-1.7x faster on one thread,
-  // the same or faster on two; slower over float32 and for M = 2..4.
+  // within the noise on two (faster on the avx2 path); slower over float32
+  // and for M = 2..4.
   constexpr bool kNarrow = sizeof(TB) == 1;
   constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   constexpr bool kLinear = M == 1 && sizeof(TB) <= 2;
