@@ -26,6 +26,10 @@
 //     streaming GEMV's order and nothing else (no decode, no FMA), on 1 or 2 threads; counters
 //     GFLOPS (a GEMV streaming that fast), GB/s, x_openblas_memory (against OpenBLAS sgemv from
 //     memory on as many threads): below 3, the reads alone keep the GEMV target out of reach.
+//   BM_GemvDot/<impl>/1/4096/4096/t:<threads>   C = A W^T with W (4096 x 4096, row-major: PyTorch's
+//     layout, GPT's output head) from memory: the streaming path's dot form (kernels/gemv.hpp);
+//     impl: openblas_f32 (sgemv, no transpose), scalify_e4m3, _e5m2, _bf16, _f16, _f32;
+//     counters GFLOPS, GB/s, x_openblas (OpenBLAS's sgemv on the float32 W, same process).
 //
 // A (M x K), B (K x N) and C are row-major. Shapes: squares 256, 512, 1024,
 // 2048; 128x4096x4096 and 512x4096x4096; 1x4096x4096, where several copies of
@@ -303,20 +307,25 @@ void bm_gemv_in_cache(benchmark::State& state) {
 /// Reads the float8 codes of rows [0, k) (a multiple of 8) and columns
 /// [j0, j0 + nj) (a multiple of 64) of b (row stride n bytes) in the order of
 /// the streaming GEMV for M = 1 (kernels/detail/gemv-inl.hpp): sweeps of 8
-/// rows, 64 columns of each per step, one cache line of each of the next
-/// sweep's rows prefetched per step. The bytes are or-ed together: no decode,
+/// rows, 64 columns of each per step, and per step 8 cache lines of the next
+/// sweep prefetched in address order (its 8 row segments laid end to end,
+/// from byte 8 j at column j0 + j). The bytes are or-ed together: no decode,
 /// no multiply-add.
 SCALIFY_BEGIN_TARGET_AVX2
 int read_like_gemv(const uint8_t* b, int64_t k, int64_t n, int64_t j0, int64_t nj) {
   __m256i acc = _mm256_setzero_si256();
   for (int64_t k0 = 0; k0 < k; k0 += 8) {
-    for (int64_t j = j0; j < j0 + nj; j += 64) {
-      for (int64_t q = 0; q < 8; ++q) {
-        _mm_prefetch(reinterpret_cast<const char*>(b + std::min(k0 + 8 + q, k - 1) * n + j), _MM_HINT_T0);
+    const uint8_t* next[8];
+    for (int64_t q = 0; q < 8; ++q) next[q] = b + std::min(k0 + 8 + q, k - 1) * n + j0;
+    for (int64_t j = 0; j < nj; j += 64) {
+      int64_t r = 8 * j / nj, off = 8 * j - r * nj;
+      for (int l = 0; l < 8 && r < 8; ++l, off += 64) {
+        if (off >= nj) off -= nj, ++r;
+        if (r < 8) _mm_prefetch(reinterpret_cast<const char*>(next[r] + off), _MM_HINT_T0);
       }
 #pragma GCC unroll 8
       for (int64_t q = 0; q < 8; ++q) {
-        const auto* p = reinterpret_cast<const __m256i*>(b + (k0 + q) * n + j);
+        const auto* p = reinterpret_cast<const __m256i*>(b + (k0 + q) * n + j0 + j);
         acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_loadu_si256(p), _mm256_loadu_si256(p + 1)));
       }
     }
@@ -363,6 +372,87 @@ void bm_gemv_read_bound(benchmark::State& state, int threads) {
 #endif
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// The dot form: B = W^T with W stored N x K (PyTorch's layout; GPT's output
+// head reads its embedding table so), weights from memory.
+
+/// Copies of a 1 x 4096 x 4096 W, used in turn (as BM_Gemm's M = 1 rows).
+template <class T>
+std::vector<std::vector<T>> gemv_dot_weights() {
+  constexpr int64_t n = 4096, k = 4096;
+  const auto w0 = narrow<T>(random_floats(static_cast<std::size_t>(n * k), 2));
+  return std::vector<std::vector<T>>(copies_for(w0.size() * sizeof(T), 1), w0);
+}
+
+/// Seconds per call of `product(w)` over every copy in turn, best of 3 passes.
+template <class T, class F>
+double best_pass_seconds(const std::vector<std::vector<T>>& w, F&& product) {
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& wi : w) product(wi);
+    best = std::min(best, seconds_since(t0) / static_cast<double>(w.size()));
+  }
+  return best;
+}
+
+#ifdef SCALIFY_HAVE_OPENBLAS
+/// OpenBLAS sgemv GFLOP/s, y = W x with W 4096 x 4096 float32 (row-major,
+/// not transposed) from memory, on `threads` threads; once per process.
+double openblas_gemv_dot_memory_gflops(int threads) {
+  static std::map<int, double> measured;
+  if (const auto it = measured.find(threads); it != measured.end()) return it->second;
+  constexpr int n = 4096, k = 4096;
+  set_threads_eigen_blas(threads);
+  const auto w = gemv_dot_weights<float>();
+  const auto x = random_floats(k, 1);
+  std::vector<float> y(n);
+  const double s = best_pass_seconds(w, [&](const std::vector<float>& wi) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, wi.data(), k, x.data(), 1, 0.0f, y.data(), 1);
+  });
+  return measured[threads] = 2.0 * n * k / s * 1e-9;
+}
+#endif
+
+/// 1 x 4096 x 4096, C = A W^T with W (4096 x 4096, row-major) from memory:
+/// scalify::gemm with trans_b (the dot form, kernels/gemv.hpp), T = float
+/// with OpenBLAS when kOpenBlas. Counters GFLOPS, GB/s (W's bytes) and, with
+/// OpenBLAS, x_openblas (OpenBLAS sgemv on the float32 W, same threads, same
+/// process).
+template <class T, bool kOpenBlas = false>
+void bm_gemv_dot(benchmark::State& state, int threads) {
+  constexpr int64_t n = 4096, k = 4096;
+  const auto w = gemv_dot_weights<T>();
+  const auto a = narrow<T>(random_floats(static_cast<std::size_t>(k), 1));
+  std::vector<float> c(static_cast<std::size_t>(n));
+  std::size_t i = 0;
+  auto run = [&] {
+    const T* wi = w[i++ % w.size()].data();
+#ifdef SCALIFY_HAVE_OPENBLAS
+    if constexpr (kOpenBlas) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, wi, k, a.data(), 1, 0.0f, c.data(), 1);
+      return;
+    }
+#endif
+    scalify::gemm(scalify::row_major_view(a.data(), 1, k), scalify::row_major_view(wi, n, k),
+                  scalify::row_major_view(c.data(), 1, n), {.trans_b = scalify::trans::yes, .threads = threads});
+  };
+  set_threads_eigen_blas(threads);
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(c.data());
+  }
+  const double seconds = seconds_since(t0) / static_cast<double>(state.iterations());
+  state.counters["GFLOPS"] = 2.0 * n * k / seconds * 1e-9;
+  state.counters["GB/s"] = static_cast<double>(n * k * static_cast<int64_t>(sizeof(T))) / seconds * 1e-9;
+#ifdef SCALIFY_HAVE_OPENBLAS
+  state.counters["x_openblas"] = 2.0 * n * k / seconds * 1e-9 / openblas_gemv_dot_memory_gflops(threads);
+#endif
+  if (!kOpenBlas) state.SetLabel(std::string(scalify::to_string(scalify::active_cpu_path())));
+}
 
 // ---------------------------------------------------------------------------
 // The micro-kernels alone, against the peak of the instruction they use.
@@ -585,6 +675,22 @@ int main(int argc, char** argv) {
     }
   }
 #endif
+  for (const int t : {1, 2}) {
+    const std::string suffix = "/1/4096/4096/t:" + std::to_string(t);
+    using dot_fn = void (*)(benchmark::State&, int);
+    const std::pair<const char*, dot_fn> dots[] = {
+#ifdef SCALIFY_HAVE_OPENBLAS
+        {"openblas_f32", &bm_gemv_dot<float, true>},
+#endif
+        {"scalify_e4m3", &bm_gemv_dot<scalify::float8_e4m3fn>}, {"scalify_e5m2", &bm_gemv_dot<scalify::float8_e5m2>},
+        {"scalify_bf16", &bm_gemv_dot<scalify::bfloat16>},      {"scalify_f16", &bm_gemv_dot<scalify::float16>},
+        {"scalify_f32", &bm_gemv_dot<float>}};
+    for (const auto& [name, f] : dots) {
+      benchmark::RegisterBenchmark((std::string("BM_GemvDot/") + name + suffix).c_str(), f, t)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   register_all(large);
   return scalify_bench::run(argc, argv);
 }

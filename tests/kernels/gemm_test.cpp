@@ -1073,6 +1073,68 @@ TEST_CASE("gemm: streaming dot-product form (weights N x K used transposed), odd
   }
 }
 
+namespace {
+
+/// The dot form's summation order (kernels/gemv.hpp, gemv_dot_block) in
+/// scalar code, for C(i, j) = sum_k A(i, k) W(j, k): lane l (0..15) sums the
+/// products of k = l, l + 16, ... below K16 = K / 16 * 16, one FMA each in k
+/// order; lanes l and l + 8 are added (L_l, l < 8), then ((L0 + L4) + (L1 +
+/// L5)) + ((L2 + L6) + (L3 + L7)); the products of k >= K16 follow by FMA in
+/// k order. (The kernel's 2^8 on e4m3fn's A and 2^-8 on its B cancel exactly
+/// in each FMA's exact product.)
+template <class TA, class TB>
+float dot_form_model(const mat<TA>& a, const mat<TB>& w, index_t i, index_t j) {
+  const index_t k_size = a.cols, k16 = k_size / 16 * 16;
+  float lanes[16] = {};
+  for (index_t k = 0; k < k16; ++k) {
+    lanes[k % 16] = std::fma(static_cast<float>(a.at(i, k)), static_cast<float>(w.at(j, k)), lanes[k % 16]);
+  }
+  float l[8];
+  for (int q = 0; q < 8; ++q) l[q] = lanes[q] + lanes[q + 8];
+  float r = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+  for (index_t k = k16; k < k_size; ++k) r = std::fma(static_cast<float>(a.at(i, k)), static_cast<float>(w.at(j, k)), r);
+  return r;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("gemm: streaming dot form equals its summation order (scalar model) bit for bit, every SIMD path",
+                   "[kernels][gemm]", float8_e4m3fn, float8_e5m2, float16, bfloat16, float) {
+  // Every column of every group of columns the kernel sums together (and the
+  // columns left over), every K remainder (32-code steps, 16-code steps, the
+  // scalar tail), 1 and 2 threads.
+  std::mt19937 rng(2411);
+  for (const index_t m : {1, 2, 3, 4}) {
+    for (const index_t k : {1, 15, 16, 17, 32, 48, 63, 100, 257}) {
+      for (const index_t n : {1, 5, 37, 300}) {
+        const auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
+        const auto w = random_mat<TestType>(n, k, layout::row_major, 0, rng, 8.0f);
+        std::vector<uint32_t> want(static_cast<std::size_t>(m * n));
+        for (index_t i = 0; i < m; ++i) {
+          for (index_t j = 0; j < n; ++j) want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
+        }
+        for_each_path([&](cpu_path p) {
+          if (p == cpu_path::scalar) return;  // the scalar path keeps the blocked GEMM's k order
+          for (const int threads : {1, 2}) {
+            std::vector<float> c(want.size());
+            scalify::gemm(a.view(), w.view(), scalify::row_major_view(c.data(), m, n),
+                          {.trans_b = trans::yes, .threads = threads});
+            int bad = 0;
+            for (std::size_t t = 0; t < c.size(); ++t) {
+              if (std::bit_cast<uint32_t>(c[t]) != want[t] && bad++ < 3) {
+                FAIL_CHECK(type_name<TestType>() << " path " << scalify::to_string(p) << " m " << m << " k " << k
+                                                 << " n " << n << " t " << threads << " at " << t << ": " << c[t]
+                                                 << " vs model " << std::bit_cast<float>(want[t]));
+              }
+            }
+            CHECK(bad == 0);
+          }
+        });
+      }
+    }
+  }
+}
+
 TEST_CASE("gemm: ~1000-sized products on the best path", "[kernels][gemm]") {
   run_case<float8_e4m3fn, float8_e4m3fn, float>({.m = 1000, .n = 1003, .k = 129, .bias = true, .seed = 11});
   run_case<float8_e5m2, float8_e4m3fn, bfloat16>({.m = 67, .n = 1000, .k = 1024, .alpha = 0.125f, .seed = 12});
