@@ -1092,7 +1092,9 @@ float dot_form_model(const mat<TA>& a, const mat<TB>& w, index_t i, index_t j) {
   float l[8];
   for (int q = 0; q < 8; ++q) l[q] = lanes[q] + lanes[q + 8];
   float r = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-  for (index_t k = k16; k < k_size; ++k) r = std::fma(static_cast<float>(a.at(i, k)), static_cast<float>(w.at(j, k)), r);
+  for (index_t k = k16; k < k_size; ++k) {
+    r = std::fma(static_cast<float>(a.at(i, k)), static_cast<float>(w.at(j, k)), r);
+  }
   return r;
 }
 
@@ -1111,7 +1113,9 @@ TEMPLATE_TEST_CASE("gemm: streaming dot form equals its summation order (scalar 
         const auto w = random_mat<TestType>(n, k, layout::row_major, 0, rng, 8.0f);
         std::vector<uint32_t> want(static_cast<std::size_t>(m * n));
         for (index_t i = 0; i < m; ++i) {
-          for (index_t j = 0; j < n; ++j) want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
+          for (index_t j = 0; j < n; ++j) {
+            want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
+          }
         }
         for_each_path([&](cpu_path p) {
           if (p == cpu_path::scalar) return;  // the scalar path keeps the blocked GEMM's k order
@@ -1131,6 +1135,62 @@ TEMPLATE_TEST_CASE("gemm: streaming dot form equals its summation order (scalar 
           }
         });
       }
+    }
+  }
+}
+
+// The dot form may decode e4m3fn straight to float32 bits too (gemv_dot_bits:
+// A scaled by 2^120), under the axpy form's conditions: every finite |A|
+// below 2^8, MXCSR's DAZ off. Around those limits, and with every code of W
+// (but NaN), every SIMD path must still give the bits of its order's model.
+TEST_CASE("gemm: streaming dot form with e4m3fn W, |A| at and above 2^8 and under DAZ, equals its order model",
+          "[kernels][gemm]") {
+  const index_t n = 37, k = 64;  // 37 * 64 codes: each non-NaN code several times
+  mat<float8_e4m3fn> w(n, k, layout::row_major, 0);
+  const auto codes = cycled_codes<float8_e4m3fn>(n * k, 256, true);
+  for (index_t j = 0; j < n; ++j) {
+    for (index_t q = 0; q < k; ++q) w.at(j, q) = codes[std::size_t(j * k + q)];
+  }
+  auto check = [&](const mat<float>& a, bool daz) {
+    const index_t m = a.rows;
+    std::vector<uint32_t> want(static_cast<std::size_t>(m * n));
+    for (index_t i = 0; i < m; ++i) {
+      for (index_t j = 0; j < n; ++j) {
+        want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
+      }
+    }
+    for_each_path([&](cpu_path p) {
+      if (p == cpu_path::scalar) return;
+      std::vector<float> c(want.size());
+#if SCALIFY_HAVE_X86_SIMD
+      const unsigned int csr = _mm_getcsr();
+      if (daz) _mm_setcsr(csr | 0x0040u);
+#endif
+      scalify::gemm(a.view(), w.view(), scalify::row_major_view(c.data(), m, n),
+                    {.trans_b = trans::yes, .threads = 1});
+#if SCALIFY_HAVE_X86_SIMD
+      _mm_setcsr(csr);
+#endif
+      int bad = 0;
+      for (std::size_t t = 0; t < c.size(); ++t) {
+        if (std::bit_cast<uint32_t>(c[t]) != want[t] && bad++ < 3) {
+          FAIL_CHECK("path " << scalify::to_string(p) << " m " << m << " daz " << daz << " at " << t << ": " << c[t]
+                             << " vs model " << std::bit_cast<float>(want[t]));
+        }
+      }
+      CHECK(bad == 0);
+    });
+  };
+  for (const index_t m : {1, 2, 4}) {
+    for (const float big : {0.0f, 0x1p8f, 300.0f, 0x1p100f, 0x1.fffffep7f}) {
+      mat<float> a(m, k, layout::row_major, 0);
+      for (index_t i = 0; i < m; ++i) {
+        for (index_t q = 0; q < k; ++q) a.at(i, q) = (q % 3 == 0 ? -0.75f : 1.25f) * float((q + i) % 5);
+      }
+      if (big != 0.0f) a.at(m / 2, k / 3) = -big;  // one |A| at or near the limit among small ones
+      INFO("m " << m << " A holds " << -big);
+      check(a, false);
+      if (big == 0.0f) check(a, true);  // DAZ: the decoded subnormal codes would read as zero
     }
   }
 }

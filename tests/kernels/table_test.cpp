@@ -69,6 +69,7 @@ void check_operand_entries(cpu_path path) {
     CHECK(t.pack_b_f32 == nullptr);
     CHECK(t.gemv_axpy[0] == nullptr);
     CHECK(t.gemv_dot[0] == nullptr);
+    CHECK(t.gemv_dot_bits[0] == nullptr);
   }
   CHECK((t.pack_a_bf16 == nullptr || k::kExactInBf16<T>));
   const int nr = 16;  // nr: any multiple of 8
@@ -192,6 +193,14 @@ void check_operand_entries(cpu_path path) {
                                  static_cast<double>(static_cast<float>(bt[static_cast<std::size_t>((j0 + j) * kk + q)])));
             }
             CHECK(std::fabs(got[i * ld + j] - want[i * ld + j]) <= kk * 0x1p-23 * bound + 1e-30);
+          }
+        }
+        if (t.gemv_dot_bits[rows - 1] != nullptr) {  // e4m3fn, |A| < 2^8: the bits of gemv_dot
+          CHECK(std::is_same_v<T, float8_e4m3fn>);
+          std::vector<float> got_bits(want.size(), 0.0f);
+          t.gemv_dot_bits[rows - 1](a_rows, b_cols, kk, j0, n - j0, got_bits.data(), ld, aw.data());
+          for (int i = 0; i < rows; ++i) {
+            CHECK(std::memcmp(got_bits.data() + i * ld, got.data() + i * ld, (n - j0) * sizeof(float)) == 0);
           }
         }
       }

@@ -23,6 +23,7 @@
 //   gemv_axpy       scalar         avx2                 avx512               avx512
 //   gemv_axpy_bits  -              avx2 (e4m3fn, M<=3)  avx512 (e4m3fn, M=1) avx512 (e4m3fn, M=1)
 //   gemv_dot        scalar         avx2                 avx2                 avx2
+//   gemv_dot_bits   -              avx2 (e4m3fn)        avx2 (e4m3fn)        avx2 (e4m3fn)
 //
 // The packers and the epilogue run about 8 % of a large GEMM's time, and the
 // dot-form GEMV only for a B with contiguous columns: their AVX2 versions
@@ -81,6 +82,9 @@ struct operand_kernels {
   /// gemv_axpy decoding e4m3fn straight to float32 bits (same bits, for every
   /// finite |A| below 2^8 with MXCSR's DAZ off; see gemv_block_with).
   gemv_fn gemv_axpy_bits[kGemvMaxRows] = {};
+  /// gemv_dot decoding e4m3fn straight to float32 bits (same bits as gemv_dot,
+  /// under gemv_axpy_bits's conditions).
+  gemv_dot_fn gemv_dot_bits[kGemvMaxRows] = {};
 };
 
 /// The routines of one CPU path that do not depend on the operand types.
@@ -133,6 +137,12 @@ constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
   t.gemv_dot[1] = &kernels::avx2::gemv_dot_block<2, float, T>;
   t.gemv_dot[2] = &kernels::avx2::gemv_dot_block<3, float, T>;
   t.gemv_dot[3] = &kernels::avx2::gemv_dot_block<4, float, T>;
+  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
+    t.gemv_dot_bits[0] = &kernels::avx2::gemv_dot_block<1, float, T, true>;
+    t.gemv_dot_bits[1] = &kernels::avx2::gemv_dot_block<2, float, T, true>;
+    t.gemv_dot_bits[2] = &kernels::avx2::gemv_dot_block<3, float, T, true>;
+    t.gemv_dot_bits[3] = &kernels::avx2::gemv_dot_block<4, float, T, true>;
+  }
   return t;
 }
 
@@ -219,9 +229,10 @@ float epilogue_tile_with(const path_kernels& t, const float* acc, std::ptrdiff_t
 /// blocked GEMM); else, B's columns contiguous: the dot form (`aw`: m * k
 /// floats of scratch); else scalar. An e4m3fn B scales A by 2^8 on the SIMD
 /// routines (kGemvScale): an |A| of 2^119 or more (but inf) goes to the scalar
-/// one. The float32-bits decode (gemv_axpy_bits) scales A by 2^120: only where
-/// every finite |A| is below 2^8, MXCSR's DAZ is off in this thread (it reads
-/// the decoded subnormals) and the CPU takes subnormal operands at full speed.
+/// one. The float32-bits decodes (gemv_axpy_bits, gemv_dot_bits) scale A by
+/// 2^120: only where every finite |A| is below 2^8, MXCSR's DAZ is off in this
+/// thread (they read the decoded subnormals) and the CPU takes subnormal
+/// operands at full speed.
 template <gemm_input TB>
 void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, const strided<TB>& b, std::ptrdiff_t m,
                      std::ptrdiff_t k, std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
@@ -239,10 +250,12 @@ void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, cons
   if (scalable) {
 #if SCALIFY_HAVE_X86_SIMD
     if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
-      const auto bits = t.gemv_axpy_bits[m - 1];
       const bool daz = (_mm_getcsr() & 0x40u) != 0;  // MXCSR bit 6: denormals are zero
-      if (bits != nullptr && b.cs == 1 && small && !daz && scalify::detail::cpu().fast_subnormal_fma) {
-        return bits(a, b, k, j0, n, acc, ld);
+      if (small && !daz && scalify::detail::cpu().fast_subnormal_fma) {
+        const auto bits = t.gemv_axpy_bits[m - 1];
+        if (bits != nullptr && b.cs == 1) return bits(a, b, k, j0, n, acc, ld);
+        const auto dot_bits = t.gemv_dot_bits[m - 1];
+        if (dot_bits != nullptr && b.cs != 1 && b.rs == 1) return dot_bits(a, b, k, j0, n, acc, ld, aw);
       }
     }
 #endif
