@@ -255,6 +255,19 @@ void bm_scalify(benchmark::State& state, int64_t m, int64_t n, int64_t k, int th
 // ---------------------------------------------------------------------------
 // The GEMV from L2: the instruction rate of its decode and multiply-adds.
 
+/// Seconds per call of `product(w)` over every copy w of the weights in turn
+/// (weights from memory), best of 3 passes.
+template <class Copies, class F>
+double best_pass_seconds(const Copies& copies, F&& product) {
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& w : copies) product(w);
+    best = std::min(best, seconds_since(t0) / static_cast<double>(copies.size()));
+  }
+  return best;
+}
+
 #ifdef SCALIFY_HAVE_OPENBLAS
 /// OpenBLAS sgemv GFLOP/s, 1 x 4096 x 4096 with the weights from memory, on
 /// `threads` threads; measured once per process and thread count.
@@ -264,13 +277,8 @@ double openblas_gemv_memory_gflops(int threads) {
   constexpr int64_t n = 4096, k = 4096;
   set_threads_eigen_blas(threads);
   eigen_case e(1, n, k);
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const RowMatrixF& b : e.b) openblas_product(e, b);
-    best = std::min(best, seconds_since(t0) / static_cast<double>(e.b.size()));
-  }
-  return measured[threads] = 2.0 * n * k / best * 1e-9;
+  const double s = best_pass_seconds(e.b, [&](const RowMatrixF& b) { openblas_product(e, b); });
+  return measured[threads] = 2.0 * n * k / s * 1e-9;
 }
 #endif
 
@@ -320,7 +328,10 @@ int read_like_gemv(const uint8_t* b, int64_t k, int64_t n, int64_t j0, int64_t n
     for (int64_t j = 0; j < nj; j += 64) {
       int64_t r = 8 * j / nj, off = 8 * j - r * nj;
       for (int l = 0; l < 8 && r < 8; ++l, off += 64) {
-        if (off >= nj) off -= nj, ++r;
+        if (off >= nj) {  // nj is a multiple of 64: one segment at a time
+          off -= nj;
+          ++r;
+        }
         if (r < 8) _mm_prefetch(reinterpret_cast<const char*>(next[r] + off), _MM_HINT_T0);
       }
 #pragma GCC unroll 8
@@ -383,18 +394,6 @@ std::vector<std::vector<T>> gemv_dot_weights() {
   constexpr int64_t n = 4096, k = 4096;
   const auto w0 = narrow<T>(random_floats(static_cast<std::size_t>(n * k), 2));
   return std::vector<std::vector<T>>(copies_for(w0.size() * sizeof(T), 1), w0);
-}
-
-/// Seconds per call of `product(w)` over every copy in turn, best of 3 passes.
-template <class T, class F>
-double best_pass_seconds(const std::vector<std::vector<T>>& w, F&& product) {
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& wi : w) product(wi);
-    best = std::min(best, seconds_since(t0) / static_cast<double>(w.size()));
-  }
-  return best;
 }
 
 #ifdef SCALIFY_HAVE_OPENBLAS
