@@ -1098,6 +1098,29 @@ float dot_form_model(const mat<TA>& a, const mat<TB>& w, index_t i, index_t j) {
   return r;
 }
 
+/// The model's bits of C = A W^T (m x n, row-major).
+template <class TA, class TB>
+std::vector<uint32_t> dot_form_model_bits(const mat<TA>& a, const mat<TB>& w) {
+  std::vector<uint32_t> bits(static_cast<std::size_t>(a.rows * w.rows));
+  for (index_t i = 0; i < a.rows; ++i) {
+    for (index_t j = 0; j < w.rows; ++j) {
+      bits[std::size_t(i * w.rows + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
+    }
+  }
+  return bits;
+}
+
+/// Whether c has the model's bits; the first 3 differences fail with `what`.
+bool equals_model_bits(const std::vector<float>& c, const std::vector<uint32_t>& want, const std::string& what) {
+  int bad = 0;
+  for (std::size_t t = 0; t < c.size(); ++t) {
+    if (std::bit_cast<uint32_t>(c[t]) != want[t] && bad++ < 3) {
+      FAIL_CHECK(what << " at " << t << ": " << c[t] << " vs model " << std::bit_cast<float>(want[t]));
+    }
+  }
+  return bad == 0;
+}
+
 }  // namespace
 
 TEMPLATE_TEST_CASE("gemm: streaming dot form equals its summation order (scalar model) bit for bit, every SIMD path",
@@ -1111,27 +1134,18 @@ TEMPLATE_TEST_CASE("gemm: streaming dot form equals its summation order (scalar 
       for (const index_t n : {1, 5, 37, 300}) {
         const auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
         const auto w = random_mat<TestType>(n, k, layout::row_major, 0, rng, 8.0f);
-        std::vector<uint32_t> want(static_cast<std::size_t>(m * n));
-        for (index_t i = 0; i < m; ++i) {
-          for (index_t j = 0; j < n; ++j) {
-            want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
-          }
-        }
+        const std::vector<uint32_t> want = dot_form_model_bits(a, w);
         for_each_path([&](cpu_path p) {
           if (p == cpu_path::scalar) return;  // the scalar path keeps the blocked GEMM's k order
           for (const int threads : {1, 2}) {
             std::vector<float> c(want.size());
             scalify::gemm(a.view(), w.view(), scalify::row_major_view(c.data(), m, n),
                           {.trans_b = trans::yes, .threads = threads});
-            int bad = 0;
-            for (std::size_t t = 0; t < c.size(); ++t) {
-              if (std::bit_cast<uint32_t>(c[t]) != want[t] && bad++ < 3) {
-                FAIL_CHECK(type_name<TestType>() << " path " << scalify::to_string(p) << " m " << m << " k " << k
-                                                 << " n " << n << " t " << threads << " at " << t << ": " << c[t]
-                                                 << " vs model " << std::bit_cast<float>(want[t]));
-              }
-            }
-            CHECK(bad == 0);
+            CHECK(equals_model_bits(c, want,
+                                    std::string(type_name<TestType>()) + " path " +
+                                        std::string(scalify::to_string(p)) + " m " + std::to_string(m) + " k " +
+                                        std::to_string(k) + " n " + std::to_string(n) + " t " +
+                                        std::to_string(threads)));
           }
         });
       }
@@ -1153,12 +1167,7 @@ TEST_CASE("gemm: streaming dot form with e4m3fn W, |A| at and above 2^8 and unde
   }
   auto check = [&](const mat<float>& a, bool daz) {
     const index_t m = a.rows;
-    std::vector<uint32_t> want(static_cast<std::size_t>(m * n));
-    for (index_t i = 0; i < m; ++i) {
-      for (index_t j = 0; j < n; ++j) {
-        want[std::size_t(i * n + j)] = std::bit_cast<uint32_t>(dot_form_model(a, w, i, j));
-      }
-    }
+    const std::vector<uint32_t> want = dot_form_model_bits(a, w);
     for_each_path([&](cpu_path p) {
       if (p == cpu_path::scalar) return;
       std::vector<float> c(want.size());
@@ -1171,14 +1180,9 @@ TEST_CASE("gemm: streaming dot form with e4m3fn W, |A| at and above 2^8 and unde
 #if SCALIFY_HAVE_X86_SIMD
       _mm_setcsr(csr);
 #endif
-      int bad = 0;
-      for (std::size_t t = 0; t < c.size(); ++t) {
-        if (std::bit_cast<uint32_t>(c[t]) != want[t] && bad++ < 3) {
-          FAIL_CHECK("path " << scalify::to_string(p) << " m " << m << " daz " << daz << " at " << t << ": " << c[t]
-                             << " vs model " << std::bit_cast<float>(want[t]));
-        }
-      }
-      CHECK(bad == 0);
+      CHECK(equals_model_bits(c, want,
+                              "path " + std::string(scalify::to_string(p)) + " m " + std::to_string(m) + " daz " +
+                                  std::to_string(daz)));
     });
   };
   for (const index_t m : {1, 2, 4}) {
