@@ -923,7 +923,9 @@ TEST_CASE("gemm: streaming dot form, e4m3fn NaN codes make exactly their columns
   // without one keep the bits of the same path on W with those codes zeroed.
   std::mt19937 rng(1313);
   for (const index_t m : {1, 2, 4}) {
-    for (const index_t k : {16, 17, 40, 50, 100}) {  // 32-code decodes, then 16, then the scalar tail
+    // Decodes of 4 vectors (32 codes on AVX2, 64 on AVX-512), then 16 codes at
+    // a time, then the scalar tail.
+    for (const index_t k : {16, 17, 40, 50, 100, 130, 200}) {
       const index_t n = 23;
       auto a = random_mat<float>(m, k, layout::row_major, 0, rng);
       auto w = random_mat<float8_e4m3fn>(n, k, layout::row_major, 0, rng, 64.0f);

@@ -22,12 +22,11 @@
 //   pack_b_f32_cols scalar         avx2                 avx2                 avx2
 //   gemv_axpy       scalar         avx2                 avx512               avx512
 //   gemv_axpy_bits  -              avx2 (e4m3fn, M<=3)  avx512 (e4m3fn, M=1) avx512 (e4m3fn, M=1)
-//   gemv_dot        scalar         avx2                 avx2                 avx2
-//   gemv_dot_bits   -              avx2 (e4m3fn)        avx2 (e4m3fn)        avx2 (e4m3fn)
+//   gemv_dot        scalar         avx2                 avx512               avx512
+//   gemv_dot_bits   -              avx2 (e4m3fn)        avx512 (e4m3fn)      avx512 (e4m3fn)
 //
-// The packers and the epilogue run about 8 % of a large GEMM's time, and the
-// dot-form GEMV only for a B with contiguous columns: their AVX2 versions
-// serve the AVX-512 paths (docs/kernels.md, "What runs on the avx512 paths").
+// The packers and the epilogue run about 8 % of a large GEMM's time: their
+// AVX2 versions serve the AVX-512 paths (docs/kernels.md, "What runs on the avx512 paths").
 #ifndef SCALIFY_KERNELS_TABLE_HPP_
 #define SCALIFY_KERNELS_TABLE_HPP_
 
@@ -41,7 +40,7 @@
 #include "scalify/cpu.hpp"                // cpu_path
 #include "scalify/kernels/epilogue.hpp"   // epilogue_params, strided_out, kernels::avx2::epilogue_tile_f32
 #include "scalify/kernels/gelu.hpp"       // gelu_kernels_for
-#include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, kernels::*::gemv_block, gemv_dot_block
+#include "scalify/kernels/gemv.hpp"       // kGemvMaxRows, kernels::*::set_gemv_entries
 #include "scalify/kernels/microkernels.hpp"  // microkernel, the tiles of every path
 #include "scalify/kernels/pack.hpp"       // strided, kExactInBf16, kernels::avx2::pack_*_rows, pack_*_cols
 
@@ -115,33 +114,9 @@ constexpr operand_kernels<T> simd_operand_kernels(bool avx512) {
     t.pack_b_bf16 = &kernels::avx2::pack_b_rows_bf16<T>;
   }
   if (avx512) {
-    t.gemv_axpy[0] = &kernels::avx512::gemv_block<1, float, T>;
-    t.gemv_axpy[1] = &kernels::avx512::gemv_block<2, float, T>;
-    t.gemv_axpy[2] = &kernels::avx512::gemv_block<3, float, T>;
-    t.gemv_axpy[3] = &kernels::avx512::gemv_block<4, float, T>;
-    if constexpr (std::is_same_v<T, float8_e4m3fn>) {  // M = 2..4 decode with the NaN step (kNoNanMaxRows)
-      t.gemv_axpy_bits[0] = &kernels::avx512::gemv_block<1, float, T, true>;
-    }
+    kernels::avx512::set_gemv_entries<T>(t);
   } else {
-    t.gemv_axpy[0] = &kernels::avx2::gemv_block<1, float, T>;
-    t.gemv_axpy[1] = &kernels::avx2::gemv_block<2, float, T>;
-    t.gemv_axpy[2] = &kernels::avx2::gemv_block<3, float, T>;
-    t.gemv_axpy[3] = &kernels::avx2::gemv_block<4, float, T>;
-    if constexpr (std::is_same_v<T, float8_e4m3fn>) {  // M = 4 decodes with the NaN step anyway
-      t.gemv_axpy_bits[0] = &kernels::avx2::gemv_block<1, float, T, true>;
-      t.gemv_axpy_bits[1] = &kernels::avx2::gemv_block<2, float, T, true>;
-      t.gemv_axpy_bits[2] = &kernels::avx2::gemv_block<3, float, T, true>;
-    }
-  }
-  t.gemv_dot[0] = &kernels::avx2::gemv_dot_block<1, float, T>;
-  t.gemv_dot[1] = &kernels::avx2::gemv_dot_block<2, float, T>;
-  t.gemv_dot[2] = &kernels::avx2::gemv_dot_block<3, float, T>;
-  t.gemv_dot[3] = &kernels::avx2::gemv_dot_block<4, float, T>;
-  if constexpr (std::is_same_v<T, float8_e4m3fn>) {
-    t.gemv_dot_bits[0] = &kernels::avx2::gemv_dot_block<1, float, T, true>;
-    t.gemv_dot_bits[1] = &kernels::avx2::gemv_dot_block<2, float, T, true>;
-    t.gemv_dot_bits[2] = &kernels::avx2::gemv_dot_block<3, float, T, true>;
-    t.gemv_dot_bits[3] = &kernels::avx2::gemv_dot_block<4, float, T, true>;
+    kernels::avx2::set_gemv_entries<T>(t);
   }
   return t;
 }

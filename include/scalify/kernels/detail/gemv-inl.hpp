@@ -1,13 +1,14 @@
-// scalify: the streaming small-M GEMM loop (axpy form), written once for
-// every SIMD path.
+// scalify: the streaming small-M GEMM loops (the axpy form, B's rows
+// contiguous; the dot form, B's columns contiguous), written once for every
+// SIMD path.
 //
 // Included once per path by scalify/kernels/gemv.hpp (through
 // scalify/simd/foreach_path.hpp, avx2 and avx512; the avx512bf16 path calls
 // avx512's) with SCALIFY_SIMD_NS naming the path and SCALIFY_SIMD_BEGIN_TARGET /
 // SCALIFY_SIMD_END_TARGET opening and closing its target region. `f32x` and
 // its helpers come from scalify/simd/f32_<path>.hpp, `widen_pair` (2 *
-// kF32Lanes values of B widened to float32) and `kGemvScale` from
-// scalify/kernels/detail/widen_<path>.hpp.
+// kF32Lanes values of B widened to float32), `widen_lanes16` (16 values) and
+// `kGemvScale` from scalify/kernels/detail/widen_<path>.hpp.
 //
 // No include guard on purpose (one inclusion per path).
 #if !defined(SCALIFY_SIMD_NS) || !defined(SCALIFY_SIMD_BEGIN_TARGET) || !defined(SCALIFY_SIMD_END_TARGET)
@@ -195,6 +196,200 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// The dot form: B's columns contiguous (b.rs == 1).
+
+/// The dot-product form over `count` <= G columns of B at once (B's columns
+/// contiguous, b.rs == 1): acc[i * ld + g] = sum_k A(i, k) B(k, jb + g) for g <
+/// count, with A already widened and scaled by kGemvScale<TB> in `aw` (M rows
+/// of k_size floats). Each column's sum is its own, the same on every path:
+/// partial sums in 16 lanes (lane l takes k = l, l + 16, ... by FMA; two
+/// vectors on AVX2, one on AVX-512), lanes l and l + 8 added, those 8 added in
+/// a fixed order, then the k_size % 16 last products by FMA. Summing G columns
+/// together only gives the core G M (AVX2: 2 G M) independent chains of FMAs:
+/// one column alone waits on the FMA latency when M is small. With count < G
+/// the last column is summed again in the spare places (one instantiation for
+/// every count). With `prefetch`, the next_count columns from j_next on (the
+/// next group's) are prefetched as these are read. kBits (e4m3fn B): `aw`
+/// holds A * kGemvBitsScale instead, and the columns without a NaN code decode
+/// straight to float32 bits (widen_quad_bits_no_nan; the conditions of
+/// gemv_block_with).
+template <int M, int G, class TA, class TB, bool kBits = false>
+SCALIFY_ALWAYS_INLINE void gemv_dot_columns(const kernels::strided<TA>& a, const kernels::strided<TB>& b,
+                                            std::ptrdiff_t k_size, std::ptrdiff_t jb, int count,
+                                            std::ptrdiff_t j_next, int next_count, bool prefetch, float* acc,
+                                            std::ptrdiff_t ld, const float* aw) {
+  constexpr std::ptrdiff_t kL = kF32Lanes;
+  constexpr int R = static_cast<int>(16 / kL);  // vectors per 16 lanes
+  const std::ptrdiff_t k16 = k_size / 16 * 16;
+  const TB* col[G];
+  for (int g = 0; g < G; ++g) col[g] = b.data + (jb + (g < count ? g : count - 1)) * b.cs;
+  // The next group's columns, prefetched in address order as this group's
+  // are read: next_count bytes of them per byte of a column read here (their
+  // segments laid end to end).
+  const char* next[G];
+  const std::ptrdiff_t jn = next_count > 0 ? j_next : jb;  // no next group: any column of B (not fetched)
+  for (int g = 0; g < G; ++g) {
+    next[g] = reinterpret_cast<const char*>(b.data + (jn + (g < next_count ? g : 0)) * b.cs);
+  }
+  const std::ptrdiff_t col_bytes = k_size * static_cast<std::ptrdiff_t>(sizeof(TB));
+  std::ptrdiff_t pf_pos = 0, pf_off = 0;  // bytes prefetched; the next line's offset in column pf_col
+  int pf_col = 0;
+  auto prefetch_to = [&](std::ptrdiff_t k_end) __attribute__((always_inline)) {
+    const std::ptrdiff_t target = next_count * k_end * static_cast<std::ptrdiff_t>(sizeof(TB));
+    for (; pf_pos < target && pf_col < next_count; pf_pos += 64) {
+      _mm_prefetch(next[pf_col] + pf_off, _MM_HINT_T0);
+      for (pf_off += 64; pf_off >= col_bytes && pf_col < next_count; pf_off -= col_bytes) ++pf_col;
+    }
+  };
+  f32x s[G][M][R];  // s[g][i][v]: lanes v * kL .. v * kL + kL - 1 of the 16
+  // A at the scale of B's decode: `aw` as stored, or, for a decode to value
+  // * 2^-8 after `aw` was scaled for the bits decode, times 2^-112 (exact: A *
+  // 2^8 is a float).
+  auto a_at = [&](auto bits_decode, std::ptrdiff_t i, std::ptrdiff_t kk) __attribute__((always_inline)) {
+    const f32x v = f32_load(aw + i * k_size + kk);
+    if constexpr (kBits && !decltype(bits_decode)::value) return f32_mul(v, f32_set1(kGemvScale<TB> / kGemvBitsScale));
+    return v;
+  };
+  // The products of `n_vec` vectors of codes from k on: vector v holds k + v
+  // * kL .. k + v * kL + kL - 1, which go to lanes (v % R) * kL ..
+  auto accumulate = [&](auto bits_decode, int g, std::ptrdiff_t k, const f32x* w, auto n_vec)
+                        __attribute__((always_inline)) {
+#pragma GCC unroll 4
+    for (int v = 0; v < decltype(n_vec)::value; ++v) {
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) s[g][i][v % R] = f32_fmadd(a_at(bits_decode, i, k + v * kL), w[v], s[g][i][v % R]);
+    }
+  };
+  // e4m3fn: the columns are widened without the NaN step and checked for the
+  // NaN code (see gemv_block); if one had it, the G columns are summed again
+  // with widen_lanes16 (the same bits for the columns without one).
+  auto sum = [&](auto exact) __attribute__((always_inline)) {
+    [[maybe_unused]] nan_screen screen;
+    constexpr bool kFast = std::is_same_v<TB, float8_e4m3fn> && !decltype(exact)::value;
+    using fast_bits = std::integral_constant<bool, kFast && kBits>;
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        for (int v = 0; v < R; ++v) s[g][i][v] = f32_zero();
+      }
+    }
+    std::ptrdiff_t k = 0;
+    // e4m3fn: 4 vectors of codes (32 on AVX2, 64 on AVX-512) per decode
+    // without the NaN step; the rest of k16 (at most one step of 16 or 32
+    // codes per column) in the loop below.
+    if constexpr (kFast) {
+      for (; k + 4 * kL <= k16; k += 4 * kL) {
+        if (prefetch) prefetch_to(k + 4 * kL);
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) {
+          f32x w[4];
+          if constexpr (kBits) {
+            widen_quad_bits_no_nan(col[g] + k, w, screen);
+          } else {
+            widen_quad_no_nan(col[g] + k, w, screen);
+          }
+          accumulate(fast_bits{}, g, k, w, std::integral_constant<int, 4>{});
+        }
+      }
+    }
+    for (; k < k16; k += 16) {  // every code kept (NaN too), value * 2^-8 for e4m3fn
+      if (prefetch) prefetch_to(k + 16);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        f32x w[R];
+        widen_lanes16(col[g] + k, w);
+        accumulate(std::false_type{}, g, k, w, std::integral_constant<int, R>{});
+      }
+    }
+    if constexpr (kFast) return !screen.hit();
+    return true;
+  };
+  if (!sum(std::false_type{})) {
+    if constexpr (std::is_same_v<TB, float8_e4m3fn>) sum(std::true_type{});  // other types: never false
+  }
+  for (int g = 0; g < count; ++g) {
+    for (int i = 0; i < M; ++i) {
+      alignas(64) float lanes[16];
+      for (int v = 0; v < R; ++v) f32_store(lanes + v * kL, s[g][i][v]);
+      float h[8];
+      for (int l = 0; l < 8; ++l) h[l] = lanes[l] + lanes[l + 8];
+      float r = ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]));
+      for (std::ptrdiff_t k = k16; k < k_size; ++k) {
+        r = std::fma(std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k))),
+                     std::bit_cast<float>(kernels::widen_f32_bits(col[g][k])), r);
+      }
+      acc[i * ld + g] = r;
+    }
+  }
+}
+
+/// The dot-product form, for a B whose columns are contiguous (b.rs == 1: op(B)
+/// = W^T with W stored N x K row-major, PyTorch's layout): acc[i * ld + j] =
+/// sum_k A(i, k) B(k, j0 + j), each column of B read once and widened 16 at a
+/// time; partial sums in 16 lanes, then added up in a fixed order
+/// (gemv_dot_columns; the same bits on every path). The order differs from the
+/// blocked GEMM's (bounded, not bit-exact). `aw` (m * k floats) receives A
+/// widened and scaled by kGemvScale<TB> (kBits: kGemvBitsScale).
+///
+/// Narrow B (8 and 16 bits): columns go in groups of G, 8 M chains of FMAs at
+/// once (6 for M = 3): on AVX2, 4 columns for M = 1, 2 for M = 2, else 1; on
+/// AVX-512 (one vector per column and row of A) twice as many. When this block
+/// of B spans more than kGemvPrefetchBytes / 2 (the axpy form's rule for all
+/// of B, at 2 threads) each group prefetches the next. Measured on a Zen 5, 1
+/// x 4096 x 4096 from memory, one thread, AVX2, against one column at a time
+/// without prefetch (docs/kernels.md, "The dot form"): e5m2 49-50 against
+/// 26-32 GFLOP/s, 16-bit types 28.5-31 against 25.5-28; e4m3fn 32.5 either
+/// way, bound by its decode, and 45-46.5 with the float32-bits decode (kBits).
+/// AVX-512 against AVX2 on the same machine, one thread: e4m3fn 42-46 -> 61-68,
+/// e5m2 44-54 -> 56-63; from L2 1.3-1.8x for M = 1..4 over 8- and 16-bit B.
+/// Float32 B: one column at a time, no prefetch (one stream read faster from
+/// memory: 15.6-16.2 GFLOP/s, against 13.3-14.6 in groups of 4 and 12.7-13.4
+/// with the prefetch).
+template <int M, class TA, class TB, bool kBits = false>
+void gemv_dot_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, std::ptrdiff_t k_size,
+                    std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
+  constexpr float kScale = kBits ? kGemvBitsScale : kGemvScale<TB>;
+  for (int i = 0; i < M; ++i) {
+    for (std::ptrdiff_t k = 0; k < k_size; ++k) {
+      aw[i * k_size + k] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k))) * kScale;
+    }
+  }
+  constexpr int kVectorsPerColumn = static_cast<int>(16 / kF32Lanes);
+  constexpr int G = sizeof(TB) == 4 ? 1 : (M == 1 ? 8 : M == 2 ? 4 : 2) / kVectorsPerColumn;
+  const bool prefetch =
+      sizeof(TB) < 4 && n * b.cs * static_cast<std::ptrdiff_t>(sizeof(TB)) > kGemvPrefetchBytes / 2;
+  for (std::ptrdiff_t j = 0; j < n; j += G) {
+    const int count = static_cast<int>(n - j < G ? n - j : G);
+    const int next_count = static_cast<int>(n - j - count < G ? n - j - count : G);  // 0 after the last group
+    gemv_dot_columns<M, G, TA, TB, kBits>(a, b, k_size, j0 + j, count, j0 + j + count, next_count, prefetch,
+                                          acc + j, ld, aw);
+  }
+}
+
+/// This path's streaming routines for B of type TB, set into `t` (a
+/// kernels::operand_kernels<TB>, kernels/table.hpp): the axpy and dot forms
+/// for M = 1..kGemvMaxRows and, for e4m3fn, their float32-bits decodes (the
+/// axpy form's for M <= kNoNanMaxRows, the M for which it screens for NaN).
+template <class TB, class Table>
+constexpr void set_gemv_entries(Table& t) {
+  auto set = [&](auto rows) {
+    constexpr int M = decltype(rows)::value;
+    t.gemv_axpy[M - 1] = &gemv_block<M, float, TB>;
+    t.gemv_dot[M - 1] = &gemv_dot_block<M, float, TB>;
+    if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
+      if constexpr (M <= kNoNanMaxRows) t.gemv_axpy_bits[M - 1] = &gemv_block<M, float, TB, true>;
+      t.gemv_dot_bits[M - 1] = &gemv_dot_block<M, float, TB, true>;
+    }
+  };
+  static_assert(kernels::kGemvMaxRows == 4);
+  set(std::integral_constant<int, 1>{});
+  set(std::integral_constant<int, 2>{});
+  set(std::integral_constant<int, 3>{});
+  set(std::integral_constant<int, 4>{});
 }
 
 }  // namespace scalify::kernels::SCALIFY_SIMD_NS

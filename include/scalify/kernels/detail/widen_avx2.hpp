@@ -100,6 +100,13 @@ SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
   widen16(p, lo.v, hi.v);
 }
 
+/// 16 values of T -> 16 / kF32Lanes f32x (here two: widen16), for the dot
+/// form written once per path (kernels/detail/gemv-inl.hpp).
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen_lanes16(const T* p, f32x* w) {
+  widen16(p, w[0].v, w[1].v);
+}
+
 // ---------------------------------------------------------------------------
 // e4m3fn without the NaN code. The streaming GEMV widens a block with the
 // cheaper decode below and checks it in the same pass (simd::avx2::nan_screen,

@@ -7,6 +7,7 @@
 //                        float) -> two __m512. For e4m3fn the result is value * 2^-8:
 //                        multiply the other factor by kGemvScale<T> = 2^8 (avx2's)
 //   widen_pair(p, lo, hi) widen32 into two f32x (simd/f32_avx512.hpp)
+//   widen_lanes16(p, w)  16 values into one f32x (the dot form's step)
 //
 // e4m3fn without the NaN step, as in widen_avx2.hpp, at twice the width:
 //   nan_screen                      whether the codes widened since it was made had the NaN code
@@ -78,6 +79,30 @@ SCALIFY_ALWAYS_INLINE void widen32(const T* p, __m512& lo, __m512& hi) {
 template <class T>
 SCALIFY_ALWAYS_INLINE void widen_pair(const T* p, f32x& lo, f32x& hi) {
   widen32(p, lo.v, hi.v);
+}
+
+/// 16 values of T -> one f32x (16 / kF32Lanes of them), widen32's method on
+/// half as many, for the dot form written once per path
+/// (kernels/detail/gemv-inl.hpp). e4m3fn: value * 2^-8, as widen32.
+template <class T>
+SCALIFY_ALWAYS_INLINE void widen_lanes16(const T* p, f32x* w) {
+  if constexpr (std::is_same_v<T, float>) {
+    w[0].v = _mm512_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
+    const __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    w[0].v = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    w[0].v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else if constexpr (std::is_same_v<T, float8_e5m2>) {
+    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    w[0].v = _mm512_cvtph_ps(_mm256_slli_epi16(x, 8));
+  } else {
+    static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_lanes16: unsupported type");
+    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+    const __m256i nan = _mm256_and_si256(_mm256_add_epi16(h0, _mm256_set1_epi16(0x80)), _mm256_set1_epi16(0x4000));
+    w[0].v = _mm512_cvtph_ps(_mm256_or_si256(h0, nan));
+  }
 }
 
 using avx2::kGemvScale;
