@@ -26,7 +26,7 @@
 #include "scalify/kernels/detail/widen_avx512.hpp"  // kernels::avx512::widen_pair, widen_lanes16
 
 #if SCALIFY_HAVE_X86_SIMD
-#include <immintrin.h>  // _mm_prefetch (gemv-inl.hpp)
+#include <immintrin.h>  // _mm_prefetch
 #endif
 
 namespace scalify::kernels {
@@ -59,6 +59,36 @@ void gemv_block_scalar(const strided<TA>& a, const strided<TB>& b, std::ptrdiff_
     }
   }
 }
+
+#if SCALIFY_HAVE_X86_SIMD
+namespace detail {
+
+/// Prefetches the segments of B a streaming loop reads next (the next
+/// sweep's rows, the next group's columns) in address order while it reads
+/// the present ones: `count` segments of `bytes` bytes, laid end to end, one
+/// cache line per 64 bytes. fetch_to(p), with the present segments read up
+/// to byte p, fetches the next ones up to byte count * p of the whole run,
+/// from where the last call stopped; nothing past the last segment.
+template <int kMax>
+struct segment_prefetcher {
+  const char* seg[kMax];
+  int count;
+  std::ptrdiff_t bytes;
+  std::ptrdiff_t pos = 0;  // bytes fetched
+  std::ptrdiff_t off = 0;  // the next line's offset in segment s
+  int s = 0;
+
+  SCALIFY_ALWAYS_INLINE void fetch_to(std::ptrdiff_t p) {
+    const std::ptrdiff_t target = count * p;
+    for (; pos < target && s < count; pos += 64) {
+      _mm_prefetch(seg[s] + off, _MM_HINT_T0);
+      for (off += 64; off >= bytes && s < count; off -= bytes) ++s;  // segments under 64 bytes too
+    }
+  }
+};
+
+}  // namespace detail
+#endif
 
 }  // namespace scalify::kernels
 

@@ -57,6 +57,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
     const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
     const TB* rows[kQ];
     const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
+    kernels::detail::segment_prefetcher<kQ> next_linear{{}, kQ, row_bytes};  // kLinear's order
     float ai[kQ][M];
     f32x as[kQ][M];                    // A * kGemvScale: the halves' scale
     f32x as_bits[kBits ? kQ : 1][M];  // A * kGemvBitsScale: the float32 bits' scale
@@ -65,6 +66,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
       rows[q] = b.data + k * b.rs + j0;
       const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
       next[q] = b.data + kn * b.rs + j0;
+      next_linear.seg[q] = reinterpret_cast<const char*>(next[q]);
       for (int i = 0; i < M; ++i) {
         ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
         as[q][i] = f32_set1(ai[q][i] * kGemvScale<TB>);
@@ -84,16 +86,10 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
         constexpr std::ptrdiff_t kStepBytes = kChunk * H * static_cast<std::ptrdiff_t>(sizeof(TB));
         if (prefetch && (kStepBytes >= 64 || (j * static_cast<std::ptrdiff_t>(sizeof(TB))) % 64 == 0)) {
           if constexpr (kLinear) {
-            constexpr int kLines = kQ * (kStepBytes >= 64 ? static_cast<int>(kStepBytes / 64) : 1);
-            // This step is at byte j * sizeof(TB) of its kQ rows' segments:
-            // it fetches from byte kQ times that of the next sweep's
-            // segments laid end to end (next[r] + off).
-            const std::ptrdiff_t pos = j * static_cast<std::ptrdiff_t>(sizeof(TB)) * kQ;
-            std::ptrdiff_t r = pos / row_bytes, off = pos - r * row_bytes;
-            for (int l = 0; l < kLines && r < kQ; ++l) {
-              _mm_prefetch(reinterpret_cast<const char*>(next[r]) + off, _MM_HINT_T0);
-              for (off += 64; off >= row_bytes; off -= row_bytes) ++r;  // segments under 64 bytes too
-            }
+            // This step reads its rows' segments up to byte (j + step) *
+            // sizeof(TB): the next sweep's, laid end to end, up to kQ times that.
+            constexpr std::ptrdiff_t kAhead = kStepBytes >= 64 ? kStepBytes : 64;
+            next_linear.fetch_to(j * static_cast<std::ptrdiff_t>(sizeof(TB)) + kAhead);
           } else {
             for (int q = 0; q < kQ; ++q) {
               const char* line = reinterpret_cast<const char*>(next[q] + j);
@@ -229,20 +225,13 @@ SCALIFY_ALWAYS_INLINE void gemv_dot_columns(const kernels::strided<TA>& a, const
   // The next group's columns, prefetched in address order as this group's
   // are read: next_count bytes of them per byte of a column read here (their
   // segments laid end to end).
-  const char* next[G];
+  kernels::detail::segment_prefetcher<G> next{{}, next_count, k_size * static_cast<std::ptrdiff_t>(sizeof(TB))};
   const std::ptrdiff_t jn = next_count > 0 ? j_next : jb;  // no next group: any column of B (not fetched)
   for (int g = 0; g < G; ++g) {
-    next[g] = reinterpret_cast<const char*>(b.data + (jn + (g < next_count ? g : 0)) * b.cs);
+    next.seg[g] = reinterpret_cast<const char*>(b.data + (jn + (g < next_count ? g : 0)) * b.cs);
   }
-  const std::ptrdiff_t col_bytes = k_size * static_cast<std::ptrdiff_t>(sizeof(TB));
-  std::ptrdiff_t pf_pos = 0, pf_off = 0;  // bytes prefetched; the next line's offset in column pf_col
-  int pf_col = 0;
   auto prefetch_to = [&](std::ptrdiff_t k_end) __attribute__((always_inline)) {
-    const std::ptrdiff_t target = next_count * k_end * static_cast<std::ptrdiff_t>(sizeof(TB));
-    for (; pf_pos < target && pf_col < next_count; pf_pos += 64) {
-      _mm_prefetch(next[pf_col] + pf_off, _MM_HINT_T0);
-      for (pf_off += 64; pf_off >= col_bytes && pf_col < next_count; pf_off -= col_bytes) ++pf_col;
-    }
+    next.fetch_to(k_end * static_cast<std::ptrdiff_t>(sizeof(TB)));
   };
   f32x s[G][M][R];  // s[g][i][v]: lanes v * kL .. v * kL + kL - 1 of the 16
   // A at the scale of B's decode: `aw` as stored, or, for a decode to value
