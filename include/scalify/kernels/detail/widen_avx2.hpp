@@ -66,6 +66,20 @@ SCALIFY_ALWAYS_INLINE __m256 widen8(const T* p) {
 template <class T>
 inline constexpr float kGemvScale = std::is_same_v<T, float8_e4m3fn> ? 256.0f : 1.0f;
 
+/// 16 e4m3fn codes at p -> their float16 bits worth value * 2^-8 (NaN kept),
+/// for widen16 and avx512::widen_lanes16.
+SCALIFY_ALWAYS_INLINE __m256i e4m3fn_half_bits16(const void* p) {
+  // s.eeee.mmm sign-extended to 16 bits, shifted left by 7 and masked with
+  // 0xBF80: float16 s.0eeee.mmm0000000 = value * 2^-8 (subnormals too).
+  // The NaN code (magnitude 0x7F -> 0x3F80, the largest magnitude) is the only
+  // one for which adding 0x80 carries into bit 14: that bit, or'ed in, makes
+  // the exponent 11111 with a nonzero mantissa (0x7F80: NaN, sign kept).
+  const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+  const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
+  const __m256i nan = _mm256_and_si256(_mm256_add_epi16(h0, _mm256_set1_epi16(0x80)), _mm256_set1_epi16(0x4000));
+  return _mm256_or_si256(h0, nan);
+}
+
 template <class T>
 SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
   if constexpr (std::is_same_v<T, float8_e5m2>) {
@@ -76,15 +90,7 @@ SCALIFY_ALWAYS_INLINE void widen16(const T* p, __m256& lo, __m256& hi) {
     lo = _mm256_cvtph_ps(_mm_unpacklo_epi8(z, x));
     hi = _mm256_cvtph_ps(_mm_unpackhi_epi8(z, x));
   } else if constexpr (std::is_same_v<T, float8_e4m3fn>) {
-    // s.eeee.mmm sign-extended to 16 bits, shifted left by 7 and masked with
-    // 0xBF80: float16 s.0eeee.mmm0000000 = value * 2^-8 (subnormals too).
-    // The NaN code (magnitude 0x7F -> 0x3F80, the largest magnitude) is the only
-    // one for which adding 0x80 carries into bit 14: that bit, or'ed in, makes
-    // the exponent 11111 with a nonzero mantissa (0x7F80: NaN, sign kept).
-    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
-    const __m256i nan = _mm256_and_si256(_mm256_add_epi16(h0, _mm256_set1_epi16(0x80)), _mm256_set1_epi16(0x4000));
-    const __m256i h = _mm256_or_si256(h0, nan);
+    const __m256i h = e4m3fn_half_bits16(p);
     lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
     hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
   } else {

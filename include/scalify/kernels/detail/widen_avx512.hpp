@@ -98,10 +98,7 @@ SCALIFY_ALWAYS_INLINE void widen_lanes16(const T* p, f32x* w) {
     w[0].v = _mm512_cvtph_ps(_mm256_slli_epi16(x, 8));
   } else {
     static_assert(std::is_same_v<T, float8_e4m3fn>, "widen_lanes16: unsupported type");
-    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(static_cast<short>(0xBF80)));
-    const __m256i nan = _mm256_and_si256(_mm256_add_epi16(h0, _mm256_set1_epi16(0x80)), _mm256_set1_epi16(0x4000));
-    w[0].v = _mm512_cvtph_ps(_mm256_or_si256(h0, nan));
+    w[0].v = _mm512_cvtph_ps(avx2::e4m3fn_half_bits16(p));
   }
 }
 
