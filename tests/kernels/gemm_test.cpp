@@ -31,6 +31,7 @@
 
 #include "scalify/kernels/gemm.hpp"
 #include "scalify/kernels/gemv.hpp"  // kGemvPrefetchBytes
+#include "scalify/kernels/thread_pool.hpp"  // thread_pool::worker_tasks
 #include "scalify/ops/matmul.hpp"
 #include "support/activation_ref.hpp"
 #include "support/f32_emulated.hpp"
@@ -697,6 +698,49 @@ TEST_CASE("gemm: 2 threads (rows or columns split, B prepacked or not) give the 
   });
 }
 
+#if SCALIFY_HAVE_X86_SIMD
+// The pool's workers compute under the caller's MXCSR (kernels/thread_pool.hpp):
+// with round toward zero, FTZ and DAZ, or rounding up, the 2-thread product
+// is the 1-thread one. Float inputs around 2^-66 make products and sums
+// subnormal (flushed, or read as zero, under FTZ and DAZ).
+TEST_CASE("gemm: 2 threads under the caller's MXCSR (rounding, FTZ, DAZ) give the 1-thread bits",
+          "[kernels][gemm][threads]") {
+  if (std::thread::hardware_concurrency() < 2) {
+    WARN("one hardware thread: nothing to compare");
+    return;
+  }
+  struct shape {
+    index_t m, n, k;
+  };
+  const unsigned original = _mm_getcsr();
+  std::mt19937 rng(77);
+  for (const shape s : {shape{96, 200, 300}, shape{2, 2048, 1024}}) {  // blocked; streaming (columns split)
+    const auto a = random_mat<float>(s.m, s.k, layout::row_major, 0, rng, 0x1p-66f);
+    const auto b = random_mat<float>(s.k, s.n, layout::row_major, 0, rng, 0x1p-66f);
+    for (const unsigned modes : {0xE040u, 0x4000u}) {
+      const unsigned csr = (original & ~0xE07Fu) | modes;
+      INFO("m " << s.m << " MXCSR 0x" << std::hex << csr);
+      auto product = [&](int threads) {
+        std::vector<float> c(static_cast<std::size_t>(s.m * s.n));
+        _mm_setcsr(csr);
+        scalify::gemm(a.view(), b.view(), scalify::row_major_view(c.data(), s.m, s.n), {.threads = threads});
+        _mm_setcsr(original);
+        return nan_canonical_bits(c);
+      };
+      const auto one = product(1);
+      auto& pool = scalify::kernels::thread_pool::instance();
+      bool worker = false;  // a worker slow to wake may find no task left: a few attempts
+      for (int attempt = 0; attempt < 20 && !worker; ++attempt) {
+        const uint64_t before = pool.worker_tasks();
+        CHECK(product(2) == one);
+        worker = pool.worker_tasks() != before;
+      }
+      CHECK(worker);
+    }
+  }
+}
+#endif
+
 TEST_CASE("gemm: packing widens every code exactly, on every path (A panels and B panels)", "[kernels][gemm]") {
   // Each code once in a 6-row A (the AVX2 transposing packer; the generic one
   // for other tiles) and in an 8-row B; the packed float32 bits must be the
@@ -1199,6 +1243,68 @@ TEST_CASE("gemm: streaming dot form with e4m3fn W, |A| at and above 2^8 and unde
       if (big == 0.0f) check(a, true);  // DAZ: the decoded subnormal codes would read as zero
     }
   }
+}
+
+// Under FTZ (and DAZ off), A * 2^8 flushes to zero for 0 < |A| < 2^-134,
+// although A times an e4m3fn code can be a normal float (up to 448 |A|): the
+// SIMD streaming routines, which scale A by 2^8 (or by 2^120 and back by
+// 2^-112), must then not run. Every path gives the scalar path's bits, in
+// both forms (the dot form then sums in k order too).
+TEST_CASE("gemm: streaming path and dot form with e4m3fn B under FTZ, |A| below 2^-134, give the scalar bits",
+          "[kernels][gemm]") {
+#if SCALIFY_HAVE_X86_SIMD
+  const index_t n = 64;
+  for (const bool dot : {false, true}) {
+    for (const index_t m : {1, 2, 3, 4}) {
+      for (const index_t k : {1, 9, 48, 100}) {
+        // B(q, j): code 4 j + q mod 256, so every code (NaN codes too, whose
+        // blocks are computed again) from k = 4 on; up to 0x7C (384) at k = 1.
+        mat<float8_e4m3fn> b(dot ? n : k, dot ? k : n, layout::row_major, 0);
+        for (index_t q = 0; q < k; ++q) {
+          for (index_t j = 0; j < n; ++j) {
+            (dot ? b.at(j, q) : b.at(q, j)) = scalify::detail::from_code<float8_e4m3fn>(uint32_t((4 * j + q) % 256));
+          }
+        }
+        // A: tiny values whose products with the large codes are normal
+        // floats: 0x1.8p-135 (x 2^8 subnormal, x 384 = 0x1.2p-126), 0x1.2p-134
+        // (x 2^8 normal) and 0x1.cp-136, signs varying.
+        mat<float> a(m, k, layout::row_major, 0);
+        for (index_t i = 0; i < m; ++i) {
+          for (index_t q = 0; q < k; ++q) {
+            const index_t r = (i + q) % 3;
+            const float v = r == 0 ? 0x1.8p-135f : r == 1 ? 0x1.2p-134f : 0x1.cp-136f;
+            a.at(i, q) = (i + q / 3) % 2 == 0 ? v : -v;
+          }
+        }
+        std::vector<std::vector<uint32_t>> runs;
+        std::vector<std::string> names;
+        for_each_path([&](cpu_path p) {
+          std::vector<float> c(static_cast<std::size_t>(m * n));
+          const unsigned int csr = _mm_getcsr();
+          _mm_setcsr((csr | 0x8000u) & ~0x0040u);  // FTZ on, DAZ off
+          scalify::gemm(a.view(), b.view(), scalify::row_major_view(c.data(), m, n),
+                        {.trans_b = dot ? trans::yes : trans::no, .threads = 1});
+          _mm_setcsr(csr);
+          runs.push_back(nan_canonical_bits(c));
+          names.emplace_back(scalify::to_string(p));
+        });
+        INFO((dot ? "dot form" : "axpy form") << ", m " << m << ", k " << k);
+        for (std::size_t r = 1; r < runs.size(); ++r) {
+          int bad = 0;
+          for (std::size_t q = 0; q < runs[0].size(); ++q) {
+            if (runs[r][q] != runs[0][q] && bad++ < 3) {
+              FAIL_CHECK("path " << names[r] << " index " << q << ": " << std::bit_cast<float>(runs[r][q])
+                                 << " != scalar " << std::bit_cast<float>(runs[0][q]));
+            }
+          }
+          CHECK(bad == 0);
+        }
+      }
+    }
+  }
+#else
+  WARN("no MXCSR on this target: nothing to check");
+#endif
 }
 
 TEST_CASE("gemm: ~1000-sized products on the best path", "[kernels][gemm]") {

@@ -21,7 +21,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>  // _mm_getcsr, _mm_setcsr
+#endif
 
 #include "scalify/core/config_scope.hpp"
 #include "scalify/core/detail/parallel.hpp"
@@ -229,6 +234,52 @@ TEST_CASE("with 2 threads the workers do run tasks in each of those regions", "[
     CHECK(tasks > 0);
   }
 }
+
+// ------------------------------------------------------------------------------
+// The caller's floating-point modes
+
+#if defined(__SSE__) || defined(_M_X64)
+// A worker computes a task as the caller would: under the caller's MXCSR
+// (rounding mode, flush-to-zero, denormals-are-zero), whatever its own was.
+TEST_CASE("the workers run tasks under the caller's MXCSR (rounding, FTZ, DAZ)", "[kernels][thread_pool][threads]") {
+  if (hardware_threads() < 2) {
+    WARN("one hardware thread: the pool has no worker, nothing to check");
+    return;
+  }
+  constexpr unsigned kFlags = 0x3Fu;  // the exception flags: each thread its own
+  const unsigned original = _mm_getcsr();
+  // Round toward zero + FTZ + DAZ; round up; round down + DAZ; the default.
+  for (const unsigned modes : {0xE040u, 0x4000u, 0x2040u, 0x0000u}) {
+    const unsigned want = (original & ~0xE040u & ~kFlags) | modes;
+    INFO("MXCSR 0x" << std::hex << want);
+    std::mutex m;
+    std::vector<std::pair<std::thread::id, unsigned>> seen;
+    auto run_once = [&] {
+      seen.clear();
+      _mm_setcsr(want);
+      scalify::kernels::thread_pool::instance().run(64, 2, [&](std::ptrdiff_t) {
+        const unsigned csr = _mm_getcsr() & ~kFlags;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        const std::lock_guard<std::mutex> lock(m);
+        seen.emplace_back(std::this_thread::get_id(), csr);
+      });
+      const unsigned after = _mm_getcsr() & ~kFlags;
+      _mm_setcsr(original);
+      CHECK(after == want);  // run() leaves the caller's modes as they were
+    };
+    // A worker slow to wake may find no task left: a few attempts.
+    bool worker = false;
+    for (int attempt = 0; attempt < 50 && !worker; ++attempt) {
+      run_once();
+      worker = std::any_of(seen.begin(), seen.end(),
+                           [&](const auto& s) { return s.first != std::this_thread::get_id(); });
+    }
+    REQUIRE(worker);
+    REQUIRE(seen.size() == 64);
+    for (const auto& s : seen) CHECK(s.second == want);
+  }
+}
+#endif
 
 // ------------------------------------------------------------------------------
 // SCALIFY_NUM_THREADS in a fresh process (tests/CMakeLists.txt runs this case

@@ -204,28 +204,36 @@ float epilogue_tile_with(const path_kernels& t, const float* acc, std::ptrdiff_t
 /// blocked GEMM); else, B's columns contiguous: the dot form (`aw`: m * k
 /// floats of scratch); else scalar. An e4m3fn B scales A by 2^8 on the SIMD
 /// routines (kGemvScale): an |A| of 2^119 or more (but inf) goes to the scalar
-/// one. The float32-bits decodes (gemv_axpy_bits, gemv_dot_bits) scale A by
-/// 2^120: only where every finite |A| is below 2^8, MXCSR's DAZ is off in this
-/// thread (they read the decoded subnormals) and the CPU takes subnormal
-/// operands at full speed.
+/// one, and so does any A with 0 < |A| < 2^-134 while MXCSR's FTZ is on and
+/// DAZ off in this thread (A * 2^8 would flush to zero where A times a code
+/// is a normal float). The float32-bits decodes (gemv_axpy_bits,
+/// gemv_dot_bits) scale A by 2^120: only where every finite |A| is below 2^8,
+/// MXCSR's DAZ is off in this thread (they read the decoded subnormals) and
+/// the CPU takes subnormal operands at full speed.
 template <gemm_input TB>
 void gemv_block_with(const operand_kernels<TB>& t, const strided<float>& a, const strided<TB>& b, std::ptrdiff_t m,
                      std::ptrdiff_t k, std::ptrdiff_t j0, std::ptrdiff_t n, float* acc, std::ptrdiff_t ld, float* aw) {
   bool scalable = m >= 1 && m <= kGemvMaxRows;
   [[maybe_unused]] bool small = true;  // every finite |A| below 2^8
+  [[maybe_unused]] bool tiny = false;  // some |A| in (0, 2^-134): A * 2^8 is subnormal
   if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
     for (std::ptrdiff_t i = 0; i < m && scalable; ++i) {
       for (std::ptrdiff_t q = 0; q < k; ++q) {
         const float v = std::fabs(a.at(i, q));
         if (v >= 0x1p8f && v != std::numeric_limits<float>::infinity()) small = false;
         if (v >= 0x1p119f && v != std::numeric_limits<float>::infinity()) scalable = false;
+        if (v < 0x1p-134f && v != 0.0f) tiny = true;
       }
     }
   }
+#if SCALIFY_HAVE_X86_SIMD
+  [[maybe_unused]] const unsigned int csr = std::is_same_v<TB, float8_e4m3fn> ? _mm_getcsr() : 0u;
+  [[maybe_unused]] const bool daz = (csr & 0x0040u) != 0;  // MXCSR bit 6: denormals are zero
+  if (tiny && (csr & 0x8000u) != 0 && !daz) scalable = false;  // bit 15: flush to zero
+#endif
   if (scalable) {
 #if SCALIFY_HAVE_X86_SIMD
     if constexpr (std::is_same_v<TB, float8_e4m3fn>) {
-      const bool daz = (_mm_getcsr() & 0x40u) != 0;  // MXCSR bit 6: denormals are zero
       if (small && !daz && scalify::detail::cpu().fast_subnormal_fma) {
         const auto bits = t.gemv_axpy_bits[m - 1];
         if (bits != nullptr && b.cs == 1) return bits(a, b, k, j0, n, acc, ld);

@@ -17,6 +17,11 @@
 // or a nested call), the caller runs the tasks itself: never a deadlock,
 // never oversubscription.
 //
+// Each task runs under the caller's floating-point modes (on x86 its MXCSR:
+// rounding, flush-to-zero, denormals-are-zero; elsewhere its rounding mode),
+// so that a result does not depend on which thread computed it, nor on the
+// modes of the thread that happened to start the pool.
+//
 // Hand-off: a worker that has finished a run spins for kSpin before it sleeps
 // on a condition variable, and the caller spins for kSpin on the workers'
 // completion before it sleeps. A GEMM makes two or three runs back to back
@@ -42,6 +47,12 @@
 #include <thread>              // std::thread
 #include <type_traits>         // std::remove_reference_t
 #include <vector>              // std::vector
+
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>  // _mm_getcsr, _mm_setcsr
+#else
+#include <cfenv>  // std::fegetround, std::fesetround
+#endif
 
 namespace scalify {
 
@@ -137,6 +148,27 @@ bool spin_until(Pred pred, std::chrono::microseconds budget) {
   }
 }
 
+/// The floating-point modes a task runs under: the caller's MXCSR on x86
+/// (without its exception flags, which stay each thread's own), its rounding
+/// mode elsewhere.
+struct fp_modes {
+#if defined(__SSE__) || defined(_M_X64)
+  static constexpr unsigned kFlags = 0x3Fu;  // MXCSR's sticky exception flags
+  unsigned csr = 0;
+  static fp_modes current() { return {_mm_getcsr() & ~kFlags}; }
+  void apply() const {
+    const unsigned now = _mm_getcsr();
+    if ((now & ~kFlags) != csr) _mm_setcsr((now & kFlags) | csr);
+  }
+#else
+  int round = 0;
+  static fp_modes current() { return {std::fegetround()}; }
+  void apply() const {
+    if (std::fegetround() != round) std::fesetround(round);
+  }
+#endif
+};
+
 }  // namespace detail
 
 class thread_pool {
@@ -185,6 +217,7 @@ class thread_pool {
       fn_ = call;
       ctx_ = const_cast<void*>(static_cast<const void*>(&f));
       n_ = n;
+      modes_ = detail::fp_modes::current();
       next_.store(0, std::memory_order_relaxed);
       helpers_ = threads - 1;
       pending_.store(helpers_, std::memory_order_relaxed);
@@ -243,8 +276,10 @@ class thread_pool {
       // cannot publish the next one before this one's helpers are done).
       seen = generation_.load(std::memory_order_relaxed);
       const bool needed = id < helpers_;
+      const detail::fp_modes modes = modes_;
       lock.unlock();
       if (!needed) continue;
+      modes.apply();
       // Counted before pending_ is released: the caller, once it sees
       // pending_ == 0, sees this run's tasks in worker_tasks().
       worker_tasks_.fetch_add(work(), std::memory_order_relaxed);
@@ -264,6 +299,7 @@ class thread_pool {
   void (*fn_)(void*, std::ptrdiff_t) = nullptr;
   void* ctx_ = nullptr;
   std::ptrdiff_t n_ = 0;
+  detail::fp_modes modes_;  // the caller's, for the workers
   std::atomic<std::ptrdiff_t> next_{0};
   std::atomic<int> pending_{0};  // helpers still working on the current run
   int helpers_ = 0;

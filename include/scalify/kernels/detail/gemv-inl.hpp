@@ -268,8 +268,8 @@ SCALIFY_ALWAYS_INLINE void gemv_dot_columns(const kernels::strided<TA>& a, const
     }
     std::ptrdiff_t k = 0;
     // e4m3fn: 4 vectors of codes (32 on AVX2, 64 on AVX-512) per decode
-    // without the NaN step; the rest of k16 (at most one step of 16 or 32
-    // codes per column) in the loop below.
+    // without the NaN step; the rest of k16 (under 4 * kL codes per column:
+    // at most 1 step of 16 on AVX2, 3 on AVX-512) in the loop below.
     if constexpr (kFast) {
       for (; k + 4 * kL <= k16; k += 4 * kL) {
         if (prefetch) prefetch_to(k + 4 * kL);
