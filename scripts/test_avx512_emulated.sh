@@ -12,9 +12,11 @@
 #   bash scripts/test_avx512_emulated.sh -j N            build with N jobs (default 2; runs are serial)
 #
 # Without the emulator (no DIR/run.sh) it says so and exits 0 without building.
-# A whole run takes 7.5 minutes under the emulator on a free core (11-14 next to
-# other jobs) plus a 3.5-minute build on a 2-core VM; the emulator builds a small
-# Linux kernel on its first use (about 8 minutes more, once).
+# A whole run took 7.5 minutes under the emulator on a free core on 2026-12-02
+# (11-14 next to other jobs); kernels_gemm_test's runs alone now take about 33
+# (2026-12-07, next to a build): see docs/testing.md. Plus a 3.5-minute build on
+# a 2-core VM; the emulator builds a small Linux kernel on its first use (about
+# 8 minutes more, once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -77,7 +79,14 @@ add_run() {
 add_run cpu-natural cpu_test "SCALIFY_CPU_PATH="
 add_run cpu-avx512 cpu_test
 add_run cpu-force-bf16 cpu_test "SCALIFY_CPU_PATH=avx512bf16" "names a path this CPU lacks" "[env]"
-add_run gemm kernels_gemm_test
+# kernels_gemm_test in four runs, each inside the emulator's timeout (the whole
+# program took over 1800 s under Bochs on 2026-12-07): the blocked GEMM, its
+# [threads] cases, the streaming loop (M <= 4, B's rows contiguous), the
+# streaming dot form.
+add_run gemm kernels_gemm_test "" "" "~[threads]~gemm: streaming*"
+add_run gemm-threads kernels_gemm_test "" "" "[threads]"
+add_run gemm-streaming kernels_gemm_test "" "" "gemm: streaming path*"
+add_run gemm-dot kernels_gemm_test "" "" "gemm: streaming dot*"
 add_run convert formats_convert_test
 add_run convert-kernels formats_convert_kernels_test "" "" \
   "$(exclude 'SIMD cast kernels at 16 lanes match the scalar codec on a float32 sweep')*"
@@ -162,7 +171,8 @@ else
   # cpu_path::avx512 asks for, so an instruction from a later extension
   # (VBMI, VNNI, ...) in the avx512 path is an illegal instruction here.
   export AVX512EMU_CPU="${AVX512EMU_CPU:-corei7_skylake_x}"
-  export AVX512EMU_TIMEOUT="${AVX512EMU_TIMEOUT:-1800}"  # per run; the longest takes 4-8 min
+  # Per run; the longest (gemm-threads) took ~20 min next to a build on 2026-12-07.
+  export AVX512EMU_TIMEOUT="${AVX512EMU_TIMEOUT:-3600}"
   where="under $emulator/run.sh ($AVX512EMU_CPU)"
   if [[ -z ${ALSA_CONFIG_PATH:-} ]]; then
     # Bochs 2.7 opens ALSA for its PC speaker; where ALSA has no default
@@ -177,6 +187,9 @@ else
   fi
 fi
 
+# Each test case's time in the log: after a timeout, the last one listed says
+# how far the run got.
+catch_args=(--use-colour no --durations yes)
 echo "==> running $where; logs in $build/logs/"
 failed=()
 runs=0
@@ -193,9 +206,9 @@ for r in "${RUNS[@]}"; do
   if ((native)); then
     # (an empty SCALIFY_CPU_PATH counts as unset)
     read -r -a assignments <<<"$env"
-    env -u SCALIFY_CPU_PATH "${assignments[@]}" "$tests/$program" --use-colour no "${args[@]}" >"$log" 2>&1
+    env -u SCALIFY_CPU_PATH "${assignments[@]}" "$tests/$program" "${catch_args[@]}" "${args[@]}" >"$log" 2>&1
   else
-    AVX512EMU_ENV="$env" "$emulator/run.sh" "$tests/$program" --use-colour no "${args[@]}" >"$log" 2>&1
+    AVX512EMU_ENV="$env" "$emulator/run.sh" "$tests/$program" "${catch_args[@]}" "${args[@]}" >"$log" 2>&1
   fi
   rc=$?
   set -e
