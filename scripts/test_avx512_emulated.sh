@@ -13,8 +13,8 @@
 #
 # Without the emulator (no DIR/run.sh) it says so and exits 0 without building.
 # A whole run took 7.5 minutes under the emulator on a free core on 2026-12-02
-# (11-14 next to other jobs); kernels_gemm_test's runs alone now take about 33
-# (2026-12-07, next to a build): see docs/testing.md. Plus a 3.5-minute build on
+# (11-14 next to other jobs); kernels_gemm_test's four runs alone took 55
+# (2026-12-07, next to a CI run): see docs/testing.md. Plus a 3.5-minute build on
 # a 2-core VM; the emulator builds a small Linux kernel on its first use (about
 # 8 minutes more, once).
 set -euo pipefail
@@ -171,7 +171,7 @@ else
   # cpu_path::avx512 asks for, so an instruction from a later extension
   # (VBMI, VNNI, ...) in the avx512 path is an illegal instruction here.
   export AVX512EMU_CPU="${AVX512EMU_CPU:-corei7_skylake_x}"
-  # Per run; the longest (gemm-threads) took ~20 min next to a build on 2026-12-07.
+  # Per run; the longest (gemm-threads) took 34 min next to a CI run on 2026-12-07.
   export AVX512EMU_TIMEOUT="${AVX512EMU_TIMEOUT:-3600}"
   where="under $emulator/run.sh ($AVX512EMU_CPU)"
   if [[ -z ${ALSA_CONFIG_PATH:-} ]]; then
