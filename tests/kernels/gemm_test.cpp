@@ -1047,6 +1047,25 @@ std::vector<std::vector<uint32_t>> every_code_products(const std::vector<float>&
   return out;
 }
 
+/// Whether every run's bits equal runs[0]'s (the scalar path's, first in
+/// for_each_path's order); the first differences of each run fail with the
+/// run's name (names[r], or "path #r").
+bool same_as_scalar(const std::vector<std::vector<uint32_t>>& runs, const std::vector<std::string>& names = {}) {
+  bool same = true;
+  for (std::size_t r = 1; r < runs.size(); ++r) {
+    int bad = 0;
+    for (std::size_t q = 0; q < runs[0].size(); ++q) {
+      if (runs[r][q] != runs[0][q] && bad++ < 3) {
+        FAIL_CHECK((r < names.size() ? "path " + names[r] : "path #" + std::to_string(r))
+                   << " index " << q << ": " << std::bit_cast<float>(runs[r][q])
+                   << " != scalar " << std::bit_cast<float>(runs[0][q]));
+      }
+    }
+    same = same && bad == 0;
+  }
+  return same;
+}
+
 }  // namespace
 
 // The AVX2 streaming loop may decode e4m3fn codes straight to float32 bits
@@ -1055,18 +1074,6 @@ std::vector<std::vector<uint32_t>> every_code_products(const std::vector<float>&
 // off. Around those limits every path must give the scalar path's bits.
 TEST_CASE("gemm: streaming path with e4m3fn B, |A| at and above 2^8 and under DAZ, gives the scalar bits",
           "[kernels][gemm]") {
-  auto same_as_scalar = [](const std::vector<std::vector<uint32_t>>& runs) {
-    int bad = 0;
-    for (std::size_t r = 1; r < runs.size(); ++r) {
-      for (std::size_t q = 0; q < runs[0].size(); ++q) {
-        if (runs[r][q] != runs[0][q] && bad++ < 3) {
-          FAIL_CHECK("path #" << r << " index " << q << ": " << std::bit_cast<float>(runs[r][q])
-                              << " != " << std::bit_cast<float>(runs[0][q]));
-        }
-      }
-    }
-    return bad == 0;
-  };
   for (const index_t m : {1, 2, 3}) {
     for (const float big : {0x1p8f, 300.0f, 0x1p100f, 0x1.fffffep7f}) {
       // One |A| at the limit among small ones (its row's products reach 448 * |A|).
@@ -1289,16 +1296,7 @@ TEST_CASE("gemm: streaming path and dot form with e4m3fn B under FTZ, |A| below 
           names.emplace_back(scalify::to_string(p));
         });
         INFO((dot ? "dot form" : "axpy form") << ", m " << m << ", k " << k);
-        for (std::size_t r = 1; r < runs.size(); ++r) {
-          int bad = 0;
-          for (std::size_t q = 0; q < runs[0].size(); ++q) {
-            if (runs[r][q] != runs[0][q] && bad++ < 3) {
-              FAIL_CHECK("path " << names[r] << " index " << q << ": " << std::bit_cast<float>(runs[r][q])
-                                 << " != scalar " << std::bit_cast<float>(runs[0][q]));
-            }
-          }
-          CHECK(bad == 0);
-        }
+        CHECK(same_as_scalar(runs, names));
       }
     }
   }
