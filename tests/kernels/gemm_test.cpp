@@ -34,6 +34,7 @@
 #include "scalify/kernels/thread_pool.hpp"  // thread_pool::worker_tasks
 #include "scalify/ops/matmul.hpp"
 #include "support/activation_ref.hpp"
+#include "support/eventually.hpp"
 #include "support/f32_emulated.hpp"
 
 #if SCALIFY_HAVE_X86_SIMD
@@ -729,13 +730,15 @@ TEST_CASE("gemm: 2 threads under the caller's MXCSR (rounding, FTZ, DAZ) give th
       };
       const auto one = product(1);
       auto& pool = scalify::kernels::thread_pool::instance();
-      bool worker = false;  // a worker slow to wake may find no task left: a few attempts
-      for (int attempt = 0; attempt < 20 && !worker; ++attempt) {
+      // A worker slow to wake may find no task left: attempts until one takes
+      // some; every attempt's bits must be the 1-thread ones.
+      int differ = 0;
+      CHECK(scalify_test::eventually([&] {
         const uint64_t before = pool.worker_tasks();
-        CHECK(product(2) == one);
-        worker = pool.worker_tasks() != before;
-      }
-      CHECK(worker);
+        differ += product(2) != one;
+        return pool.worker_tasks() != before;
+      }));
+      CHECK(differ == 0);
     }
   }
 }

@@ -34,6 +34,7 @@
 #include "scalify/kernels/thread_pool.hpp"
 #include "scalify/ops/elementwise.hpp"
 #include "scalify/ops/matmul.hpp"
+#include "support/eventually.hpp"
 #include "support/scaled.hpp"
 
 using scalify::float8_e4m3fn;
@@ -228,10 +229,8 @@ TEST_CASE("with 2 threads the workers do run tasks in each of those regions", "[
   for (const auto& op : ops) {
     INFO(op.name);
     // A worker that is slow to wake (a loaded machine) may find no task left:
-    // a few attempts, one success needed.
-    uint64_t tasks = 0;
-    for (int attempt = 0; attempt < 50 && tasks == 0; ++attempt) tasks = worker_tasks_during(op.run);
-    CHECK(tasks > 0);
+    // attempts until one succeeds.
+    CHECK(scalify_test::eventually([&] { return worker_tasks_during(op.run) > 0; }));
   }
 }
 
@@ -267,14 +266,12 @@ TEST_CASE("the workers run tasks under the caller's MXCSR (rounding, FTZ, DAZ)",
       _mm_setcsr(original);
       CHECK(after == want);  // run() leaves the caller's modes as they were
     };
-    // A worker slow to wake may find no task left: a few attempts.
-    bool worker = false;
-    for (int attempt = 0; attempt < 50 && !worker; ++attempt) {
+    // A worker slow to wake may find no task left: attempts until one takes some.
+    REQUIRE(scalify_test::eventually([&] {
       run_once();
-      worker = std::any_of(seen.begin(), seen.end(),
-                           [&](const auto& s) { return s.first != std::this_thread::get_id(); });
-    }
-    REQUIRE(worker);
+      const auto caller = std::this_thread::get_id();
+      return std::any_of(seen.begin(), seen.end(), [&](const auto& s) { return s.first != caller; });
+    }));
     REQUIRE(seen.size() == 64);
     for (const auto& s : seen) CHECK(s.second == want);
   }
@@ -323,10 +320,7 @@ TEST_CASE("SCALIFY_NUM_THREADS sets the default limit, or makes the first parall
   if (hardware_threads() >= 2) {
     const scalify::config_scope two({.threads = 2});  // the scope overrides the variable
     CHECK(scalify::thread_limit() == 2);
-    uint64_t tasks = 0;
-    for (int attempt = 0; attempt < 50 && tasks == 0; ++attempt) {
-      tasks = worker_tasks_during([&] { ScaledMatrix<float8_e4m3fn> z = x * x; });
-    }
-    CHECK(tasks > 0);
+    CHECK(scalify_test::eventually(
+        [&] { return worker_tasks_during([&] { ScaledMatrix<float8_e4m3fn> z = x * x; }) > 0; }));
   }
 }

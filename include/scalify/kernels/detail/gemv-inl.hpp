@@ -48,7 +48,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
   constexpr int kQ = M == 1 && kNarrow ? 8 : 4;
   constexpr bool kLinear = M == 1 && sizeof(TB) <= 2;
   const bool prefetch = k_size * b.rs * static_cast<std::ptrdiff_t>(sizeof(TB)) > kGemvPrefetchBytes;
-  [[maybe_unused]] const std::ptrdiff_t row_bytes = n * static_cast<std::ptrdiff_t>(sizeof(TB));  // a row's segment
+  const std::ptrdiff_t row_bytes = n * static_cast<std::ptrdiff_t>(sizeof(TB));  // a row's segment
   constexpr std::ptrdiff_t kChunk = 2 * static_cast<std::ptrdiff_t>(kF32Lanes);  // columns per widen_pair
   for (int i = 0; i < M; ++i) {
     for (std::ptrdiff_t j = 0; j < n; ++j) acc[i * ld + j] = 0.0f;
@@ -56,8 +56,8 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
   for (std::ptrdiff_t k0 = 0; k0 < k_size; k0 += kQ) {
     const int kq = k_size - k0 < kQ ? static_cast<int>(k_size - k0) : kQ;
     const TB* rows[kQ];
-    const TB* next[kQ];  // the rows of the next sweep, prefetched during this one
-    kernels::detail::segment_prefetcher<kQ> next_linear{{}, kQ, row_bytes};  // kLinear's order
+    // The next sweep's rows (their segments: next.seg), prefetched during this one.
+    kernels::detail::segment_prefetcher<kQ> next{{}, kQ, row_bytes};
     float ai[kQ][M];
     f32x as[kQ][M];                    // A * kGemvScale: the halves' scale
     f32x as_bits[kBits ? kQ : 1][M];  // A * kGemvBitsScale: the float32 bits' scale
@@ -65,8 +65,7 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
       const std::ptrdiff_t k = k0 + (q < kq ? q : 0);
       rows[q] = b.data + k * b.rs + j0;
       const std::ptrdiff_t kn = k0 + kQ + q < k_size ? k0 + kQ + q : k_size - 1;
-      next[q] = b.data + kn * b.rs + j0;
-      next_linear.seg[q] = reinterpret_cast<const char*>(next[q]);
+      next.seg[q] = reinterpret_cast<const char*>(b.data + kn * b.rs + j0);
       for (int i = 0; i < M; ++i) {
         ai[q][i] = std::bit_cast<float>(kernels::widen_f32_bits(a.at(i, k)));
         as[q][i] = f32_set1(ai[q][i] * kGemvScale<TB>);
@@ -89,10 +88,10 @@ void gemv_block(const kernels::strided<TA>& a, const kernels::strided<TB>& b, st
             // This step reads its rows' segments up to byte (j + step) *
             // sizeof(TB): the next sweep's, laid end to end, up to kQ times that.
             constexpr std::ptrdiff_t kAhead = kStepBytes >= 64 ? kStepBytes : 64;
-            next_linear.fetch_to(j * static_cast<std::ptrdiff_t>(sizeof(TB)) + kAhead);
+            next.fetch_to(j * static_cast<std::ptrdiff_t>(sizeof(TB)) + kAhead);
           } else {
             for (int q = 0; q < kQ; ++q) {
-              const char* line = reinterpret_cast<const char*>(next[q] + j);
+              const char* line = next.seg[q] + j * static_cast<std::ptrdiff_t>(sizeof(TB));
               for (std::ptrdiff_t off = 0; off < kStepBytes; off += 64) _mm_prefetch(line + off, _MM_HINT_T0);
             }
           }
@@ -294,6 +293,9 @@ SCALIFY_ALWAYS_INLINE void gemv_dot_columns(const kernels::strided<TA>& a, const
         accumulate(std::false_type{}, g, k, w, std::integral_constant<int, R>{});
       }
     }
+    // The next group's last k_size % 16 bytes per column (all of them when
+    // k_size < 16), which the steps above did not reach.
+    if (prefetch) prefetch_to(k_size);
     if constexpr (kFast) return !screen.hit();
     return true;
   };
