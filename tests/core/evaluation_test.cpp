@@ -6,7 +6,10 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cmath>
+#include <span>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "scalify/ops/elementwise.hpp"
@@ -210,4 +213,67 @@ TEMPLATE_TEST_CASE("storing plain float data into a narrow type casts it in plac
       CHECK(from_rows.scale() == 2.0f);
     }
   }
+}
+
+TEMPLATE_TEST_CASE("cast<T> rounds element i of the data, in its storage order, with stochastic_bits(seed, offset + i)",
+                   "[core][evaluation]", scalify::float8_e5m2, float16) {
+  // The bytes a bulk convert of the data gives (formats/convert.hpp, checked
+  // against the scalar casts elsewhere), for row- and column-major data, and
+  // unbiased: the mean of many casts of 1.1 is 1.1, not a neighbour of it.
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Index rows = 37, cols = 29;
+  const RowF data = RowF::Random(rows, cols) * 3.0f;
+  const Eigen::MatrixXf data_col = data;
+  const auto code = [](TestType v) { return scalify::detail::to_code(v); };
+  for (const auto round : {scalify::rounding::stochastic, scalify::rounding::toward_zero}) {
+    const scalify::convert_options options{.saturate = true, .round = round, .seed = 11, .offset = 500};
+    INFO("rounding " << static_cast<int>(round));
+    const auto check = [&](const auto& source) {
+      std::vector<TestType> want(static_cast<size_t>(source.size()));
+      scalify::convert(std::span<const float>(source.data(), want.size()), std::span<TestType>(want), options);
+      const ScaledMatrix<TestType> y = scalify::make_scaled(source, 2.0f).template cast<TestType>(options);
+      CHECK(y.scale() == 2.0f);
+      long bad = 0;
+      for (Eigen::Index i = 0; i < rows; ++i) {
+        for (Eigen::Index j = 0; j < cols; ++j) {
+          const Eigen::Index at = std::decay_t<decltype(source)>::IsRowMajor ? i * cols + j : j * rows + i;
+          bad += code(y.data()(i, j)) != code(want[static_cast<size_t>(at)]);
+        }
+      }
+      CHECK(bad == 0);
+    };
+    check(data);
+    check(data_col);
+  }
+  for (const float v : {1.1f, -1.1f}) {
+    const auto x = scalify::make_scaled(RowF::Constant(64, 64, v), 1.0f);
+    const ScaledMatrix<TestType> y = x.template cast<TestType>({.round = scalify::rounding::stochastic, .seed = 3});
+    const double mean = y.data().template cast<float>().template cast<double>().mean();
+    INFO("value " << v << ", mean of the casts " << mean);
+    CHECK(std::abs(mean - v) < 0.01);
+  }
+}
+
+TEST_CASE("a stochastic store into float8_e8m0fnu data rounds element i with stochastic_bits(seed, offset + i)",
+          "[core][evaluation]") {
+  // e8m0 data takes the element-by-element store (no bulk cast): the same bits
+  // as convert, which rounds element by element too.
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using E8 = scalify::float8_e8m0fnu;
+  const RowF data = (RowF::Random(19, 23).array().abs() * 100.0f + 0.01f).matrix();
+  scalify::scalify_config config = scalify::current_config();
+  config.store = {.saturate = true, .round = scalify::rounding::stochastic, .seed = 5, .offset = 40};
+  const scalify::config_scope scope(config);
+  const ScaledArray<Eigen::Matrix<E8, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> y =
+      scalify::make_scaled(data, 1.0f);
+  std::vector<E8> want(static_cast<size_t>(data.size()));
+  scalify::convert(std::span<const float>(data.data(), want.size()), std::span<E8>(want), config.store);
+  long bad = 0;
+  for (Eigen::Index i = 0; i < data.rows(); ++i) {
+    for (Eigen::Index j = 0; j < data.cols(); ++j) {
+      bad += scalify::detail::to_code(y.data()(i, j)) !=
+             scalify::detail::to_code(want[static_cast<size_t>(i * data.cols() + j)]);
+    }
+  }
+  CHECK(bad == 0);
 }

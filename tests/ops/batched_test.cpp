@@ -172,6 +172,47 @@ TEMPLATE_TEST_CASE("batched_matmul: each block equals the 2-D scaled matmul of t
   CHECK(amax == max_abs);
 }
 
+TEST_CASE("batched_matmul: the amax is of the stored data when the store takes two passes", "[ops][batched]") {
+  // Stochastic and toward-zero stores into float8 go through a float32 result
+  // first; the amax must be max |stored data| after the store cast, its
+  // saturation and the rebasing onto an E8M0 scale (not of the float32 data).
+  const Eigen::Index B = 2, Tm = 12, H = 2, d = 16, C = H * d;
+  const auto x = random_matrix<float8_e4m3fn>(B * Tm, 2 * C, 3.0f, 13);
+  const auto y = random_matrix<float8_e4m3fn>(B * Tm, 2 * C, 1.0f, 14);
+  for (const auto round : {scalify::rounding::stochastic, scalify::rounding::toward_zero}) {
+    INFO("rounding " << static_cast<int>(round));
+    scalify::scalify_config config = scalify::current_config();
+    config.store = {.saturate = true, .round = round, .seed = 5};
+    const scalify::config_scope scope(config);
+    const auto check = [&](auto out) {
+      float amax = -1.0f;
+      scalify::batched_matmul(out, block_grid::stacked(B, H, Tm, Tm), x, block_grid::heads(B, Tm, H, d, 0),
+                              trans::no, y, block_grid::heads(B, Tm, H, d, C), trans::yes, {.amax = &amax});
+      const float stored_max = out.data().template cast<float>().cwiseAbs().maxCoeff();
+      CHECK(amax == stored_max);
+    };
+    check(ScaledMatrix<float8_e4m3fn>());
+    check(ScaledMatrix<float8_e4m3fn, scalify::float8_e8m0fnu>());
+  }
+}
+
+TEST_CASE("batched_matmul: a scale below float's normal range times scale_factor keeps the values exact to float",
+          "[ops][batched]") {
+  // sa * sb * R(sqrt K) = 2^-70 * 2^-70 * 2 is a float subnormal; times 0.3 it
+  // would keep 9 bits: the scale stays a power of two, the data takes the rest.
+  // Reference: the same product on scales 1 (the same float sums), times 2^-140.
+  const Eigen::MatrixXf a = Eigen::MatrixXf::Random(4, 8), b = Eigen::MatrixXf::Random(8, 4);
+  const auto product = [&](auto out, float s) {
+    scalify::batched_matmul(out, block_grid::whole(4, 4), ScaledMatrix<float>(a, s), block_grid::whole(4, 8),
+                            trans::no, ScaledMatrix<float>(b, s), block_grid::whole(8, 4), trans::no,
+                            {.scale_factor = 0.3});
+    return scalify_test::values_d(out);
+  };
+  const Eigen::MatrixXd want = product(ScaledMatrix<float>(), 1.0f) * 0x1p-140;
+  scalify_test::check_close(product(ScaledMatrix<float>(), 0x1p-70f), want, 4e-7, 0.0, "float scale");
+  scalify_test::check_close(product(ScaledMatrix<float, double>(), 0x1p-70f), want, 4e-7, 0.0, "double scale");
+}
+
 TEST_CASE("batched_matmul: the same bits with 1 and 2 threads, and with few blocks", "[ops][batched][threads]") {
   const Eigen::Index B = 3, Tm = 33, H = 2, d = 24;
   const auto q = random_matrix<float8_e4m3fn>(B * Tm, H * d, 1.0f, 5);

@@ -57,6 +57,22 @@ ScaledMatrix<T> broadcast_rows(const ScaledMatrix<T>& row, Eigen::Index rows) {
 /// pow2 rounded down, computed without the library.
 double pow2_down(double x) { return std::exp2(std::floor(std::log2(x))); }
 
+/// The amax a store should report: max |stored| over the non-NaN elements,
+/// +inf if an element that was not NaN in `widened` (the float32 product) was
+/// stored as NaN (an e4m3fn overflow).
+float expected_amax(const Eigen::MatrixXf& stored, const Eigen::MatrixXf& widened) {
+  float expected = 0.0f;
+  for (Eigen::Index i = 0; i < stored.size(); ++i) {
+    const float v = stored.data()[i];
+    if (std::isnan(v)) {
+      if (!std::isnan(widened.data()[i])) expected = std::numeric_limits<float>::infinity();
+    } else {
+      expected = std::max(expected, std::fabs(v));
+    }
+  }
+  return expected;
+}
+
 template <class T>
 struct config_store {
   scalify::config_scope scope;
@@ -88,18 +104,7 @@ TEMPLATE_TEST_CASE("matmul stored into each storage type: the same bits as the f
       CHECK(fused.scale() == two_pass.scale());
       check_same_bits(data_f(fused), data_f(two_pass), "fused vs two-pass");
       // amax: max |stored data| over the non-NaN elements, +inf if an e4m3fn store overflowed to NaN.
-      const Eigen::MatrixXf stored = data_f(fused);
-      const Eigen::MatrixXf widened = data_f(wide);
-      float expected = 0.0f;
-      for (Eigen::Index i = 0; i < stored.size(); ++i) {
-        const float v = stored.data()[i];
-        if (std::isnan(v)) {
-          if (!std::isnan(widened.data()[i])) expected = std::numeric_limits<float>::infinity();
-        } else {
-          expected = std::max(expected, std::fabs(v));
-        }
-      }
-      CHECK(amax == expected);
+      CHECK(amax == expected_amax(data_f(fused), data_f(wide)));
     }
   }
 }
@@ -217,6 +222,29 @@ TEST_CASE("matmul stored with stochastic rounding takes two passes, the same bit
   const ScaledMatrix<float> wide = scalify::matmul(a, b) + scalify_test::random_scaled<float>(1, 14, 1.0f, 33);
   const ScaledMatrix<float8_e5m2> two_pass = wide;
   check_same_bits(data_f(fused), data_f(two_pass), "stochastic store");
+}
+
+TEST_CASE("matmul's amax is of the stored data when the store takes two passes", "[ops][matmul][epilogue]") {
+  // Stochastic and toward-zero stores into float8 take two passes (float32
+  // product, then the store cast); the amax must still be max |stored data|,
+  // measured after the store's saturation and its rebasing onto an E8M0 scale
+  // (the product's scale 0.375 * 1 * 8 = 3 becomes 2: data * 1.5).
+  const auto a = scalify_test::random_scaled<float8_e4m3fn>(9, 64, 0.375f, 41, 8.0f);
+  const auto b = scalify_test::random_scaled<float16>(64, 21, 1.0f, 42, 8.0f);
+  const ScaledMatrix<float> wide = scalify::matmul(a, b).eval();
+  for (const auto round : {scalify::rounding::stochastic, scalify::rounding::toward_zero}) {
+    for (const bool saturate : {true, false}) {
+      INFO("rounding " << static_cast<int>(round) << ", saturate " << saturate);
+      const config_store<float8_e4m3fn> store({.saturate = saturate, .round = round, .seed = 9});
+      float amax = -1.0f;
+      const ScaledMatrix<float8_e4m3fn> y = scalify::matmul(a, b).with_amax(&amax);
+      CHECK(amax == expected_amax(data_f(y), data_f(wide)));
+      float amax_e8 = -1.0f;
+      const ScaledMatrix<float8_e4m3fn, float8_e8m0fnu> y8 = scalify::matmul(a, b).with_amax(&amax_e8);
+      CHECK(static_cast<float>(y8.scale()) == 2.0f);
+      CHECK(amax_e8 == expected_amax(data_f(y8), data_f(wide)));
+    }
+  }
 }
 
 TEST_CASE("matmul of double data: bias and activation outside the GEMM", "[ops][matmul][epilogue]") {

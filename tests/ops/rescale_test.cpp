@@ -88,6 +88,34 @@ TEST_CASE("dynamic_rescale of zeros and of non-finite data", "[ops][rescale]") {
   }
 }
 
+TEST_CASE("dynamic_rescale_l1 and l2 of finite data whose float sums would overflow keep a finite scale",
+          "[ops][rescale]") {
+  // |d| summed, or d^2, beyond float's range although every element is finite:
+  // the norm, its power of two and the values stay finite (double reference).
+  struct data_case {
+    Eigen::Index rows, cols;
+    float value;
+  };
+  for (const data_case c : {data_case{2, 2, 1e20f}, data_case{1, 1000, 1e18f}, data_case{2, 2, 3e38f},
+                            data_case{3, 5, -std::numeric_limits<float>::max()}}) {
+    Eigen::MatrixXf v = Eigen::MatrixXf::Constant(c.rows, c.cols, c.value);
+    v(0, 0) = c.value / 4;  // not all equal
+    const auto x = scalify::make_scaled(v, 0.5f);
+    const Eigen::MatrixXd d = v.cast<double>();
+    const double l1 = d.cwiseAbs().sum() / static_cast<double>(d.size());
+    const double l2 = std::sqrt(d.cwiseAbs2().sum() / static_cast<double>(d.size()));
+    INFO(c.rows << " x " << c.cols << " of " << c.value);
+    const auto check = [&](const auto& r, double norm, const char* what) {
+      INFO(what);
+      CHECK(r.scale() == static_cast<float>(0.5 * pow2_down(norm)));
+      CHECK(r.data().allFinite());
+      scalify_test::check_close(scalify_test::values_d(r), scalify_test::values_d(x), 1e-6, 0.0, what);
+    };
+    check(scalify::dynamic_rescale_l1(x), l1, "l1");
+    check(scalify::dynamic_rescale_l2(x), l2, "l2");
+  }
+}
+
 TEST_CASE("dynamic_rescale reads float Array and column-major storage in place, same result", "[ops][rescale]") {
   const auto x = scalify_test::random_scaled<float>(6, 7, 0.5f, 21, 30.0f);
   const scalify::ScaledArray<Eigen::ArrayXXf> a(x.data().array(), 0.5f);   // column-major Array

@@ -238,6 +238,38 @@ template <class T>
 concept bulk_storable = std::is_same_v<T, float8_e4m3fn> || std::is_same_v<T, float8_e5m2> ||
                         std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>;
 
+/// Plain storage of T of the same kind (Matrix or Array), shape and storage
+/// order as `Like`.
+template <class T, class Like>
+using plain_same_kind =
+    std::conditional_t<std::is_base_of_v<Eigen::ArrayBase<Like>, Like>,
+                       Eigen::Array<T, Like::RowsAtCompileTime, Like::ColsAtCompileTime,
+                                    plain_like<T, Like>::Options, Like::MaxRowsAtCompileTime,
+                                    Like::MaxColsAtCompileTime>,
+                       plain_like<T, Like>>;
+
+/// Coefficient (i, j) is its linear index in a (rows x cols) array of the
+/// given storage order (reads no memory: core/detail/alias.hpp).
+struct linear_index_op {
+  Eigen::Index rows, cols;
+  bool row_major;
+  Eigen::Index operator()(Eigen::Index i, Eigen::Index j) const { return row_major ? i * cols + j : j * rows + i; }
+};
+
+/// x rounded once into T with `options`, x's linear index `at` choosing the
+/// random bits of stochastic rounding: stochastic_bits(seed, offset + at),
+/// as a bulk convert of the same elements (formats/convert.hpp).
+template <class T, class Scalar>
+struct indexed_round_op {
+  convert_options options;
+  stochastic_keys keys;
+  T operator()(const Scalar& x, Eigen::Index at) const {
+    const uint32_t random =
+        options.round == rounding::stochastic ? stochastic_bits(keys, options.offset + static_cast<uint64_t>(at)) : 0u;
+    return round_cast<T>(cast_source(x), options.round, options.saturate, random);
+  }
+};
+
 /// True when Eigen evaluates the float-valued expression V by linear index
 /// (coefficient i of its storage order), a packet at a time.
 template <class V>
@@ -326,18 +358,22 @@ void evaluate_range(Out& dst, const Values& values, const convert_options& optio
     (void)options;
     (void)step;
   } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || !bulk_storable<T>) {
-    const auto store = [&](auto target, auto source) {
-      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-        target = source.template cast<T>().matrix();
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      if (by_rows) {
+        dst.middleRows(begin, end - begin) = values.middleRows(begin, end - begin).template cast<T>().matrix();
       } else {
-        const auto op = [&](float v) { return round_cast<T>(v, options.round, options.saturate); };
-        target = source.template cast<float>().unaryExpr(op).matrix();
+        dst.middleCols(begin, end - begin) = values.middleCols(begin, end - begin).template cast<T>().matrix();
       }
-    };
-    if (by_rows) {
-      store(dst.middleRows(begin, end - begin), values.middleRows(begin, end - begin));
     } else {
-      store(dst.middleCols(begin, end - begin), values.middleCols(begin, end - begin));
+      // Element by element, each with its linear index in dst's order (the
+      // random bits of stochastic rounding: those of the bulk cast below).
+      const indexed_round_op<T, float> round{options, make_stochastic_keys(options.seed)};
+      for (Eigen::Index o = begin; o < end; ++o) {
+        for (Eigen::Index q = 0; q < inner; ++q) {
+          const Eigen::Index r = by_rows ? o : q, c = by_rows ? q : o;
+          dst(r, c) = round(static_cast<float>(values.coeff(r, c)), o * inner + q);
+        }
+      }
     }
     (void)step;
   } else {
@@ -580,22 +616,28 @@ class ScaledArray {
 
   /// The same values with the data cast to T (rounded once with `options`;
   /// float and double: a plain conversion; the same type: the same values); the scale
-  /// is unchanged. Lazy: evaluated when assigned. Throws
-  /// std::invalid_argument for a rounding mode outside the enum.
+  /// is unchanged. Stochastic rounding gives element i of the data, in its
+  /// storage order, the bits stochastic_bits(seed, offset + i): the bytes a
+  /// bulk `convert` of the data with the same options gives. Lazy: evaluated
+  /// when assigned. Throws std::invalid_argument for a rounding mode outside
+  /// the enum.
   ///
   /// **Example**: `ScaledMatrix<float8_e5m2> g8 = g.cast<float8_e5m2>({.round = scalify::rounding::stochastic});`
   template <class T>
   auto cast(const convert_options& options = current_config().store) const {
     detail::check_convert_options(options, "scalify::ScaledArray::cast");
-    const auto op = [options](const Scalar& v) {
-      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-        return static_cast<T>(detail::cast_source(v));  // exact, or double -> float rounded to nearest
-      } else {
-        return round_cast<T>(detail::cast_source(v), options.round, options.saturate);  // one rounding
-      }
-    };
-    auto expr = data_.unaryExpr(op);
-    return ScaledArray<decltype(expr), Scale>(detail::unchecked_scale, expr, scale_);
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      // Exact, or double -> float rounded to nearest.
+      auto expr = data_.unaryExpr([](const Scalar& v) { return static_cast<T>(detail::cast_source(v)); });
+      return ScaledArray<decltype(expr), Scale>(detail::unchecked_scale, expr, scale_);
+    } else {
+      using Index = detail::plain_same_kind<Eigen::Index, Data>;
+      const auto index = Index::NullaryExpr(
+          rows(), cols(), detail::linear_index_op{rows(), cols(), (Data::Flags & Eigen::RowMajorBit) != 0});
+      auto expr = data_.binaryExpr(
+          index, detail::indexed_round_op<T, Scalar>{options, detail::make_stochastic_keys(options.seed)});
+      return ScaledArray<decltype(expr), Scale>(detail::unchecked_scale, expr, scale_);
+    }
   }
 
  private:
@@ -796,5 +838,12 @@ inline ScaledScalar<float> make_scaled_scalar(float x) {
 }
 
 }  // namespace scalify
+
+// x.cast<T>() pairs each element of x with its linear index (Eigen::Index) in
+// one binary expression: its result type, for Eigen's mixed-type check.
+template <class T, class Scalar>
+struct Eigen::ScalarBinaryOpTraits<Scalar, Eigen::Index, scalify::detail::indexed_round_op<T, Scalar>> {
+  using ReturnType = T;
+};
 
 #endif  // SCALIFY_CORE_SCALED_ARRAY_HPP_

@@ -304,6 +304,7 @@ void batched_matmul(ScaledArray<DC, SC>& out, const block_grid& grid_out, const 
     ScaledArray<detail::RowMatrixF, S> wide;  // two passes: float32, then the store cast
     batched_matmul(wide, grid_out, a, grid_a, op_a, b, grid_b, op_b, options);
     out = wide;
+    if (options.amax != nullptr) *options.amax = detail::stored_amax(out.data(), wide.data());  // of the stored data
     return;
   }
   detail::check_storable<DC>(ec.rows, ec.cols);

@@ -261,7 +261,11 @@ class matmul_epilogue {
       out.set_scale(unchecked_scale, fit.scale);
       return;
     }
-    out = eval(gemm_f32);  // two passes: float32 data, then ScaledArray's store cast
+    // Two passes: float32 data, then ScaledArray's store cast; the amax is of
+    // the stored data, as the one-pass epilogue's.
+    const ScaledArray<RowMatrixF, S> wide = eval(gemm_f32);
+    out = wide;
+    if (amax_ != nullptr) *amax_ = stored_amax(out.data(), wide.data());
   }
 
  private:

@@ -79,30 +79,35 @@ namespace detail {
 enum class rescale_norm { max, l1, l2 };
 
 /// The norm of `d` (float data) that dynamic_rescale rebases by: max |d|,
-/// mean |d| or sqrt(mean d^2); +inf if any element is inf or NaN.
+/// mean |d| or sqrt(mean d^2); +inf if any element is inf or NaN. The sums
+/// run in double: in float, |d| and d^2 of finite data overflow (an RMS of
+/// 1e18 over 1000 elements) and small ones lose the terms a float sum of
+/// many elements absorbs.
 template <rescale_norm kNorm, class M>
-float rescale_norm_of(const M& d) {
-  if (d.size() == 0) return 0.0f;
-  float norm;
+double rescale_norm_of(const M& d) {
+  if (d.size() == 0) return 0.0;
+  double norm;
   if constexpr (kNorm == rescale_norm::max) {
     norm = d.cwiseAbs().maxCoeff();
     // Eigen's maxCoeff skips NaN on some paths: (d * 0) sums to NaN exactly
     // when an element is inf or NaN (one vectorized pass, not allFinite's scalar one).
-    if (std::isnan((d.array() * 0.0f).sum())) norm = std::numeric_limits<float>::infinity();
+    if (std::isnan((d.array() * 0.0f).sum())) norm = std::numeric_limits<double>::infinity();
   } else if constexpr (kNorm == rescale_norm::l1) {
-    norm = d.cwiseAbs().sum() / static_cast<float>(d.size());
+    norm = d.cwiseAbs().template cast<double>().sum() / static_cast<double>(d.size());
   } else {
-    norm = std::sqrt(d.squaredNorm() / static_cast<float>(d.size()));
+    norm = std::sqrt(d.template cast<double>().squaredNorm() / static_cast<double>(d.size()));
   }
-  // A sum with an inf or NaN element is inf or NaN itself.
-  return std::isfinite(norm) ? norm : std::numeric_limits<float>::infinity();
+  // A sum with an inf or NaN element is inf or NaN itself; a finite one stays
+  // below 2^128 (at most max |d|).
+  return std::isfinite(norm) ? norm : std::numeric_limits<double>::infinity();
 }
 
 template <rescale_norm kNorm, class D, class S>
 auto dynamic_rescale(const ScaledArray<D, S>& x) {
   using R = result_scale_t<S>;
   const auto rebase = [&x](const auto& d) {
-    const float n = std::max(pow2_round_down(rescale_norm_of<kNorm>(d)), kRescaleEps);
+    // The power of two of the double norm, exact in float (from 2^-14 to 2^127, or inf).
+    const float n = std::max(static_cast<float>(pow2_round_down(rescale_norm_of<kNorm>(d))), kRescaleEps);
     const R scale = static_cast<R>(x.scale()) * static_cast<R>(n);
     RowMatrixF data = d * (1.0f / n);
     return ScaledArray<RowMatrixF, R>(unchecked_scale, std::move(data), scale);  // inf for inf/NaN data

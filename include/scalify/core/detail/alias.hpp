@@ -62,10 +62,15 @@ struct is_coefficient_wise<Eigen::MatrixWrapper<X>> : std::true_type {};
 template <class C, class T, class E>
 struct is_coefficient_wise<Eigen::Select<C, T, E>> : std::true_type {};
 
-// Nullary nodes that read no memory (constants, identity, linspaced). Other
-// functors (scalify's pad and concatenate index into their operands) are unknown.
+struct linear_index_op;  // core/scaled_array.hpp: coefficient (i, j) is its linear index
+
+// Nullary nodes that read no memory (constants, identity, linspaced, linear
+// indices). Other functors (scalify's pad and concatenate index into their
+// operands) are unknown.
 template <class E>
 struct is_memoryless : std::false_type {};
+template <class P>
+struct is_memoryless<Eigen::CwiseNullaryOp<linear_index_op, P>> : std::true_type {};
 template <class S, class P>
 struct is_memoryless<Eigen::CwiseNullaryOp<Eigen::internal::scalar_constant_op<S>, P>> : std::true_type {};
 template <class S, class P>

@@ -12,7 +12,7 @@
 #define SCALIFY_OPS_DETAIL_COMMON_HPP_
 
 #include <Eigen/Core>  // Eigen::Index
-#include <cmath>       // std::sqrt, std::isfinite, std::isinf
+#include <cmath>       // std::sqrt, std::isfinite, std::isinf, std::isnan, std::fabs
 #include <limits>      // std::numeric_limits
 #include <string>      // std::string, std::to_string
 #include <utility>     // std::move
@@ -80,21 +80,46 @@ struct scale_with_rest {
 
 /// s * k, the scale a rule computes from a scale s and a factor k > 0 of its
 /// own (matmul's R(sqrt K), sum's R(sqrt N), mean's R(sqrt N) / P), in F.
-/// Where the product overflows F (inf) or underflows to 0 although s and k
-/// are finite and positive, the scale is F's largest (smallest positive)
-/// power of two and the data carries the rest, so the values stay finite
-/// (nonzero) wherever they fit: sum of four 0.5 * 2^127 is 2^127, not inf.
+/// Where the product overflows F (inf) or falls below F's normal range (0, or
+/// a subnormal, which keeps fewer bits than s and k: 2^-139 * 0.3 in float
+/// keeps 9) although s and k are finite and positive, the scale is a power of
+/// two (F's largest; the subnormal's own; F's smallest positive for 0) and the
+/// data carries the rest, formed in double, so the values stay finite
+/// (nonzero) and exact to float wherever they fit: sum of four 0.5 * 2^127 is
+/// 2^127, not inf.
 template <class F>
 scale_with_rest<F> scale_product(F s, F k) {
   const F p = s * k;
   const bool usable = std::isfinite(s) && s > F(0) && std::isfinite(k) && k > F(0);
-  if (usable && (std::isinf(p) || p == F(0))) [[unlikely]] {
+  if (usable && (std::isinf(p) || p < std::numeric_limits<F>::min())) [[unlikely]] {
     const F limit = std::isinf(p) ? pow2_round_down(std::numeric_limits<F>::max())
-                                  : std::numeric_limits<F>::denorm_min();
-    const float rest = static_cast<float>((s / limit) * k);  // s / limit < 2 on overflow: no overflow here
+                    : p == F(0)   ? std::numeric_limits<F>::denorm_min()
+                                  : pow2_round_down(p);
+    const float rest = static_cast<float>(static_cast<double>(s) / static_cast<double>(limit) * static_cast<double>(k));
     if (std::isfinite(rest) && rest > 0.0f) return {limit, rest};
   }
   return {p, 1.0f};
+}
+
+/// max |float(stored)| over the non-NaN elements of `stored`, the data a
+/// two-pass store cast from the float32 `wide` (same shape): +inf where an
+/// element that was not NaN in `wide` was stored as NaN (an e4m3fn overflow).
+/// The amax the GEMM's epilogue reports for a one-pass store
+/// (kernels/epilogue.hpp), for the products whose store takes two passes.
+template <class Stored, class Wide>
+float stored_amax(const Stored& stored, const Wide& wide) {
+  float amax = 0.0f;
+  for (Eigen::Index j = 0; j < stored.cols(); ++j) {
+    for (Eigen::Index i = 0; i < stored.rows(); ++i) {
+      const float a = std::fabs(static_cast<float>(stored(i, j)));
+      if (std::isnan(a)) {
+        if (!std::isnan(wide(i, j))) return std::numeric_limits<float>::infinity();
+      } else if (a > amax) {
+        amax = a;
+      }
+    }
+  }
+  return amax;
 }
 
 /// pow2(sqrt(n)) with the scope's rounding mode: the unit-scaling factor of a
