@@ -5,10 +5,13 @@
 //
 // The [.numpy] cases exchange files with tests/io/safetensors_ref.py (python3 +
 // numpy, an independent reader and writer); ctest runs them where numpy is.
-#include <unistd.h>  // getpid
+#include <fcntl.h>     // open (a FIFO)
+#include <sys/stat.h>  // mkfifo
+#include <unistd.h>    // getpid, close
 
 #include <catch2/catch.hpp>
 
+#include <chrono>      // std::chrono::seconds
 #include <cmath>       // std::isnan, std::ldexp
 #include <cstdint>     // uint8_t, uint64_t
 #include <cstdio>      // std::snprintf
@@ -16,6 +19,7 @@
 #include <cstring>     // std::memcmp, std::memcpy
 #include <filesystem>  // std::filesystem
 #include <fstream>     // std::ifstream, std::ofstream
+#include <future>      // std::async
 #include <iterator>    // std::istreambuf_iterator
 #include <random>      // std::mt19937_64
 #include <sstream>     // std::istringstream
@@ -420,6 +424,140 @@ TEST_CASE("writer errors leave nothing half-done", "[io]") {
   CHECK_THROWS_WITH(w.write((dir.path / "occupied").string()), Catch::Contains("cannot write"));
   CHECK(read_bytes(path) == before);
   CHECK(fs::is_directory(dir.path / "occupied"));
+}
+
+TEST_CASE("a shape whose partial products pass PTRDIFF_MAX is refused, even with a zero dimension", "[io]") {
+  // [2^62, 2, 0] has 0 elements, but rows() multiplies 2^62 * 2 first: the parse must refuse it.
+  CHECK_THAT(parse_error(craft(R"({"t":{"dtype":"F32","shape":[4611686018427387904,2,0],"data_offsets":[0,0]}})")),
+             Catch::Contains("tensor 't'") && Catch::Contains("is too large"));
+  CHECK_THAT(parse_error(craft(R"({"t":{"dtype":"U8","shape":[2,4611686018427387904,0],"data_offsets":[0,0]}})")),
+             Catch::Contains("is too large"));
+  // A zero first keeps every partial product 0: an empty tensor of 0 x 2^60 (rows 0).
+  const auto f = io::safetensors_file::from_memory(
+      craft(R"({"t":{"dtype":"F32","shape":[0,1152921504606846976],"data_offsets":[0,0]}})"), "zero.safetensors");
+  CHECK(f.at("t").rows() == 0);
+  CHECK(f.load<float>("t").size() == 0);
+  // The writer refuses such a shape for an empty matrix too.
+  io::safetensors_writer w;
+  const ScaledMatrix<float> empty(Eigen::MatrixXf(0, 2), 1.0f);
+  CHECK_THROWS_AS(w.add("t", empty, std::vector<int64_t>{int64_t{1} << 62, 2, 0}), scalify::shape_error);
+  CHECK(w.names().empty());
+}
+
+TEST_CASE("load_converted of an F64 tensor rounds once, from the double", "[io]") {
+  // Each value lies just above a midpoint of T by 2^-40, which float (24 bits) drops: rounding
+  // through float lands on the midpoint and goes to even (down); rounding the double goes up.
+  const auto f64_file = [](double v) {
+    Bytes d(8);
+    std::memcpy(d.data(), &v, 8);
+    return io::safetensors_file::from_memory(craft(R"({"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", d),
+                                             "f64.safetensors");
+  };
+  const double h = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+  CHECK(static_cast<float>(f64_file(h).load_converted<float16>("x").data()(0, 0)) == 0x1.004p+0f);
+  const double b = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40);
+  CHECK(static_cast<float>(f64_file(b).load_converted<bfloat16>("x").data()(0, 0)) == 0x1.02p+0f);
+  const double e = 1.0 + std::ldexp(1.0, -4) + std::ldexp(1.0, -40);
+  const float8_e4m3fn e4 = f64_file(e).load_converted<float8_e4m3fn>("x").data()(0, 0);
+  CHECK(static_cast<float>(e4) == 0x1.2p+0f);
+  CHECK(scalify_test::code_of(e4) == scalify_test::code_of(float8_e4m3fn(e)));
+  const double m = 1.0 + std::ldexp(1.0, -3) + std::ldexp(1.0, -40);
+  CHECK(static_cast<float>(f64_file(m).load_converted<float8_e5m2>("x").data()(0, 0)) == 1.25f);
+  // Toward zero and saturation apply to the double.
+  CHECK(static_cast<float>(f64_file(1e300).load_converted<float8_e4m3fn>("x", {.saturate = true}).data()(0, 0)) ==
+        448.0f);
+  CHECK(static_cast<float>(
+            f64_file(h).load_converted<float16>("x", {.round = scalify::rounding::toward_zero}).data()(0, 0)) == 1.0f);
+}
+
+TEST_CASE("a double scale beyond float's range reads back as a double, and as a float is refused", "[io]") {
+  Eigen::Matrix<float, -1, -1, Eigen::RowMajor> m(1, 2);
+  m << 1.0f, 2.0f;
+  io::safetensors_writer w;
+  w.add("x", ScaledMatrix<float, double>(m, 1e300));
+  const auto f = io::safetensors_file::from_memory(w.serialize(), "dbl.safetensors");
+  CHECK(f.at("x_scale").dtype == io::tensor_dtype::F64);
+  CHECK(f.load<float, double>("x").scale() == 1e300);
+  CHECK_THROWS_WITH(f.load<float>("x"), Catch::Contains("scale 'x_scale'") &&
+                                            Catch::Contains("value 1e+300 is not representable in float"));
+}
+
+TEST_CASE("bytes() refuses a tensor_info that lies outside this file's data", "[io]") {
+  io::safetensors_writer w1, w2;
+  w1.add("small", ScaledMatrix<float>(Eigen::MatrixXf::Ones(1, 1), 1.0f));
+  w2.add("big", ScaledMatrix<float>(Eigen::MatrixXf::Ones(64, 64), 1.0f));
+  const auto f1 = io::safetensors_file::from_memory(w1.serialize(), "a.safetensors");
+  const auto f2 = io::safetensors_file::from_memory(w2.serialize(), "b.safetensors");
+  CHECK_THROWS_AS(f1.bytes(f2.at("big")), std::invalid_argument);
+  io::tensor_info backwards = f1.at("small");
+  std::swap(backwards.begin, backwards.end);
+  CHECK_THROWS_AS(f1.bytes(backwards), std::invalid_argument);
+  CHECK(f1.bytes(f1.at("small")).size() == 4);
+}
+
+TEST_CASE("the writer refuses, before writing, what its reader would refuse", "[io]") {
+  TempDir dir("scalify_safetensors_test");
+  const std::string path = dir.file("good.safetensors");
+  const ScaledMatrix<float> good(Eigen::MatrixXf::Ones(2, 2), 1.0f);
+  {
+    io::safetensors_writer w;
+    w.add("w", good);
+    w.write(path);
+  }
+  const Bytes before = read_bytes(path);
+  const io::read_limits limits;
+  io::safetensors_writer w;
+  // Scales: not finite (x / 0 gives inf), NaN.
+  const ScaledMatrix<float> inf_scaled(scalify::detail::unchecked_scale, Eigen::MatrixXf::Ones(2, 2), INFINITY);
+  const ScaledMatrix<float> nan_scaled(scalify::detail::unchecked_scale, Eigen::MatrixXf::Ones(2, 2), NAN);
+  CHECK_THROWS_WITH(w.add("w", inf_scaled), Catch::Contains("'w'") && Catch::Contains("not a finite scale >= 0"));
+  CHECK_THROWS_AS(w.add("w", nan_scaled), std::invalid_argument);
+  // Names: the data's and the scale's, at most read_limits::max_name_bytes.
+  CHECK_THROWS_WITH(w.add(std::string(5000, 'n'), good), Catch::Contains("5000 bytes"));
+  CHECK_THROWS_AS(w.add(std::string(limits.max_name_bytes - 5, 'n'), good), std::invalid_argument);  // + "_scale"
+  // Ranks up to read_limits::max_rank.
+  std::vector<int64_t> deep(limits.max_rank + 1, 1);
+  deep[0] = 4;
+  CHECK_THROWS_WITH(w.add("w", good, deep), Catch::Contains("17 dimensions"));
+  // Metadata keys as names; the whole header at most read_limits::max_header_bytes.
+  CHECK_THROWS_AS(w.set_metadata(std::string(5000, 'k'), "v"), std::invalid_argument);
+  CHECK(w.names().empty());
+  w.set_metadata("big", std::string(limits.max_header_bytes, 'v'));
+  CHECK_THROWS_WITH(w.write(path), Catch::Contains("max_header_bytes"));
+  CHECK_THROWS_AS(w.serialize(), std::invalid_argument);
+  CHECK((read_bytes(path) == before));  // (no 16 MiB expansion on failure)
+  // At the limits: written and read back.
+  io::safetensors_writer edge;
+  const std::string long_name(limits.max_name_bytes - 6, 'n');
+  edge.add(long_name, good);
+  deep.pop_back();
+  edge.add("deep", good, deep);
+  edge.set_metadata(std::string(limits.max_name_bytes, 'k'), "v");
+  edge.write(path);
+  const auto f = io::safetensors_file::open(path);
+  CHECK(f.load<float>(long_name).size() == 4);
+  CHECK(f.at("deep").shape.size() == limits.max_rank);
+}
+
+TEST_CASE("open refuses a FIFO at once instead of waiting for a writer", "[io]") {
+  TempDir dir("scalify_safetensors_test");
+  const std::string path = dir.file("fifo");
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  auto result = std::async(std::launch::async, [&] {
+    try {
+      (void)io::safetensors_file::open(path);
+    } catch (const scalify::format_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("opened");
+  });
+  const bool prompt = result.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  if (!prompt) {  // release an open() blocked until a writer comes (a blocked reader counts as one)
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+  }
+  CHECK(prompt);
+  CHECK_THAT(result.get(), Catch::Contains("fifo") && Catch::Contains("not a regular file"));
 }
 
 // ------------------------------------------------------------------------------

@@ -28,7 +28,8 @@
 // and the size limit (read_limits), is valid UTF-8 JSON of the expected shape
 // (no duplicate names, known dtypes, non-negative integer shapes and offsets),
 // that each tensor's byte length is its shape's element count times its
-// dtype's size (overflow-checked), and that the tensors cover the data buffer
+// dtype's size (overflow-checked: every partial product of the shape, left
+// to right, fits PTRDIFF_MAX / 8, even with a zero dimension), and that the tensors cover the data buffer
 // exactly, without gaps or overlaps. Any violation throws format_error naming
 // the file, the tensor and the problem; the JSON is read by a SAX handler
 // (nlohmann/json), so memory stays proportional to what the header declares
@@ -37,7 +38,7 @@
 #define SCALIFY_IO_SAFETENSORS_HPP_
 
 #include <Eigen/Core>  // Eigen::Matrix, Eigen::Map
-#include <algorithm>   // std::sort, std::find_if
+#include <algorithm>   // std::sort, std::find_if, std::any_of
 #include <bit>         // std::endian
 #include <cerrno>      // errno
 #include <cstdint>     // uint64_t, int64_t, uintptr_t, PTRDIFF_MAX
@@ -164,7 +165,7 @@ struct tensor_info {
   /// Elements: the product of the shape (1 for []).
   int64_t elements() const {
     int64_t n = 1;
-    for (int64_t d : shape) n *= d;  // checked against the byte length when the header was parsed
+    for (int64_t d : shape) n *= d;  // every partial product was checked when the header was parsed
     return n;
   }
   /// The matrix shape a load gives: [] -> 1 x 1, [n] -> 1 x n, [d0..dk] -> (d0*..*dk-1) x dk.
@@ -388,6 +389,21 @@ inline bool mul_u64(uint64_t a, uint64_t b, uint64_t& out) {
   return true;
 }
 
+/// The element count of `shape` (dimensions >= 0) into `elements`, and null
+/// if every partial product of its dimensions, left to right, is at most
+/// PTRDIFF_MAX / 8: then tensor_info::elements() and rows() and any byte
+/// length compute without overflow, even when a later dimension is 0. Else
+/// what is wrong: "overflows" (beyond uint64_t) or "is too large". The
+/// reader and the writer both judge shapes with it.
+inline const char* shape_problem(const std::vector<int64_t>& shape, uint64_t& elements) {
+  elements = 1;
+  for (int64_t d : shape) {
+    if (!mul_u64(elements, static_cast<uint64_t>(d), elements)) return "overflows";
+    if (elements > static_cast<uint64_t>(PTRDIFF_MAX) / 8) return "is too large";
+  }
+  return nullptr;
+}
+
 }  // namespace detail
 
 /// Parses and checks the safetensors file image `bytes` (the whole file);
@@ -425,14 +441,11 @@ inline safetensors_header parse_safetensors(std::span<const unsigned char> bytes
   h.tensors = std::move(handler.tensors);
   for (const auto& t : h.tensors) {
     const auto where = [&](const std::string& what) { detail::bad_file(file, "tensor '" + t.name + "': " + what); };
-    uint64_t elements = 1, length = 0;
-    for (int64_t d : t.shape) {
-      if (!detail::mul_u64(elements, static_cast<uint64_t>(d), elements)) where("shape " + t.shape_string() + " overflows");
+    uint64_t elements = 0;
+    if (const char* problem = detail::shape_problem(t.shape, elements)) {
+      where("shape " + t.shape_string() + " " + problem);
     }
-    if (!detail::mul_u64(elements, dtype_size(t.dtype), length) ||
-        elements > static_cast<uint64_t>(PTRDIFF_MAX) / 8) {
-      where("shape " + t.shape_string() + " is too large");
-    }
+    const uint64_t length = elements * dtype_size(t.dtype);  // <= PTRDIFF_MAX: elements <= PTRDIFF_MAX / 8
     if (t.begin > t.end) where("data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] decrease");
     if (t.end - t.begin != length) {
       where("data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] hold " +
@@ -484,7 +497,9 @@ class file_bytes {
   }
   explicit file_bytes(const std::string& path) {
 #if SCALIFY_IO_MMAP
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: open() of a FIFO would wait for a writer before the
+    // S_ISREG check below refuses it; a regular file ignores the flag.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) bad_file(path, std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
@@ -604,8 +619,14 @@ class safetensors_file {
     if (t == nullptr) detail::bad_file(path_, "no tensor '" + std::string(name) + "'");
     return *t;
   }
-  /// The raw bytes of a tensor of this file.
+  /// The raw bytes of a tensor of this file. Throws std::invalid_argument
+  /// if `t`'s offsets do not lie within this file's data buffer (a
+  /// tensor_info of another file, or made by hand).
   std::span<const unsigned char> bytes(const tensor_info& t) const {
+    SCALIFY_CHECK(t.begin <= t.end && t.end <= header_.data_bytes, std::invalid_argument,
+                  "scalify::io::safetensors_file::bytes: tensor '" + t.name + "' (data_offsets [" +
+                      std::to_string(t.begin) + ", " + std::to_string(t.end) + "]) is not within the " +
+                      std::to_string(header_.data_bytes) + " bytes of data of '" + path_ + "'");
     return bytes_->bytes().subspan(static_cast<size_t>(header_.data_start + t.begin),
                                    static_cast<size_t>(t.end - t.begin));
   }
@@ -639,20 +660,23 @@ class safetensors_file {
         v = static_cast<double>(static_cast<float>(x));
       }
     });
-    if (!(v >= 0.0) || v > static_cast<double>(std::numeric_limits<float>::max())) {
+    if (!(v >= 0.0) || v > std::numeric_limits<double>::max()) {
       fail("value " + scalify::detail::number_string(v) + " is not a finite scale >= 0");
     }
-    Scale out;
     if constexpr (std::is_same_v<Scale, double>) {
-      out = v;
+      return v;
     } else {
-      out = Scale(static_cast<float>(v));
+      if (v > static_cast<double>(std::numeric_limits<float>::max())) {  // only an F64 scale can be
+        fail("value " + scalify::detail::number_string(v) + " is not representable in " +
+             scalify::detail::type_name<Scale>());
+      }
+      const Scale out = Scale(static_cast<float>(v));
+      if (static_cast<double>(static_cast<float>(out)) != v) {
+        fail("value " + scalify::detail::number_string(v) + " is not exactly representable as a " +
+             scalify::detail::type_name<Scale>() + " scale");
+      }
+      return out;
     }
-    if (static_cast<double>(static_cast<float>(out)) != v && !std::is_same_v<Scale, double>) {
-      fail("value " + scalify::detail::number_string(v) + " is not exactly representable as a " +
-           scalify::detail::type_name<Scale>() + " scale");
-    }
-    return out;
   }
 
   /// Copies tensor `name` (dtype exactly T's) into a ScaledMatrix<T, Scale>
@@ -666,8 +690,11 @@ class safetensors_file {
     return ScaledMatrix<T, Scale>(std::move(data), scale_of<Scale>(name));
   }
 
-  /// Tensor `name` of any float dtype rounded into T (widened through
-  /// float, narrowed with `options`), with its scale. The explicit converting
+  /// Tensor `name` of any float dtype rounded into T with `options`, with
+  /// its scale: narrower dtypes widen exactly to float first, F64 rounds
+  /// once, straight from the double (into float: nearest even, saturating
+  /// if `options` say so; stochastic rounding of F64 into float throws
+  /// std::invalid_argument, as convert() does). The explicit converting
   /// load: load() refuses a dtype that is not T.
   template <class T, class Scale = float>
   ScaledMatrix<T, Scale> load_converted(std::string_view name, const convert_options& options = {}) const {
@@ -681,14 +708,16 @@ class safetensors_file {
     detail::with_float_dtype(t.dtype, [&]<class U>() {
       std::vector<U> source(n);
       if (n > 0) std::memcpy(static_cast<void*>(source.data()), bytes(t).data(), bytes(t).size());
-      std::vector<float> wide(n);
-      for (size_t i = 0; i < n; ++i) wide[i] = static_cast<float>(source[i]);
-      if constexpr (std::is_same_v<T, float>) {
-        std::copy(wide.begin(), wide.end(), data.data());
-      } else if constexpr (std::is_same_v<T, double>) {
-        for (size_t i = 0; i < n; ++i) data.data()[i] = static_cast<double>(source[i]);
+      if constexpr (std::is_same_v<T, double> || std::is_same_v<U, double>) {
+        convert(std::span<const U>(source), std::span<T>(data.data(), n), options);  // one rounding (or exact)
       } else {
-        convert(std::span<const float>(wide), std::span<T>(data.data(), n), options);
+        std::vector<float> wide(n);
+        for (size_t i = 0; i < n; ++i) wide[i] = static_cast<float>(source[i]);  // exact
+        if constexpr (std::is_same_v<T, float>) {
+          std::copy(wide.begin(), wide.end(), data.data());
+        } else {
+          convert(std::span<const float>(wide), std::span<T>(data.data(), n), options);
+        }
       }
     });
     return ScaledMatrix<T, Scale>(std::move(data), scale_of<Scale>(name));
@@ -753,7 +782,10 @@ class safetensors_file {
 /// Builds a safetensors file: tensors and metadata are copied in as they
 /// are added; write() lays them out aligned (by descending element size, then
 /// name) and replaces the file atomically (a temporary file renamed over it,
-/// so a failed write leaves an existing file as it was).
+/// so a failed write leaves an existing file as it was). It refuses, with
+/// std::invalid_argument before anything is written, whatever a reader with
+/// the default read_limits would refuse, so it never replaces a file with
+/// one that cannot be loaded.
 ///
 /// **Example**:
 /// ```
@@ -767,9 +799,13 @@ class safetensors_writer {
   /// Adds `x`'s data as tensor `name` (dtype of its scalar type; shape
   /// [rows, cols], or `shape` if given, which must have as many elements)
   /// and its scale as `name_scale` (shape [], F32; F8_E8M0 for an E8M0
-  /// scale). Throws std::invalid_argument for an empty, "__metadata__",
-  /// non-UTF-8 or already used name (the data's or the scale's) or a bad
-  /// shape; nothing is added then.
+  /// scale; F64 for a double scale). Throws std::invalid_argument for an
+  /// empty, "__metadata__", non-UTF-8, too long (read_limits::max_name_bytes)
+  /// or already used name (the data's or the scale's), a scale that is not
+  /// finite and >= 0 (e.g. x / 0.0f), or a bad shape (shape_error: not
+  /// `x`'s element count, more than read_limits::max_rank dimensions, a
+  /// partial product of the dimensions beyond PTRDIFF_MAX / 8); nothing is
+  /// added then.
   template <class D, class S>
   void add(const std::string& name, const ScaledArray<D, S>& x, std::optional<std::vector<int64_t>> shape = {}) {
     using T = typename D::Scalar;
@@ -777,13 +813,17 @@ class safetensors_writer {
     check_new_name(name);
     check_new_name(scale_name);
     std::vector<int64_t> dims = checked_shape(name, x.rows(), x.cols(), std::move(shape));
+    using ScaleT = std::conditional_t<std::is_same_v<S, float8_e8m0fnu>, float8_e8m0fnu,
+                                      std::conditional_t<std::is_same_v<S, double>, double, float>>;
+    const ScaleT s = static_cast<ScaleT>(x.scale());
+    const double sv = static_cast<double>(static_cast<std::conditional_t<std::is_same_v<S, double>, double, float>>(s));
+    SCALIFY_CHECK(sv >= 0.0 && sv <= std::numeric_limits<double>::max(), std::invalid_argument,
+                  "scalify::io::safetensors_writer: tensor '" + name + "' has scale " +
+                      scalify::detail::number_string(sv) + ", not a finite scale >= 0 (a reader refuses it)");
     const detail::row_matrix<T> data = x.data();  // row-major, evaluated
     entry e{name, dtype_of<T>(), std::move(dims), {}};
     e.bytes.resize(static_cast<size_t>(data.size()) * sizeof(T));
     if (!e.bytes.empty()) std::memcpy(e.bytes.data(), static_cast<const void*>(data.data()), e.bytes.size());
-    using ScaleT = std::conditional_t<std::is_same_v<S, float8_e8m0fnu>, float8_e8m0fnu,
-                                      std::conditional_t<std::is_same_v<S, double>, double, float>>;
-    const ScaleT s = static_cast<ScaleT>(x.scale());
     entry se{scale_name, dtype_of<ScaleT>(), {}, std::vector<unsigned char>(sizeof(ScaleT))};
     std::memcpy(se.bytes.data(), static_cast<const void*>(&s), sizeof(ScaleT));
     entries_.push_back(std::move(e));
@@ -791,14 +831,17 @@ class safetensors_writer {
   }
 
   /// Sets metadata `key` to `value` (strings; replaced if set before).
-  /// Throws std::invalid_argument for a key or value that is not UTF-8.
+  /// Throws std::invalid_argument for a key or value that is not UTF-8 or a
+  /// key longer than read_limits::max_name_bytes.
   void set_metadata(const std::string& key, const std::string& value) {
+    check_length(key, "metadata key");
     check_utf8(key, "metadata key");
     check_utf8(value, "metadata value of '" + key + "'");
     metadata_[key] = value;
   }
 
-  /// The whole file as bytes.
+  /// The whole file as bytes. Throws std::invalid_argument if the header
+  /// would be longer than read_limits::max_header_bytes.
   std::vector<unsigned char> serialize() const {
     std::vector<const entry*> order;
     for (const auto& e : entries_) order.push_back(&e);
@@ -820,6 +863,10 @@ class safetensors_writer {
     }
     std::string text = header.dump();
     while ((8 + text.size()) % 8 != 0) text += ' ';  // the data starts 8-byte aligned
+    SCALIFY_CHECK(text.size() <= read_limits{}.max_header_bytes, std::invalid_argument,
+                  "scalify::io::safetensors_writer: a header of " + std::to_string(text.size()) +
+                      " bytes, more than readers take (read_limits::max_header_bytes, " +
+                      std::to_string(read_limits{}.max_header_bytes) + ")");
     std::vector<unsigned char> out;
     out.reserve(8 + text.size() + at);
     const uint64_t n = text.size();
@@ -830,8 +877,9 @@ class safetensors_writer {
   }
 
   /// Writes the file: into `path`.tmp-<pid>, then renamed over `path`.
-  /// Throws std::runtime_error naming the path if it cannot be written (an
-  /// existing file at `path` is then unchanged).
+  /// Throws std::invalid_argument as serialize() (before anything is
+  /// written), std::runtime_error naming the path if it cannot be written
+  /// (an existing file at `path` is then unchanged).
   void write(const std::string& path) const {
     const std::vector<unsigned char> bytes = serialize();
 #if SCALIFY_IO_MMAP
@@ -874,7 +922,16 @@ class safetensors_writer {
       throw std::invalid_argument("scalify::io::safetensors_writer: " + what + " is not valid UTF-8");
     }
   }
+  /// A name or metadata key of at most read_limits::max_name_bytes (the name cut short in the message).
+  static void check_length(const std::string& name, const char* what) {
+    const size_t limit = read_limits{}.max_name_bytes;
+    SCALIFY_CHECK(name.size() <= limit, std::invalid_argument,
+                  std::string("scalify::io::safetensors_writer: ") + what + " '" + name.substr(0, 40) + "...' of " +
+                      std::to_string(name.size()) + " bytes, more than readers take (read_limits::max_name_bytes, " +
+                      std::to_string(limit) + ")");
+  }
   void check_new_name(const std::string& name) const {
+    check_length(name, "tensor name");
     SCALIFY_CHECK(!name.empty() && name != "__metadata__", std::invalid_argument,
                   "scalify::io::safetensors_writer: invalid tensor name '" + name + "'");
     check_utf8(name, "tensor name '" + name + "'");
@@ -886,10 +943,18 @@ class safetensors_writer {
   static std::vector<int64_t> checked_shape(const std::string& name, Eigen::Index rows, Eigen::Index cols,
                                             std::optional<std::vector<int64_t>> shape) {
     if (!shape) return {static_cast<int64_t>(rows), static_cast<int64_t>(cols)};
-    uint64_t n = 1;
-    bool ok = true;
-    for (int64_t d : *shape) ok = ok && d >= 0 && detail::mul_u64(n, static_cast<uint64_t>(d), n);
-    SCALIFY_CHECK(ok && n == static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols), shape_error,
+    const size_t max_rank = read_limits{}.max_rank;
+    SCALIFY_CHECK(shape->size() <= max_rank, shape_error,
+                  "scalify::io::safetensors_writer: shape given for '" + name + "' has " +
+                      std::to_string(shape->size()) + " dimensions, more than readers take (read_limits::max_rank, " +
+                      std::to_string(max_rank) + ")");
+    uint64_t n = 0;
+    const char* problem = std::any_of(shape->begin(), shape->end(), [](int64_t d) { return d < 0; })
+                              ? "has a negative dimension"
+                              : detail::shape_problem(*shape, n);
+    SCALIFY_CHECK(problem == nullptr, shape_error,
+                  "scalify::io::safetensors_writer: shape given for '" + name + "' " + (problem ? problem : ""));
+    SCALIFY_CHECK(n == static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols), shape_error,
                   "scalify::io::safetensors_writer: shape given for '" + name + "' does not have the " +
                       std::to_string(rows * cols) + " elements of its " + scalify::detail::shape_string(rows, cols) +
                       " data");
