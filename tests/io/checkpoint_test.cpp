@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>       // std::isinf
 #include <cstring>     // std::memcmp
 #include <filesystem>  // std::filesystem
 #include <random>      // std::mt19937_64
@@ -16,6 +17,7 @@
 #include "scalify/io/checkpoint.hpp"
 #include "scalify/nn/gpt.hpp"
 #include "scalify/nn/loss.hpp"
+#include "scalify/ops/elementwise.hpp"  // Tensor / float
 #include "support/temp_dir.hpp"  // TempDir
 #include "support/nn_check.hpp"  // random_matrix, to_tensor
 
@@ -282,6 +284,162 @@ TEST_CASE("the optimizer's hyperparameters come back with the checkpoint, as in 
   CHECK(c.eps == 1e-6f);
   CHECK(c.weight_decay == 0.125f);
   CHECK(c.on_nonfinite == nn::nonfinite_policy::raise);
+}
+
+namespace {
+
+/// A copy of checkpoint `in` as `out` without tensor `drop` (and its scale), with metadata `key` set to
+/// `value` (removed if `value` is null).
+void rewrite(const std::string& in, const std::string& out, const std::string& drop, const std::string& key = "",
+             const char* value = "") {
+  const auto f = io::safetensors_file::open(in);
+  io::safetensors_writer w;
+  for (const auto& t : f.tensors()) {
+    if (t.name.size() > 6 && t.name.substr(t.name.size() - 6) == "_scale") continue;
+    if (t.name == drop) continue;
+    if (t.dtype == io::tensor_dtype::F16) w.add(t.name, f.load<scalify::float16>(t.name));
+    if (t.dtype == io::tensor_dtype::F32) w.add(t.name, f.load<float>(t.name));
+  }
+  for (const auto& [k, v] : f.metadata()) {
+    if (k != key) w.set_metadata(k, v);
+  }
+  if (!key.empty() && value != nullptr) w.set_metadata(key, value);
+  w.write(out);
+}
+
+}  // namespace
+
+TEST_CASE("a save the file could not hold throws and keeps the previous checkpoint", "[io]") {
+  TempDir dir("scalify_checkpoint_test");
+  const std::string path = dir.file("c.safetensors");
+  mlp_run run(nn::state_config{});
+  run.step();
+  io::save_checkpoint(path, run.net.parameters(), run.opt);
+  const auto before = io::safetensors_file::open(path).metadata("scalify.step_count", "");
+  run.step();
+  nn::Tensor& w0 = *run.net.parameters()[0].value;
+  w0 = w0 / 0.0f;  // a diverged update: scale inf
+  REQUIRE(std::isinf(w0.scale()));
+  CHECK_THROWS_WITH(io::save_checkpoint(path, run.net.parameters(), run.opt),
+                    Catch::Contains("model.0.w") && Catch::Contains("not a finite scale"));
+  mlp_run fresh(nn::state_config{});
+  io::load_checkpoint(path, fresh.net.parameters(), fresh.opt);  // the previous one, intact
+  CHECK(fresh.opt.step_count() == 1);
+  CHECK(before == "1");
+}
+
+TEST_CASE("exactly the state tensors a checkpoint saved are required and restored (scalify.state_tensors)", "[io]") {
+  TempDir dir("scalify_checkpoint_test");
+  const auto sgd_run = [](float momentum) {
+    auto r = std::make_unique<mlp_run>(nn::state_config{});
+    r->opt.config().momentum = momentum;
+    return r;
+  };
+  SECTION("momentum switched on after steps without it: the empty buffers come back empty") {
+    auto a = sgd_run(0.0f);
+    a->step();
+    a->step();
+    a->opt.config().momentum = 0.9f;  // e.g. a momentum schedule
+    io::save_checkpoint(dir.file("m.safetensors"), a->net.parameters(), a->opt);
+    CHECK(io::safetensors_file::open(dir.file("m.safetensors")).metadata("scalify.state_tensors", "?") == "[]");
+    auto b = sgd_run(0.9f);
+    io::load_checkpoint(dir.file("m.safetensors"), b->net.parameters(), b->opt);
+    b->gen = a->gen;
+    CHECK(b->opt.velocity(0).empty());
+    CHECK(b->opt.step_count() == 2);
+    // The next steps are the saved run's, bit for bit.
+    for (int i = 0; i < 2; ++i) CHECK(b->step() == a->step());
+    CHECK(bits_of(b->net.parameters()) == bits_of(a->net.parameters()));
+  }
+  SECTION("a saved tensor removed from the file is refused, whatever the destination's config") {
+    auto a = sgd_run(0.9f);
+    a->step();
+    a->step();
+    io::save_checkpoint(dir.file("c.safetensors"), a->net.parameters(), a->opt);
+    rewrite(dir.file("c.safetensors"), dir.file("lost.safetensors"), "optimizer.0.w.momentum");
+    for (const float momentum : {0.0f, 0.9f}) {
+      INFO("momentum " << momentum);
+      auto b = sgd_run(momentum);
+      const auto params = bits_of(b->net.parameters());
+      CHECK_THROWS_WITH(io::load_checkpoint(dir.file("lost.safetensors"), b->net.parameters(), b->opt),
+                        Catch::Contains("lost.safetensors") && Catch::Contains("no tensor 'optimizer.0.w.momentum'"));
+      CHECK(b->opt.config().momentum == momentum);
+      CHECK(b->opt.step_count() == 0);
+      CHECK(bits_of(b->net.parameters()) == params);
+    }
+    // A file without the list (written before it existed): the restored config decides what is required.
+    rewrite(dir.file("c.safetensors"), dir.file("old.safetensors"), "", "scalify.state_tensors", nullptr);
+    rewrite(dir.file("c.safetensors"), dir.file("old-lost.safetensors"), "optimizer.0.w.momentum",
+            "scalify.state_tensors", nullptr);
+    auto b = sgd_run(0.0f);
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("old-lost.safetensors"), b->net.parameters(), b->opt),
+                      Catch::Contains("no tensor 'optimizer.0.w.momentum'"));
+    CHECK(b->opt.step_count() == 0);
+    io::load_checkpoint(dir.file("old.safetensors"), b->net.parameters(), b->opt);
+    CHECK(b->opt.config().momentum == 0.9f);
+    b->gen = a->gen;
+    CHECK(b->step() == a->step());
+    // A list naming a state this optimizer does not have, or not a list.
+    const std::string list = io::safetensors_file::open(dir.file("c.safetensors")).metadata("scalify.state_tensors", "");
+    REQUIRE(list.rfind("[\"0.w.momentum\",", 0) == 0);
+    rewrite(dir.file("c.safetensors"), dir.file("bad.safetensors"), "", "scalify.state_tensors",
+            ("[\"9.w.momentum\"," + list.substr(1)).c_str());
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad.safetensors"), b->net.parameters(), b->opt),
+                      Catch::Contains("'9.w.momentum'"));
+    rewrite(dir.file("c.safetensors"), dir.file("bad.safetensors"), "", "scalify.state_tensors", "0.w.momentum");
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("bad.safetensors"), b->net.parameters(), b->opt),
+                      Catch::Contains("'scalify.state_tensors'"));
+  }
+}
+
+TEST_CASE("a hostile step count does not overflow the error message", "[io]") {
+  TempDir dir("scalify_checkpoint_test");
+  mlp_run run(nn::state_config{});
+  run.step();
+  io::save_checkpoint(dir.file("c.safetensors"), run.net.parameters(), run.opt);
+  rewrite(dir.file("c.safetensors"), dir.file("huge.safetensors"), "optimizer.0.w.momentum", "scalify.step_count",
+          "9223372036854775807");
+  rewrite(dir.file("huge.safetensors"), dir.file("huge-old.safetensors"), "", "scalify.state_tensors", nullptr);
+  mlp_run other(nn::state_config{});
+  for (const char* file : {"huge.safetensors", "huge-old.safetensors"}) {
+    INFO(file);
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file(file), other.net.parameters(), other.opt),
+                      Catch::Contains("no tensor 'optimizer.0.w.momentum'") &&
+                          !Catch::Contains("-9223372036854775808"));
+  }
+}
+
+TEST_CASE("scalify.config: every hyperparameter exactly once", "[io]") {
+  TempDir dir("scalify_checkpoint_test");
+  mlp_run run(nn::state_config{});
+  run.step();
+  io::save_checkpoint(dir.file("c.safetensors"), run.net.parameters(), run.opt);
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"lr=0x1p-4 lr=0x1p-4 momentum=0x1.ccccccp-1 on_nonfinite=skip", "'lr' appears twice"},
+      {"lr=0x1p-4 momentum=0 weight_decay=0 on_nonfinite=skip on_nonfinite=raise", "'on_nonfinite' appears twice"},
+      {"lr=0x1p-4 momentum=0 weight_decay=0", "missing"},
+      {"lr=0x1p-4 momentum=0 weight_decay=0x1p-4000 on_nonfinite=skip", "bad entry 'weight_decay=0x1p-4000'"},
+      {"lr=0x1p-4 momentum=0 weight_decay=+0x1p-4 on_nonfinite=skip", "bad entry"},
+  };
+  mlp_run other(nn::state_config{});
+  other.opt.config().weight_decay = 0.5f;
+  for (const auto& [config, message] : cases) {
+    INFO(config);
+    rewrite(dir.file("c.safetensors"), dir.file("cfg.safetensors"), "", "scalify.config", config);
+    CHECK_THROWS_WITH(io::load_checkpoint(dir.file("cfg.safetensors"), other.net.parameters(), other.opt),
+                      Catch::Contains("'scalify.config'") && Catch::Contains(message));
+    CHECK(other.opt.config().weight_decay == 0.5f);
+  }
+  // Hex floats and decimals, in any order: read exactly.
+  rewrite(dir.file("c.safetensors"), dir.file("cfg.safetensors"), "", "scalify.config",
+          "momentum=0.5 lr=0x1.8p-4 weight_decay=-0x0p+0 on_nonfinite=raise");
+  io::load_checkpoint(dir.file("cfg.safetensors"), other.net.parameters(), other.opt);
+  CHECK(other.opt.config().lr == 0x1.8p-4f);
+  CHECK(other.opt.config().momentum == 0.5f);
+  CHECK(other.opt.config().weight_decay == 0.0f);
+  CHECK(other.opt.config().on_nonfinite == nn::nonfinite_policy::raise);
+  CHECK(io::detail::config_string(nn::sgd_config{.lr = 0.05f, .momentum = 0.0f, .weight_decay = 1e-45f}) ==
+        "lr=0x1.99999ap-5 momentum=0x0p+0 weight_decay=0x1p-149 on_nonfinite=skip");
 }
 
 TEST_CASE("RNG states round-trip as text; bad text is an error", "[io]") {

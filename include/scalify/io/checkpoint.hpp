@@ -16,12 +16,14 @@
 //       momentum (sgd), adam_m and adam_r = sqrt(second moment) (adamw)
 //   __metadata__: scalify.checkpoint (format version), scalify.optimizer
 //       (sgd | adamw), scalify.step_count, scalify.skipped_steps,
+//       scalify.state_tensors (the state tensors saved: the non-empty ones),
 //       scalify.state (format, scaling, rounding, seed), scalify.config (the
 //       hyperparameters: restored on load, as PyTorch's load_state_dict does;
 //       set config() afterwards to change them), scalify.version, and the
 //       caller's own keys.
 // Loading checks everything before changing anything: the optimizer kind and
-// state settings, every tensor's presence, shape and dtype, no tensors the
+// state settings, every tensor's presence (the state tensors listed; the
+// others come back empty, as saved), shape and dtype, no tensors the
 // model does not have; any problem throws format_error naming the file and
 // the tensor, with the model and optimizer untouched. Resuming from a
 // checkpoint gives bit-identical results to a run that was not interrupted
@@ -29,10 +31,12 @@
 #ifndef SCALIFY_IO_CHECKPOINT_HPP_
 #define SCALIFY_IO_CHECKPOINT_HPP_
 
-#include <cstdio>     // std::snprintf
-#include <cstdlib>    // std::strtod
-#include <exception>  // std::exception
-#include <stdexcept>  // std::invalid_argument
+#include <charconv>      // std::to_chars, std::from_chars (locale-independent)
+#include <cmath>         // std::isfinite
+#include <exception>     // std::exception
+#include <stdexcept>     // std::invalid_argument
+#include <string_view>   // std::string_view
+#include <system_error>  // std::errc
 #include <map>      // std::map
 #include <random>   // std::mt19937_64
 #include <set>      // std::set
@@ -41,6 +45,8 @@
 #include <utility>  // std::move
 #include <variant>  // std::visit
 #include <vector>   // std::vector
+
+#include <nlohmann/json.hpp>  // nlohmann::json (scalify.state_tensors)
 
 #include "scalify/errors.hpp"           // format_error
 #include "scalify/io/safetensors.hpp"   // safetensors_writer, safetensors_file
@@ -115,7 +121,8 @@ inline std::string state_string(const nn::state_config& s) {
          (s.stochastic_master ? " stochastic" : " nearest") + " seed " + std::to_string(s.seed);
 }
 
-/// The hyperparameters of a config as "name=value" pairs (floats exactly, as %a).
+/// The hyperparameters of a config as "name=value" pairs (floats exactly, as
+/// hex floats: "0x1.99999ap-5", what printf's %a writes in the C locale).
 struct config_field {
   const char* name;
   float* value;
@@ -126,48 +133,86 @@ inline std::vector<config_field> fields_of(nn::sgd_config& c) {
 inline std::vector<config_field> fields_of(nn::adamw_config& c) {
   return {{"lr", &c.lr}, {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"eps", &c.eps}, {"weight_decay", &c.weight_decay}};
 }
+/// `v` as a hex float, "0x" after the sign when finite (std::to_chars: the
+/// same in every locale, where %a would write the locale's decimal point).
+inline std::string hex_float(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::hex);
+  std::string s(buf, r.ptr);
+  if (std::isfinite(v)) s.insert(s[0] == '-' ? 1 : 0, "0x");
+  return s;
+}
+/// A float as config_string() writes it (or in decimal: "0.5"), read with
+/// std::from_chars in any locale: true and `out` set if `s` is all of one
+/// and exactly a float.
+inline bool parse_float(std::string_view s, float& out) {
+  const bool negative = !s.empty() && s[0] == '-';
+  if (negative) s.remove_prefix(1);
+  const bool hex = s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+  if (hex) s.remove_prefix(2);
+  if (s.empty() || s[0] == '-' || s[0] == '+') return false;
+  double v = 0.0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v, hex ? std::chars_format::hex : std::chars_format::general);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return false;
+  if (negative) v = -v;
+  if (static_cast<double>(static_cast<float>(v)) != v) return false;  // NaN too
+  out = static_cast<float>(v);
+  return true;
+}
 template <class Config>
 std::string config_string(Config c) {
   std::string out;
   for (const auto& f : fields_of(c)) {
-    char buf[48];
-    std::snprintf(buf, sizeof buf, "%a", static_cast<double>(*f.value));
-    out += std::string(out.empty() ? "" : " ") + f.name + "=" + buf;
+    out += std::string(out.empty() ? "" : " ") + f.name + "=" + hex_float(static_cast<double>(*f.value));
   }
   return out + " on_nonfinite=" + (c.on_nonfinite == nn::nonfinite_policy::raise ? "raise" : "skip");
 }
-/// Parses config_string() text into a copy of `c`; format_error naming the file if it is not one.
+/// Parses config_string() text into a copy of `c`: every hyperparameter
+/// and on_nonfinite exactly once, in any order; format_error naming the
+/// file if it is not so.
 template <class Config>
 Config parse_config(const safetensors_file& f, const std::string& text, Config c) {
+  const auto bad = [&](const std::string& what) { bad_file(f.path(), "metadata 'scalify.config': " + what); };
   std::istringstream in(text);
   std::string token;
-  size_t found = 0;
+  std::set<std::string> seen;
   auto fields = fields_of(c);
-  bool policy = false;
   while (in >> token) {
     const size_t eq = token.find('=');
     const std::string key = token.substr(0, eq), value = eq == std::string::npos ? "" : token.substr(eq + 1);
     bool known = false;
     if (key == "on_nonfinite" && (value == "skip" || value == "raise")) {
       c.on_nonfinite = value == "raise" ? nn::nonfinite_policy::raise : nn::nonfinite_policy::skip;
-      known = policy = true;
+      known = true;
     }
     for (auto& fd : fields) {
-      if (key != fd.name) continue;
-      char* end = nullptr;
-      const double v = std::strtod(value.c_str(), &end);
-      if (!value.empty() && *end == '\0' && static_cast<double>(static_cast<float>(v)) == v) {
-        *fd.value = static_cast<float>(v);
-        known = true;
-        ++found;
-      }
+      if (key == fd.name && parse_float(value, *fd.value)) known = true;
     }
-    if (!known) bad_file(f.path(), "metadata 'scalify.config': bad entry '" + token + "'");
+    if (!known) bad("bad entry '" + token + "'");
+    if (!seen.insert(key).second) bad("'" + key + "' appears twice");
   }
-  if (found != fields.size() || !policy) {
-    bad_file(f.path(), "metadata 'scalify.config' is '" + text + "': some hyperparameters are missing");
+  std::string missing = seen.count("on_nonfinite") ? "" : " on_nonfinite";
+  for (const auto& fd : fields) {
+    if (seen.count(fd.name) == 0) missing += std::string(" ") + fd.name;
   }
+  if (!missing.empty()) bad("'" + text + "': some hyperparameters are missing:" + missing);
   return c;
+}
+
+/// The names in metadata 'scalify.state_tensors' (a JSON array of distinct
+/// strings: the state tensors save_checkpoint() wrote).
+inline std::set<std::string> state_list(const safetensors_file& f, const std::string& text) {
+  const auto bad = [&](const std::string& what) {
+    bad_file(f.path(), "metadata 'scalify.state_tensors' is '" + text + "': " + what);
+  };
+  const nlohmann::json list = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!list.is_array()) bad("not a JSON array of names");
+  std::set<std::string> out;
+  for (const auto& name : list) {
+    if (!name.is_string()) bad("not a JSON array of names");
+    if (!out.insert(name.get<std::string>()).second) bad("'" + name.get<std::string>() + "' appears twice");
+  }
+  return out;
 }
 
 /// The metadata value of `key` as a count >= 0.
@@ -227,8 +272,11 @@ inline void load_parameters(const safetensors_file& f, const std::vector<nn::par
 
 /// Writes a checkpoint of `params` and `opt` (nn::sgd or nn::adamw) to
 /// `path` (replaced atomically), with `metadata` (the caller's keys: its
-/// step, data order, RNG state...). Throws std::runtime_error if the file
-/// cannot be written.
+/// step, data order, RNG state...). Throws std::invalid_argument, before
+/// anything is written, for what the file could not hold (a parameter or
+/// state tensor whose scale is not finite, e.g. after a diverged update; a
+/// name or key beyond the read_limits), std::runtime_error if the file
+/// cannot be written; an existing file at `path` is then unchanged.
 ///
 /// **Example**: `scalify::io::save_checkpoint("run.safetensors", net.parameters(), opt, {{"epoch", "3"}});`
 template <class Optimizer>
@@ -241,14 +289,18 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
                   "scalify::io::save_checkpoint: parameter '" + p.name + "' is null");
     detail::add_any(w, "model." + p.name, detail::stored_exactly(*p.value, format));
   }
+  std::vector<std::string> saved;  // the state tensors written (an empty buffer is not)
   for (const nn::state_ref& s : opt.state_tensors()) {
-    if (!s.buffer->empty()) detail::add_any(w, "optimizer." + s.name, s.buffer->stored());
+    if (s.buffer->empty()) continue;
+    detail::add_any(w, "optimizer." + s.name, s.buffer->stored());
+    saved.push_back(s.name);
   }
   for (const auto& [k, v] : metadata) w.set_metadata(k, v);
   w.set_metadata("scalify.checkpoint", kCheckpointVersion);
   w.set_metadata("scalify.optimizer", Optimizer::kind());
   w.set_metadata("scalify.step_count", std::to_string(opt.step_count()));
   w.set_metadata("scalify.skipped_steps", std::to_string(opt.skipped_steps()));
+  w.set_metadata("scalify.state_tensors", nlohmann::json(saved).dump());
   w.set_metadata("scalify.state", detail::state_string(opt.state()));
   w.set_metadata("scalify.config", detail::config_string(opt.config()));
   w.write(path);
@@ -257,10 +309,14 @@ void save_checkpoint(const std::string& path, const std::vector<nn::param_ref>& 
 /// Restores `params` and `opt` from the checkpoint `f` (see the file
 /// comment) and returns the file's metadata. Everything is checked before
 /// anything changes: the optimizer kind and state settings must be the
-/// ones `opt` was built with, every parameter and required state tensor
-/// must be there with its shape and dtype, and the file must hold no model
-/// or optimizer tensor that `params` and `opt` do not have. Throws
-/// format_error naming the file (and the tensor) otherwise.
+/// ones `opt` was built with, every parameter and every state tensor the
+/// file's metadata 'scalify.state_tensors' lists must be there with its
+/// shape and dtype (the other state tensors are restored empty, as they
+/// were when saved), and the file must hold no model or optimizer tensor
+/// that `params` and `opt` do not have. A file without that list (written
+/// before it existed) must hold the state tensors the restored optimizer's
+/// next step reads (state_ref::required with the file's counters and
+/// config). Throws format_error naming the file (and the tensor) otherwise.
 ///
 /// **Example**:
 /// ```
@@ -300,10 +356,16 @@ std::map<std::string, std::string> load_checkpoint(const safetensors_file& f, co
     expected.insert("model." + p.name);
     expected.insert("model." + p.name + "_scale");
   }
-  // The optimizer's state as it will be once the counters are restored.
+  // The optimizer's state as it will be once the counters and the config are restored.
+  const bool listed = f.metadata().count("scalify.state_tensors") != 0;
+  std::set<std::string> saved;  // the state tensors the file says it holds
+  if (listed) saved = detail::state_list(f, f.metadata("scalify.state_tensors", ""));
   const long saved_steps = opt.step_count(), saved_skipped = opt.skipped_steps();
+  const auto saved_config = opt.config();
   opt.restore_counters(steps, skipped);
+  opt.config() = config;
   std::vector<nn::state_ref> refs = opt.state_tensors();
+  opt.config() = saved_config;
   opt.restore_counters(saved_steps, saved_skipped);
   std::vector<nn::AnyTensor> buffers(refs.size());
   std::vector<bool> present(refs.size(), false);
@@ -311,10 +373,17 @@ std::map<std::string, std::string> load_checkpoint(const safetensors_file& f, co
     const std::string name = "optimizer." + refs[i].name;
     expected.insert(name);
     expected.insert(name + "_scale");
+    const bool required = listed ? saved.erase(refs[i].name) != 0 : refs[i].required;
     if (f.find(name) == nullptr) {
-      if (refs[i].required) fail("no tensor '" + name + "' (the optimizer's step " + std::to_string(steps + 1) + " needs it)");
+      if (required) {
+        fail("no tensor '" + name + "' (" +
+             (listed ? std::string("metadata 'scalify.state_tensors' lists it")
+                     : "the optimizer's next step, after step " + std::to_string(steps) + ", needs it") +
+             ")");
+      }
       continue;
     }
+    if (listed && !required) fail("tensor '" + name + "' is not in metadata 'scalify.state_tensors'");
     buffers[i] = detail::load_any(f, name, opt.state().format);
     present[i] = true;
   }
@@ -323,6 +392,10 @@ std::map<std::string, std::string> load_checkpoint(const safetensors_file& f, co
     if (ours && expected.count(t.name) == 0) {
       fail("tensor '" + t.name + "' has no parameter or optimizer state here (a different model?)");
     }
+  }
+  if (!saved.empty()) {
+    fail("metadata 'scalify.state_tensors' lists '" + *saved.begin() +
+         "', a state tensor this optimizer does not have (a different model?)");
   }
   // Shapes of the state tensors: the parameters'.
   const auto& ps = opt.parameters();
