@@ -588,3 +588,112 @@ TEST_CASE("optimizers update the weights loaded into the module after they were 
     }
   }
 }
+
+// ----------------------------------------------------------------------------
+// Bad hyperparameters: refused by the constructor and by every step, before
+// anything changes.
+
+namespace {
+
+const float kInf = std::numeric_limits<float>::infinity(), kNaN = std::numeric_limits<float>::quiet_NaN();
+
+/// sgd_configs with one field out of range (the others valid), and what the
+/// message names.
+const std::vector<std::pair<nn::sgd_config, const char*>> kBadSgd = {
+    {{.lr = -1.0f}, "lr -1"},
+    {{.lr = kNaN}, "lr nan"},
+    {{.lr = kInf}, "lr inf"},
+    {{.momentum = 1.0f}, "momentum 1"},
+    {{.momentum = 1.5f}, "momentum 1.5"},
+    {{.momentum = -0.5f}, "momentum -0.5"},
+    {{.momentum = kNaN}, "momentum nan"},
+    {{.weight_decay = -1e-2f}, "weight_decay -0.01"},
+    {{.weight_decay = kInf}, "weight_decay inf"},
+    {{.weight_decay = kNaN}, "weight_decay nan"},
+};
+
+const std::vector<std::pair<nn::adamw_config, const char*>> kBadAdamw = {
+    {{.lr = -1e-3f}, "lr -0.001"},
+    {{.lr = -kInf}, "lr -inf"},
+    {{.lr = kInf}, "lr inf"},
+    {{.lr = kNaN}, "lr nan"},
+    {{.beta1 = 1.0f}, "beta1 1,"},
+    {{.beta1 = kNaN}, "beta1 nan"},
+    {{.beta2 = -0.1f}, "beta2 -0.1"},
+    {{.beta2 = kInf}, "beta2 inf"},
+    {{.eps = 0.0f}, "eps 0,"},
+    {{.eps = -1e-8f}, "eps -1e-08"},
+    {{.eps = kInf}, "eps inf"},
+    {{.eps = kNaN}, "eps nan"},
+    {{.weight_decay = -0.1f}, "weight_decay -0.1"},
+    {{.weight_decay = kInf}, "weight_decay inf"},
+};
+
+}  // namespace
+
+TEST_CASE("optimizers refuse a bad config in the constructor before rounding the parameters", "[nn][optim][errors]") {
+  // 0.1 is not a float16: the constructor's rounding into the state format
+  // would change it (to 0.0999755859), so a constructor that rounds and then
+  // throws shows.
+  for (const auto& f : kFormats) {
+    INFO(f.name);
+    nn::Tensor w(nn::Matrix::Constant(3, 2, 0.1f), 1.0f), g = nn::zeros(3, 2);
+    const auto before = bits(w);
+    for (const auto& [cfg, what] : kBadSgd) {
+      INFO("sgd, " << what);
+      CHECK_THROWS_WITH(nn::sgd({{"w", &w, &g}}, cfg, f.cfg),
+                        Catch::Contains("scalify::nn::sgd: need") && Catch::Contains(what));
+      CHECK(bits(w) == before);
+    }
+    for (const auto& [cfg, what] : kBadAdamw) {
+      INFO("adamw, " << what);
+      CHECK_THROWS_WITH(nn::adamw({{"w", &w, &g}}, cfg, f.cfg),
+                        Catch::Contains("scalify::nn::adamw: need") && Catch::Contains(what));
+      CHECK(bits(w) == before);
+    }
+  }
+}
+
+TEST_CASE("optimizers check the config (the constructor's checks) at every step, changing nothing",
+          "[nn][optim][errors]") {
+  for (const auto& f : {kFormats[0], kFormats[1]}) {  // fp32 (sgd: momentum updated in place), fp16 scaled
+    for (const auto& [bad, what] : kBadSgd) {
+      INFO(f.name << ", sgd, " << what);
+      Problem p;
+      const nn::sgd_config good{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f};
+      nn::sgd opt(p.params(), good, f.cfg);
+      for (int t = 1; t <= 2; ++t) {
+        p.set_grads(t);
+        REQUIRE(opt.step());
+      }
+      p.set_grads(3);
+      const auto before = snapshot(p, opt);
+      opt.config() = bad;
+      CHECK_THROWS_WITH(opt.step(), Catch::Contains("scalify::nn::sgd: need") && Catch::Contains(what));
+      CHECK(snapshot(p, opt) == before);
+      CHECK(opt.skipped_steps() == 0);
+      opt.config() = good;
+      CHECK(opt.step());
+      CHECK(opt.step_count() == 3);
+    }
+    for (const auto& [bad, what] : kBadAdamw) {
+      INFO(f.name << ", adamw, " << what);
+      Problem p;
+      const nn::adamw_config good{.lr = 1e-3f, .weight_decay = 0.1f};
+      nn::adamw opt(p.params(), good, f.cfg);
+      for (int t = 1; t <= 2; ++t) {
+        p.set_grads(t);
+        REQUIRE(opt.step());
+      }
+      p.set_grads(3);
+      const auto before = snapshot(p, opt);
+      opt.config() = bad;
+      CHECK_THROWS_WITH(opt.step(), Catch::Contains("scalify::nn::adamw: need") && Catch::Contains(what));
+      CHECK(snapshot(p, opt) == before);
+      CHECK(opt.skipped_steps() == 0);
+      opt.config() = good;
+      CHECK(opt.step());
+      CHECK(opt.step_count() == 3);
+    }
+  }
+}

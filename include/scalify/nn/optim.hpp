@@ -364,6 +364,8 @@ inline std::string nonfinite_message(const char* where, const std::string& name,
 /// Common part of the optimizers: parameters, step counters, the finiteness check.
 class optimizer_base {
  public:
+  /// Checks the parameters and `state`, changing nothing: the optimizer's
+  /// constructor checks its hyperparameters, then calls round_parameters().
   optimizer_base(std::vector<param_ref> params, const state_config& state) : params_(std::move(params)), state_(state) {
     SCALIFY_CHECK(detail::valid_dtype(state.format), std::invalid_argument,
                   "scalify::nn optimizer: state_config.format is an unknown dtype " +
@@ -372,7 +374,6 @@ class optimizer_base {
       check_param(p);
       shapes_.emplace_back(p.value->rows(), p.value->cols());
     }
-    round_parameters();
   }
   /// Steps applied so far (AdamW's bias correction uses it); skipped steps do not count.
   long step_count() const { return t_; }
@@ -656,20 +657,30 @@ step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const
 /// ```
 class sgd : public detail::optimizer_base {
  public:
+  /// Checks everything (check_config(cfg) too) before it rounds the parameters.
   sgd(std::vector<param_ref> params, const sgd_config& cfg, const state_config& state = {})
       : optimizer_base(std::move(params), state), cfg_(cfg) {
     check_config(cfg);
     velocity_.resize(params_.size());
+    round_parameters();
   }
-  /// Throws std::invalid_argument unless lr >= 0, 0 <= momentum < 1, weight_decay >= 0.
+  /// Throws std::invalid_argument, naming the values, unless lr and
+  /// weight_decay are finite and >= 0 and 0 <= momentum < 1.
   static void check_config(const sgd_config& cfg) {
-    SCALIFY_CHECK(cfg.lr >= 0.0f && cfg.momentum >= 0.0f && cfg.momentum < 1.0f && cfg.weight_decay >= 0.0f,
-                  std::invalid_argument, "scalify::nn::sgd: need lr >= 0, 0 <= momentum < 1, weight_decay >= 0");
+    SCALIFY_CHECK(std::isfinite(cfg.lr) && cfg.lr >= 0.0f && cfg.momentum >= 0.0f && cfg.momentum < 1.0f &&
+                      std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0.0f,
+                  std::invalid_argument,
+                  "scalify::nn::sgd: need a finite lr >= 0, 0 <= momentum < 1 and a finite weight_decay >= 0, got lr " +
+                      detail::g_string(cfg.lr) + ", momentum " + detail::g_string(cfg.momentum) + ", weight_decay " +
+                      detail::g_string(cfg.weight_decay));
   }
   /// One update of the parameters' values from their grad tensors. Returns
   /// false, changing nothing, if a gradient is not finite (see nonfinite_policy).
+  /// Throws, changing nothing, for a config() that check_config() refuses
+  /// (config() may have been changed since the constructor).
   bool step() {
     const char* where = "scalify::nn::sgd::step";
+    check_config(cfg_);
     if (cfg_.momentum != 0.0f) check_state_shapes(where, velocity_, "momentum");
     check_step(where, cfg_.on_nonfinite);
     // With a dynamic scale, a first pass over every parameter sums the
@@ -757,21 +768,30 @@ struct adamw_config {
 /// **Example**: `scalify::nn::adamw opt(net.parameters(), {.lr = 1e-3f}, {.format = dtype::bfloat16});`
 class adamw : public detail::optimizer_base {
  public:
+  /// Checks everything (check_config(cfg) too) before it rounds the parameters.
   adamw(std::vector<param_ref> params, const adamw_config& cfg, const state_config& state = {})
       : optimizer_base(std::move(params), state), cfg_(cfg) {
     check_config(cfg);
     m_.resize(params_.size());
     r_.resize(params_.size());
+    round_parameters();
   }
-  /// Throws std::invalid_argument unless lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0.
+  /// Throws std::invalid_argument, naming the values, unless lr and
+  /// weight_decay are finite and >= 0, the betas in [0, 1) and eps finite and > 0.
   static void check_config(const adamw_config& cfg) {
-    SCALIFY_CHECK(cfg.lr >= 0.0f && cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f && cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f &&
-                      cfg.eps > 0.0f && cfg.weight_decay >= 0.0f,
+    SCALIFY_CHECK(std::isfinite(cfg.lr) && cfg.lr >= 0.0f && cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f &&
+                      cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f && std::isfinite(cfg.eps) && cfg.eps > 0.0f &&
+                      std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0.0f,
                   std::invalid_argument,
-                  "scalify::nn::adamw: need lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0");
+                  "scalify::nn::adamw: need a finite lr >= 0, betas in [0, 1), a finite eps > 0 and a finite "
+                  "weight_decay >= 0, got lr " +
+                      detail::g_string(cfg.lr) + ", beta1 " + detail::g_string(cfg.beta1) + ", beta2 " +
+                      detail::g_string(cfg.beta2) + ", eps " + detail::g_string(cfg.eps) + ", weight_decay " +
+                      detail::g_string(cfg.weight_decay));
   }
   /// One update (see sgd::step); t in the bias corrections counts applied steps only.
   bool step() {
+    check_config(cfg_);
     check_state_shapes("scalify::nn::adamw::step", m_, "first moment");
     check_state_shapes("scalify::nn::adamw::step", r_, "second moment's root");
     if (!begin_step("scalify::nn::adamw::step", cfg_.on_nonfinite)) return false;
