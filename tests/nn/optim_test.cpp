@@ -697,3 +697,54 @@ TEST_CASE("optimizers check the config (the constructor's checks) at every step,
     }
   }
 }
+
+// ----------------------------------------------------------------------------
+// State restored in part: an empty state tensor reads as zero.
+
+TEST_CASE("adamw reads a moment left empty (restore_counters without it) as zero",
+          "[nn][optim]") {
+  // A checkpoint may hold the step count but not every state tensor (an
+  // absent one is restored empty). AdamW's step t then starts that moment
+  // from zero: m = (1 - b1) g, v = b2 r^2 + (1 - b2) g^2 (or the reverse),
+  // with the bias corrections of step t. Checked against float64.
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+  const nn::adamw_config cfg{.lr = static_cast<float>(lr), .weight_decay = static_cast<float>(wd)};
+  for (const auto& f : {kFormats[0], kFormats[1]}) {
+    for (int kept = 0; kept < 3; ++kept) {  // none, m only, r only
+      INFO(f.name << ", kept " << (kept == 0 ? "none" : kept == 1 ? "m" : "r"));
+      // A first optimizer makes the state of steps 1 and 2.
+      Problem p;
+      nn::adamw first(p.params(), cfg, f.cfg);
+      for (int t = 1; t <= 2; ++t) {
+        p.set_grads(t);
+        REQUIRE(first.step());
+      }
+      // A second one on the same weights, given only the step count (and one moment, or none).
+      nn::adamw second(p.params(), cfg, f.cfg);
+      second.restore_counters(2, 0);
+      auto from = first.state_tensors(), to = second.state_tensors();  // w.adam_m, b.adam_m, w.adam_r, b.adam_r
+      for (size_t i = 0; i < to.size(); ++i) {
+        if ((kept == 1 && i < 2) || (kept == 2 && i >= 2)) to[i].buffer->restore(from[i].buffer->stored());
+      }
+      std::vector<MatD> before(p.w.size()), want(p.w.size());
+      for (size_t i = 0; i < p.w.size(); ++i) {
+        const MatD g = p.grad(i, 3).cast<float>().cast<double>();
+        before[i] = values(p.w[i]);
+        MatD m = (1 - b1) * g, v = (1 - b2) * g.cwiseAbs2();
+        if (kept == 1) m += b1 * values(first.first_moment(i).load());
+        if (kept == 2) v += b2 * values(first.second_moment_sqrt(i).load()).cwiseAbs2();
+        const MatD mhat = m / (1 - std::pow(b1, 3)), vhat = v / (1 - std::pow(b2, 3));
+        want[i] = before[i] - lr * (mhat.array() / (vhat.array().sqrt() + eps)).matrix() - lr * wd * before[i];
+      }
+      p.set_grads(3);
+      REQUIRE(second.step());
+      CHECK(second.step_count() == 3);
+      for (size_t i = 0; i < p.w.size(); ++i) {
+        // Adam's steps are ~lr per element: compare the change of the weights (as "adamw matches float64").
+        const double err = (values(p.w[i]) - want[i]).norm() / (want[i] - before[i]).norm();
+        INFO("parameter " << i << " error of the update " << err);
+        CHECK(err < (f.cfg.format == nn::dtype::float32 ? 1e-4 : 40 * f.tol));
+      }
+    }
+  }
+}

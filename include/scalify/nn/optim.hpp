@@ -705,7 +705,8 @@ class sgd : public detail::optimizer_base {
   }
   sgd_config& config() { return cfg_; }
   const sgd_config& config() const { return cfg_; }
-  /// Parameter i's momentum buffer (empty before the first step or with momentum 0).
+  /// Parameter i's momentum buffer (empty before the first step or with momentum 0; a step reads an empty one
+  /// as zero: the new momentum is then the gradient term).
   const scaled_buffer& velocity(size_t i) const { return velocity_.at(i); }
   /// "sgd" (checkpoints record it).
   static const char* kind() { return "sgd"; }
@@ -802,10 +803,10 @@ class adamw : public detail::optimizer_base {
       const Matrix g = values(*params_[i].grad);
       Matrix m = (1.0f - cfg_.beta1) * g;
       Matrix v = (1.0f - cfg_.beta2) * g.cwiseAbs2();
-      if (t_ > 1) {
-        m += cfg_.beta1 * values(m_[i].load());
-        v += cfg_.beta2 * values(r_[i].load()).cwiseAbs2();
-      }
+      // An empty moment (none stored yet, or left empty by a checkpoint
+      // that did not hold it) is zero, as sgd's empty momentum.
+      if (t_ > 1 && !m_[i].empty()) m += cfg_.beta1 * values(m_[i].load());
+      if (t_ > 1 && !r_[i].empty()) v += cfg_.beta2 * values(r_[i].load()).cwiseAbs2();
       m_[i].store(m, state_, false, state_seed(i, 0));
       const Matrix r = v.cwiseSqrt();
       r_[i].store(r, state_, false, state_seed(i, 1));
@@ -818,7 +819,8 @@ class adamw : public detail::optimizer_base {
   }
   adamw_config& config() { return cfg_; }
   const adamw_config& config() const { return cfg_; }
-  /// Parameter i's first moment m and r = sqrt(second moment) (empty before the first step).
+  /// Parameter i's first moment m and r = sqrt(second moment) (empty before
+  /// the first step; a step reads an empty one as zero).
   const scaled_buffer& first_moment(size_t i) const { return m_.at(i); }
   const scaled_buffer& second_moment_sqrt(size_t i) const { return r_.at(i); }
   /// "adamw" (checkpoints record it).
