@@ -38,20 +38,22 @@ MatD values(const nn::Tensor& t) { return t.data().cast<double>() * static_cast<
 double rel_error(const MatD& got, const MatD& want) { return (got - want).norm() / want.norm(); }
 
 /// Two parameters of different magnitudes (weights ~0.05, a bias ~1e-3) and
-/// their gradients for step t (deterministic, of different magnitudes too).
+/// their gradients for step t (deterministic, of different magnitudes too),
+/// the weights times `w_scale` and the gradients times `g_scale`.
 struct Problem {
   std::vector<nn::Tensor> w, g;
   std::vector<MatD> w_ref;
-  explicit Problem() {
-    const MatD a = random_matrix(16, 8, 1, 0.05), b = random_matrix(1, 8, 2, 1e-3);
+  double g_scale;
+  explicit Problem(double w_scale = 1.0, double g_scale_ = 1.0) : g_scale(g_scale_) {
+    const MatD a = random_matrix(16, 8, 1, 0.05 * w_scale), b = random_matrix(1, 8, 2, 1e-3 * w_scale);
     w = {nn::Tensor(a.cast<float>(), 1.0f), nn::Tensor(b.cast<float>(), 1.0f)};
     g = {nn::zeros(16, 8), nn::zeros(1, 8)};
     w_ref = {a.cast<float>().cast<double>(), b.cast<float>().cast<double>()};
   }
   std::vector<nn::param_ref> params() { return {{"w", &w[0], &g[0]}, {"b", &w[1], &g[1]}}; }
   MatD grad(size_t i, int t) const {
-    return random_matrix(w_ref[i].rows(), w_ref[i].cols(), 100 + 10 * static_cast<uint32_t>(t) + static_cast<uint32_t>(i),
-                         i == 0 ? 1e-2 : 1e-4);
+    const uint32_t seed = 100 + 10 * static_cast<uint32_t>(t) + static_cast<uint32_t>(i);
+    return random_matrix(w_ref[i].rows(), w_ref[i].cols(), seed, (i == 0 ? 1e-2 : 1e-4) * g_scale);
   }
   void set_grads(int t) {
     for (size_t i = 0; i < g.size(); ++i) g[i] = nn::Tensor(grad(i, t).cast<float>(), 1.0f);
@@ -744,6 +746,75 @@ TEST_CASE("adamw reads a moment left empty (restore_counters without it) as zero
         const double err = (values(p.w[i]) - want[i]).norm() / (want[i] - before[i]).norm();
         INFO("parameter " << i << " error of the update " << err);
         CHECK(err < (f.cfg.format == nn::dtype::float32 ? 1e-4 : 40 * f.tol));
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Stores of values whose squares are outside float's range.
+
+TEST_CASE("optimizers' stores rebase values whose squares underflow or overflow float32", "[nn][optim]") {
+  // A value of 2^-75 has a square (2^-150) below float's smallest subnormal,
+  // one of 2^66 a square above its largest finite number: the RMS behind the
+  // dynamic scale must not come from a float32 sum of the squares (which gave
+  // scale 1: 2^-75 stored in float16 as 0, 2^66 as 65504).
+  const auto pow2_down = [](double x) { return std::exp2(std::floor(std::log2(x))); };
+  const auto rms = [](const MatD& m) { return std::sqrt(m.squaredNorm() / static_cast<double>(m.size())); };
+  SECTION("the constructor's rounding of the parameters") {
+    for (const auto& f : kFormats) {
+      for (int e : {-140, -126, -100, -75, 66, 100, 127}) {
+        INFO(f.name << ", values 2^" << e);
+        nn::Tensor w(nn::Matrix::Constant(4, 4, 1.0f), std::ldexp(1.0f, e)), g = nn::zeros(4, 4);
+        w.data()(1, 2) = -1.5f;
+        const MatD want = values(w);
+        nn::sgd opt({{"w", &w, &g}}, {.lr = 0.0f}, f.cfg);
+        CHECK(values(w) == want);  // 1 and -1.5 are float16 and bfloat16 numbers
+        // Scale 2^floor(log2(RMS)), but at least 2^-126 (float's smallest normal; see scaled_buffer::scale_for).
+        if (f.cfg.dynamic_scale) CHECK(w.scale() == std::max(0x1p-126, pow2_down(rms(want))));
+      }
+    }
+  }
+  for (const double scale : {0x1p-80, 0x1p70}) {
+    for (const auto& f : {kFormats[1], kFormats[2], kFormats[3]}) {  // the scaled formats
+      DYNAMIC_SECTION(f.name << ", weights and gradients times " << scale) {
+        // sgd: linear in (w, g), so the float64 reference of the other tests scales along.
+        Problem p(scale, scale);
+        const auto want = sgd_reference(p, 0.1, 0.9, 1e-2);
+        nn::sgd opt(p.params(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f}, f.cfg);
+        for (int t = 1; t <= kSteps; ++t) {
+          p.set_grads(t);
+          REQUIRE(opt.step());
+        }
+        for (size_t i = 0; i < want.size(); ++i) {
+          INFO("sgd, parameter " << i << " error " << rel_error(values(p.w[i]), want[i]));
+          CHECK(rel_error(values(p.w[i]), want[i]) < f.tol);
+          // The data's RMS in [1, 2) (up to the rounding of the data).
+          CHECK(rms(p.w[i].data().cast<double>()) == Approx(1.5).margin(0.51));
+          CHECK(rms(opt.velocity(i).load().data().cast<double>()) == Approx(1.5).margin(0.51));
+        }
+      }
+      // adamw: its update (~lr per element) does not scale with the gradient, and
+      // v = g^2 is computed in float32 (overflows for |g| above 2^64): the
+      // tiny gradients (the moments' stores) and the huge weights (the weights' stores).
+      DYNAMIC_SECTION(f.name << ", adamw, weights times " << scale << ", gradients times "
+                             << std::min(scale, 1.0)) {
+        Problem p(scale, std::min(scale, 1.0));
+        const auto want = adamw_reference(p, 1e-3, 0.9, 0.999, 1e-8, 0.1);
+        nn::adamw opt(p.params(), {.lr = 1e-3f, .weight_decay = 0.1f}, f.cfg);
+        for (int t = 1; t <= kSteps; ++t) {
+          p.set_grads(t);
+          REQUIRE(opt.step());
+        }
+        for (size_t i = 0; i < want.size(); ++i) {
+          const double err = (values(p.w[i]) - want[i]).norm() / (want[i] - p.w_ref[i]).norm();
+          INFO("adamw, parameter " << i << " error of the update " << err << ", of the weights "
+                                   << rel_error(values(p.w[i]), want[i]));
+          CHECK(rel_error(values(p.w[i]), want[i]) < f.tol);
+          if (scale < 1) CHECK(err < 40 * f.tol);  // with huge weights the update is below their rounding
+          CHECK(rms(p.w[i].data().cast<double>()) == Approx(1.5).margin(0.51));
+          CHECK(rms(opt.first_moment(i).load().data().cast<double>()) == Approx(1.5).margin(0.51));
+        }
       }
     }
   }

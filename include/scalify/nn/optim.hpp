@@ -15,7 +15,9 @@
 // Every store
 //   - rebases the values (dynamic scale): scale = pow2_round_down(RMS of the
 //     values), so the data's RMS is in [1, 2), far from float16's underflow
-//     and overflow whatever the magnitude of the tensor;
+//     and overflow whatever the magnitude of the tensor (the RMS comes from
+//     a float32 sum of the squares, or a double one where squares underflow
+//     or overflow float32; the scale is at least 2^-126);
 //   - rounds the data into the format, stochastically for the weights by
 //     default, so that updates smaller than half an ulp of a weight are kept
 //     on average instead of being rounded away.
@@ -42,6 +44,7 @@
 #include <cmath>       // std::sqrt, std::pow, std::isfinite
 #include <cstdint>     // uint64_t
 #include <cstdio>      // std::snprintf
+#include <limits>      // std::numeric_limits
 #include <span>        // std::span
 #include <stdexcept>   // std::runtime_error
 #include <string>      // std::string
@@ -206,40 +209,70 @@ class scaled_buffer {
 
   /// The scale a store of `values` (a float matrix or expression) with
   /// `cfg` uses: pow2_round_down(RMS) if cfg.dynamic_scale (and the RMS is
-  /// finite and > 0), else 1.
+  /// finite and > 0), else 1. The RMS comes from a float32 sum of the
+  /// squares, or from a double one where the float sum is not accurate
+  /// (accurate_sum(): values whose squares underflow or overflow float).
   static float store_scale(const detail::row_source& values, const state_config& cfg) {
     if (!cfg.dynamic_scale || values.size() == 0) return 1.0f;
-    return scale_for(sum_of_squares(values), values.size(), cfg);
+    const float sum_sq = sum_of_squares(values);
+    if (accurate_sum(sum_sq)) return scale_for(sum_sq, values.size(), cfg);
+    return scale_for(sum_of_squares<double>(values), values.size(), cfg);
   }
-  /// store_scale's rule for `count` values whose squares sum to `sum_sq`.
+  /// True if `sum_sq`, a float32 sum of squares, gives the RMS to float
+  /// accuracy: finite (no square or partial sum overflowed) and at least
+  /// 2^-100 (squares below float's normal range, 2^-126, which lose bits or
+  /// vanish, then add at most count * 2^-149 to it). Else (0 included) the
+  /// scale is taken from a double sum: every float's square is a normal double.
+  static bool accurate_sum(float sum_sq) {
+    return sum_sq >= 0x1p-100f && sum_sq <= std::numeric_limits<float>::max();
+  }
+  /// store_scale's rule for `count` values whose squares sum to `sum_sq`
+  /// (an accurate float32 sum, see accurate_sum()).
   static float scale_for(float sum_sq, Eigen::Index count, const state_config& cfg) {
     if (!cfg.dynamic_scale || count == 0) return 1.0f;
     const float rms = std::sqrt(sum_sq / static_cast<float>(count));
     return std::isfinite(rms) && rms > 0.0f ? pow2_round_down(rms) : 1.0f;
   }
-  /// The sum of the squares of `values`, by blocks of rows split across the
-  /// scope's threads; the blocks' sums are added in order, so the result does
-  /// not depend on the thread count.
-  static float sum_of_squares(const detail::row_source& values) {
+  /// The same for a double sum of squares (of float values: the RMS is at
+  /// most float's largest number). The scale is at least 2^-126, float's
+  /// smallest normal, so that the stores' factor 1 / scale is finite: values
+  /// whose RMS is below it keep a data RMS below 1.
+  static float scale_for(double sum_sq, Eigen::Index count, const state_config& cfg) {
+    if (!cfg.dynamic_scale || count == 0) return 1.0f;
+    const double rms = std::sqrt(sum_sq / static_cast<double>(count));
+    return std::isfinite(rms) && rms > 0.0 ? static_cast<float>(std::max(pow2_round_down(rms), 0x1p-126)) : 1.0f;
+  }
+  /// The sum of the squares of `values` in `Sum` (float or double), by
+  /// blocks of rows split across the scope's threads; the blocks' sums are
+  /// added in order, so the result does not depend on the thread count.
+  template <class Sum = float>
+  static Sum sum_of_squares(const detail::row_source& values) {
     const Eigen::Index rows = values.rows(), cols = std::max<Eigen::Index>(values.cols(), 1);
     const Eigen::Index block = std::max<Eigen::Index>(1, (Eigen::Index{1} << 15) / cols);
     const Eigen::Index blocks = (rows + block - 1) / block;
-    std::vector<float> partial(static_cast<size_t>(blocks), 0.0f);
+    std::vector<Sum> partial(static_cast<size_t>(blocks), Sum(0));
+    const auto squares = [](const auto& m) -> Sum {
+      if constexpr (std::is_same_v<Sum, float>) {
+        return m.squaredNorm();
+      } else {
+        return m.template cast<Sum>().squaredNorm();
+      }
+    };
     scalify::detail::parallel_ranges(blocks, 2, 1, current_config().threads, [&](int64_t begin, int64_t end) {
       Matrix buffer(values.direct() != nullptr ? 0 : std::min(block, rows), values.cols());
       for (int64_t b = begin; b < end; ++b) {
         const Eigen::Index r = b * block, count = std::min(block, rows - r);
         if (values.direct() != nullptr) {  // a plain matrix: read in place
           partial[static_cast<size_t>(b)] =
-              Eigen::Map<const Matrix>(values.direct() + r * values.cols(), count, values.cols()).squaredNorm();
+              squares(Eigen::Map<const Matrix>(values.direct() + r * values.cols(), count, values.cols()));
           continue;
         }
         values.fill(r, count, 1.0f, buffer.data());
-        partial[static_cast<size_t>(b)] = buffer.topRows(count).squaredNorm();
+        partial[static_cast<size_t>(b)] = squares(buffer.topRows(count));
       }
     });
-    float sum = 0.0f;
-    for (float p : partial) sum += p;
+    Sum sum = 0;
+    for (Sum p : partial) sum += p;
     return sum;
   }
   /// The cast options of a store: saturating with a dynamic scale, stochastic on request.
@@ -647,7 +680,8 @@ step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const
 /// momentum (detail::sgd_pass): one sums the squares behind both stores'
 /// dynamic scales, the other computes the new momentum and weights again and
 /// stores both, in place (one pass with plain float32 state: no dynamic
-/// scale). The arithmetic runs on the CPU path's routine
+/// scale; a third, into float buffers, for a parameter whose float32 sums
+/// are not accurate, see scaled_buffer::accurate_sum). The arithmetic runs on the CPU path's routine
 /// (nn/detail/sgd_kernels.hpp), the roundings on the bulk casts.
 ///
 /// **Example**:
@@ -718,6 +752,25 @@ class sgd : public detail::optimizer_base {
   const AnyTensor* previous_momentum(size_t i, long t) const {
     return cfg_.momentum != 0.0f && t > 1 && !velocity_[i].empty() ? &velocity_[i].stored() : nullptr;
   }
+  /// The dynamic scales of parameter i's two stores (momentum, weights),
+  /// from `sums` of the first pass. A float sum that is not accurate
+  /// (scaled_buffer::accurate_sum: values whose squares underflow or
+  /// overflow float) is taken again in double, from v and u computed again
+  /// into float buffers by the same routine (the same values).
+  std::pair<float, float> store_scales(size_t i, const detail::step_sums& sums) const {
+    const Tensor& wt = *params_[i].value;
+    const bool redo_v = cfg_.momentum != 0.0f && !scaled_buffer::accurate_sum(sums.v);
+    const bool redo_u = !scaled_buffer::accurate_sum(sums.w);
+    float sv = scaled_buffer::scale_for(sums.v, wt.size(), state_);
+    float su = scaled_buffer::scale_for(sums.w, wt.size(), state_);
+    if (!state_.dynamic_scale || wt.size() == 0 || (!redo_v && !redo_u)) return {sv, su};
+    Matrix v(wt.rows(), wt.cols()), u(wt.rows(), wt.cols());
+    const detail::sgd_store<float> values{v.data(), 1.0f, {}, u.data(), 1.0f, {}};
+    detail::sgd_pass<float>(wt, *params_[i].grad, previous_momentum(i, t_), cfg_, &values);
+    if (redo_v) sv = scaled_buffer::scale_for(scaled_buffer::sum_of_squares<double>(v), wt.size(), state_);
+    if (redo_u) su = scaled_buffer::scale_for(scaled_buffer::sum_of_squares<double>(u), wt.size(), state_);
+    return {sv, su};
+  }
   /// The storing pass of parameter i's update with state format T, `sums`
   /// from the first pass (with a dynamic scale): the momentum is stored in
   /// place when its buffer already has format T and the shape.
@@ -726,8 +779,7 @@ class sgd : public detail::optimizer_base {
     Tensor& wt = *params_[i].value;
     const Eigen::Index rows = wt.rows(), cols = wt.cols();
     const bool momentum = cfg_.momentum != 0.0f;
-    const float sv = scaled_buffer::scale_for(sums.v, wt.size(), state_);
-    const float su = scaled_buffer::scale_for(sums.w, wt.size(), state_);
+    const auto [sv, su] = store_scales(i, sums);
     T* v_codes = momentum ? velocity_[i].data_as<T>(rows, cols) : nullptr;
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> fresh;
     if (momentum && v_codes == nullptr) {
