@@ -362,7 +362,8 @@ TEST_CASE("optimizers reject a state tensor restored with another shape, changin
         REQUIRE(step());
         const nn::Matrix before = w.data();
         auto states = which == 0 ? sgd.state_tensors() : adamw.state_tensors();
-        states.at(static_cast<size_t>(which == 0 ? 0 : which - 1)).buffer->restore(nn::Tensor(nn::Matrix::Ones(3, 4), 1.0f));
+        const nn::Tensor wrong(nn::Matrix::Ones(3, 4), 1.0f);
+        states.at(static_cast<size_t>(which == 0 ? 0 : which - 1)).buffer->restore(wrong);
         const char* what = which == 0 ? "momentum" : which == 1 ? "first moment" : "second moment's root";
         CHECK_THROWS_WITH(step(), Catch::Contains(std::string(what) + " of parameter 'w' is (3 x 4)") &&
                                       Catch::Contains("parameter is (4 x 3)"));
@@ -558,7 +559,8 @@ TEST_CASE("optimizers update the weights loaded into the module after they were 
         const double scale = std::exp2(std::floor(std::log2(rms)));
         CHECK(lin.params().w.scale() == static_cast<float>(scale));
         for (Eigen::Index i = 0; i < w0.size(); ++i) {
-          const float want = static_cast<float>(Eigen::half(static_cast<float>(w0.data()[i]) / static_cast<float>(scale)));
+          const float x = static_cast<float>(w0.data()[i]) / static_cast<float>(scale);
+          const float want = static_cast<float>(Eigen::half(x));
           CHECK(lin.params().w.data().data()[i] == want);
         }
       }

@@ -220,9 +220,9 @@ class scaled_buffer {
   }
   /// True if `sum_sq`, a float32 sum of squares, gives the RMS to float
   /// accuracy: finite (no square or partial sum overflowed) and at least
-  /// 2^-100 (squares below float's normal range, 2^-126, which lose bits or
-  /// vanish, then add at most count * 2^-149 to it). Else (0 included) the
-  /// scale is taken from a double sum: every float's square is a normal double.
+  /// 2^-100 (the squares and partial sums below float's normal range,
+  /// 2^-126, lose at most about count * 2^-149 in all). Else (0 included)
+  /// the scale is taken from a double sum: every float's square is a normal double.
   static bool accurate_sum(float sum_sq) {
     return sum_sq >= 0x1p-100f && sum_sq <= std::numeric_limits<float>::max();
   }
@@ -505,7 +505,9 @@ class optimizer_base {
   /// state_refs "<parameter>.<suffix>" of `buffers` (one per parameter).
   std::vector<state_ref> named(std::vector<scaled_buffer>& buffers, const char* suffix, bool required) {
     std::vector<state_ref> out;
-    for (size_t i = 0; i < buffers.size(); ++i) out.push_back({params_[i].name + "." + suffix, &buffers[i], required, i});
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      out.push_back({params_[i].name + "." + suffix, &buffers[i], required, i});
+    }
     return out;
   }
   /// The seed of the stochastic rounding of parameter i's weights in the current step.
@@ -681,8 +683,9 @@ step_sums sgd_pass(const Tensor& wt, const Tensor& gt, const AnyTensor* p, const
 /// dynamic scales, the other computes the new momentum and weights again and
 /// stores both, in place (one pass with plain float32 state: no dynamic
 /// scale; a third, into float buffers, for a parameter whose float32 sums
-/// are not accurate, see scaled_buffer::accurate_sum). The arithmetic runs on the CPU path's routine
-/// (nn/detail/sgd_kernels.hpp), the roundings on the bulk casts.
+/// are not accurate, see scaled_buffer::accurate_sum). The arithmetic runs
+/// on the CPU path's routine (nn/detail/sgd_kernels.hpp), the roundings on
+/// the bulk casts.
 ///
 /// **Example**:
 /// ```
