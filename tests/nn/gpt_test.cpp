@@ -147,6 +147,70 @@ TEST_CASE("gpt: a later token changes no earlier logit, in fp32 and fp8", "[nn][
   }
 }
 
+namespace {
+
+/// Every parameter's gradient values, in parameters() order.
+std::vector<MatD> gradients(nn::gpt& model) {
+  std::vector<MatD> all;
+  for (const auto& p : model.parameters()) all.push_back(values(*p.grad));
+  return all;
+}
+
+bool all_zero(const std::vector<MatD>& grads) {
+  for (const MatD& g : grads) {
+    if (g.cwiseAbs().maxCoeff() != 0.0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("gpt: a forward pass that throws on a token id changes nothing: backward goes back through the last one",
+          "[nn][gpt][errors]") {
+  // It had set the tokens, then thrown from the embedding: backward accumulated every block's gradients
+  // (the caches were the good pass's) and threw from embedding_backward on the bad id.
+  for (const bool tied : {false, true}) {
+    INFO((tied ? "tied" : "untied"));
+    nn::gpt model({.vocab = 5, .context = 4, .layers = 1, .heads = 1, .dim = 4, .tie_head = tied, .seed = 1});
+    const std::vector<int> good = {1, 2, 3, 4}, targets = {2, 3, 4, 0}, bad = {1, 2, 9, 4};
+    nn::Tensor dlogits;
+    nn::softmax_cross_entropy(&dlogits, model.forward(good, 1), targets);
+    model.zero_grad();
+    model.backward(dlogits);
+    const std::vector<MatD> once = gradients(model);
+    model.zero_grad();
+    CHECK_THROWS_AS(model.forward(bad, 1), std::out_of_range);
+    CHECK_THROWS_AS(model.forward(std::vector<int>{1, 2, -1, 4}, 2), std::out_of_range);
+    CHECK(all_zero(gradients(model)));
+    model.backward(dlogits);
+    CHECK(gradients(model) == once);
+  }
+}
+
+TEST_CASE("gpt: backward checks that a forward pass ran and dlogits' shape first, tied head or not",
+          "[nn][gpt][errors]") {
+  // The tied head's backward had reached its matmul: "scalify::matmul: cannot multiply transpose (3 x 5) ...".
+  for (const bool tied : {false, true}) {
+    INFO((tied ? "tied" : "untied"));
+    nn::gpt model({.vocab = 5, .context = 4, .layers = 1, .heads = 1, .dim = 4, .tie_head = tied, .seed = 1});
+    const auto require_shape_error = [&](const nn::Matrix& d, const std::string& part) {
+      try {
+        model.backward(nn::Tensor(d, 1.0f));
+        FAIL("no shape_error");
+      } catch (const scalify::shape_error& e) {
+        CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains(part));
+      }
+      CHECK(all_zero(gradients(model)));
+    };
+    require_shape_error(nn::Matrix::Ones(4, 5), "scalify::nn::gpt::backward: no forward pass");
+    model.forward(std::vector<int>{1, 2, 3, 4}, 1);
+    require_shape_error(nn::Matrix::Ones(4, 6), "scalify::nn::gpt::backward: dlogits: got (4 x 6), expected (4 x 5)");
+    require_shape_error(nn::Matrix::Ones(3, 5), "scalify::nn::gpt::backward: dlogits: got (3 x 5), expected (4 x 5)");
+    model.backward(nn::Tensor(nn::Matrix::Ones(4, 5), 1.0f));
+    CHECK(!all_zero(gradients(model)));
+  }
+}
+
 TEST_CASE("gpt: a tiny model overfits a short string in fp32, fp16 and fp8 (and fp8 with a tied head)", "[nn][gpt]") {
   const std::string text = "scalify trains in fp8. ";
   const nn::char_corpus corpus = nn::make_char_corpus(text + text, 0.0);

@@ -155,11 +155,11 @@ class transformer_block : public module {
     SCALIFY_CHECK(time_ > 0 && x.rows() % time_ == 0, shape_error,
                   "scalify::nn::transformer_block: " + std::to_string(x.rows()) + " rows for T = " +
                       std::to_string(time_) + " (set_time first)");
-    batch_ = x.rows() / time_;
+    const Eigen::Index batch = x.rows() / time_;
     Tensor a, qkv, o, y;
     layernorm_forward(a, ln1c_, x, ln1_);
     linear_forward(qkv, qkvc_, a, qkv_, lin_);
-    attention_forward(o, attc_, qkv, batch_, heads_, att_);
+    attention_forward(o, attc_, qkv, batch, heads_, att_);
     linear_forward(y, projc_, o, proj_, lin_);
     const Tensor x1 = add(x, y);
     Tensor b, g, z;
@@ -205,7 +205,7 @@ class transformer_block : public module {
   }
 
  private:
-  Eigen::Index heads_, time_ = 0, batch_ = 0;
+  Eigen::Index heads_, time_ = 0;
   linear_config lin_;
   attention_config att_;
   layernorm_params ln1_, ln2_;
@@ -264,12 +264,16 @@ class gpt {
   /// Logits (B*T, V) of `tokens`, `batch` sequences of T = tokens.size() /
   /// batch ids each (T <= context). Throws std::invalid_argument unless batch
   /// divides the tokens and 0 < T <= context, std::out_of_range for an id
-  /// outside [0, vocab).
+  /// outside [0, vocab); both before the model changes (the last forward
+  /// pass's caches stay, for backward).
   Tensor forward(std::span<const int> tokens, Eigen::Index batch) {
     const auto n = static_cast<Eigen::Index>(tokens.size());
     SCALIFY_CHECK(batch > 0 && n > 0 && n % batch == 0 && n / batch <= cfg_.context, std::invalid_argument,
                   "scalify::nn::gpt::forward: " + std::to_string(n) + " tokens in " + std::to_string(batch) +
                       " sequences (need equal sequences of 1 to " + std::to_string(cfg_.context) + " tokens)");
+    detail::check_ids("scalify::nn::gpt::forward", tokens, cfg_.vocab);
+    // The caches change from here: backward refuses them until this pass completes.
+    forward_done_ = false;
     time_ = n / batch;
     tokens_.assign(tokens.begin(), tokens.end());
     positions_.resize(tokens.size());
@@ -289,12 +293,19 @@ class gpt {
     } else {
       linear_forward(logits, headc_, xf, head_, cfg_.linear);
     }
+    forward_done_ = true;
     return logits;
   }
 
   /// Backward from dlogits (B*T, V) of the last forward: accumulates every
-  /// parameter's gradient.
+  /// parameter's gradient. Throws shape_error, before any gradient changes,
+  /// unless a forward pass completed and dlogits is (B*T, V) of it.
   void backward(const Tensor& dlogits) {
+    SCALIFY_CHECK(forward_done_, shape_error,
+                  "scalify::nn::gpt::backward: no forward pass to go back through (none ran, or the last one "
+                  "threw after it had begun to fill the caches)");
+    check_shape("scalify::nn::gpt::backward: dlogits", dlogits, static_cast<Eigen::Index>(tokens_.size()),
+                cfg_.vocab);
     Tensor dxf, dx;
     if (cfg_.tie_head) {
       tied_head_backward(dxf, dlogits);
@@ -388,6 +399,7 @@ class gpt {
   linear_cache headc_;
   Eigen::Index time_ = 0;
   std::vector<int> tokens_, positions_;
+  bool forward_done_ = false;  ///< the caches hold one whole forward pass (of tokens_)
 };
 
 }  // namespace scalify::nn
