@@ -206,3 +206,33 @@ TEST_CASE("attention: causal softmax and its backward, shapes and configs checke
   bad.probs_rescale = static_cast<nn::rescale_mode>(9);
   CHECK_THROWS_AS(nn::attention_forward(o, cache, qkv, 2, 2, bad), std::invalid_argument);
 }
+
+TEST_CASE("attention: causal softmax of scores whose values overflow float, from their data", "[nn][attention]") {
+  // S - m = (data - max data) * scale: scores 4 * 2^126 = 2^128 overflowed float (inf - inf: NaN).
+  const Eigen::Index T = 3;
+  nn::Matrix data(T, T);
+  data << 4.0f, 9.0f, 9.0f, 1.0f, 1.0f, 9.0f, 2.0f, 2.0f, 2.0f - 0x1p-20f;
+  const nn::Tensor p = nn::causal_softmax(nn::Tensor(data, 0x1p126f), T);
+  // Row 2: the third score is 2^-20 * 2^126 below the others: exp(-2^106) = 0.
+  const MatD want = (MatD(3, 3) << 1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.5, 0.5, 0.0).finished();
+  CHECK(values(p) == want);
+}
+
+TEST_CASE("attention: an empty batch throws, naming attention_forward, before the cache changes",
+          "[nn][attention][errors]") {
+  nn::Tensor o;
+  nn::attention_cache cache;
+  const nn::Tensor qkv = to_tensor(random_matrix(4, 12, 3), 1.0f);
+  nn::attention_forward(o, cache, qkv, 2, 2, nn::attention_config::fp32());
+  try {
+    nn::attention_forward(o, cache, nn::Tensor(nn::Matrix(0, 12), 1.0f), 1, 1, nn::attention_config::fp32());
+    FAIL("no shape_error");
+  } catch (const scalify::shape_error& e) {
+    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("scalify::nn::attention_forward: qkv (0 x 12)"));
+  }
+  CHECK(cache.batch == 2);
+  CHECK(cache.heads == 2);
+  nn::Tensor dqkv;
+  nn::attention_backward(dqkv, to_tensor(random_matrix(4, 4, 4), 1.0f), cache, nn::attention_config::fp32());
+  CHECK(dqkv.rows() == 4);
+}

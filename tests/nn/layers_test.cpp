@@ -525,3 +525,53 @@ TEST_CASE("activations: gelu of values far out and beyond float's range has no N
     CHECK(values(dx)(0, j) == dx_ref(0, j));
   }
 }
+
+// ---------------------------------------------------------------------------
+// Review of 852b279: numerics of the loss and LayerNorm far from 0, aliasing, naive casts, empty batches.
+
+TEST_CASE("softmax cross-entropy: a large max absorbs neither the log-sum nor 1 - p", "[nn][loss]") {
+  // loss = (m - l[label]) + log(sum): computed as (log(sum) + m) - l[label], the log-sum (0.0067) was
+  // rounded into m = 1e5 (to 0.0078) or lost at 1e6.
+  for (const float big : {1e3f, 1e5f, 1e6f, 1e7f}) {
+    nn::Matrix l(1, 2);
+    l << big, big - 5.0f;
+    const std::vector<int> label = {0};
+    const MatD ld = l.cast<double>();
+    const double want = nn::softmax_cross_entropy_ref<double>(nullptr, ld, label);
+    INFO("logits [" << big << ", " << big - 5.0f << "]");
+    CHECK(nn::softmax_cross_entropy(nullptr, nn::Tensor(l, 1.0f), label) == Approx(want).epsilon(1e-6));
+  }
+  // The label's gradient p - 1 with p = 1 - 2.06e-9: float's p is 1, so p - 1 gave 0; the row's other entry
+  // keeps 2.06e-9 (and the row summed to 2.06e-9, not 0).
+  const MatD l = (MatD(2, 3) << 20.0, 0.0, -1.0, 1.0, 25.0, 3.0).finished();
+  const std::vector<int> labels = {0, 1};
+  MatD want;
+  nn::softmax_cross_entropy_ref<double>(&want, l, labels);
+  nn::Tensor d;
+  nn::softmax_cross_entropy(&d, to_tensor(l, 1.0f), labels, nn::rescale_mode::none);
+  for (Eigen::Index i = 0; i < l.size(); ++i) {
+    INFO("entry " << i);
+    CHECK(values(d).data()[i] == Approx(want.data()[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("softmax cross-entropy: logits whose values overflow float, from their data", "[nn][loss]") {
+  // Values data * scale: 2^128 and 2^126 overflow float (the loss was NaN); l - m = (d - max d) * s does not.
+  nn::Matrix data(2, 3);
+  data << 4.0f, 1.0f, 2.0f, 2.0f, 2.0f, 0.5f;
+  const float s = 0x1p126f;
+  nn::Tensor d;
+  // Row 0, label 0: the max, loss log(1 + 2 exp(-2^126..)) = 0; row 1, label 2: (2 - 0.5) 2^126 + log 2.
+  const float loss = nn::softmax_cross_entropy(&d, nn::Tensor(data, s), std::vector<int>{0, 2});
+  CHECK(loss == Approx((1.5 * 0x1p126 + std::log(2.0)) / 2).epsilon(1e-6));
+  const MatD g = values(d);
+  CHECK(g.allFinite());
+  CHECK(g(0, 0) == 0.0);  // -(exp(-3 * 2^126) + exp(-2 * 2^126)) / 1
+  CHECK(g(1, 0) == Approx(0.25));
+  CHECK(g(1, 1) == Approx(0.25));
+  CHECK(g(1, 2) == Approx(-0.5));
+  // The reviewer's case: values [4e38, 2e38].
+  nn::Matrix two(1, 2);
+  two << 2.0f, 1.0f;
+  CHECK(nn::softmax_cross_entropy(nullptr, nn::Tensor(two, 2e38f), std::vector<int>{0}) == 0.0f);
+}

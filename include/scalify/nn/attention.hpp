@@ -91,10 +91,11 @@ struct attention_dims {
 };
 inline attention_dims attention_dims_of(const char* where, Eigen::Index rows, Eigen::Index cols,
                                         Eigen::Index batch, Eigen::Index heads) {
-  SCALIFY_CHECK(batch > 0 && heads > 0 && rows % batch == 0 && cols % (3 * heads) == 0 && cols > 0, shape_error,
+  SCALIFY_CHECK(batch > 0 && heads > 0 && rows > 0 && rows % batch == 0 && cols % (3 * heads) == 0 && cols > 0,
+                shape_error,
                 std::string(where) + ": qkv " + scalify::detail::shape_string(rows, cols) + " with batch " +
                     std::to_string(batch) + " and heads " + std::to_string(heads) +
-                    " (expected (batch * T) x (3 * heads * d), batch and heads > 0)");
+                    " (expected (batch * T) x (3 * heads * d), batch, heads and T > 0)");
   return {rows / batch, cols / 3, cols / 3 / heads};
 }
 
@@ -127,7 +128,8 @@ inline AnyTensor operand(const Tensor& x, dtype t, rescale_mode mode, bool scale
 
 /// The causal softmax of stacked (B*H*T, T) scores, row r being time t = r mod
 /// T: P(r, j) = exp(S(r, j) - m) / sum over j' <= t, m the max over j <= t,
-/// and 0 for j > t. The values S = data * scale are used; P is float data on
+/// and 0 for j > t. S - m is computed from the data as (data - max data) *
+/// scale, finite even where data * scale overflows float; P is float data on
 /// scale 1. Throws shape_error unless s has T columns and a multiple of T rows.
 ///
 /// **Example**: `Tensor p = scalify::nn::causal_softmax(scores, T);`
@@ -139,11 +141,11 @@ inline Tensor causal_softmax(const Tensor& s, Eigen::Index time) {
   const float scale = s.scale();
   for (Eigen::Index r = 0; r < s.rows(); ++r) {
     const Eigen::Index t = r % time;
-    float m = -std::numeric_limits<float>::infinity();
-    for (Eigen::Index j = 0; j <= t; ++j) m = std::max(m, s.data()(r, j) * scale);
+    float m = -std::numeric_limits<float>::infinity();  // the max of the data: scales are >= 0
+    for (Eigen::Index j = 0; j <= t; ++j) m = std::max(m, s.data()(r, j));
     float sum = 0.0f;
     for (Eigen::Index j = 0; j <= t; ++j) {
-      const float e = std::exp(s.data()(r, j) * scale - m);
+      const float e = std::exp((s.data()(r, j) - m) * scale);
       p(r, j) = e;
       sum += e;
     }
@@ -169,8 +171,8 @@ inline Tensor causal_softmax_backward(const Tensor& dp, const Tensor& p) {
 
 /// Multi-head causal self-attention (see the file comment): o (B*T, C) from
 /// qkv (B*T, 3C) = [Q | K | V], heads of d = C / heads columns. Fills `cache`
-/// for attention_backward. Throws shape_error unless qkv's rows divide by
-/// `batch` and its columns by 3 * heads, std::invalid_argument for a config
+/// for attention_backward. Throws shape_error, before `cache` changes, unless
+/// qkv's rows (at least one) divide by `batch` and its columns by 3 * heads, std::invalid_argument for a config
 /// value outside its enum.
 ///
 /// **Example**: `scalify::nn::attention_forward(o, cache, qkv, 8, 4, attention_config::fp8());`

@@ -3,9 +3,15 @@
 // B = batch size, C = classes. logits (B, C), labels B integers in [0, C).
 //
 //   loss = softmax_cross_entropy(dlogits, logits, labels)
-//       loss    = mean_b (logsumexp(logits_b) - logits_b[label_b]), in float32
-//                 (log-sum-exp with the row max subtracted first)
-//       dlogits = (softmax(logits) - onehot(labels)) / B
+//       loss    = mean_b (logsumexp(logits_b) - logits_b[label_b]), in float32, as
+//                 (m - logits_b[label_b]) + log(sum_c exp(logits_b[c] - m)), m the row max
+//                 (the log-sum, in [0, log C], is added last: a large m would absorb it)
+//       dlogits = (softmax(logits) - onehot(labels)) / B, the label's entry as
+//                 -sum_{c != label} softmax_c (1 - softmax_label would cancel)
+//
+// The differences logits - m are computed from the data as (data - max data)
+// * scale: logits whose values overflow float (a scale of 2^127 on data 4)
+// give a finite softmax, and a loss that is inf only if it exceeds float.
 //
 // dlogits' scale is set here, not by a scale rule: its data is rebased with
 // `rescale` (default dynamic_rescale_l1, as jax-scalify's MNIST float8 example
@@ -49,23 +55,26 @@ inline float softmax_cross_entropy(Tensor* dlogits, const Tensor& logits, std::s
                                    rescale_mode mode = rescale_mode::l1) {
   const Eigen::Index B = logits.rows(), C = logits.cols();
   detail::check_labels("scalify::nn::softmax_cross_entropy", B, C, labels);
-  const Matrix v = logits.data() * logits.scale();
+  // From the data, the scale folded in: l_c - m = (d_c - max d) * s, finite even where d * s overflows float.
+  const float s = logits.scale();
+  const auto& d = logits.data();
   Matrix p(B, C);
   double total = 0.0;
   for (Eigen::Index b = 0; b < B; ++b) {
-    const float m = v.row(b).maxCoeff();
-    float sum = 0.0f;
+    const auto label = static_cast<Eigen::Index>(labels[static_cast<size_t>(b)]);
+    const float m = d.row(b).maxCoeff();
+    float others = 0.0f;  // the sum without the label's term: the label's gradient is -others / sum
     for (Eigen::Index c = 0; c < C; ++c) {
-      p(b, c) = std::exp(v(b, c) - m);
-      sum += p(b, c);
+      p(b, c) = std::exp((d(b, c) - m) * s);
+      if (c != label) others += p(b, c);
     }
-    total += static_cast<double>(std::log(sum) + m - v(b, labels[static_cast<size_t>(b)]));
+    const float sum = others + p(b, label);
+    // (m - l[label]) + log(sum): log(sum) is in [0, log C], added last so that a large m does not absorb it.
+    total += static_cast<double>((m - d(b, label)) * s) + static_cast<double>(std::log(sum));
     p.row(b) /= sum;
+    p(b, label) = -others / sum;  // softmax - 1 without the cancellation (1 - p is lost when p rounds to 1)
   }
-  if (dlogits != nullptr) {
-    for (Eigen::Index b = 0; b < B; ++b) p(b, labels[static_cast<size_t>(b)]) -= 1.0f;
-    *dlogits = rescale(Tensor(std::move(p), 1.0f / static_cast<float>(B)), mode);
-  }
+  if (dlogits != nullptr) *dlogits = rescale(Tensor(std::move(p), 1.0f / static_cast<float>(B)), mode);
   return static_cast<float>(total / static_cast<double>(B));
 }
 
@@ -80,7 +89,7 @@ T softmax_cross_entropy_ref(RefMatrix<T>* dlogits, const RefMatrix<T>& logits, s
     const T m = logits.row(b).maxCoeff();
     p.row(b) = (logits.row(b).array() - m).exp().matrix();
     const T sum = p.row(b).sum();
-    total += std::log(sum) + m - logits(b, labels[static_cast<size_t>(b)]);
+    total += (m - logits(b, labels[static_cast<size_t>(b)])) + std::log(sum);
     p.row(b) /= sum;
   }
   if (dlogits != nullptr) {
