@@ -575,3 +575,139 @@ TEST_CASE("softmax cross-entropy: logits whose values overflow float, from their
   two << 2.0f, 1.0f;
   CHECK(nn::softmax_cross_entropy(nullptr, nn::Tensor(two, 2e38f), std::vector<int>{0}) == 0.0f);
 }
+
+namespace {
+
+/// max over entries of |y - y_ref| / (4u (|xhat_ref gamma| + |beta|)), u = 2^-24: LayerNorm's documented bound
+/// is 1; y_ref in double from the same float data, scale, gamma and beta.
+double layernorm_bound_ratio(const nn::Matrix& data, float scale, const nn::layernorm_params& p) {
+  nn::layernorm_cache cache;
+  nn::Tensor y;
+  nn::layernorm_forward(y, cache, nn::Tensor(data, scale), p);
+  const MatD x = data.cast<double>() * static_cast<double>(scale), gamma = values(p.gamma), beta = values(p.beta);
+  MatD y_ref, xhat;
+  Eigen::VectorXd rstd;
+  nn::layernorm_forward_ref<double>(y_ref, xhat, rstd, x, gamma, beta);
+  const MatD bound = 4 * 0x1p-24 * ((xhat.array().rowwise() * gamma.row(0).array()).abs().rowwise() +
+                                    beta.row(0).array().abs());
+  return ((values(y) - y_ref).array().abs() / bound.array()).maxCoeff();
+}
+
+}  // namespace
+
+TEST_CASE("layernorm: from the data, within 4u of float64 for constant rows, large means and any scale",
+          "[nn][layernorm]") {
+  const Eigen::Index C = 768;
+  nn::layernorm_params p{to_tensor(random_matrix(1, C, 41), 1.0f), to_tensor(random_matrix(1, C, 42), 0.5f)};
+  // A constant row: xhat = 0 and y = beta exactly (the float mean of 1000.1 was off by 6e-5, times
+  // 1 / sqrt(eps): y off by 0.28).
+  for (const float c : {0.1f, 3.3f, 1000.1f, -7e5f}) {
+    nn::layernorm_cache cache;
+    nn::Tensor y;
+    nn::layernorm_forward(y, cache, nn::Tensor(nn::Matrix::Constant(2, C, c), 1.0f), p);
+    INFO("constant " << c);
+    CHECK((values(y).rowwise() - values(p.beta).row(0)).cwiseAbs().maxCoeff() == 0.0);
+  }
+  // Rows with means of 0 to 1e4 sigma, on scales from 2^-60 to 2^100 (var(data * 2^64) overflowed float:
+  // rstd 0, y = beta).
+  nn::Matrix data = random_matrix(4, C, 43).cast<float>();
+  for (Eigen::Index b = 1; b < 4; ++b) data.row(b).array() += std::pow(10.0f, static_cast<float>(b + 1));
+  for (const int e : {-60, -10, 0, 3, 64, 100}) {
+    INFO("scale 2^" << e);
+    CHECK(layernorm_bound_ratio(data, std::ldexp(1.0f, e), p) <= 1.0);
+  }
+  // A zero scale: every value is 0, y = beta; an infinite one: y NaN.
+  CHECK(layernorm_bound_ratio(data, 0.0f, p) <= 1.0);
+  nn::layernorm_cache cache;
+  nn::Tensor y;
+  nn::layernorm_forward(y, cache, nn::Tensor(scalify::detail::unchecked_scale, data, INFINITY), p);
+  CHECK(y.data().array().isNaN().all());
+}
+
+TEST_CASE("layernorm: a backward pass whose dx is its dy gives what a separate dx gets", "[nn][layernorm]") {
+  // dgamma and dbeta read dy: dx's store must come after them.
+  nn::layernorm_params p{to_tensor(random_matrix(1, 6, 51), 1.0f), to_tensor(random_matrix(1, 6, 52), 1.0f)};
+  nn::layernorm_cache cache;
+  nn::Tensor y;
+  nn::layernorm_forward(y, cache, to_tensor(random_matrix(5, 6, 53), 2.0f), p);
+  const nn::Tensor dy = to_tensor(random_matrix(5, 6, 54), 0.25f);
+  nn::layernorm_grads separate, same;
+  nn::Tensor dx;
+  nn::layernorm_backward(dx, separate, dy, cache, p);
+  nn::Tensor d = dy;
+  nn::layernorm_backward(d, same, d, cache, p);
+  CHECK(d.data() == dx.data());
+  CHECK(d.scale() == dx.scale());
+  CHECK(same.dgamma.data() == separate.dgamma.data());
+  CHECK(same.dgamma.scale() == separate.dgamma.scale());
+  CHECK(same.dbeta.data() == separate.dbeta.data());
+  CHECK(same.dbeta.scale() == separate.dbeta.scale());
+}
+
+TEST_CASE("linear: naive mode casts W's values for dx whichever format the forward pass used", "[nn][linear]") {
+  // grad_input.rhs == forward.rhs reads the forward's cast of unscaled(W); another forward.rhs casts W
+  // again, and must cast the same values on scale 1 (it cast W's data, on W's scale).
+  const Eigen::Index B = 8, I = 256, O = 16;
+  nn::linear_params p;
+  nn::linear_init(p, I, O, 61);  // values ~N(0, 1/256): many below e4m3fn's smallest normal, 2^-6
+  nn::linear_config shared = nn::linear_config::fp8();
+  shared.scaled = false;
+  shared.grad_rescale = nn::rescale_mode::none;
+  nn::linear_config recast = shared;
+  recast.forward.rhs = nn::dtype::float16;
+  const nn::Tensor x = to_tensor(random_matrix(B, I, 62), 1.0f), dy = to_tensor(random_matrix(B, O, 63), 1.0f);
+  nn::Tensor dx_shared, dx_recast, y;
+  nn::linear_cache c1, c2;
+  nn::linear_grads g1, g2;
+  nn::linear_forward(y, c1, x, p, shared);
+  nn::linear_backward(&dx_shared, g1, dy, c1, p, shared);
+  nn::linear_forward(y, c2, x, p, recast);
+  nn::linear_backward(&dx_recast, g2, dy, c2, p, recast);
+  CHECK(dx_recast.scale() == dx_shared.scale());
+  CHECK(dx_recast.data() == dx_shared.data());
+  // W's values 2^-12 round to 0 in e4m3fn (smallest subnormal 2^-9): naive dx is 0.
+  p.w = nn::Tensor(nn::Matrix::Ones(I, O), 0x1p-12f);
+  nn::linear_forward(y, c2, x, p, recast);
+  nn::linear_backward(&dx_recast, g2, dy, c2, p, recast);
+  CHECK(values(dx_recast).cwiseAbs().maxCoeff() == 0.0);
+}
+
+TEST_CASE("nn: an empty batch throws in linear, layernorm and the loss, naming the function",
+          "[nn][linear][layernorm][loss][errors]") {
+  const auto require_shape_error = [](const std::function<void()>& f, const std::string& part) {
+    try {
+      f();
+    } catch (const scalify::shape_error& e) {
+      CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains(part));
+      return;
+    }
+    FAIL("no shape_error from " << part);
+  };
+  nn::linear_params lp;
+  nn::linear_init(lp, 4, 3, 1);
+  nn::linear_cache lc;
+  nn::linear_grads lg;
+  nn::linear_zero_grad(lg, lp);
+  nn::Tensor y, dx;
+  require_shape_error([&] { nn::linear_forward(y, lc, nn::Tensor(nn::Matrix(0, 4), 1.0f), lp,
+                                               nn::linear_config::fp8()); },
+                      "scalify::nn::linear_forward: x: got (0 x 4), an empty batch");
+  // Before any forward pass, the cache has 0 rows: dy (0 x 3) "fits" it, and changed dw's scale.
+  require_shape_error([&] { nn::linear_backward(&dx, lg, nn::Tensor(nn::Matrix(0, 3), 1.0f), lc, lp,
+                                                nn::linear_config::fp8()); },
+                      "scalify::nn::linear_backward: dy: got (0 x 3), an empty batch");
+  CHECK(lg.dw.scale() == 0.0f);
+  CHECK(lg.db.scale() == 0.0f);
+  nn::layernorm_params p;
+  nn::layernorm_init(p, 4);
+  nn::layernorm_cache c;
+  nn::layernorm_grads g;
+  require_shape_error([&] { nn::layernorm_forward(y, c, nn::Tensor(nn::Matrix(0, 4), 1.0f), p); },
+                      "scalify::nn::layernorm_forward: got (0 x 4), an empty batch");
+  c.xhat.resize(0, 4);
+  require_shape_error([&] { nn::layernorm_backward(dx, g, nn::Tensor(nn::Matrix(0, 4), 1.0f), c, p); },
+                      "scalify::nn::layernorm_backward: got (0 x 4), an empty batch");
+  CHECK(g.dgamma.size() == 0);
+  require_shape_error([&] { nn::softmax_cross_entropy(nullptr, nn::Tensor(nn::Matrix(0, 4), 1.0f), {}); },
+                      "scalify::nn::softmax_cross_entropy: 0 labels for 0 rows");
+}

@@ -7,14 +7,25 @@
 //        dx      = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
 //        dgamma += sum_b dy * xhat,   dbeta += sum_b dy
 //
-// mean and rstd = 1 / sqrt(var + eps) are per row, from the float32 values.
-// y is normalised, so it is stored on scale 1. dx is about dy / sigma(x):
-// it is stored on scale s_dy / s_x, which keeps its data near dy's.
+// mean and rstd = 1 / sqrt(var + eps) are per row. They are computed from x's
+// data, in double, with the scale folded into eps: var(x) + eps =
+// s_x^2 (var(data) + eps / s_x^2), so xhat = (data - mean) / sqrt(var(data) +
+// eps / s_x^2) is x's whatever s_x (no float overflow of data * s_x, no
+// rounding of the values before the statistics), and a constant row gives
+// xhat = 0 exactly (its mean in double is exact for C < 2^29). With u =
+// 2^-24, y is within 4u (|xhat gamma| + |beta|) of the double-precision
+// formula on the same float data, scale, gamma and beta: 3u from rounding
+// xhat, the product and the sum to float, and the double statistics' error,
+// about C 2^-53 |mean| / sigma in xhat (tests/nn/layers_test.cpp: at most
+// 2.2u seen, C = 768, means up to 10^4 sigma). y is normalised, so it is stored on
+// scale 1. dx is about dy / sigma(x): it is stored on scale s_dy / s_x,
+// which keeps its data near dy's.
 #ifndef SCALIFY_NN_LAYERNORM_HPP_
 #define SCALIFY_NN_LAYERNORM_HPP_
 
 #include <Eigen/Core>  // Eigen::VectorXf
-#include <cmath>       // std::sqrt
+#include <cmath>       // std::sqrt, std::isfinite
+#include <limits>      // std::numeric_limits
 #include <stdexcept>   // std::invalid_argument
 #include <string>      // std::string, std::to_string
 
@@ -35,7 +46,8 @@ struct layernorm_grads {
   Tensor dgamma;
   Tensor dbeta;
 };
-/// xhat (B, C) and rstd (B) of the forward pass.
+/// xhat (B, C) and rstd (B) of the forward pass; rstd is that of x's data,
+/// 1 / sqrt(var(data) + eps / x_scale^2) (the values' rstd is rstd / x_scale).
 struct layernorm_cache {
   Matrix xhat;
   Eigen::VectorXf rstd;
@@ -63,56 +75,78 @@ inline void check_layernorm(const char* where, const Tensor& x, const layernorm_
                 shape_error,
                 std::string(where) + ": x " + scalify::detail::shape_string(x) + ", gamma " +
                     scalify::detail::shape_string(p.gamma) + ", beta " + scalify::detail::shape_string(p.beta));
+  check_batch(where, x);
 }
 }  // namespace detail
 
 /// y = layernorm(x) * gamma + beta (see the file comment); y on scale 1.
+/// Throws shape_error unless x is (B, C) with B > 0 and gamma, beta (1, C).
 ///
 /// **Example**: `scalify::nn::layernorm_forward(y, cache, x, params);`
 inline void layernorm_forward(Tensor& y, layernorm_cache& cache, const Tensor& x, const layernorm_params& p,
                               float eps = 1e-5f) {
   detail::check_layernorm("scalify::nn::layernorm_forward", x, p);
   const Eigen::Index B = x.rows(), C = x.cols();
-  const Matrix v = x.data() * x.scale();
+  // Statistics of the data, the scale folded into eps (file comment). A zero
+  // scale makes every value 0 (xhat 0, the values' rstd 1 / sqrt(eps)); an
+  // infinite or NaN one makes them non-finite (y NaN, as the values give).
+  const float s = x.scale();
+  const double sx = s == 0.0f ? 1.0 : static_cast<double>(s);
+  const double eps_data = static_cast<double>(eps) / (sx * sx);  // no overflow in double: sx^2 <= 2^256
+  const bool finite_scale = std::isfinite(sx);
   cache.xhat.resize(B, C);
   cache.rstd.resize(B);
-  cache.x_scale = x.scale();
+  cache.x_scale = s;
   const auto gamma = (p.gamma.data() * p.gamma.scale()).row(0);
   const auto beta = (p.beta.data() * p.beta.scale()).row(0);
   Matrix out(B, C);
+  Eigen::RowVectorXd row(C);  // one row of data in double: the statistics' two passes read it
   for (Eigen::Index b = 0; b < B; ++b) {
-    const float mean = v.row(b).mean();
-    const float var = (v.row(b).array() - mean).square().mean();
-    const float rstd = 1.0f / std::sqrt(var + eps);
-    cache.rstd(b) = rstd;
-    cache.xhat.row(b) = (v.row(b).array() - mean) * rstd;
+    if (s == 0.0f) {
+      row.setZero();
+    } else {
+      row = x.data().row(b).cast<double>();
+    }
+    const double mean = row.mean();
+    const double var = (row.array() - mean).square().mean();
+    const double rstd = finite_scale ? 1.0 / std::sqrt(var + eps_data) : std::numeric_limits<double>::quiet_NaN();
+    cache.rstd(b) = static_cast<float>(rstd);
+    cache.xhat.row(b) = ((row.array() - mean) * rstd).cast<float>().matrix();
     out.row(b) = cache.xhat.row(b).cwiseProduct(gamma) + beta;
   }
   y = Tensor(std::move(out), 1.0f);
 }
 
-/// Backward of layernorm_forward: sets dx (B, C), accumulates g.dgamma and g.dbeta.
+/// Backward of layernorm_forward: sets dx (B, C), accumulates g.dgamma and g.dbeta
+/// (dx may be dy). Throws shape_error, before any gradient changes, unless dy
+/// is (B, C) of the forward pass and g's gradients are empty or (1, C).
 inline void layernorm_backward(Tensor& dx, layernorm_grads& g, const Tensor& dy, const layernorm_cache& cache,
                                const layernorm_params& p) {
   check_shape("scalify::nn::layernorm_backward: dy", dy, cache.xhat.rows(), cache.xhat.cols());
   detail::check_layernorm("scalify::nn::layernorm_backward", dy, p);
   const Eigen::Index B = dy.rows(), C = dy.cols();
+  const auto grad_ok = [&](const Tensor& t) { return t.size() == 0 || (t.rows() == 1 && t.cols() == C); };
+  SCALIFY_CHECK(grad_ok(g.dgamma) && grad_ok(g.dbeta), shape_error,
+                "scalify::nn::layernorm_backward: dgamma " + scalify::detail::shape_string(g.dgamma) + " and dbeta " +
+                    scalify::detail::shape_string(g.dbeta) + ", expected empty or (1 x " + std::to_string(C) + ")");
   const auto gamma = (p.gamma.data() * p.gamma.scale()).row(0);
-  // Work on dy's data; dx's values are s_dy * data * rstd. Store on s_dy / s_x.
+  // Work on dy's data with the data's rstd; dx's values are s_dy * data * rstd / s_x: stored on s_dy / s_x.
   const float sx = cache.x_scale > 0.0f ? cache.x_scale : 1.0f;
   Matrix out(B, C);
   for (Eigen::Index b = 0; b < B; ++b) {
     const Eigen::RowVectorXf dxhat = dy.data().row(b).cwiseProduct(gamma);
     const float m1 = dxhat.mean();
     const float m2 = dxhat.cwiseProduct(cache.xhat.row(b)).mean();
-    out.row(b) = (dxhat.array() - m1 - cache.xhat.row(b).array() * m2) * (cache.rstd(b) * sx);
+    out.row(b) = (dxhat.array() - m1 - cache.xhat.row(b).array() * m2) * cache.rstd(b);
   }
-  dx = detail::propagated(std::move(out), dy.scale() / sx);
+  // dgamma and dbeta read dy before dx is stored: dx may be dy.
   const float k = scalify::detail::sqrt_n_factor<float>(B);
   if (g.dgamma.size() == 0) g.dgamma = zeros(1, C);
   if (g.dbeta.size() == 0) g.dbeta = zeros(1, C);
-  accumulate(g.dgamma, detail::propagated(Matrix(dy.data().cwiseProduct(cache.xhat).colwise().sum() / k), dy.scale() * k));
+  accumulate(g.dgamma,
+             detail::propagated(Matrix(dy.data().cwiseProduct(cache.xhat).colwise().sum() / k), dy.scale() * k));
   accumulate(g.dbeta, detail::propagated(Matrix(dy.data().colwise().sum() / k), dy.scale() * k));
+  dx = detail::propagated(std::move(out), dy.scale() / sx);
 }
 
 /// Reference forward in plain T; returns xhat and rstd through the cache arguments.

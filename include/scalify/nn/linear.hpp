@@ -178,8 +178,8 @@ inline Tensor naive_result(const Tensor& y, matmul_formats f) {
 }  // namespace detail
 
 /// y = x W + b. x is (B, I), W is (I, O), b is (1, O), y is (B, O). Fills
-/// `cache` for linear_backward. Throws shape_error on mismatched shapes and
-/// std::invalid_argument for a format or rescale mode of `cfg` outside its enum.
+/// `cache` for linear_backward. Throws shape_error on mismatched shapes or
+/// B = 0, and std::invalid_argument for a format or rescale mode of `cfg` outside its enum.
 ///
 /// **Example**: `Tensor y; linear_cache c; scalify::nn::linear_forward(y, c, x, p, linear_config::fp8());`
 inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, const linear_params& p,
@@ -187,6 +187,7 @@ inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, cons
   detail::check_linear_config("scalify::nn::linear_forward", cfg);
   detail::check_linear_params("scalify::nn::linear_forward", p);
   check_shape("scalify::nn::linear_forward: x", x, -1, p.w.rows());
+  detail::check_batch("scalify::nn::linear_forward: x", x);
   const convert_options cast = cfg.scaled ? convert_options{.saturate = true} : convert_options{};
   // x as the matmuls see it: x itself (no copy) unless it is rebased.
   Tensor rebased;
@@ -208,6 +209,8 @@ inline void linear_forward(Tensor& y, linear_cache& cache, const Tensor& x, cons
 /// The backward pass of linear_forward. dy is (B, O). Sets `*dx` = dy W^T
 /// (B, I) unless dx is null (the first layer needs no input gradient);
 /// accumulates g.dw += x^T dy (I, O) and g.db += sum over the batch of dy (1, O).
+/// Throws shape_error, before any gradient changes, unless dy is (B, O) of
+/// the forward pass that filled `cache` (B > 0).
 ///
 /// **Example**: `scalify::nn::linear_backward(&dx, g, dy, c, p, cfg);`
 inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const linear_cache& cache,
@@ -215,6 +218,7 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
   detail::check_linear_config("scalify::nn::linear_backward", cfg);
   detail::check_linear_params("scalify::nn::linear_backward", p);
   check_shape("scalify::nn::linear_backward: dy", dy, rows_of(cache.x_fwd), p.w.cols());
+  detail::check_batch("scalify::nn::linear_backward: dy", dy);  // also: a cache that no forward pass filled
   SCALIFY_CHECK(cfg.grad_weight.lhs == cfg.forward.lhs || cache.x.rows() == rows_of(cache.x_fwd), shape_error,
                 "scalify::nn::linear_backward: the cache holds no x for linear_config.grad_weight.lhs (was the "
                 "forward pass run with another config?)");
@@ -234,10 +238,11 @@ inline void linear_backward(Tensor* dx, linear_grads& g, const Tensor& dy, const
   if (dx != nullptr) {
     dy_q = cast_to(dys, cfg.grad_input.lhs, cast);
     have_dy_q = true;
-    // W as cast for the forward pass when the formats agree, used transposed in place.
+    // W as cast for the forward pass when the formats agree, used transposed in place; else cast
+    // as the forward pass casts it (naive mode: its values on scale 1).
     const AnyTensor& w_q = (cfg.grad_input.rhs == cfg.forward.rhs)
                                ? cache.w_fwd
-                               : (w_cast = cast_to(p.w, cfg.grad_input.rhs, cast));
+                               : (w_cast = cast_to(cfg.scaled ? p.w : unscaled(p.w), cfg.grad_input.rhs, cast));
     *dx = matmul_any(dy_q, w_q, trans::no, trans::yes);
     if (!cfg.scaled) *dx = detail::naive_result(*dx, cfg.grad_input);
   }

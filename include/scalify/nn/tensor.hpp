@@ -262,6 +262,18 @@ inline void check_shape(const char* what, const Tensor& x, Eigen::Index rows, Ei
   throw shape_error(message);
 }
 
+namespace detail {
+/// Throws shape_error with `what` if `x` has no rows. Linear, LayerNorm,
+/// attention and the loss reject an empty batch alike: the loss's mean over
+/// no rows has no value, so a step on one is a caller's mistake wherever it
+/// shows.
+inline void check_batch(const char* what, const Tensor& x) {
+  if (x.rows() > 0) return;
+  throw shape_error(std::string(what) + ": got " + scalify::detail::shape_string(x) +
+                    ", an empty batch (expected at least 1 row)");
+}
+}  // namespace detail
+
 /// `acc += d`, both rebased onto the larger of their scales (scalify's add
 /// rule for power-of-two scales); an empty or zero-scale `acc` is replaced by `d`. The explicit accumulation of parameter gradients.
 ///
