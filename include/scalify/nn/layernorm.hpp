@@ -12,12 +12,14 @@
 // s_x^2 (var(data) + eps / s_x^2), so xhat = (data - mean) / sqrt(var(data) +
 // eps / s_x^2) is x's whatever s_x (no float overflow of data * s_x, no
 // rounding of the values before the statistics), and a constant row gives
-// xhat = 0 exactly (its mean in double is exact for C < 2^29). With u =
-// 2^-24, y is within 4u (|xhat gamma| + |beta|) of the double-precision
-// formula on the same float data, scale, gamma and beta: 3u from rounding
-// xhat, the product and the sum to float, and the double statistics' error,
-// about C 2^-53 |mean| / sigma in xhat (tests/nn/layers_test.cpp: at most
-// 2.2u seen, C = 768, means up to 10^4 sigma). y is normalised, so it is stored on
+// xhat = 0 exactly (its mean in double is exact for C < 2^29). xhat itself
+// is computed in float, (data - hi - lo) * rstd with the mean split as hi +
+// lo (vectorised; data - hi is exact where it cancels). With u = 2^-24, y is
+// within 6u (|xhat gamma| + |beta|) of the double-precision formula on the
+// same float data, scale, gamma and beta: 4u from xhat's roundings, 2u from
+// the product and the sum, and the double statistics' error, about
+// C 2^-53 |mean| / sigma in xhat (tests/nn/layers_test.cpp: at most 2.7u
+// seen, C = 768, means up to 10^4 sigma). y is normalised, so it is stored on
 // scale 1. dx is about dy / sigma(x): it is stored on scale s_dy / s_x,
 // which keeps its data near dy's.
 #ifndef SCALIFY_NN_LAYERNORM_HPP_
@@ -111,7 +113,13 @@ inline void layernorm_forward(Tensor& y, layernorm_cache& cache, const Tensor& x
     const double var = (row.array() - mean).square().mean();
     const double rstd = finite_scale ? 1.0 / std::sqrt(var + eps_data) : std::numeric_limits<double>::quiet_NaN();
     cache.rstd(b) = static_cast<float>(rstd);
-    cache.xhat.row(b) = ((row.array() - mean) * rstd).cast<float>().matrix();
+    // (data - mean) * rstd in float (vectorised): the mean as hi + lo, data - hi exact where it cancels.
+    const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - static_cast<double>(hi));
+    if (s == 0.0f) {
+      cache.xhat.row(b).setZero();
+    } else {
+      cache.xhat.row(b) = ((x.data().row(b).array() - hi) - lo) * cache.rstd(b);
+    }
     out.row(b) = cache.xhat.row(b).cwiseProduct(gamma) + beta;
   }
   y = Tensor(std::move(out), 1.0f);
