@@ -660,45 +660,32 @@ TEST_CASE("optimizers refuse a bad config in the constructor before rounding the
 
 TEST_CASE("optimizers check the config (the constructor's checks) at every step, changing nothing",
           "[nn][optim][errors]") {
+  // Two good steps, then a bad config: the step throws, nothing changes; the good config steps again.
+  const auto check = [&]<class Opt>(const auto& state, const auto& bad_configs, const auto& good, const char* name) {
+    for (const auto& [bad, what] : bad_configs) {
+      INFO(state.name << ", " << name << ", " << what);
+      Problem p;
+      Opt opt(p.params(), good, state.cfg);
+      for (int t = 1; t <= 2; ++t) {
+        p.set_grads(t);
+        REQUIRE(opt.step());
+      }
+      p.set_grads(3);
+      const auto before = snapshot(p, opt);
+      opt.config() = bad;
+      CHECK_THROWS_WITH(opt.step(), Catch::Contains(std::string("scalify::nn::") + name + ": need") &&
+                                        Catch::Contains(what));
+      CHECK(snapshot(p, opt) == before);
+      CHECK(opt.skipped_steps() == 0);
+      opt.config() = good;
+      CHECK(opt.step());
+      CHECK(opt.step_count() == 3);
+    }
+  };
   for (const auto& f : {kFormats[0], kFormats[1]}) {  // fp32 (sgd: momentum updated in place), fp16 scaled
-    for (const auto& [bad, what] : kBadSgd) {
-      INFO(f.name << ", sgd, " << what);
-      Problem p;
-      const nn::sgd_config good{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f};
-      nn::sgd opt(p.params(), good, f.cfg);
-      for (int t = 1; t <= 2; ++t) {
-        p.set_grads(t);
-        REQUIRE(opt.step());
-      }
-      p.set_grads(3);
-      const auto before = snapshot(p, opt);
-      opt.config() = bad;
-      CHECK_THROWS_WITH(opt.step(), Catch::Contains("scalify::nn::sgd: need") && Catch::Contains(what));
-      CHECK(snapshot(p, opt) == before);
-      CHECK(opt.skipped_steps() == 0);
-      opt.config() = good;
-      CHECK(opt.step());
-      CHECK(opt.step_count() == 3);
-    }
-    for (const auto& [bad, what] : kBadAdamw) {
-      INFO(f.name << ", adamw, " << what);
-      Problem p;
-      const nn::adamw_config good{.lr = 1e-3f, .weight_decay = 0.1f};
-      nn::adamw opt(p.params(), good, f.cfg);
-      for (int t = 1; t <= 2; ++t) {
-        p.set_grads(t);
-        REQUIRE(opt.step());
-      }
-      p.set_grads(3);
-      const auto before = snapshot(p, opt);
-      opt.config() = bad;
-      CHECK_THROWS_WITH(opt.step(), Catch::Contains("scalify::nn::adamw: need") && Catch::Contains(what));
-      CHECK(snapshot(p, opt) == before);
-      CHECK(opt.skipped_steps() == 0);
-      opt.config() = good;
-      CHECK(opt.step());
-      CHECK(opt.step_count() == 3);
-    }
+    check.operator()<nn::sgd>(f, kBadSgd, nn::sgd_config{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-2f},
+                              "sgd");
+    check.operator()<nn::adamw>(f, kBadAdamw, nn::adamw_config{.lr = 1e-3f, .weight_decay = 0.1f}, "adamw");
   }
 }
 

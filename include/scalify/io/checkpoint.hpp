@@ -215,7 +215,8 @@ inline std::set<std::string> state_list(const safetensors_file& f, const std::st
   return out;
 }
 
-/// The metadata value of `key` as a count >= 0.
+/// The metadata value of `key` as a count in [0, 2^62] (what an optimizer's
+/// restore_counters takes).
 inline long count_of(const safetensors_file& f, const std::string& key) {
   const std::string v = f.metadata(key, "");
   long out = 0;
@@ -225,8 +226,8 @@ inline long count_of(const safetensors_file& f, const std::string& key) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (v.empty() || used != v.size() || out < 0) {
-    bad_file(f.path(), "metadata '" + key + "' is '" + v + "', not a count >= 0");
+  if (v.empty() || used != v.size() || out < 0 || out > nn::detail::optimizer_base::kMaxStepCount) {
+    bad_file(f.path(), "metadata '" + key + "' is '" + v + "', not a count in [0, 2^62]");
   }
   return out;
 }

@@ -410,17 +410,23 @@ class optimizer_base {
   }
   /// Steps applied so far (AdamW's bias correction uses it); skipped steps do not count.
   long step_count() const { return t_; }
+  /// The largest step count restore_counters() takes.
+  static constexpr long kMaxStepCount = 1L << 62;
   /// Steps skipped (or thrown, under nonfinite_policy::raise) because a gradient was not finite.
   long skipped_steps() const { return skipped_; }
   const state_config& state() const { return state_; }
   /// The parameters it updates.
   const std::vector<param_ref>& parameters() const { return params_; }
   /// Sets the step counters, e.g. from a checkpoint (io/checkpoint.hpp).
-  /// Throws std::invalid_argument for a negative count.
+  /// Throws std::invalid_argument for a negative count or one above
+  /// kMaxStepCount (2^62: no run reaches it; the steps' counters and seeds
+  /// must not overflow).
   void restore_counters(long step_count, long skipped_steps) {
-    SCALIFY_CHECK(step_count >= 0 && skipped_steps >= 0, std::invalid_argument,
-                  "scalify::nn optimizer: step counts must be >= 0, got " + std::to_string(step_count) + " and " +
-                      std::to_string(skipped_steps));
+    SCALIFY_CHECK(step_count >= 0 && skipped_steps >= 0 && step_count <= kMaxStepCount &&
+                      skipped_steps <= kMaxStepCount,
+                  std::invalid_argument,
+                  "scalify::nn optimizer: step counts must be in [0, 2^62], got " + std::to_string(step_count) +
+                      " and " + std::to_string(skipped_steps));
     t_ = step_count;
     skipped_ = skipped_steps;
   }
