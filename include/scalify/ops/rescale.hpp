@@ -80,12 +80,13 @@ enum class rescale_norm { max, l1, l2 };
 
 /// The norm of `d` (float data) that dynamic_rescale rebases by: max |d|,
 /// mean |d| or sqrt(mean d^2); +inf if any element is inf or NaN. The sums
-/// run in double: in float, |d| and d^2 of finite data overflow (an RMS of
-/// 1e18 over 1000 elements) and small ones lose the terms a float sum of
-/// many elements absorbs.
+/// run in float (vectorized), and again in double when the float sum is not
+/// finite: |d| and d^2 of finite data can overflow float (an RMS of 1e18 over
+/// 1000 elements), which inf or NaN data makes the double sum do as well.
 template <rescale_norm kNorm, class M>
 double rescale_norm_of(const M& d) {
   if (d.size() == 0) return 0.0;
+  const double count = static_cast<double>(d.size());
   double norm;
   if constexpr (kNorm == rescale_norm::max) {
     norm = d.cwiseAbs().maxCoeff();
@@ -93,9 +94,11 @@ double rescale_norm_of(const M& d) {
     // when an element is inf or NaN (one vectorized pass, not allFinite's scalar one).
     if (std::isnan((d.array() * 0.0f).sum())) norm = std::numeric_limits<double>::infinity();
   } else if constexpr (kNorm == rescale_norm::l1) {
-    norm = d.cwiseAbs().template cast<double>().sum() / static_cast<double>(d.size());
+    const float sum = d.cwiseAbs().sum();
+    norm = (std::isfinite(sum) ? sum : d.cwiseAbs().template cast<double>().sum()) / count;
   } else {
-    norm = std::sqrt(d.template cast<double>().squaredNorm() / static_cast<double>(d.size()));
+    const float sum = d.squaredNorm();
+    norm = std::sqrt((std::isfinite(sum) ? sum : d.template cast<double>().squaredNorm()) / count);
   }
   // A sum with an inf or NaN element is inf or NaN itself; a finite one stays
   // below 2^128 (at most max |d|).
