@@ -19,6 +19,7 @@
 #include <cstring>     // std::memcmp, std::memcpy
 #include <filesystem>  // std::filesystem
 #include <fstream>     // std::ifstream, std::ofstream
+#include <functional>  // std::cref
 #include <future>      // std::async
 #include <iterator>    // std::istreambuf_iterator
 #include <random>      // std::mt19937_64
@@ -558,6 +559,69 @@ TEST_CASE("open refuses a FIFO at once instead of waiting for a writer", "[io]")
   }
   CHECK(prompt);
   CHECK_THAT(result.get(), Catch::Contains("fifo") && Catch::Contains("not a regular file"));
+}
+
+TEST_CASE("threads writing the same path each leave a whole file, and no temporary behind", "[io][threads]") {
+  // Each write goes through a temporary of its own: two threads saving to one
+  // path in turn never interleave their bytes (a shared temporary name did),
+  // and every read after a write finds one of the two files, whole.
+  TempDir dir("scalify_safetensors_test");
+  const std::string path = dir.file("shared.safetensors");
+  const auto writer = [&](float value, Eigen::Index cols) {
+    io::safetensors_writer w;
+    w.add("x", ScaledMatrix<float>(Eigen::MatrixXf::Constant(64, cols, value), 1.0f));
+    return w;
+  };
+  const io::safetensors_writer a = writer(1.0f, 1000), b = writer(2.0f, 3);
+  const auto run = [&](const io::safetensors_writer& w) {
+    int bad = 0;
+    for (int i = 0; i < 100; ++i) {
+      try {
+        w.write(path);
+        const auto f = io::safetensors_file::open(path);
+        const ScaledMatrix<float> x = f.load<float>("x");
+        const bool whole = (x.cols() == 1000 && (x.data().array() == 1.0f).all()) ||
+                           (x.cols() == 3 && (x.data().array() == 2.0f).all());
+        bad += !whole;
+      } catch (const std::exception&) {
+        ++bad;
+      }
+    }
+    return bad;
+  };
+  auto other = std::async(std::launch::async, run, std::cref(b));
+  const int bad_a = run(a);
+  const int bad_b = other.get();
+  CHECK(bad_a == 0);
+  CHECK(bad_b == 0);
+  int left = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) left += e.path().filename() != "shared.safetensors";
+  CHECK(left == 0);
+}
+
+TEST_CASE("write creates its temporary anew: a link at a temporary's name is not followed", "[io]") {
+  // A symbolic link where the writer's temporary would go (the pid is
+  // predictable) must not redirect the write: the write fails or uses
+  // another name, and the link's target keeps its bytes.
+  TempDir dir("scalify_safetensors_test");
+  const std::string path = dir.file("c.safetensors"), target = dir.file("target");
+  { std::ofstream(target) << "keep"; }
+  // The next writes' names, whatever the count so far, and the name without
+  // the count (which writes used before the count was added).
+  const std::string stem = path + ".tmp-" + std::to_string(::getpid());
+  fs::create_symlink(target, stem);
+  for (int n = 0; n < 64; ++n) fs::create_symlink(target, stem + "-" + std::to_string(n));
+  io::safetensors_writer w;
+  w.add("x", ScaledMatrix<float>(Eigen::MatrixXf::Ones(2, 2), 1.0f));
+  for (int i = 0; i < 3; ++i) {
+    try {
+      w.write(path);
+    } catch (const std::runtime_error&) {
+    }
+  }
+  std::ifstream in(target);
+  const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(kept == "keep");
 }
 
 // ------------------------------------------------------------------------------

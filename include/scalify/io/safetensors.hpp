@@ -39,6 +39,7 @@
 
 #include <Eigen/Core>  // Eigen::Matrix, Eigen::Map
 #include <algorithm>   // std::sort, std::find_if, std::any_of
+#include <atomic>      // std::atomic (write()'s temporary names)
 #include <bit>         // std::endian
 #include <cerrno>      // errno
 #include <cstdint>     // uint64_t, int64_t, uintptr_t, PTRDIFF_MAX
@@ -64,7 +65,7 @@
 #include <fcntl.h>     // open
 #include <sys/mman.h>  // mmap, munmap
 #include <sys/stat.h>  // fstat
-#include <unistd.h>    // close, getpid
+#include <unistd.h>    // close, getpid, write, fsync, unlink
 #define SCALIFY_IO_MMAP 1
 #else
 #include <fstream>  // std::ifstream (no memory map: the file is read into memory)
@@ -876,28 +877,65 @@ class safetensors_writer {
     return out;
   }
 
-  /// Writes the file: into `path`.tmp-<pid>, then renamed over `path`.
-  /// Throws std::invalid_argument as serialize() (before anything is
-  /// written), std::runtime_error naming the path if it cannot be written
-  /// (an existing file at `path` is then unchanged).
+  /// Writes the file: into a temporary file of its own beside `path`
+  /// (`path`.tmp-<pid>-<n>, n counting this process's writes, created
+  /// anew: never an existing file or link of that name), flushed to the disk,
+  /// then renamed over `path`, and the directory flushed (POSIX). So threads
+  /// and processes writing the same path each put a whole file there, and a
+  /// crash leaves the old file or the new one, never a part. Throws
+  /// std::invalid_argument as serialize() (before anything is written),
+  /// std::runtime_error naming the path if it cannot be written (an
+  /// existing file at `path` is then unchanged).
   void write(const std::string& path) const {
     const std::vector<unsigned char> bytes = serialize();
+    const auto fail = [&](int e) {
+      throw std::runtime_error("scalify::io: cannot write '" + path + "': " + std::strerror(e));
+    };
 #if SCALIFY_IO_MMAP
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+    static std::atomic<uint64_t> writes{0};
+    const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(writes.fetch_add(1, std::memory_order_relaxed));
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) fail(errno);
+    int e = 0;  // the first error
+    for (size_t done = 0; e == 0 && done < bytes.size();) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+      } else if (n == 0) {
+        e = EIO;
+      } else if (errno != EINTR) {
+        e = errno;
+      }
+    }
+    if (e == 0 && ::fsync(fd) != 0) e = errno;
+    if (::close(fd) != 0 && e == 0) e = errno;
+    if (e == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) e = errno;
+    if (e != 0) {
+      ::unlink(tmp.c_str());
+      fail(e);
+    }
+    // The rename itself, on the disk: flush the directory (best effort:
+    // some file systems refuse fsync on a directory).
+    const size_t slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
 #else
     const std::string tmp = path + ".tmp";
-#endif
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (f == nullptr) {
-      throw std::runtime_error("scalify::io: cannot write '" + path + "': " + std::strerror(errno));
-    }
+    if (f == nullptr) fail(errno);
     const bool written = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
     const bool closed = std::fclose(f) == 0;
     if (!written || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
       const int e = errno;
       std::remove(tmp.c_str());
-      throw std::runtime_error("scalify::io: cannot write '" + path + "': " + std::strerror(e));
+      fail(e);
     }
+#endif
   }
 
   /// Names added so far (data and scales).
