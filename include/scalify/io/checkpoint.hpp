@@ -152,7 +152,8 @@ inline bool parse_float(std::string_view s, float& out) {
   if (hex) s.remove_prefix(2);
   if (s.empty() || s[0] == '-' || s[0] == '+') return false;
   double v = 0.0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v, hex ? std::chars_format::hex : std::chars_format::general);
+  const auto format = hex ? std::chars_format::hex : std::chars_format::general;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v, format);
   if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return false;
   if (negative) v = -v;
   if (static_cast<double>(static_cast<float>(v)) != v) return false;  // NaN too

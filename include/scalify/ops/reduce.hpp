@@ -25,7 +25,8 @@
 // (float, or double for a double scale). Where sum's or mean's scale leaves S'
 // (s * R(sqrt N) = inf near 2^127, s * R(sqrt N) / P = 0 or subnormal below
 // 2^-126), the scale is a power of two (S''s largest; the subnormal's own; the
-// smallest positive for 0) and the data carries the rest (detail::scale_product). Limits, as in the reference:
+// smallest positive for 0) and the data carries the rest
+// (detail::scale_product). Limits, as in the reference:
 //   - prod's scale s^N overflows or underflows the scale type for large N
 //     (float: 2^128 = inf); use a double scale, or sum logs;
 //   - max/min keep s, which is right only for s >= 0 (scalify never makes a

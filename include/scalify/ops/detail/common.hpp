@@ -108,9 +108,13 @@ scale_with_rest<F> scale_product(F s, F k) {
 /// (kernels/epilogue.hpp), for the products whose store takes two passes.
 template <class Stored, class Wide>
 float stored_amax(const Stored& stored, const Wide& wide) {
+  constexpr bool kRowMajor = (Stored::Flags & Eigen::RowMajorBit) != 0;  // read `stored` in its order
+  const Eigen::Index outer = kRowMajor ? stored.rows() : stored.cols();
+  const Eigen::Index inner = kRowMajor ? stored.cols() : stored.rows();
   float amax = 0.0f;
-  for (Eigen::Index j = 0; j < stored.cols(); ++j) {
-    for (Eigen::Index i = 0; i < stored.rows(); ++i) {
+  for (Eigen::Index o = 0; o < outer; ++o) {
+    for (Eigen::Index q = 0; q < inner; ++q) {
+      const Eigen::Index i = kRowMajor ? o : q, j = kRowMajor ? q : o;
       const float a = std::fabs(static_cast<float>(stored(i, j)));
       if (std::isnan(a)) {
         if (!std::isnan(wide(i, j))) return std::numeric_limits<float>::infinity();
